@@ -1,0 +1,45 @@
+# The two commands (see README):
+#   make demo   set everything up and run the main job (the end-to-end demo)
+#   make test   lint, type-check and run every test against the real local stack
+#
+# Everything else they need is installed here: a virtualenv with the pinned
+# Python packages, Kafka's jars from Maven Central and a MinIO server built
+# with `go install` (both cached under ~/.cache/weir, never in the repo).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: setup demo test lint stack-up stack-down clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/weir stack fetch
+	$(BIN)/weir demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The test session starts the stack itself (tests/conftest.py) and stops what it
+# started; `stack fetch` first fills the cache so no test waits on a download.
+test: setup lint
+	$(BIN)/weir stack fetch
+	$(BIN)/pytest
+
+stack-up: setup
+	$(BIN)/weir stack up
+
+stack-down: setup
+	$(BIN)/weir stack down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

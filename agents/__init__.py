@@ -1,0 +1,1 @@
+"""Faust agents, one module each: scoring, control, drift, outliers, performance, retraining."""

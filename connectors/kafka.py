@@ -1,0 +1,347 @@
+"""Kafka at the boundary: admin, producer and consumer over confluent-kafka.
+
+Library errors become :class:`~schemas.errors.ServiceError` here, naming the
+address tried and the setting to change. Messages leave as CloudEvents
+(:func:`schemas.to_kafka`) and come back as :class:`ConsumedMessage`, which holds
+either a decoded event or the typed decode error (bad records are data, not
+crashes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import astuple, dataclass
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from schemas import Event, EventDecodeError, Origin, ServiceError, from_kafka, to_kafka
+from streams.settings import Settings
+from streams.topics import TopicSpec, topic_specs
+
+SETTING_HINT = "set WEIR_KAFKA__BOOTSTRAP_SERVERS (or run `weir stack up`)"
+
+
+def _unreachable(settings: Settings, what: str, err: object) -> ServiceError:
+    addr = settings.kafka.bootstrap_servers
+    return ServiceError(
+        f"Kafka at {addr} did not answer while {what}: {err}; {SETTING_HINT}",
+        service="kafka",
+        address=addr,
+    )
+
+
+def _base_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "client.id": settings.kafka.client_id,
+        "log_level": 3,  # errors only; librdkafka warnings are retried internally
+    }
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient(_base_config(settings))
+
+
+def ensure_topics(
+    settings: Settings, *, timeout_s: float = 30.0, specs: Sequence[TopicSpec] | None = None
+) -> dict[str, str]:
+    """Create every weir topic that is missing; returns name → "created" | "exists"."""
+    list_topics(settings, timeout_s=min(timeout_s, 10.0))  # fail fast, naming the address
+    client = admin(settings)
+    wanted = list(specs if specs is not None else topic_specs(settings.kafka))
+    futures = client.create_topics(
+        [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                config=dict(s.config),
+            )
+            for s in wanted
+        ],
+        request_timeout=timeout_s,
+        operation_timeout=timeout_s,
+    )
+    outcome: dict[str, str] = {}
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            outcome[name] = "created"
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                outcome[name] = "exists"
+            else:
+                raise _unreachable(settings, f"creating topic {name}", err) from exc
+        except Exception as exc:
+            raise _unreachable(settings, f"creating topic {name}", exc) from exc
+    return outcome
+
+
+def topic_config(settings: Settings, name: str, *, timeout_s: float = 15.0) -> dict[str, str]:
+    """The broker's effective configuration of one topic."""
+    client = admin(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    try:
+        entries = client.describe_configs([resource])[resource].result(timeout=timeout_s)
+    except Exception as exc:
+        raise _unreachable(settings, f"describing topic {name}", exc) from exc
+    return {k: v.value for k, v in entries.items() if v.value is not None}
+
+
+def list_topics(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, int]:
+    """Topic name → partition count; raises ServiceError when the broker is down."""
+    try:
+        meta = admin(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise _unreachable(settings, "listing topics", exc.args[0]) from exc
+    return {name: len(t.partitions) for name, t in meta.topics.items()}
+
+
+class EventProducer:
+    """Produces weir events and waits for the broker's acknowledgement.
+
+    ``acks=all`` and idempotence are on: :meth:`send` returns only after Kafka
+    stored the event, or raises ``ServiceError``.
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._settings = settings
+        config = _base_config(settings) | {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.timeout.ms": 30000,
+        }
+        self._producer = Producer(config | overrides)
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def produce_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Queue raw bytes (for tests of bad input and for dead-letter replay)."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers),
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def produce(self, topic: str, event: Event[Any]) -> None:
+        """Queue one event (binary mode unless settings say structured)."""
+        rec = to_kafka(event, mode=self._settings.events.mode)
+        self.produce_raw(topic, rec.value, rec.key, rec.headers)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued message is acknowledged; raise if any failed."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise _unreachable(
+                self._settings, f"flushing ({remaining} messages unacknowledged)", "timeout"
+            )
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise _unreachable(self._settings, "delivering messages", "; ".join(errors[:3]))
+
+    def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        timeout_s: float = 30.0,
+    ) -> Delivered:
+        """Produce one message and wait for it; returns where Kafka stored it."""
+        delivered: list[Delivered] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._errors.append(str(err))
+            else:
+                delivered.append(_where(msg))
+
+        self._producer.produce(
+            topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery
+        )
+        self.flush(timeout_s)
+        return delivered[0]
+
+    def send(self, topic: str, event: Event[Any], timeout_s: float = 30.0) -> Delivered:
+        """Produce one event and wait for it; returns where Kafka stored it."""
+        rec = to_kafka(event, mode=self._settings.events.mode)
+        return self.send_raw(topic, rec.value, rec.key, rec.headers, timeout_s)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where the broker stored a message."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ConsumedMessage:
+    """One message read from Kafka: an event, or the reason it is not one."""
+
+    topic: str
+    partition: int
+    offset: int
+    event: Event[Any] | None
+    error: EventDecodeError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def read_at(settings: Settings, where: Delivered, *, timeout_s: float = 30.0) -> ConsumedMessage:
+    """Read the one message stored at ``where`` (no consumer group needed)."""
+    consumer = Consumer(
+        _base_config(settings) | {"group.id": "weir-read-at", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(where.topic, where.partition, where.offset)])
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                raise _unreachable(settings, f"reading {where}", msg.error())
+            return _decode(settings, msg)
+        raise _unreachable(settings, f"reading {where}", f"nothing arrived in {timeout_s:.0f}s")
+    finally:
+        consumer.close()
+
+
+def _where(msg: Message) -> Delivered:
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ServiceError(
+            "Kafka returned a message without topic/partition/offset",
+            service="kafka",
+            address="",
+            retriable=False,
+        )
+    return Delivered(topic, partition, offset)
+
+
+def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
+    raw = msg.headers() or []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def _decode(settings: Settings, msg: Message) -> ConsumedMessage:
+    topic, partition, offset = astuple(_where(msg))
+    origin = Origin(topic=topic, partition=partition, offset=offset)
+    try:
+        event = from_kafka(
+            msg.value(),
+            msg.key(),
+            _headers(msg),
+            max_bytes=settings.events.max_bytes,
+            origin=origin,
+        )
+    except EventDecodeError as err:
+        return ConsumedMessage(topic, partition, offset, None, err)
+    return ConsumedMessage(topic, partition, offset, event, None)
+
+
+class EventConsumer:
+    """Reads weir events from topics; undecodable messages come back with their error."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        from_beginning: bool = True,
+        **overrides: Any,
+    ) -> None:
+        self._settings = settings
+        config = _base_config(settings) | {
+            "group.id": group_id,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": settings.kafka.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, settings.kafka.session_timeout_ms // 4),
+        }
+        self._consumer = Consumer(config | overrides)
+        self._consumer.subscribe(list(topics))
+
+    def poll(self, timeout_s: float = 1.0) -> ConsumedMessage | None:
+        msg = self._consumer.poll(timeout_s)
+        if msg is None:
+            return None
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise _unreachable(self._settings, "consuming", err)
+        return _decode(self._settings, msg)
+
+    def take(
+        self,
+        count: int,
+        *,
+        deadline_s: float,
+        stop: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Iterator[ConsumedMessage]:
+        """Yield up to ``count`` messages until ``stop()`` is true or ``deadline_s`` passed.
+
+        The deadline bounds the wait, so a test never hangs on a message that
+        does not come; ``stop`` is checked after every message.
+        """
+        end = clock() + deadline_s
+        taken = 0
+        while taken < count and clock() < end and not (stop and stop()):
+            got = self.poll(min(1.0, max(0.0, end - clock())))
+            if got is not None:
+                taken += 1
+                yield got
+
+    def __iter__(self) -> Iterator[ConsumedMessage]:
+        while True:
+            got = self.poll()
+            if got is not None:
+                yield got
+
+    def commit(self) -> None:
+        self._consumer.commit(asynchronous=False)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> EventConsumer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

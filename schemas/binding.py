@@ -1,0 +1,295 @@
+"""CloudEvents protocol bindings for Kafka and HTTP: encode and strictly decode.
+
+Encoding goes through the CloudEvents SDK (``cloudevents.kafka`` and
+``cloudevents.conversion``): binary mode by default, structured on request.
+
+Decoding is weir's own and strict, because the SDK is lenient where a
+dead-letter topic must not be: it invents an ``id`` and ``time`` when they are
+missing, lets non-UTF-8 header bytes escape as ``UnicodeDecodeError``, and
+turns every Kafka header into an attribute in structured mode. Here every
+failure of any kind becomes one :class:`~schemas.errors.EventDecodeError`
+subclass carrying the raw bytes, so a caller can dead-letter it.
+
+Mode detection follows the bindings: Kafka is binary when a ``ce_specversion``
+header is present and structured otherwise (``application/cloudevents+json``
+or the SDK's ``application/json``); HTTP is binary with ``ce-specversion``,
+structured with ``application/cloudevents+json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, NoReturn
+from urllib.parse import unquote
+
+from cloudevents import conversion as ce_conversion
+from cloudevents import kafka as ce_kafka
+from cloudevents.http import CloudEvent as SdkEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.errors import (
+    EventDecodeError,
+    EventTooLargeError,
+    MalformedEventError,
+    Origin,
+    RawMessage,
+    SchemaViolationError,
+    UnknownEventTypeError,
+)
+from schemas.events import JSON_CONTENT_TYPE, SPEC_VERSION, Event, Lineage
+from schemas.payloads import PAYLOAD_BY_TYPE
+
+Mode = Literal["binary", "structured"]
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+DEFAULT_MAX_BYTES = 1_048_576
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """A Kafka message as weir produces it: key, value and headers as bytes."""
+
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _sdk_event(event: Event[Any]) -> SdkEvent:
+    attrs: dict[str, Any] = dict(event.attributes())
+    if event.partition_key is not None:
+        attrs["partitionkey"] = event.partition_key
+    return SdkEvent(attrs, event.data.model_dump(mode="json"))
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+
+
+def to_kafka(event: Event[Any], *, mode: Mode = "binary") -> KafkaRecord:
+    """Encode ``event`` for Kafka; the payload's partition key becomes the message key."""
+    sdk = _sdk_event(event)
+    if mode == "binary":
+        msg = ce_kafka.to_binary(sdk, data_marshaller=_json)
+    else:
+        msg = ce_kafka.to_structured(sdk, envelope_marshaller=_json)
+        msg = msg._replace(headers={"content-type": STRUCTURED_CONTENT_TYPE.encode()})
+    key = msg.key.encode() if isinstance(msg.key, str) else msg.key
+    value = msg.value.encode() if isinstance(msg.value, str) else msg.value
+    return KafkaRecord(value=value, key=key, headers=tuple(msg.headers.items()))
+
+
+def to_http(event: Event[Any], *, mode: Mode = "binary") -> tuple[dict[str, str], bytes]:
+    """Encode ``event`` as an HTTP request's headers and body."""
+    attrs = dict(event.attributes())
+    sdk = SdkEvent(attrs, event.data.model_dump(mode="json"))
+    if mode == "binary":
+        headers, body = ce_conversion.to_binary(sdk, data_marshaller=_json)
+    else:
+        headers, body = ce_conversion.to_structured(sdk, data_marshaller=lambda d: d)
+    return {k: v for k, v in headers.items()}, body
+
+
+# ---------------------------------------------------------------- decoding
+
+
+class _Attributes(BaseModel):
+    """The context attributes a weir consumer requires, validated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=1024)
+    type: str = Field(min_length=1, max_length=256)
+    time: datetime | None = None
+    subject: str | None = Field(default=None, max_length=1024)
+    datacontenttype: str | None = None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _strict_json(raw: bytes | str) -> Any:
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+def _fail(cls: type[EventDecodeError], reason: str, raw: RawMessage, **kw: Any) -> NoReturn:
+    raise cls(reason, raw, **kw)
+
+
+def _validation_reason(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts.append(f"{loc}: {e['msg']}")
+    more = err.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _build(attrs: Mapping[str, Any], data: Any, raw: RawMessage) -> Event[Any]:
+    """Validate attributes and data into an Event; ``data`` is bytes or parsed JSON."""
+    try:
+        ctx = _Attributes.model_validate(attrs)
+    except ValidationError as err:
+        _fail(MalformedEventError, f"invalid CloudEvent attributes: {_validation_reason(err)}", raw)
+    event_id = ctx.id
+    ctype = (ctx.datacontenttype or JSON_CONTENT_TYPE).split(";")[0].strip().lower()
+    if ctype != JSON_CONTENT_TYPE and not ctype.endswith("+json"):
+        _fail(
+            MalformedEventError,
+            f"unsupported datacontenttype {ctx.datacontenttype!r}: weir events carry JSON",
+            raw,
+            event_id=event_id,
+        )
+    payload_cls = PAYLOAD_BY_TYPE.get(ctx.type)
+    if payload_cls is None:
+        _fail(
+            UnknownEventTypeError,
+            f"unknown event type {ctx.type!r}; known types: {', '.join(sorted(PAYLOAD_BY_TYPE))}",
+            raw,
+            event_id=event_id,
+        )
+    if data is None:
+        _fail(SchemaViolationError, f"{ctx.type} event has no data", raw, event_id=event_id)
+    if isinstance(data, bytes):
+        try:
+            data = _strict_json(data)
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            _fail(MalformedEventError, f"data is not valid JSON: {err}", raw, event_id=event_id)
+    try:
+        payload = payload_cls.model_validate(data)
+        lineage = Lineage.model_validate({k: attrs[k] for k in Lineage.model_fields if k in attrs})
+    except ValidationError as err:
+        _fail(
+            SchemaViolationError,
+            f"{ctx.type} data does not match its schema: {_validation_reason(err)}",
+            raw,
+            event_id=event_id,
+        )
+    return Event(
+        id=ctx.id,
+        source=ctx.source,
+        time=ctx.time,
+        subject=ctx.subject,
+        data=payload,
+        lineage=lineage,
+    )
+
+
+def _check_size(raw: RawMessage, max_bytes: int) -> None:
+    size = len(raw.value) + sum(len(k) + len(v) for k, v in raw.headers)
+    if size > max_bytes:
+        _fail(EventTooLargeError, f"message is {size} bytes, over the limit of {max_bytes}", raw)
+
+
+def _decode_structured(raw: RawMessage) -> Event[Any]:
+    try:
+        envelope = _strict_json(raw.value)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        _fail(MalformedEventError, f"structured CloudEvent is not valid JSON: {err}", raw)
+    if not isinstance(envelope, dict):
+        _fail(MalformedEventError, "structured CloudEvent must be a JSON object", raw)
+    if "data" in envelope and "data_base64" in envelope:
+        _fail(MalformedEventError, "structured CloudEvent has both data and data_base64", raw)
+    data: Any = envelope.get("data")
+    if "data_base64" in envelope:
+        try:
+            data = base64.b64decode(envelope["data_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as err:
+            _fail(MalformedEventError, f"data_base64 is not base64: {err}", raw)
+    attrs = {k: v for k, v in envelope.items() if k not in ("data", "data_base64")}
+    return _build(attrs, data, raw)
+
+
+def _header_text(name: str, value: bytes, raw: RawMessage) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(MalformedEventError, f"header {name!r} is not UTF-8", raw)
+
+
+def _header_bytes(value: bytes | str | None) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return b"" if value is None else str(value).encode("utf-8", "replace")
+
+
+def from_kafka(
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: Iterable[tuple[str, bytes | str | None]] | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    origin: Origin | None = None,
+) -> Event[Any]:
+    """Decode a Kafka message (binary or structured mode) into an :class:`Event`.
+
+    Raises only :class:`~schemas.errors.EventDecodeError` subclasses.
+    """
+    hdrs = tuple((str(k), _header_bytes(v)) for k, v in (headers or ()))
+    raw = RawMessage(value=value or b"", key=key, headers=hdrs, origin=origin or Origin())
+    _check_size(raw, max_bytes)
+    if value is None:
+        _fail(MalformedEventError, "message has no value (a tombstone is not an event)", raw)
+    names = {k.lower(): v for k, v in hdrs}
+    if "ce_specversion" not in names:
+        return _decode_structured(raw)
+    attrs: dict[str, Any] = {}
+    for name, val in names.items():
+        if name.startswith("ce_"):
+            attrs[name[3:]] = _header_text(name, val, raw)
+    if "content-type" in names:
+        attrs["datacontenttype"] = _header_text("content-type", names["content-type"], raw)
+    return _build(attrs, value, raw)
+
+
+def from_http(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Event[Any]:
+    """Decode an HTTP request (binary or structured mode) into an :class:`Event`."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw = RawMessage(
+        value=body, headers=tuple((k, v.encode("utf-8", "replace")) for k, v in lowered.items())
+    )
+    if len(body) > max_bytes:
+        _fail(EventTooLargeError, f"body is {len(body)} bytes, over the limit of {max_bytes}", raw)
+    ctype = lowered.get("content-type", "").split(";")[0].strip().lower()
+    if "ce-specversion" in lowered:
+        attrs: dict[str, Any] = {
+            k[3:]: unquote(v) for k, v in lowered.items() if k.startswith("ce-")
+        }
+        if "content-type" in lowered:
+            attrs["datacontenttype"] = lowered["content-type"]
+        return _build(attrs, body, raw)
+    if ctype == STRUCTURED_CONTENT_TYPE:
+        return _decode_structured(raw)
+    _fail(
+        MalformedEventError,
+        "not a CloudEvent: no ce-specversion header (binary mode) and content-type "
+        f"{ctype or '(none)'!r} is not {STRUCTURED_CONTENT_TYPE} (structured mode)",
+        raw,
+    )
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SPEC_VERSION",
+    "STRUCTURED_CONTENT_TYPE",
+    "KafkaRecord",
+    "Mode",
+    "from_http",
+    "from_kafka",
+    "to_http",
+    "to_kafka",
+]

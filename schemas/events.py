@@ -1,0 +1,113 @@
+"""The CloudEvents envelope around every payload, and its lineage extensions.
+
+An :class:`Event` is a CloudEvent (spec 1.0) whose ``data`` is a validated
+:class:`~schemas.payloads.Payload`. Its ``type`` is the payload's versioned
+``event_type``; lineage (model, version, pipeline run, alert) rides in
+CloudEvents extension attributes so it survives any hop that keeps the envelope.
+Time is injected (``now``) so tests never depend on the wall clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+from schemas.payloads import Payload
+
+P = TypeVar("P", bound=Payload)
+
+SPEC_VERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The production clock; tests pass their own."""
+    return datetime.now(UTC)
+
+
+Ext = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Lineage(BaseModel):
+    """CloudEvents extension attributes that carry lineage across hops.
+
+    Names follow the CloudEvents rule for extensions (lower-case letters and
+    digits only), so they map to ``ce_modelname`` Kafka headers and
+    ``ce-modelname`` HTTP headers.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    modelname: Ext | None = None
+    modelversion: Ext | None = None
+    runid: Ext | None = None
+    alertid: Ext | None = None
+
+    def attributes(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+LINEAGE_ATTRIBUTES: frozenset[str] = frozenset(Lineage.model_fields)
+
+
+class Event(BaseModel, Generic[P]):
+    """A CloudEvent carrying one weir payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    source: Annotated[str, Field(min_length=1, max_length=1024)]
+    time: datetime | None = None
+    subject: Annotated[str, Field(max_length=1024)] | None = None
+    data: SerializeAsAny[P]
+    lineage: Lineage = Lineage()
+
+    @property
+    def type(self) -> str:
+        return self.data.event_type
+
+    @property
+    def partition_key(self) -> str | None:
+        return self.data.partition_key
+
+    def attributes(self) -> dict[str, str]:
+        """Context attributes (required, optional and extensions) as strings."""
+        attrs = {
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "datacontenttype": JSON_CONTENT_TYPE,
+        }
+        if self.time is not None:
+            attrs["time"] = self.time.isoformat().replace("+00:00", "Z")
+        if self.subject is not None:
+            attrs["subject"] = self.subject
+        attrs.update(self.lineage.attributes())
+        return attrs
+
+
+def new_event(
+    data: P,
+    *,
+    source: str,
+    now: Clock = utc_now,
+    lineage: Lineage | None = None,
+    subject: str | None = None,
+    event_id: str | None = None,
+) -> Event[P]:
+    """Wrap ``data`` in a new CloudEvent with a fresh id (one per hop)."""
+    return Event(
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        time=now(),
+        subject=subject,
+        data=data,
+        lineage=lineage or Lineage(),
+    )

@@ -1,0 +1,250 @@
+"""Payload models: the ``data`` of every CloudEvent on every weir topic.
+
+Each payload class names its versioned CloudEvents ``type`` (``event_type``)
+and the Kafka key it is partitioned by (``partition_key``). All models are
+frozen, forbid unknown fields and reject NaN and infinities: a payload that
+validates here is safe to feed a model or a detector.
+
+A change that breaks a consumer gets a new ``type`` version (``...v2``); the
+JSON Schema of every type is exported to ``schemas/jsonschema/``.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.errors import EventDecodeError
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+Version = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
+Output = int | float | str
+
+
+class Payload(BaseModel):
+    """Base of every event payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    event_type: ClassVar[str]
+
+    @property
+    def partition_key(self) -> str | None:
+        """The Kafka message key; ``None`` lets the producer spread messages."""
+        raise NotImplementedError
+
+
+class InputRecord(Payload):
+    """One input to be scored (topic: records)."""
+
+    event_type: ClassVar[str] = "io.weir.record.v1"
+
+    id: Identifier
+    features: dict[FeatureName, float] = Field(min_length=1)
+    entity: Identifier | None = None
+    timestamp: datetime | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.entity or self.id
+
+
+class Prediction(Payload):
+    """What was served for one record, and by whom (topic: predictions)."""
+
+    event_type: ClassVar[str] = "io.weir.prediction.v1"
+
+    record_id: Identifier
+    model: ModelName
+    version: Version
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    output: Output
+    scores: dict[str, float] | None = None
+    latency_ms: float = Field(ge=0)
+
+    @property
+    def partition_key(self) -> str:
+        return self.record_id
+
+
+class Label(Payload):
+    """Ground truth for a record, arriving later (topic: labels)."""
+
+    event_type: ClassVar[str] = "io.weir.label.v1"
+
+    record_id: Identifier
+    label: Output
+    timestamp: datetime | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.record_id
+
+
+class Alert(Payload):
+    """Fields every alert shares (topic: alerts, keyed by model)."""
+
+    alert_id: Identifier
+    model: ModelName
+    version: Version | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.model
+
+
+class DriftAlert(Alert):
+    """A change in the distribution of one input feature or of the predictions."""
+
+    event_type: ClassVar[str] = "io.weir.alert.drift.v1"
+
+    stream: Annotated[str, Field(min_length=1, max_length=128)]
+    detector: Annotated[str, Field(min_length=1, max_length=64)]
+    records_seen: int = Field(ge=0)
+    mean_before: float | None = None
+    mean_after: float | None = None
+
+
+class OutlierAlert(Alert):
+    """One record scored above the outlier threshold."""
+
+    event_type: ClassVar[str] = "io.weir.alert.outlier.v1"
+
+    record_id: Identifier
+    score: float
+    threshold: float
+
+
+class PerformanceAlert(Alert):
+    """Live accuracy of a model version fell, or its error stream drifted."""
+
+    event_type: ClassVar[str] = "io.weir.alert.performance.v1"
+
+    metric: Annotated[str, Field(min_length=1, max_length=64)]
+    value: float
+    window: int = Field(ge=1)
+    detector: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ModelVersionEvent(Payload):
+    """A routing change on the compacted control topic (topic: models, keyed by model).
+
+    ``activate`` moves all traffic to ``url``; ``canary`` sends ``weight`` of it;
+    ``shadow`` mirrors traffic without serving its answers; ``rollback`` returns to
+    the version that was active before ``version``.
+    """
+
+    event_type: ClassVar[str] = "io.weir.model.version.v1"
+
+    action: Literal["activate", "canary", "shadow", "rollback"]
+    model: ModelName
+    version: Version
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    protocol: Literal["v1", "v2"] = "v2"
+    weight: float | None = Field(default=None, gt=0, le=1)
+    storage_uri: Annotated[str, Field(max_length=2048)] | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    run_id: Identifier | None = None
+    alert_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _weight_only_for_canary(self) -> ModelVersionEvent:
+        if self.action == "canary" and self.weight is None:
+            raise ValueError("a canary needs a weight in (0, 1]")
+        if self.action != "canary" and self.weight is not None:
+            raise ValueError(f"weight is only meaningful for a canary, not for {self.action!r}")
+        return self
+
+    @property
+    def partition_key(self) -> str:
+        return self.model
+
+
+class PipelineRunEvent(Payload):
+    """Retraining lineage: alert id → run id → model version (topic: pipeline-runs)."""
+
+    event_type: ClassVar[str] = "io.weir.pipeline.run.v1"
+
+    run_id: Identifier
+    model: ModelName
+    status: Literal["requested", "started", "succeeded", "failed", "not-promoted"]
+    pipeline: Annotated[str, Field(min_length=1, max_length=256)]
+    alert_id: Identifier | None = None
+    produced_version: Version | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    reason: Annotated[str, Field(max_length=4096)] | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.model
+
+
+class DeadLetter(Payload):
+    """Anything that could not be processed, with its raw bytes (topic: dead-letter).
+
+    ``raw_base64`` holds the original message value exactly as received, so it
+    can be inspected and replayed; ``key_base64`` and ``headers`` likewise.
+    """
+
+    event_type: ClassVar[str] = "io.weir.deadletter.v1"
+
+    raw_base64: str
+    key_base64: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    error_class: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(min_length=1, max_length=8192)]
+    source_topic: str | None = None
+    partition: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0)
+    attempts: int = Field(default=1, ge=1)
+    original_event_id: str | None = None
+
+    @classmethod
+    def from_error(cls, err: EventDecodeError, *, attempts: int = 1) -> DeadLetter:
+        """The dead-letter payload for bytes that failed to decode."""
+        raw = err.raw
+        return cls(
+            raw_base64=base64.b64encode(raw.value).decode("ascii"),
+            key_base64=None if raw.key is None else base64.b64encode(raw.key).decode("ascii"),
+            headers={k: v.decode("utf-8", "replace") for k, v in raw.headers},
+            error_class=err.error_class,
+            reason=err.reason[:8192] or err.error_class,
+            source_topic=raw.origin.topic,
+            partition=raw.origin.partition,
+            offset=raw.origin.offset,
+            attempts=attempts,
+            original_event_id=err.event_id,
+        )
+
+    @property
+    def raw(self) -> bytes:
+        return base64.b64decode(self.raw_base64)
+
+    @property
+    def key(self) -> bytes | None:
+        return None if self.key_base64 is None else base64.b64decode(self.key_base64)
+
+    @property
+    def partition_key(self) -> str | None:
+        key = self.key
+        return None if key is None else key.decode("utf-8", errors="replace")
+
+
+PAYLOAD_TYPES: tuple[type[Payload], ...] = (
+    InputRecord,
+    Prediction,
+    Label,
+    DriftAlert,
+    OutlierAlert,
+    PerformanceAlert,
+    ModelVersionEvent,
+    PipelineRunEvent,
+    DeadLetter,
+)
+
+PAYLOAD_BY_TYPE: dict[str, type[Payload]] = {cls.event_type: cls for cls in PAYLOAD_TYPES}

@@ -1,0 +1,1 @@
+"""The Faust app factory, the one settings object, topics, the CLI and the local stack launcher."""

@@ -1,0 +1,200 @@
+"""The ``weir`` command. Settings are built here, once, and passed down."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from schemas import ConfigurationError, WeirError
+from streams.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The one Settings of this invocation, read from the environment once."""
+    store = ctx.ensure_object(dict)
+    if "settings" not in store:
+        try:
+            store["settings"] = Settings()
+        except ValidationError as err:
+            raise ConfigurationError(f"invalid WEIR_* settings:\n{err}") from err
+    settings: Settings = store["settings"]
+    return settings
+
+
+def weir_errors(fn: F) -> F:
+    """Turn WeirError into a one-line message and exit code 1 instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WeirError as err:
+            err_console.print(f"[bold red]error:[/] {err}")
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """weir: event-driven streaming MLOps on Kafka, KServe, river and Kubeflow Pipelines."""
+    ctx.ensure_object(dict)
+
+
+# ------------------------------------------------------------------- stack
+
+
+@cli.group()
+def stack() -> None:
+    """Run the local stack: Apache Kafka (KRaft) and MinIO on 127.0.0.1."""
+
+
+@stack.command("up")
+@click.pass_context
+@weir_errors
+def stack_up(ctx: click.Context) -> None:
+    """Fetch (first time only), start and wait for Kafka and MinIO; create topics and buckets."""
+    from streams.stack import Stack
+
+    settings = _settings(ctx)
+    with console.status("bringing the local stack up…"):
+        report = Stack(settings, say=console.print).up()
+    fetched = [n for n, did in report.fetched.items() if did]
+    cache = f"downloaded {', '.join(fetched)}" if fetched else "cached"
+    console.print(
+        f"[green]stack up[/] in {report.total_s:.1f}s "
+        f"(fetch {report.fetch_s:.1f}s, {cache}"
+        f", start {report.start_s:.1f}s, ready {report.ready_s:.1f}s); "
+        f"{len(report.topics)} topics, {len(report.buckets)} buckets"
+    )
+
+
+@stack.command("fetch")
+@click.pass_context
+@weir_errors
+def stack_fetch(ctx: click.Context) -> None:
+    """Download Kafka's jars (Maven) and build MinIO (go install) into the cache, once."""
+    import time
+
+    from streams.stack import Stack
+
+    settings = _settings(ctx)
+    started = time.monotonic()
+    with console.status("fetching Kafka jars and building MinIO (first time: a few minutes)…"):
+        fetched = Stack(settings, say=console.print).fetch()
+    what = ", ".join(f"{n}: {'fetched' if did else 'cached'}" for n, did in fetched.items())
+    console.print(
+        f"[green]cache ready[/] in {time.monotonic() - started:.1f}s ({what or 'nothing managed'})"
+        f" at {settings.stack.cache_dir}"
+    )
+
+
+@stack.command("down")
+@click.pass_context
+@weir_errors
+def stack_down(ctx: click.Context) -> None:
+    """Stop the processes `stack up` started (by their recorded PIDs)."""
+    from streams.stack import Stack
+
+    stopped = Stack(_settings(ctx), say=console.print).down()
+    if not any(stopped.values()):
+        console.print("nothing was running")
+
+
+@stack.command("status")
+@click.pass_context
+@weir_errors
+def stack_status(ctx: click.Context) -> None:
+    """Show what runs where; exit 1 if a service is not ready."""
+    from streams.stack import Stack
+
+    rows = Stack(_settings(ctx)).status()
+    table = Table("service", "address", "managed", "pid", "ready", "log")
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.address,
+            "yes" if r.managed else "no (external)",
+            str(r.pid or "-"),
+            "[green]yes[/]" if r.ready else "[red]no[/]",
+            r.log or "-",
+        )
+    console.print(table)
+    if not all(r.ready for r in rows):
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------ topics
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics weir uses."""
+
+
+@topics.command("create")
+@click.pass_context
+@weir_errors
+def topics_create(ctx: click.Context) -> None:
+    """Create every weir topic with its partitions and configs (idempotent)."""
+    from connectors.kafka import ensure_topics
+    from streams.topics import topic_specs
+
+    settings = _settings(ctx)
+    outcome = ensure_topics(settings)
+    table = Table("topic", "partitions", "config", "result")
+    for spec in topic_specs(settings.kafka):
+        cfg = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        table.add_row(spec.name, str(spec.partitions), cfg, outcome[spec.name])
+    console.print(table)
+
+
+# ----------------------------------------------------------------- schemas
+
+
+@cli.group()
+def schemas() -> None:
+    """Event schemas (JSON Schema for non-Python consumers)."""
+
+
+@schemas.command("export")
+def schemas_export() -> None:
+    """Regenerate schemas/jsonschema/*.json from the pydantic models."""
+    from schemas.jsonschema_export import export
+
+    for path in export():
+        console.print(str(path))
+
+
+# -------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="leave the stack running afterwards")
+@click.pass_context
+@weir_errors
+def demo(ctx: click.Context, keep: bool) -> None:
+    """The main job: bring the stack up and show weir working end to end."""
+    from streams.demo import run_demo
+
+    run_demo(_settings(ctx), console=console, keep=keep)
+
+
+def main() -> None:
+    cli(prog_name="weir")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The one settings object.
+
+Built once, in the CLI's ``main()`` (or a test's fixture), from ``WEIR_``
+environment variables with ``__`` between group and field, e.g.
+``WEIR_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`` or
+``WEIR_MINIO__SECRET_KEY=...``; then passed down. Nothing reads the
+environment at import time. Every group is frozen.
+
+Local defaults bind everything to loopback. A group with ``managed=False``
+points at an existing service that ``weir stack up`` must not start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The MinIO server is built from this Go module version (the last source
+# release published to the Go module proxy; MinIO tags are not semver).
+MINIO_MODULE = "github.com/minio/minio"
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+KAFKA_VERSION = "4.2.2"
+
+
+def _default_cache_dir() -> Path:
+    # Called when Settings is built (in main), never at import.
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "weir"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (WEIR_KAFKA__BOOTSTRAP_SERVERS)"
+    )
+    managed: bool = Field(True, description="start a local KRaft broker in `weir stack up`")
+    controller_port: int = Field(9093, description="KRaft controller port of the local broker")
+    version: str = Field(KAFKA_VERSION, description="Apache Kafka version fetched from Maven")
+    heap: str = Field("512m", description="JVM heap of the local broker")
+    topic_prefix: str = Field("weir", pattern=r"^[A-Za-z0-9._-]+$")
+    record_partitions: int = Field(4, ge=1, description="partitions of records/predictions/labels")
+    replication_factor: int = Field(1, ge=1)
+    session_timeout_ms: int = Field(6000, ge=1000, description="consumer group session timeout")
+    client_id: str = "weir"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        first = self.bootstrap_servers.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
+class MinioSettings(_Group):
+    endpoint: str = Field("127.0.0.1:9000", description="host:port of MinIO / S3")
+    console_port: int = 9001
+    access_key: str = "weir"
+    secret_key: SecretStr = SecretStr("weir-local-secret")
+    secure: bool = False
+    region: str = "us-east-1"
+    managed: bool = Field(True, description="start a local MinIO in `weir stack up`")
+    module_version: str = MINIO_VERSION
+    models_bucket: str = "models"
+    data_bucket: str = "data"
+    pipelines_bucket: str = "pipelines"
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return (self.models_bucket, self.data_bucket, self.pipelines_bucket)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+
+class KServeSettings(_Group):
+    bind_host: str = Field("127.0.0.1", description="address model servers bind REST to")
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+
+
+class KfpSettings(_Group):
+    host: str | None = Field(None, description="Kubeflow Pipelines API; unset = local runner")
+    pipeline_root: Path | None = None
+
+
+class EventSettings(_Group):
+    source: str = Field("weir", description="CloudEvents `source` of events weir emits")
+    max_bytes: int = Field(1_048_576, ge=1024, description="largest accepted event, in bytes")
+    mode: Literal["binary", "structured"] = "binary"
+
+
+class StackSettings(_Group):
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    state_dir: Path | None = Field(None, description="pids, logs, data; default <cache>/stack")
+    ready_timeout_s: float = Field(180.0, gt=0)
+
+    @field_validator("cache_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir or self.cache_dir / "stack"
+
+
+class Settings(BaseSettings):
+    """Everything weir can be told, in one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WEIR_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    minio: MinioSettings = MinioSettings()
+    kserve: KServeSettings = KServeSettings()
+    kfp: KfpSettings = KfpSettings()
+    events: EventSettings = EventSettings()
+    stack: StackSettings = Field(default_factory=StackSettings)
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> Settings:
+        kafka_port = self.kafka.host_port[1]
+        minio_port = int(self.minio.endpoint.rpartition(":")[2])
+        ports = [kafka_port, self.kafka.controller_port, minio_port, self.minio.console_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"local stack ports must differ, got {ports}")
+        return self

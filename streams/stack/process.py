@@ -1,0 +1,151 @@
+"""A service process the local stack started: its PID file, log, start and stop.
+
+Each service writes ``<run_dir>/<name>.pid`` and ``<run_dir>/<name>.log``. A PID
+is only trusted while ``/proc/<pid>/cmdline`` still mentions the service's own
+directory, so ``down`` never signals a recycled PID that now belongs to
+something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import StackError
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter from /proc (``Z`` for a zombie), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def is_running(pid: int) -> bool:
+    state = _state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.25,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Poll ``check`` until it is true; returns seconds waited, raises StackError at the bound."""
+    start = clock()
+    while True:
+        if check():
+            return clock() - start
+        if clock() - start > timeout_s:
+            raise StackError(f"timed out after {timeout_s:.0f}s {what}", service=what, address="")
+        sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    name: str
+    run_dir: Path
+
+    @property
+    def home(self) -> Path:
+        """The service's own directory (config, data); its path marks the PID as ours."""
+        return self.run_dir / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The PID of our running process, or None (stale PID files are removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if is_running(pid) and str(self.home) in _cmdline(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+        """Start ``argv`` detached (own session), logging to the log file; returns its PID.
+
+        ``argv[0]`` must be an absolute path. ``posix_spawn`` rather than ``Popen``:
+        the service outlives this process, so there is no Popen object to keep.
+        """
+        running = self.pid()
+        if running is not None:
+            return running
+        self.home.mkdir(parents=True, exist_ok=True)
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (
+                os.POSIX_SPAWN_OPEN,
+                1,
+                str(self.log_file),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                0o644,
+            ),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        pid = os.posix_spawn(
+            argv[0],
+            list(argv),
+            dict(env if env is not None else os.environ),
+            file_actions=actions,
+            setsid=True,
+        )
+        self.pid_file.write_text(f"{pid}\n")
+        return pid
+
+    def stop(self, *, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM our PID, wait for it to exit, SIGKILL at the bound; returns the PID stopped."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_until(
+                lambda: not is_running(pid), timeout_s=timeout_s, what=f"stopping {self.name}"
+            )
+        except StackError:
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not is_running(pid), timeout_s=10, what=f"killing {self.name}")
+        self._reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return pid
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        # When this process started the service, collect the exit status so no zombie stays.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

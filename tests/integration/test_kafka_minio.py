@@ -1,0 +1,149 @@
+"""Against the real broker and MinIO: CloudEvents through Kafka, topics, objects."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.kafka import (
+    EventConsumer,
+    EventProducer,
+    ensure_topics,
+    list_topics,
+    read_at,
+    topic_config,
+)
+from connectors.minio_store import ObjectNotFound, ObjectStore
+from schemas import (
+    InputRecord,
+    Lineage,
+    MalformedEventError,
+    ModelVersionEvent,
+    SchemaViolationError,
+    ServiceError,
+    new_event,
+)
+from streams.settings import EventSettings, KafkaSettings, Settings
+from streams.topics import Topic, topic_name, topic_specs
+from tests.samples import SAMPLES
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 60  # generous: a fresh consumer group joins in ~1-3 s on the local broker
+
+
+def _with_mode(settings: Settings, mode: str) -> Settings:
+    return settings.model_copy(update={"events": EventSettings(mode=mode)})
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_cloudevents_round_trip_through_kafka(live_stack: Settings, unique: str, mode: str):
+    topic = topic_name(live_stack.kafka, Topic.RECORDS)
+    producer = EventProducer(_with_mode(live_stack, mode))
+    lineage = Lineage(runid=f"run-{unique}")
+    sent = [
+        new_event(p, source=f"test-{unique}", lineage=lineage)
+        for p in SAMPLES
+        if isinstance(p, InputRecord)
+    ] + [
+        new_event(
+            InputRecord(id=f"{unique}-{i}", features={"x": float(i)}), source=f"test-{unique}"
+        )
+        for i in range(20)
+    ]
+    for event in sent:
+        producer.produce(topic, event)
+    producer.flush()
+
+    got = {}
+    with EventConsumer(live_stack, [topic], group_id=f"rt-{unique}") as consumer:
+        for msg in consumer.take(10_000, deadline_s=DEADLINE_S, stop=lambda: len(got) == len(sent)):
+            assert msg.error is None, msg.error
+            if msg.event is not None and msg.event.source == f"test-{unique}":
+                got[msg.event.id] = msg.event
+    assert got == {e.id: e for e in sent}
+
+
+def test_bad_bytes_come_back_as_typed_errors_with_raw_bytes(live_stack: Settings, unique: str):
+    topic = topic_name(live_stack.kafka, Topic.RECORDS)
+    producer = EventProducer(live_stack)
+    bad_json = producer.send_raw(topic, b"\x00\xffgarbage", key=f"bad-{unique}".encode())
+    nan = producer.send_raw(
+        topic,
+        b'{"id":"r","features":{"x":1e999}}',
+        key=f"nan-{unique}".encode(),
+        headers=[
+            ("ce_specversion", b"1.0"),
+            ("ce_id", f"nan-{unique}".encode()),
+            ("ce_source", b"t"),
+            ("ce_type", b"io.weir.record.v1"),
+            ("content-type", b"application/json"),
+        ],
+    )
+    found = {}
+    with EventConsumer(live_stack, [topic], group_id=f"bad-{unique}") as consumer:
+        for msg in consumer.take(10_000, deadline_s=DEADLINE_S, stop=lambda: len(found) == 2):
+            if (msg.partition, msg.offset) in {
+                (bad_json.partition, bad_json.offset),
+                (nan.partition, nan.offset),
+            }:
+                found[(msg.partition, msg.offset)] = msg
+    first = found[(bad_json.partition, bad_json.offset)].error
+    assert isinstance(first, MalformedEventError)
+    assert first.raw.value == b"\x00\xffgarbage"
+    assert first.raw.origin.topic == topic and first.raw.origin.offset == bad_json.offset
+    second = found[(nan.partition, nan.offset)].error
+    assert isinstance(second, SchemaViolationError)
+    assert second.event_id == f"nan-{unique}"
+
+
+def test_topics_exist_with_their_partitions_and_models_is_compacted(live_stack: Settings):
+    assert set(ensure_topics(live_stack).values()) == {"exists"}, "second create is a no-op"
+    present = list_topics(live_stack)
+    for spec in topic_specs(live_stack.kafka):
+        assert present[spec.name] == spec.partitions
+    models = topic_config(live_stack, topic_name(live_stack.kafka, Topic.MODELS))
+    assert models["cleanup.policy"] == "compact"
+    records = topic_config(live_stack, topic_name(live_stack.kafka, Topic.RECORDS))
+    assert records["cleanup.policy"] == "delete"
+
+
+def test_topic_prefix_creates_a_separate_set(live_stack: Settings, unique: str):
+    other = live_stack.model_copy(
+        update={"kafka": live_stack.kafka.model_copy(update={"topic_prefix": f"t{unique}"})}
+    )
+    outcome = ensure_topics(other)
+    assert sorted(outcome) == sorted(s.name for s in topic_specs(other.kafka))
+    assert set(outcome.values()) == {"created"}
+
+
+def test_control_topic_event_keyed_by_model(live_stack: Settings, unique: str):
+    topic = topic_name(live_stack.kafka, Topic.MODELS)
+    event = new_event(
+        ModelVersionEvent(
+            action="activate", model=f"m{unique}", version="1", url="http://127.0.0.1:8081"
+        ),
+        source="test",
+    )
+    where = EventProducer(live_stack).send(topic, event)
+    got = read_at(live_stack, where)
+    assert got.event == event
+
+
+def test_unreachable_broker_names_address_and_setting():
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    with pytest.raises(ServiceError, match=r"127\.0\.0\.1:1 .*WEIR_KAFKA__BOOTSTRAP_SERVERS"):
+        list_topics(settings, timeout_s=2)
+
+
+def test_object_round_trip_through_minio(live_stack: Settings, unique: str):
+    store = ObjectStore(live_stack.minio)
+    assert set(store.ensure_buckets().values()) == {"exists"}
+    key = f"tests/{unique}/blob.bin"
+    body = bytes(range(256)) * 64
+    uri = store.put_bytes(live_stack.minio.data_bucket, key, body)
+    assert uri == f"s3://{live_stack.minio.data_bucket}/{key}"
+    assert store.get_bytes(live_stack.minio.data_bucket, key) == body
+    assert list(store.list_keys(live_stack.minio.data_bucket, f"tests/{unique}/")) == [key]
+    store.delete(live_stack.minio.data_bucket, key)
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes(live_stack.minio.data_bucket, key)

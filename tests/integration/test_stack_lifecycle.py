@@ -1,0 +1,65 @@
+"""A second, independent stack: up from the cache only, status, down, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from streams.settings import KafkaSettings, MinioSettings, Settings, StackSettings
+from streams.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _processes_mentioning(path: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_status_down_from_cache_leaves_nothing_behind(
+    live_stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Same cache as the session stack (already warm), own state dir and ports.
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:19092", controller_port=19093),
+        minio=MinioSettings(endpoint="127.0.0.1:19000", console_port=19001),
+        stack=StackSettings(cache_dir=live_stack.stack.cache_dir, state_dir=tmp_path / "state"),
+    )
+    # Only java on PATH: a start that tried to download (mvn) or build (go) would fail.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    java = shutil.which("java")
+    assert java is not None
+    os.symlink(java, bin_dir / "java")
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+    stack = Stack(settings)
+    try:
+        report = stack.up()
+        assert report.fetched == {"kafka": False, "minio": False}, "second start reuses the cache"
+        assert set(report.started) == {"kafka", "minio"}
+        status = {s.name: s for s in stack.status()}
+        assert status["kafka"].ready and status["minio"].ready
+        assert status["kafka"].pid == report.started["kafka"]
+        assert status["kafka"].address == "127.0.0.1:19092"
+        assert _processes_mentioning(settings.stack.run_dir), "services run from the state dir"
+    finally:
+        stopped = stack.down()
+    assert stopped == report.started
+    assert _processes_mentioning(settings.stack.run_dir) == []
+    assert not any(settings.stack.run_dir.glob("*.pid"))
+    assert [s.ready for s in stack.status()] == [False, False]
+    # the session's stack is untouched
+    assert all(s.ready for s in Stack(live_stack).status())

@@ -1,0 +1,189 @@
+"""One valid payload of every type, and hypothesis strategies that build any valid payload."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+from hypothesis import strategies as st
+
+from schemas import (
+    DeadLetter,
+    DriftAlert,
+    InputRecord,
+    Label,
+    ModelVersionEvent,
+    OutlierAlert,
+    Payload,
+    PerformanceAlert,
+    PipelineRunEvent,
+    Prediction,
+)
+
+FIXED_TIME = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+SAMPLES: list[Payload] = [
+    InputRecord(id="r-1", features={"x0": 0.25, "x1": -3.0}, entity="user-7", timestamp=FIXED_TIME),
+    Prediction(
+        record_id="r-1",
+        model="churn",
+        version="3",
+        url="http://127.0.0.1:8081",
+        output=1,
+        scores={"0": 0.2, "1": 0.8},
+        latency_ms=1.5,
+    ),
+    Label(record_id="r-1", label="yes"),
+    DriftAlert(
+        alert_id="a-1",
+        model="churn",
+        version="3",
+        stream="x0",
+        detector="ADWIN",
+        records_seen=5055,
+        mean_before=0.0,
+        mean_after=1.0,
+    ),
+    OutlierAlert(alert_id="a-2", model="churn", record_id="r-9", score=0.97, threshold=0.9),
+    PerformanceAlert(
+        alert_id="a-3",
+        model="churn",
+        version="3",
+        metric="accuracy",
+        value=0.61,
+        window=500,
+        detector="DDM",
+    ),
+    ModelVersionEvent(
+        action="canary",
+        model="churn",
+        version="4",
+        url="http://127.0.0.1:8082",
+        protocol="v2",
+        weight=0.1,
+        storage_uri="s3://models/churn/4/",
+        metrics={"accuracy": 0.9},
+        run_id="run-1",
+        alert_id="a-1",
+    ),
+    PipelineRunEvent(
+        run_id="run-1",
+        model="churn",
+        status="succeeded",
+        pipeline="weir-retrain",
+        alert_id="a-1",
+        produced_version="4",
+        metrics={"accuracy": 0.9},
+    ),
+    DeadLetter(
+        raw_base64=base64.b64encode(b"\xff\x00not json").decode(),
+        key_base64=None,
+        error_class="MalformedEvent",
+        reason="not JSON",
+        source_topic="weir.records",
+        partition=0,
+        offset=42,
+        attempts=1,
+    ),
+]
+
+ident = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+)
+model_name = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
+version = st.from_regex(r"[A-Za-z0-9._-]{1,12}", fullmatch=True)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+url = st.from_regex(r"http://127\.0\.0\.1:[0-9]{2,5}(/[a-z]{1,8})?", fullmatch=True)
+output = st.one_of(st.integers(-(2**53), 2**53), finite, ident)
+when = st.datetimes(
+    min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+score_map = st.dictionaries(ident, finite, max_size=4)
+
+PAYLOADS: st.SearchStrategy[Payload] = st.one_of(
+    st.builds(
+        InputRecord,
+        id=ident,
+        features=st.dictionaries(ident, finite, min_size=1, max_size=6),
+        entity=st.none() | ident,
+        timestamp=st.none() | when,
+    ),
+    st.builds(
+        Prediction,
+        record_id=ident,
+        model=model_name,
+        version=version,
+        url=url,
+        output=output,
+        scores=st.none() | score_map,
+        latency_ms=st.floats(0, 1e6),
+    ),
+    st.builds(Label, record_id=ident, label=output, timestamp=st.none() | when),
+    st.builds(
+        DriftAlert,
+        alert_id=ident,
+        model=model_name,
+        version=st.none() | version,
+        stream=ident,
+        detector=st.sampled_from(["ADWIN", "PageHinkley"]),
+        records_seen=st.integers(0, 2**40),
+        mean_before=st.none() | finite,
+        mean_after=st.none() | finite,
+    ),
+    st.builds(
+        OutlierAlert,
+        alert_id=ident,
+        model=model_name,
+        record_id=ident,
+        score=finite,
+        threshold=finite,
+    ),
+    st.builds(
+        PerformanceAlert,
+        alert_id=ident,
+        model=model_name,
+        metric=st.just("accuracy"),
+        value=finite,
+        window=st.integers(1, 10**6),
+        detector=st.just("DDM"),
+    ),
+    st.one_of(
+        st.builds(
+            ModelVersionEvent,
+            action=st.sampled_from(["activate", "shadow", "rollback"]),
+            model=model_name,
+            version=version,
+            url=url,
+            protocol=st.sampled_from(["v1", "v2"]),
+            metrics=score_map,
+            run_id=st.none() | ident,
+            alert_id=st.none() | ident,
+        ),
+        st.builds(
+            ModelVersionEvent,
+            action=st.just("canary"),
+            model=model_name,
+            version=version,
+            url=url,
+            weight=st.floats(0.001, 1.0),
+        ),
+    ),
+    st.builds(
+        PipelineRunEvent,
+        run_id=ident,
+        model=model_name,
+        status=st.sampled_from(["requested", "started", "succeeded", "failed", "not-promoted"]),
+        pipeline=ident,
+        produced_version=st.none() | version,
+        metrics=score_map,
+    ),
+    st.builds(
+        DeadLetter,
+        raw_base64=st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
+        error_class=st.just("MalformedEvent"),
+        reason=ident,
+        attempts=st.integers(1, 100),
+        partition=st.none() | st.integers(0, 1000),
+        offset=st.none() | st.integers(0, 2**40),
+    ),
+)
