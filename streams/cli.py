@@ -178,6 +178,25 @@ def schemas_export() -> None:
         console.print(str(path))
 
 
+# ------------------------------------------------------------------- serve
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", required=True, help="model version in the registry")
+@click.option("--port", type=int, default=8080, show_default=True, help="REST port")
+@click.pass_context
+@weir_errors
+def serve(ctx: click.Context, model: str, version: str, port: int) -> None:
+    """Serve MODEL/VERSION from the MinIO registry with kserve.ModelServer (V1 and V2 REST).
+
+    Binds WEIR_KSERVE__BIND_HOST (127.0.0.1 by default); runs until interrupted.
+    """
+    from connectors.model_server import serve as run_server
+
+    run_server(_settings(ctx), model, version, port)
+
+
 # -------------------------------------------------------------------- demo
 
 

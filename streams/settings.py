@@ -136,3 +136,23 @@ class Settings(BaseSettings):
         if len(set(ports)) != len(ports):
             raise ValueError(f"local stack ports must differ, got {ports}")
         return self
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process build the same Settings.
+
+    Used when weir starts its own helper processes (model servers), so they see
+    exactly the settings of the process that started them.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+    for group, model in settings:
+        if not isinstance(model, BaseModel):
+            continue
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"WEIR_{group.upper()}__{name.upper()}"] = str(value)
+    return env

@@ -65,6 +65,7 @@ def wait_until(
 class ServiceProcess:
     name: str
     run_dir: Path
+    marker: str | None = None  # text the command line must contain; default: the home dir
 
     @property
     def home(self) -> Path:
@@ -85,7 +86,7 @@ class ServiceProcess:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if is_running(pid) and str(self.home) in _cmdline(pid):
+        if is_running(pid) and (self.marker or str(self.home)) in _cmdline(pid):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None

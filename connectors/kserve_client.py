@@ -1,0 +1,223 @@
+"""Async client for KServe's V1 and V2 (Open Inference Protocol) REST data planes.
+
+The URL is passed on every call — the scoring agent takes it from the routing
+state, so a hot swap is a data change, never a global. One pooled
+``httpx.AsyncClient`` (injectable transport for tests), timeouts always on,
+retries with exponential backoff and jitter (tenacity) on retriable failures
+only: connection errors, timeouts, 429 and 5xx. Everything else is translated
+into :class:`ModelServerError` here, with ``retriable`` telling the caller
+whether to wait and try again or to dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from schemas import ServiceError
+from streams.settings import KServeSettings
+
+Protocol = Literal["v1", "v2"]
+RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class ModelServerError(ServiceError):
+    """A model server call failed; ``status`` is the HTTP status if there was one."""
+
+    def __init__(
+        self, message: str, *, model: str, url: str, status: int | None, retriable: bool
+    ) -> None:
+        super().__init__(message, service="model-server", address=url, retriable=retriable)
+        self.model = model
+        self.url = url
+        self.status = status
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    labels: list[int | float | str]
+    probabilities: list[dict[str, float]] | None
+    model_version: str | None
+    latency_ms: float
+
+
+def predict_path(model: str, protocol: Protocol) -> str:
+    return f"/v1/models/{model}:predict" if protocol == "v1" else f"/v2/models/{model}/infer"
+
+
+def ready_path(model: str, protocol: Protocol) -> str:
+    return f"/v1/models/{model}" if protocol == "v1" else f"/v2/models/{model}/ready"
+
+
+def _request_body(protocol: Protocol, rows: Sequence[Sequence[float]]) -> dict[str, Any]:
+    if protocol == "v1":
+        return {"instances": [list(r) for r in rows]}
+    width = len(rows[0]) if rows else 0
+    return {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [len(rows), width],
+                "datatype": "FP64",
+                "data": [float(v) for r in rows for v in r],
+            }
+        ]
+    }
+
+
+def _parse(protocol: Protocol, body: dict[str, Any], n: int) -> tuple[list[Any], Any, Any]:
+    if protocol == "v1":
+        labels = list(body["predictions"])
+        return labels, body.get("probabilities"), body.get("model_version")
+    outputs = body["outputs"]
+    labels = list(outputs[0]["data"])
+    return labels, None, body.get("model_version")
+
+
+class InferenceClient:
+    def __init__(
+        self,
+        settings: KServeSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 20,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> InferenceClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def _post_once(
+        self, url: str, model: str, protocol: Protocol, rows: Sequence[Sequence[float]]
+    ) -> InferenceResult:
+        target = url.rstrip("/") + predict_path(model, protocol)
+        started = time.perf_counter()
+        try:
+            resp = await self._http.post(target, json=_request_body(protocol, rows))
+        except httpx.TimeoutException as exc:
+            raise ModelServerError(
+                f"model {model} at {url} timed out after {self._settings.timeout_s}s",
+                model=model,
+                url=url,
+                status=None,
+                retriable=True,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ModelServerError(
+                f"model {model} at {url} is unreachable: {exc!r}",
+                model=model,
+                url=url,
+                status=None,
+                retriable=True,
+            ) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        if resp.status_code != 200:
+            raise ModelServerError(
+                f"model {model} at {url} answered {resp.status_code}: {resp.text[:300]}",
+                model=model,
+                url=url,
+                status=resp.status_code,
+                retriable=resp.status_code in RETRIABLE_STATUS,
+            )
+        try:
+            labels, probs, version = _parse(protocol, resp.json(), len(rows))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ModelServerError(
+                f"model {model} at {url} sent an unexpected {protocol} response: {exc!r}",
+                model=model,
+                url=url,
+                status=resp.status_code,
+                retriable=False,
+            ) from exc
+        if len(labels) != len(rows):
+            raise ModelServerError(
+                f"model {model} at {url} returned {len(labels)} predictions for {len(rows)} rows",
+                model=model,
+                url=url,
+                status=resp.status_code,
+                retriable=False,
+            )
+        return InferenceResult(labels, probs, None if version is None else str(version), latency_ms)
+
+    async def predict(
+        self,
+        url: str,
+        model: str,
+        protocol: Protocol,
+        rows: Sequence[Sequence[float]],
+        *,
+        attempts: int | None = None,
+    ) -> InferenceResult:
+        """Score ``rows``; retries retriable failures with backoff, then raises the last one."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(
+                1 + (self._settings.max_retries if attempts is None else attempts - 1)
+            ),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
+            retry=retry_if_exception(lambda e: isinstance(e, ModelServerError) and e.retriable),
+            reraise=True,
+            sleep=self._sleep,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._post_once(url, model, protocol, rows)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def ready(self, url: str, model: str, protocol: Protocol) -> bool:
+        """True when the server says the model is ready; False when down or not ready."""
+        try:
+            resp = await self._http.get(url.rstrip("/") + ready_path(model, protocol))
+        except httpx.HTTPError:
+            return False
+        if resp.status_code != 200:
+            return False
+        try:
+            return bool(resp.json().get("ready", False))
+        except ValueError:
+            return False
+
+    async def wait_ready(
+        self, url: str, model: str, protocol: Protocol, *, timeout_s: float, interval_s: float = 0.2
+    ) -> float:
+        """Poll the readiness endpoint until ready; returns seconds waited.
+
+        Raises a retriable ModelServerError when ``timeout_s`` passes first.
+        """
+        started = time.monotonic()
+        while not await self.ready(url, model, protocol):
+            if time.monotonic() - started > timeout_s:
+                raise ModelServerError(
+                    f"model {model} at {url} was not ready within {timeout_s:.0f}s",
+                    model=model,
+                    url=url,
+                    status=None,
+                    retriable=True,
+                )
+            await self._sleep(interval_s)
+        return time.monotonic() - started

@@ -1,0 +1,140 @@
+"""Serve a registry model with ``kserve.ModelServer`` over REST (V1 and V2 protocols).
+
+Run one server per process: ``weir serve NAME --version V --port P`` or
+``python -m connectors.model_server NAME V PORT``. Two kserve 0.21 traps are
+handled here, in this process only:
+
+* importing ``kserve`` parses ``sys.argv`` (``parse_known_args``, with prefix
+  abbreviations), so argv is reset before the import;
+* the REST server binds ``0.0.0.0`` with no option to change it, so its class
+  is replaced by a subclass that binds ``WEIR_KSERVE__BIND_HOST`` (loopback by
+  default). gRPC is disabled (it would bind ``[::]``).
+
+Endpoints: ``GET /v1/models/NAME`` (ready), ``POST /v1/models/NAME:predict``
+(``{"instances": [[...], ...]}``), ``GET /v2/models/NAME/ready``,
+``GET /v2/models/NAME`` (metadata), ``POST /v2/models/NAME/infer``. Responses
+carry the model version (V1: ``model_version`` key; V2: ``model_version``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from connectors.minio_store import ObjectStore
+from connectors.predictor import predict_batch
+from connectors.registry import LoadedModel, ModelRegistry
+from streams.settings import Settings, settings_env
+from streams.stack.process import ServiceProcess
+
+
+def _kserve_model_class() -> type:
+    import kserve
+    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+    class WeirModel(kserve.Model):
+        """A registry model behind KServe's V1 and V2 REST data planes."""
+
+        def __init__(self, name: str, version: str, registry: ModelRegistry) -> None:
+            super().__init__(name)
+            self.version = version
+            self._registry = registry
+            self._model: LoadedModel | None = None
+
+        def load(self) -> bool:
+            self._model = self._registry.load(self.name, self.version)
+            self.ready = True
+            return True
+
+        async def predict(
+            self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
+        ) -> Any:
+            assert self._model is not None
+            if isinstance(payload, InferRequest):
+                rows = payload.inputs[0].as_numpy().astype(np.float64)
+                labels, _ = predict_batch(self._model, rows.reshape(len(rows), -1))
+                arr = np.asarray(labels)
+                out = InferOutput(
+                    name="label",
+                    shape=[len(labels)],
+                    datatype="INT64" if arr.dtype.kind in "iu" else "FP64",
+                )
+                out.set_data_from_numpy(
+                    arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float64)
+                )
+                return InferResponse(
+                    response_id=payload.id or "",
+                    model_name=self.name,
+                    model_version=self.version,
+                    infer_outputs=[out],
+                )
+            if isinstance(payload, bytes | str):  # sent without a JSON content type
+                payload = json.loads(payload)
+            rows = np.asarray(payload["instances"], dtype=np.float64)
+            labels, probs = predict_batch(self._model, rows)
+            body: dict[str, Any] = {
+                "predictions": labels,
+                "model_name": self.name,
+                "model_version": self.version,
+            }
+            if probs is not None:
+                body["probabilities"] = probs
+            return body
+
+    return WeirModel
+
+
+def serve(settings: Settings, name: str, version: str, port: int) -> None:
+    """Load ``name``/``version`` from the registry and serve it until signalled."""
+    sys.argv = [sys.argv[0]]  # kserve parses argv at import
+    import kserve
+    import kserve.model_server as kms
+    from kserve.protocol.rest.server import RESTServer
+
+    bind_host = settings.kserve.bind_host
+
+    class BoundRESTServer(RESTServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = bind_host
+
+    kms.RESTServer = BoundRESTServer
+    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    model = _kserve_model_class()(name, version, registry)
+    model.load()
+    kserve.ModelServer(
+        http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False
+    ).start([model])
+
+
+def server_process(settings: Settings, name: str, version: str, port: int) -> ServiceProcess:
+    """The PID/log bookkeeping of one model server started in the background."""
+    return ServiceProcess(
+        f"model-{name}-{version}-{port}",
+        settings.stack.run_dir,
+        marker=f"connectors.model_server {name} {version} {port}",
+    )
+
+
+def start_server(settings: Settings, name: str, version: str, port: int) -> int:
+    """Start ``python -m connectors.model_server`` in the background; returns its PID."""
+    proc = server_process(settings, name, version, port)
+    argv = [sys.executable, "-m", "connectors.model_server", name, version, str(port)]
+    return proc.start(argv, env=settings_env(settings))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m connectors.model_server")
+    parser.add_argument("name")
+    parser.add_argument("version")
+    parser.add_argument("port", type=int)
+    args = parser.parse_args()
+    serve(Settings(), args.name, args.version, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The KServe V1/V2 client against an in-process transport: bodies, parsing, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from connectors.kserve_client import InferenceClient, ModelServerError
+from streams.settings import KServeSettings
+
+URL = "http://127.0.0.1:8081"
+
+
+class Recorder:
+    """An httpx MockTransport handler that answers from a script and records requests."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def client(
+    handler: Recorder, delays: list[float] | None = None, retries: int = 3
+) -> InferenceClient:
+    async def fake_sleep(seconds: float) -> None:
+        if delays is not None:
+            delays.append(seconds)
+
+    return InferenceClient(
+        KServeSettings(max_retries=retries, timeout_s=1.0),
+        transport=httpx.MockTransport(handler),
+        sleep=fake_sleep,
+    )
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_v1_request_and_response():
+    rec = Recorder(
+        httpx.Response(
+            200,
+            json={
+                "predictions": [1, 0],
+                "model_version": "7",
+                "probabilities": [{"1": 0.9}, {"0": 0.8}],
+            },
+        )
+    )
+    result = run(client(rec).predict(URL, "churn", "v1", [[1.0, 2.0], [3.0, 4.0]]))
+    assert rec.requests[0].url == f"{URL}/v1/models/churn:predict"
+    assert json.loads(rec.requests[0].content) == {"instances": [[1.0, 2.0], [3.0, 4.0]]}
+    assert result.labels == [1, 0]
+    assert result.model_version == "7"
+    assert result.probabilities == [{"1": 0.9}, {"0": 0.8}]
+
+
+def test_v2_request_and_response():
+    rec = Recorder(
+        httpx.Response(
+            200,
+            json={
+                "model_name": "churn",
+                "model_version": "8",
+                "outputs": [{"name": "label", "shape": [2], "datatype": "INT64", "data": [0, 1]}],
+            },
+        )
+    )
+    result = run(client(rec).predict(URL + "/", "churn", "v2", [[1.0, 2.0], [3.0, 4.0]]))
+    assert rec.requests[0].url == f"{URL}/v2/models/churn/infer"
+    body = json.loads(rec.requests[0].content)
+    assert body["inputs"][0]["shape"] == [2, 2]
+    assert body["inputs"][0]["data"] == [1.0, 2.0, 3.0, 4.0]
+    assert body["inputs"][0]["datatype"] == "FP64"
+    assert (result.labels, result.model_version) == ([0, 1], "8")
+
+
+def test_retriable_failures_are_retried_with_growing_backoff():
+    rec = Recorder(
+        httpx.Response(503, text="loading"),
+        httpx.ConnectError("refused"),
+        httpx.Response(200, json={"predictions": [1]}),
+    )
+    delays: list[float] = []
+    result = run(client(rec, delays).predict(URL, "m", "v1", [[0.0]]))
+    assert result.labels == [1]
+    assert len(rec.requests) == 3
+    assert len(delays) == 2 and all(d > 0 for d in delays)
+
+
+def test_retries_stop_at_the_budget_and_raise_a_retriable_error():
+    rec = Recorder(httpx.ConnectError("refused"))
+    with pytest.raises(ModelServerError, match="unreachable") as info:
+        run(client(rec, retries=2).predict(URL, "m", "v1", [[0.0]]))
+    assert info.value.retriable
+    assert info.value.url == URL and info.value.model == "m"
+    assert len(rec.requests) == 3
+
+
+def test_client_errors_are_not_retried():
+    rec = Recorder(httpx.Response(400, text="bad shape"))
+    with pytest.raises(ModelServerError, match="answered 400: bad shape") as info:
+        run(client(rec).predict(URL, "m", "v1", [[0.0]]))
+    assert not info.value.retriable
+    assert len(rec.requests) == 1
+
+
+def test_timeouts_are_retriable():
+    rec = Recorder(httpx.ReadTimeout("slow"), httpx.Response(200, json={"predictions": [3]}))
+    assert run(client(rec).predict(URL, "m", "v1", [[0.0]])).labels == [3]
+
+
+def test_a_short_answer_is_an_error_not_a_silent_gap():
+    rec = Recorder(httpx.Response(200, json={"predictions": [1]}))
+    with pytest.raises(ModelServerError, match="1 predictions for 2 rows"):
+        run(client(rec).predict(URL, "m", "v1", [[0.0], [1.0]]))
+
+
+def test_ready_probe():
+    assert run(client(Recorder(httpx.Response(200, json={"ready": True}))).ready(URL, "m", "v2"))
+    assert not run(
+        client(Recorder(httpx.Response(200, json={"ready": False}))).ready(URL, "m", "v1")
+    )
+    assert not run(client(Recorder(httpx.ConnectError("down"))).ready(URL, "m", "v1"))
