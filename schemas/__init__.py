@@ -28,6 +28,7 @@ from schemas.payloads import (
     PerformanceAlert,
     PipelineRunEvent,
     Prediction,
+    RouteDecision,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "PipelineRunEvent",
     "Prediction",
     "RawMessage",
+    "RouteDecision",
     "SchemaViolationError",
     "ServiceError",
     "StackError",

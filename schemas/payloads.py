@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.errors import EventDecodeError
+from schemas.errors import EventDecodeError, RawMessage
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
@@ -134,9 +134,14 @@ class PerformanceAlert(Alert):
 class ModelVersionEvent(Payload):
     """A routing change on the compacted control topic (topic: models, keyed by model).
 
-    ``activate`` moves all traffic to ``url``; ``canary`` sends ``weight`` of it;
-    ``shadow`` mirrors traffic without serving its answers; ``rollback`` returns to
-    the version that was active before ``version``.
+    ``activate`` moves all traffic to ``url``; ``rollback`` does the same for an
+    earlier version (``version`` and ``url`` name the version to return to);
+    ``canary`` sends ``weight`` of the traffic to ``url``; ``shadow`` mirrors
+    traffic without serving its answers.
+
+    The Kafka key is the model name for ``activate`` and ``rollback`` (so
+    compaction keeps the latest route decision) and ``<model>:canary`` /
+    ``<model>:shadow`` for the others.
     """
 
     event_type: ClassVar[str] = "io.weir.model.version.v1"
@@ -148,6 +153,9 @@ class ModelVersionEvent(Payload):
     protocol: Literal["v1", "v2"] = "v2"
     weight: float | None = Field(default=None, gt=0, le=1)
     storage_uri: Annotated[str, Field(max_length=2048)] | None = None
+    features: list[FeatureName] | None = Field(
+        default=None, description="feature order the model expects; default: sorted names"
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     run_id: Identifier | None = None
     alert_id: Identifier | None = None
@@ -159,6 +167,32 @@ class ModelVersionEvent(Payload):
         if self.action != "canary" and self.weight is not None:
             raise ValueError(f"weight is only meaningful for a canary, not for {self.action!r}")
         return self
+
+    @property
+    def partition_key(self) -> str:
+        if self.action in ("activate", "rollback"):
+            return self.model
+        return f"{self.model}:{self.action}"
+
+
+class RouteDecision(Payload):
+    """A worker's answer to a model-version event (topic: alerts, keyed by model).
+
+    ``accepted`` is false when the routing change was refused — the endpoint
+    was not ready, or there was nothing to roll back to — and the worker kept
+    its current route.
+    """
+
+    event_type: ClassVar[str] = "io.weir.model.route.v1"
+
+    model: ModelName
+    action: Literal["activate", "canary", "shadow", "rollback"]
+    version: Version
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    accepted: bool
+    reason: Annotated[str, Field(max_length=4096)]
+    active_version: Version | None = None
+    worker: Annotated[str, Field(min_length=1, max_length=256)]
 
     @property
     def partition_key(self) -> str:
@@ -205,20 +239,38 @@ class DeadLetter(Payload):
     original_event_id: str | None = None
 
     @classmethod
-    def from_error(cls, err: EventDecodeError, *, attempts: int = 1) -> DeadLetter:
-        """The dead-letter payload for bytes that failed to decode."""
-        raw = err.raw
+    def from_raw(
+        cls,
+        raw: RawMessage,
+        *,
+        error_class: str,
+        reason: str,
+        attempts: int = 1,
+        event_id: str | None = None,
+    ) -> DeadLetter:
+        """The dead-letter payload for a message, kept byte for byte."""
         return cls(
             raw_base64=base64.b64encode(raw.value).decode("ascii"),
             key_base64=None if raw.key is None else base64.b64encode(raw.key).decode("ascii"),
             headers={k: v.decode("utf-8", "replace") for k, v in raw.headers},
-            error_class=err.error_class,
-            reason=err.reason[:8192] or err.error_class,
+            error_class=error_class,
+            reason=reason[:8192] or error_class,
             source_topic=raw.origin.topic,
             partition=raw.origin.partition,
             offset=raw.origin.offset,
             attempts=attempts,
-            original_event_id=err.event_id,
+            original_event_id=event_id,
+        )
+
+    @classmethod
+    def from_error(cls, err: EventDecodeError, *, attempts: int = 1) -> DeadLetter:
+        """The dead-letter payload for bytes that failed to decode."""
+        return cls.from_raw(
+            err.raw,
+            error_class=err.error_class,
+            reason=err.reason,
+            attempts=attempts,
+            event_id=err.event_id,
         )
 
     @property
@@ -243,6 +295,7 @@ PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     OutlierAlert,
     PerformanceAlert,
     ModelVersionEvent,
+    RouteDecision,
     PipelineRunEvent,
     DeadLetter,
 )

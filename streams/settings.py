@@ -96,6 +96,16 @@ class EventSettings(_Group):
     mode: Literal["binary", "structured"] = "binary"
 
 
+class ScoringSettings(_Group):
+    model: str = Field("weir-demo", description="the model this scoring worker serves")
+    batch_size: int = Field(64, ge=1, le=10_000, description="records per model call at most")
+    batch_wait_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    backoff_initial_s: float = Field(0.2, gt=0, description="first wait when the server is down")
+    backoff_max_s: float = Field(5.0, gt=0, description="longest wait between retries")
+    control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")
+    worker_id: str = Field("worker-1", description="names this worker in route decisions")
+
+
 class StackSettings(_Group):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     state_dir: Path | None = Field(None, description="pids, logs, data; default <cache>/stack")
@@ -126,6 +136,7 @@ class Settings(BaseSettings):
     kserve: KServeSettings = KServeSettings()
     kfp: KfpSettings = KfpSettings()
     events: EventSettings = EventSettings()
+    scoring: ScoringSettings = ScoringSettings()
     stack: StackSettings = Field(default_factory=StackSettings)
 
     @model_validator(mode="after")

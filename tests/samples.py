@@ -18,6 +18,7 @@ from schemas import (
     PerformanceAlert,
     PipelineRunEvent,
     Prediction,
+    RouteDecision,
 )
 
 FIXED_TIME = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -65,6 +66,16 @@ SAMPLES: list[Payload] = [
         metrics={"accuracy": 0.9},
         run_id="run-1",
         alert_id="a-1",
+    ),
+    RouteDecision(
+        model="churn",
+        action="activate",
+        version="4",
+        url="http://127.0.0.1:8082",
+        accepted=False,
+        reason="endpoint not ready",
+        active_version="3",
+        worker="w-1",
     ),
     PipelineRunEvent(
         run_id="run-1",

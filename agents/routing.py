@@ -1,0 +1,127 @@
+"""Routing state: which URL serves which model version. Pure logic, no I/O.
+
+The control agent folds model-version events into a :class:`RoutingTable`;
+the scoring agent asks it, per record, where to send the record. The table
+changes only through :meth:`RoutingTable.apply`, so every worker that reads
+the same compacted control topic ends with the same routes.
+
+Per model it keeps the active route, the history of earlier active routes
+(for rollback), an optional canary with a weight, and an optional shadow.
+A canary split is decided by a stable hash of the record id, so a record is
+routed the same way on every worker and on every retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from schemas import ModelVersionEvent
+
+Protocol = Literal["v1", "v2"]
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str
+    version: str
+    url: str
+    protocol: Protocol
+    features: tuple[str, ...] | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRoutes:
+    active: Route | None = None
+    history: tuple[Route, ...] = ()
+    canary: Route | None = None
+    canary_weight: float = 0.0
+    shadow: Route | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    reason: str
+    active_version: str | None
+
+
+def route_of(event: ModelVersionEvent) -> Route:
+    return Route(
+        model=event.model,
+        version=event.version,
+        url=event.url,
+        protocol=event.protocol,
+        features=tuple(event.features) if event.features else None,
+        run_id=event.run_id,
+    )
+
+
+def _bucket(record_id: str) -> float:
+    digest = hashlib.blake2b(record_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class RoutingTable:
+    models: dict[str, ModelRoutes] = field(default_factory=dict)
+    changes: int = 0
+
+    def get(self, model: str) -> ModelRoutes:
+        return self.models.get(model, ModelRoutes())
+
+    def apply(self, event: ModelVersionEvent, *, ready: bool) -> Decision:
+        """Fold one control event; ``ready`` is whether its endpoint answered ready.
+
+        ``activate`` and ``rollback`` both name the version that should serve
+        from now on, so the latest of them alone decides the active route — which
+        is what survives compaction of the control topic. A rollback also drops
+        the versions after its target from the history.
+        """
+        current = self.get(event.model)
+        active_version = current.active.version if current.active else None
+        if not ready:
+            return Decision(
+                False,
+                f"endpoint {event.url} for {event.model} {event.version} is not ready; "
+                f"keeping version {active_version}",
+                active_version,
+            )
+        new = route_of(event)
+        if event.action in ("activate", "rollback"):
+            if current.active == new:
+                return Decision(True, f"{event.version} already active", active_version)
+            if event.action == "rollback":
+                kept = [r for r in current.history if r.version != new.version]
+                cut = next(
+                    (i for i, r in enumerate(current.history) if r.version == new.version),
+                    len(current.history),
+                )
+                history = tuple(kept[:cut])
+            else:
+                history = (current.history + ((current.active,) if current.active else ()))[-20:]
+            updated = replace(current, active=new, history=history)
+            if current.canary is not None and current.canary.version == new.version:
+                updated = replace(updated, canary=None, canary_weight=0.0)
+        elif event.action == "canary":
+            updated = replace(current, canary=new, canary_weight=float(event.weight or 0.0))
+        else:  # shadow
+            updated = replace(current, shadow=new)
+        self.models[event.model] = updated
+        self.changes += 1
+        now_active = updated.active.version if updated.active else None
+        return Decision(True, f"{event.action} {event.version}", now_active)
+
+    def previous(self, model: str) -> Route | None:
+        """The route a rollback of ``model`` would return to, if any."""
+        history = self.get(model).history
+        return history[-1] if history else None
+
+    def route(self, model: str, record_id: str) -> Route | None:
+        """Where to send ``record_id`` now: the canary for its share, else the active route."""
+        routes = self.get(model)
+        if routes.canary is not None and _bucket(record_id) < routes.canary_weight:
+            return routes.canary
+        return routes.active
