@@ -197,6 +197,25 @@ def serve(ctx: click.Context, model: str, version: str, port: int) -> None:
     run_server(_settings(ctx), model, version, port)
 
 
+# ------------------------------------------------------------------ worker
+
+
+@cli.command()
+@click.option("--loglevel", default="info", show_default=True)
+@click.option("--worker-id", default=None, help="name in route decisions (WEIR_SCORING__WORKER_ID)")
+@click.pass_context
+@weir_errors
+def worker(ctx: click.Context, loglevel: str, worker_id: str | None) -> None:
+    """Run a worker: the control task and the scoring agent (Faust), until interrupted."""
+    from streams.worker import run_worker
+
+    settings = _settings(ctx)
+    if worker_id is not None:
+        scoring = settings.scoring.model_copy(update={"worker_id": worker_id})
+        settings = settings.model_copy(update={"scoring": scoring})
+    run_worker(settings, loglevel=loglevel)
+
+
 # -------------------------------------------------------------------- demo
 
 

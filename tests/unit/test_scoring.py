@@ -150,3 +150,41 @@ def test_a_rejecting_server_dead_letters_the_batch_with_its_reason():
     assert [d.data.error_class for d in out.dead_letters] == ["ModelServerRejected"] * 2
     assert "answered 400: bad input" in out.dead_letters[0].data.reason
     assert out.dead_letters[0].data.attempts == 1
+
+
+def test_control_rejects_a_swap_to_an_endpoint_that_is_not_ready():
+    from agents.control import Controller
+
+    servers = FakeServers()
+    table = RoutingTable()
+
+    def ready_handler(request: httpx.Request) -> httpx.Response:
+        base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        return httpx.Response(200, json={"ready": servers.state[base] == "up"})
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    client = InferenceClient(
+        SETTINGS.kserve, transport=httpx.MockTransport(ready_handler), sleep=no_sleep
+    )
+    settings = SETTINGS.model_copy(
+        update={"scoring": SETTINGS.scoring.model_copy(update={"control_ready_timeout_s": 0.01})}
+    )
+    control = Controller(settings, table, client, now=lambda: FIXED_TIME)
+
+    def control_msg(change: ModelVersionEvent, offset: int) -> RawMessage:
+        rec = to_kafka(new_event(change, source="t"))
+        return RawMessage(rec.value, rec.key, rec.headers, Origin("weir.models", 0, offset))
+
+    first = asyncio.run(control.handle(control_msg(activate("1", V1), 0), replaying=False))
+    assert first is not None and first.data.accepted and first.data.active_version == "1"
+    servers.state[V2] = "down"
+    second = asyncio.run(control.handle(control_msg(activate("2", V2), 1), replaying=False))
+    assert second is not None and not second.data.accepted
+    assert "not ready" in second.data.reason and second.data.active_version == "1"
+    assert table.route("churn", "r1").version == "1"
+    # replaying history emits nothing but still folds the state
+    servers.state[V2] = "up"
+    assert asyncio.run(control.handle(control_msg(activate("2", V2), 1), replaying=True)) is None
+    assert table.route("churn", "r1").version == "2"

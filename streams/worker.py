@@ -1,0 +1,193 @@
+"""The Faust app factory and the worker: control task and scoring agent.
+
+``create_app(settings)`` builds a ``faust.App`` whose
+
+* **control task** reads the compacted ``models`` topic from the beginning with
+  its own group-less consumer (every worker needs every route), folds it into
+  the worker's routing table and emits route decisions to ``alerts``;
+* **scoring agent** consumes ``records`` in micro-batches
+  (``noack_take(batch_size, within=batch_wait_s)``), scores them with
+  :class:`agents.scoring.Scorer`, sends predictions and dead letters, waits for
+  Kafka to acknowledge them, and only then acks the records — so an offset is
+  committed only after its outcome is stored (at-least-once). Scoring starts
+  once the control task has caught up with the control topic.
+
+The agent runs under mode's ``CrashingSupervisor``: an unexpected error stops
+the worker instead of leaving a silent, stalled agent behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import CrashingSupervisor
+
+from agents.control import Controller
+from agents.routing import RoutingTable
+from agents.scoring import Scorer
+from connectors.kafka import list_topics
+from connectors.kserve_client import InferenceClient
+from schemas import ConfigurationError, Event, Origin, RawMessage, to_kafka
+from streams.settings import Settings
+from streams.topics import Topic, topic_name
+
+log = logging.getLogger("weir.worker")
+
+
+@dataclass
+class WorkerState:
+    """What one worker process holds: its routes and its clients."""
+
+    settings: Settings
+    routing: RoutingTable = field(default_factory=RoutingTable)
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    scored: int = 0
+    dead_lettered: int = 0
+    _client: InferenceClient | None = None
+
+    @property
+    def client(self) -> InferenceClient:
+        # created lazily, inside the worker's event loop
+        if self._client is None:
+            self._client = InferenceClient(self.settings.kserve)
+        return self._client
+
+
+def _raw(message: Any) -> RawMessage:
+    return RawMessage(
+        value=message.value if message.value is not None else b"",
+        key=message.key,
+        headers=tuple((k, v or b"") for k, v in (message.headers or ())),
+        origin=Origin(message.topic, message.partition, message.offset),
+    )
+
+
+def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
+    k = settings.kafka
+    s = settings.scoring
+    app = faust.App(
+        f"{k.topic_prefix}-scoring-{s.model}",
+        broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # weir's topics are created by `weir topics create`
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=k.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, k.session_timeout_ms / 4000),
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        datadir=str(settings.stack.run_dir / "faust"),
+    )
+    state = WorkerState(settings)
+
+    def topic(t: Topic) -> Any:
+        return app.topic(
+            topic_name(k, t),
+            value_type=bytes,
+            key_type=bytes,
+            value_serializer="raw",
+            key_serializer="raw",
+        )
+
+    records, predictions, dead_letter, alerts = (
+        topic(Topic.RECORDS),
+        topic(Topic.PREDICTIONS),
+        topic(Topic.DEAD_LETTER),
+        topic(Topic.ALERTS),
+    )
+
+    async def send_all(pairs: list[tuple[Any, Event[Any]]]) -> None:
+        """Send events and wait until Kafka acknowledged every one of them."""
+        futures = []
+        for target, event in pairs:
+            rec = to_kafka(event, mode=settings.events.mode)
+            futures.append(
+                await target.send(key=rec.key, value=rec.value, headers=list(rec.headers))
+            )
+        await asyncio.gather(*futures)
+
+    @app.task
+    async def control() -> None:
+        controller = Controller(settings, state.routing, state.client)
+        name = topic_name(k, Topic.MODELS)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{k.client_id}-control",
+        )
+        await consumer.start()
+        try:
+            count = (await asyncio.to_thread(list_topics, settings)).get(name, 0)
+            if not count:
+                raise ConfigurationError(
+                    f"control topic {name} does not exist on {k.bootstrap_servers}; "
+                    "run `weir topics create`"
+                )
+            partitions = [TopicPartition(name, p) for p in range(count)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            while True:
+                if not state.caught_up.is_set():
+                    positions = {tp: await consumer.position(tp) for tp in partitions}
+                    if all(positions[tp] >= end[tp] for tp in partitions):
+                        state.caught_up.set()
+                        log.info("control caught up: %s", state.routing.models)
+                batches = await consumer.getmany(timeout_ms=200)
+                for msgs in batches.values():
+                    for m in msgs:
+                        raw = RawMessage(
+                            m.value or b"",
+                            m.key,
+                            tuple((hk, hv or b"") for hk, hv in m.headers),
+                            Origin(m.topic, m.partition, m.offset),
+                        )
+                        replaying = (
+                            not state.caught_up.is_set()
+                            and m.offset < end[TopicPartition(m.topic, m.partition)]
+                        )
+                        out = await controller.handle(raw, replaying=replaying)
+                        if out is not None:
+                            target = dead_letter if out.type == "io.weir.deadletter.v1" else alerts
+                            await send_all([(target, out)])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the worker must not score on a dead control loop
+            log.exception("control task failed")
+            await app.crash(exc)
+        finally:
+            await consumer.stop()
+
+    @app.agent(records, supervisor_strategy=CrashingSupervisor)
+    async def score(stream: Any) -> None:
+        scorer = Scorer(settings, state.routing, state.client)
+        await state.caught_up.wait()
+        async for events in stream.noack_take(s.batch_size, within=s.batch_wait_s):
+            outcome = await scorer.score([_raw(e.message) for e in events])
+            await send_all(
+                [(predictions, p) for p in outcome.predictions]
+                + [(dead_letter, d) for d in outcome.dead_letters]
+            )
+            state.scored += len(outcome.predictions)
+            state.dead_lettered += len(outcome.dead_letters)
+            for event in events:
+                await stream.ack(event)
+
+    return app, state
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Run one worker in the foreground until interrupted."""
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
