@@ -15,17 +15,10 @@ import pytest
 
 from connectors.kafka import EventProducer
 from schemas import InputRecord, ModelVersionEvent, new_event
+from streams.localrun import Collector, free_port, serve, start_worker
 from streams.settings import KServeSettings, ScoringSettings, Settings, StackSettings
 from streams.topics import Topic, topic_name
-from tests.integration.loop_helpers import (
-    FEATURES,
-    Collector,
-    expected_output,
-    free_port,
-    publish_flip_models,
-    serve,
-    start_worker,
-)
+from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 
 pytestmark = pytest.mark.integration
 

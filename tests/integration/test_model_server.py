@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,17 +15,12 @@ from connectors.minio_store import ObjectStore
 from connectors.model_server import server_process, start_server
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
+from streams.localrun import free_port
 from streams.settings import Settings, StackSettings
 
 pytestmark = pytest.mark.integration
 
 READY_TIMEOUT_S = 90  # importing kserve and loading from MinIO takes ~5-10 s on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -1,4 +1,9 @@
-"""Helpers for tests that run model servers and workers as real processes."""
+"""Running the loop's processes locally: model servers, workers, and reading outputs.
+
+Used by the demo, the benchmarks and the integration tests: model servers and
+workers are started as real processes with PID files under the stack's state
+directory, and :class:`Collector` reads output topics with bounded waits.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,14 @@ import asyncio
 import socket
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import ConsumedMessage, EventConsumer
 from connectors.kserve_client import InferenceClient
-from connectors.minio_store import ObjectStore
 from connectors.model_server import server_process, start_server
-from connectors.registry import ModelRegistry
-from schemas.model_card import ModelCard
 from streams.settings import Settings, settings_env
 from streams.stack.process import ServiceProcess
 
-FEATURES = ["a", "b"]
 SERVER_READY_S = 90  # kserve import + model load from MinIO: ~5-10 s on 2 cores
 
 
@@ -29,27 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def publish_flip_models(settings: Settings, model: str) -> None:
-    """v1 predicts a > 0, v2 predicts a < 0: an output tells which version scored it."""
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(400, 2))
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
-    for version, y in (("1", x[:, 0] > 0), ("2", x[:, 0] < 0)):
-        card = ModelCard(
-            name=model,
-            version=version,
-            framework="sklearn",
-            features=FEATURES,
-            classes=[0, 1],
-            created_at=datetime.now(UTC),
-        )
-        registry.publish(card, LogisticRegression().fit(x, y.astype(int)))
-
-
-def expected_output(version: str, a: float) -> int:
-    return int(a > 0) if version == "1" else int(a < 0)
 
 
 def serve(settings: Settings, model: str, version: str, port: int) -> ServiceProcess:
