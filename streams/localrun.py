@@ -63,8 +63,27 @@ class Collector:
         if not condition():
             raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
+    def poll_for(self, seconds: float) -> int:
+        """Read whatever arrives within ``seconds``; returns how many messages came."""
+        before = len(self.messages)
+        self.messages.extend(self.consumer.take(10**9, deadline_s=seconds))
+        return len(self.messages) - before
+
     def events(self, type_: str) -> list:
         return [m.event for m in self.messages if m.event is not None and m.event.type == type_]
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def stop_model_servers(settings: Settings) -> list[int]:
+    """Stop every model server started under this stack's state dir (by PID file)."""
+    stopped = []
+    for pid_file in sorted(settings.stack.run_dir.glob("model-*.pid")):
+        name = pid_file.name.removesuffix(".pid")
+        _, model_version_port = name.split("-", 1)
+        model, version, port = model_version_port.rsplit("-", 2)
+        pid = server_process(settings, model, version, int(port)).stop()
+        if pid is not None:
+            stopped.append(pid)
+    return stopped

@@ -106,6 +106,27 @@ class ScoringSettings(_Group):
     worker_id: str = Field("worker-1", description="names this worker in route decisions")
 
 
+class MonitorSettings(_Group):
+    drift_detector: Literal["adwin", "page-hinkley"] = "adwin"
+    drift_cooldown: int = Field(1000, ge=1, description="updates per stream between drift alerts")
+    outlier_threshold: float = Field(0.95, gt=0, le=1)
+    performance_detector: Literal["ddm", "eddm", "hddm-a", "adwin"] = "ddm"
+    performance_window: int = Field(500, ge=10, description="outcomes in rolling accuracy")
+    performance_cooldown: int = Field(1000, ge=1)
+    join_window: int = Field(50_000, ge=100, description="record ids kept for late labels")
+    archive_chunk_rows: int = Field(500, ge=1, description="training rows per archived object")
+
+
+class RetrainingSettings(_Group):
+    enabled: bool = True
+    cooldown_s: float = Field(300.0, ge=0, description="least time between runs per model")
+    window_rows: int = Field(2000, ge=50, description="newest archived rows a run trains on")
+    min_gain: float = Field(0.01, ge=0, description="accuracy a candidate must add to go live")
+    collect_rows: int = Field(
+        600, ge=0, description="labelled rows to gather after an alert before training on them"
+    )
+
+
 class StackSettings(_Group):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     state_dir: Path | None = Field(None, description="pids, logs, data; default <cache>/stack")
@@ -137,6 +158,8 @@ class Settings(BaseSettings):
     kfp: KfpSettings = KfpSettings()
     events: EventSettings = EventSettings()
     scoring: ScoringSettings = ScoringSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    retraining: RetrainingSettings = RetrainingSettings()
     stack: StackSettings = Field(default_factory=StackSettings)
 
     @model_validator(mode="after")

@@ -1,0 +1,106 @@
+"""Joining what was served with what turned out to be true, by record id.
+
+Records, predictions and labels share their Kafka key (the record id), so with
+equal partition counts one worker sees all three for a record. The joiner keeps
+a bounded window of recent record ids; labels may arrive before or after their
+prediction (late labels are joined as long as the record is in the window).
+
+Two things come out of a join:
+
+* a :class:`~schemas.training.TrainingRow` (features ⨝ label), which the stream
+  archives to MinIO for retraining;
+* an :class:`Outcome` (prediction ⨝ label): was this model version right.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from schemas import InputRecord, Label, Prediction
+from schemas.training import TrainingRow
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record_id: str
+    model: str
+    version: str
+    correct: bool
+
+
+@dataclass
+class _Pending:
+    features: dict[str, float] | None = None
+    prediction: Prediction | None = None
+    label: Label | None = None
+    label_time: datetime | None = None
+    archived: bool = False
+    judged: bool = False
+
+
+@dataclass
+class JoinResult:
+    training_rows: list[TrainingRow] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+class FeedbackJoiner:
+    def __init__(self, window: int = 50_000) -> None:
+        self._window = window
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self.evicted_unlabelled = 0
+        self.labels_without_record = 0
+
+    def _entry(self, record_id: str) -> _Pending:
+        entry = self._pending.get(record_id)
+        if entry is None:
+            entry = self._pending[record_id] = _Pending()
+            while len(self._pending) > self._window:
+                _, old = self._pending.popitem(last=False)
+                if old.label is None:
+                    self.evicted_unlabelled += 1
+                elif old.features is None:
+                    self.labels_without_record += 1
+        return entry
+
+    def _join(self, record_id: str, entry: _Pending) -> JoinResult:
+        out = JoinResult()
+        if entry.label is None:
+            return out
+        if entry.features is not None and not entry.archived and entry.label_time is not None:
+            out.training_rows.append(
+                TrainingRow(
+                    record_id=record_id,
+                    features=entry.features,
+                    label=entry.label.label,
+                    time=entry.label_time,
+                )
+            )
+            entry.archived = True
+        if entry.prediction is not None and not entry.judged:
+            p = entry.prediction
+            out.outcomes.append(
+                Outcome(record_id, p.model, p.version, correct=p.output == entry.label.label)
+            )
+            entry.judged = True
+        if entry.archived and entry.judged:
+            del self._pending[record_id]
+        return out
+
+    def on_record(self, record: InputRecord) -> JoinResult:
+        entry = self._entry(record.id)
+        entry.features = dict(record.features)
+        return self._join(record.id, entry)
+
+    def on_prediction(self, prediction: Prediction) -> JoinResult:
+        entry = self._entry(prediction.record_id)
+        entry.prediction = prediction
+        return self._join(prediction.record_id, entry)
+
+    def on_label(self, label: Label, at: datetime) -> JoinResult:
+        entry = self._entry(label.record_id)
+        entry.label = label
+        entry.label_time = label.timestamp or at
+        return self._join(label.record_id, entry)

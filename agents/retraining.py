@@ -1,0 +1,255 @@
+"""Turning alerts into retraining runs, and successful runs into live model versions.
+
+:class:`RetrainPolicy` decides (pure, clock injected): an alert of a trigger
+type starts a run unless its id was seen before (dedupe), a run for the model
+is already under way (at most one at a time), or the model's cooldown since its
+last run has not passed. :class:`Retrainer` carries a run out: it emits
+``requested``/``started`` pipeline-run events, runs the Kubeflow pipeline off
+the event loop, and on success deploys a model server for the new version,
+publishes an ``activate`` model-version event (the control topic does the
+rest) and a ``succeeded`` event; otherwise a ``not-promoted`` or ``failed``
+event with the reason. Lineage (alert id → run id → version) travels in the
+payloads and the CloudEvents extensions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from agents.routing import RoutingTable
+from schemas import (
+    Event,
+    Lineage,
+    ModelVersionEvent,
+    PipelineRunEvent,
+    new_event,
+)
+from schemas.events import Clock, utc_now
+from streams.settings import Settings
+
+log = logging.getLogger("weir.retraining")
+
+DEFAULT_TRIGGERS = ("io.weir.alert.performance.v1", "io.weir.alert.drift.v1")
+PIPELINE_NAME = "weir-retrain"
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    start: bool
+    reason: str
+
+
+@dataclass
+class RetrainPolicy:
+    cooldown_s: float
+    monotonic: Callable[[], float] = time.monotonic
+    triggers: Iterable[str] = DEFAULT_TRIGGERS
+    _seen: set[str] = field(default_factory=set)
+    _running: set[str] = field(default_factory=set)
+    _last_finished: dict[str, float] = field(default_factory=dict)
+
+    def consider(self, event_type: str, alert_id: str, model: str) -> RetrainDecision:
+        if event_type not in set(self.triggers):
+            return RetrainDecision(False, f"{event_type} does not trigger retraining")
+        if alert_id in self._seen:
+            return RetrainDecision(False, f"alert {alert_id} already handled")
+        self._seen.add(alert_id)
+        if model in self._running:
+            return RetrainDecision(False, f"a run for {model} is already under way")
+        last = self._last_finished.get(model)
+        if last is not None and self.monotonic() - last < self.cooldown_s:
+            left = self.cooldown_s - (self.monotonic() - last)
+            return RetrainDecision(False, f"{model} is cooling down for {left:.0f}s more")
+        self._running.add(model)
+        return RetrainDecision(True, f"alert {alert_id} starts a run for {model}")
+
+    def finished(self, model: str) -> None:
+        self._running.discard(model)
+        self._last_finished[model] = self.monotonic()
+
+
+class Deployer(Protocol):
+    def deploy(self, model: str, version: str) -> str:
+        """Make ``model``/``version`` servable and return its URL once it is ready."""
+        ...
+
+
+Emit = Callable[[str, Event[Any]], Awaitable[None]]  # (topic kind: "models"|"pipeline-runs", event)
+RunPipeline = Callable[..., Any]
+
+
+class Retrainer:
+    def __init__(
+        self,
+        settings: Settings,
+        routing: RoutingTable,
+        deployer: Deployer,
+        emit: Emit,
+        *,
+        run_pipeline: RunPipeline | None = None,
+        policy: RetrainPolicy | None = None,
+        now: Clock = utc_now,
+        labelled_rows: Callable[[], int] | None = None,
+        flush_archive: Callable[[], Awaitable[None]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._routing = routing
+        self._deployer = deployer
+        self._emit = emit
+        self._run_pipeline = run_pipeline
+        self.policy = policy or RetrainPolicy(cooldown_s=settings.retraining.cooldown_s)
+        self._now = now
+        self._labelled_rows = labelled_rows
+        self._flush_archive = flush_archive
+        self._sleep = sleep
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def _event(self, payload: Any, lineage: Lineage) -> Event[Any]:
+        return new_event(
+            payload, source=self._settings.events.source, now=self._now, lineage=lineage
+        )
+
+    async def on_alert(self, event: Event[Any]) -> RetrainDecision:
+        data = event.data
+        alert_id = getattr(data, "alert_id", None)
+        model = getattr(data, "model", None)
+        if alert_id is None or model is None:
+            return RetrainDecision(False, f"{event.type} is not an alert")
+        decision = self.policy.consider(event.type, alert_id, model)
+        log.info("alert %s (%s) for %s: %s", alert_id, event.type, model, decision.reason)
+        if decision.start:
+            run_id = f"run-{uuid.uuid4().hex[:12]}"
+            lineage = Lineage(modelname=model, runid=run_id, alertid=alert_id)
+            await self._emit(
+                "pipeline-runs",
+                self._event(
+                    PipelineRunEvent(
+                        run_id=run_id,
+                        model=model,
+                        status="requested",
+                        pipeline=PIPELINE_NAME,
+                        alert_id=alert_id,
+                    ),
+                    lineage,
+                ),
+            )
+            since = event.time or self._now()
+            task = asyncio.create_task(self._run(model, run_id, alert_id, lineage, since))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return decision
+
+    async def _gather_rows(self) -> None:
+        """Wait until ``collect_rows`` more labelled rows arrived, then flush the archive.
+
+        The new concept is only in the data after the alert: training right away
+        would learn mostly the old one.
+        """
+        wanted = self._settings.retraining.collect_rows
+        if self._labelled_rows is not None and wanted > 0:
+            start = self._labelled_rows()
+            while self._labelled_rows() - start < wanted:
+                await self._sleep(0.5)
+        if self._flush_archive is not None:
+            await self._flush_archive()
+
+    async def _run(
+        self, model: str, run_id: str, alert_id: str, lineage: Lineage, since: datetime
+    ) -> None:
+        def run_event(status: str, **kw: Any) -> Event[Any]:
+            payload = PipelineRunEvent(
+                run_id=run_id,
+                model=model,
+                status=status,
+                pipeline=PIPELINE_NAME,
+                alert_id=alert_id,
+                **kw,
+            )
+            return self._event(payload, lineage)
+
+        try:
+            from connectors.pipeline import RetrainRequest, run_retrain
+
+            runner = self._run_pipeline or run_retrain
+            active = self._routing.get(model).active
+            request = RetrainRequest(
+                model=model,
+                run_id=run_id,
+                current_version=active.version if active else None,
+                alert_id=alert_id,
+                window_rows=self._settings.retraining.window_rows,
+                min_gain=self._settings.retraining.min_gain,
+                since=since,
+            )
+            await self._gather_rows()
+            await self._emit("pipeline-runs", run_event("started"))
+            result = await asyncio.to_thread(runner, self._settings, request)
+            if result.status != "succeeded" or result.version is None:
+                await self._emit(
+                    "pipeline-runs",
+                    run_event(result.status, metrics=result.metrics, reason=result.reason),
+                )
+                return
+            url = await asyncio.to_thread(self._deployer.deploy, model, result.version)
+            change = ModelVersionEvent(
+                action="activate",
+                model=model,
+                version=result.version,
+                url=url,
+                protocol="v1",
+                storage_uri=result.storage_uri,
+                features=self._features(model, result.version),
+                metrics=result.metrics,
+                run_id=run_id,
+                alert_id=alert_id,
+            )
+            version_lineage = lineage.model_copy(update={"modelversion": result.version})
+            await self._emit("models", self._event(change, version_lineage))
+            await self._emit(
+                "pipeline-runs",
+                run_event(
+                    "succeeded",
+                    produced_version=result.version,
+                    metrics=result.metrics,
+                    reason=result.reason,
+                ),
+            )
+        except Exception as exc:  # a failed run is reported, and the loop goes on
+            log.exception("retraining run %s failed", run_id)
+            await self._emit(
+                "pipeline-runs", run_event("failed", reason=f"{type(exc).__name__}: {exc}")
+            )
+        finally:
+            self.policy.finished(model)
+
+    def _features(self, model: str, version: str) -> list[str] | None:
+        from connectors.minio_store import ObjectStore
+        from connectors.registry import ModelRegistry
+
+        registry = ModelRegistry(
+            ObjectStore(self._settings.minio), self._settings.minio.models_bucket
+        )
+        return list(registry.card(model, version).features)
+
+
+class LocalDeployer:
+    """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
+    for creating a KServe InferenceService)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def deploy(self, model: str, version: str) -> str:
+        from streams.localrun import free_port, serve
+
+        port = free_port()
+        serve(self._settings, model, version, port)
+        return f"http://127.0.0.1:{port}"

@@ -1,0 +1,187 @@
+"""Real local Kubeflow Pipelines runs of the retraining pipeline against MinIO."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors.archive import write_chunk
+from connectors.minio_store import ObjectStore
+from connectors.pipeline import RetrainRequest, RetrainResult, run_retrain
+from connectors.predictor import predict_batch, rows_from_features
+from connectors.registry import ModelRegistry
+from schemas.training import TrainingRow
+from streams.demo_data import FEATURES, DemoRow, drifting_stream
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CHUNK = 500
+
+
+def pipeline_settings(live_stack: Settings, tmp_path: Path) -> Settings:
+    kfp = live_stack.kfp.model_copy(update={"pipeline_root": tmp_path / "kfp"})
+    return live_stack.model_copy(update={"kfp": kfp})
+
+
+def archive(settings: Settings, model: str, rows: Sequence[DemoRow]) -> None:
+    """Archive ``rows`` in chunks whose object names sort in stream order."""
+    store = ObjectStore(settings.minio)
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        training = [
+            TrainingRow(
+                record_id=f"r{row.index}",
+                features=row.features,
+                label=row.label,
+                time=T0 + timedelta(seconds=row.index),
+            )
+            for row in chunk
+        ]
+        write_chunk(
+            store,
+            settings.minio.data_bucket,
+            model,
+            training,
+            writer="test",
+            seq=chunk[0].index,
+            at=T0 + timedelta(seconds=chunk[0].index),
+        )
+
+
+def accuracy_on(
+    registry: ModelRegistry, model: str, version: str, rows: Sequence[DemoRow]
+) -> float:
+    loaded = registry.load(model, version)
+    matrix = rows_from_features(loaded.card.features, [row.features for row in rows])
+    predicted, _ = predict_batch(loaded, matrix)
+    return sum(p == row.label for p, row in zip(predicted, rows, strict=True)) / len(rows)
+
+
+def test_registers_v1_then_a_better_v2_then_keeps_v2(
+    live_stack: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = pipeline_settings(live_stack, tmp_path)
+    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    model = f"p{unique}"
+    stream = list(drifting_stream(3000, drift_at=1500))
+    old_concept, new_concept = stream[:1500], stream[1500:]
+
+    # (a) no current model: the candidate trained on the old concept becomes v1
+    archive(settings, model, old_concept)
+    first = run_retrain(
+        settings,
+        RetrainRequest(model=model, run_id=f"run-1-{unique}", current_version=None),
+    )
+    assert first.status == "succeeded", first.reason
+    assert first.version == "1"
+    assert first.storage_uri == f"s3://{settings.minio.models_bucket}/{model}/1/"
+    assert first.metrics["train_rows"] == 1050  # the window holds all 1500 rows: 70 / 30
+    assert first.metrics["holdout_rows"] == 450
+    assert "current_accuracy" not in first.metrics
+    assert first.metrics["candidate_accuracy"] > 0.85
+    card = registry.card(model, "1")
+    assert card.framework == "sklearn"
+    assert card.features == sorted(FEATURES)
+    assert card.classes == [0, 1]
+    assert card.training_data == f"s3://{settings.minio.data_bucket}/training/{model}/"
+    assert card.training_rows == 1050
+    assert card.run_id == f"run-1-{unique}"
+    assert card.alert_id is None
+    assert card.metrics == first.metrics
+
+    # (b) the concept drifted: a candidate trained on the newest 1500 rows beats v1 on them
+    archive(settings, model, new_concept)
+    second = run_retrain(
+        settings,
+        RetrainRequest(
+            model=model,
+            run_id=f"run-2-{unique}",
+            current_version="1",
+            alert_id=f"alert-{unique}",
+            window_rows=1500,
+        ),
+    )
+    assert second.status == "succeeded", second.reason
+    assert second.version == "2"
+    candidate, current = second.metrics["candidate_accuracy"], second.metrics["current_accuracy"]
+    assert candidate >= current + 0.01
+    assert candidate - current > 0.05, second.metrics  # SEA 8 → 9.5: v1 errs on ~13% of inputs
+    assert f"{candidate:.4f}" in second.reason and f"{current:.4f}" in second.reason
+    assert registry.versions(model) == ["1", "2"]
+    assert registry.card(model, "2").alert_id == f"alert-{unique}"
+    # the reported accuracies are those of the registered models on the held-out rows
+    holdout = new_concept[-450:]
+    assert accuracy_on(registry, model, "1", holdout) == pytest.approx(current)
+    assert accuracy_on(registry, model, "2", holdout) == pytest.approx(candidate)
+
+    # (c) the same rows again (chosen by time this time): the new candidate is no
+    # better than v2, so nothing is registered
+    third = run_retrain(
+        settings,
+        RetrainRequest(
+            model=model,
+            run_id=f"run-3-{unique}",
+            current_version="2",
+            window_rows=2000,
+            min_gain=0.2,
+            since=T0 + timedelta(seconds=new_concept[0].index),
+        ),
+    )
+    assert third.status == "not-promoted", third.reason
+    assert third.version is None and third.storage_uri is None
+    assert (third.metrics["train_rows"], third.metrics["holdout_rows"]) == (1050, 450)
+    assert third.metrics["current_accuracy"] == pytest.approx(candidate)
+    assert f"{third.metrics['candidate_accuracy']:.4f}" in third.reason
+    assert f"{third.metrics['current_accuracy']:.4f}" in third.reason
+    assert registry.versions(model) == ["1", "2"]
+
+
+def test_empty_archive_fails_with_a_reason_using_the_callers_settings(
+    live_stack: Settings, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The components must read the caller's settings, not this stray variable
+    # (a data bucket that does not exist would fail the run differently).
+    monkeypatch.setenv("WEIR_MINIO__DATA_BUCKET", "no-such-bucket")
+    settings = pipeline_settings(live_stack, tmp_path)
+    model = f"p{unique}"
+
+    result = run_retrain(
+        settings, RetrainRequest(model=model, run_id=f"run-{unique}", current_version=None)
+    )
+
+    assert result == RetrainResult(
+        status="failed",
+        version=None,
+        metrics={"window_rows": 0.0, "train_rows": 0.0, "holdout_rows": 0.0},
+        reason=(
+            f"too few rows to retrain {model!r}: 0 usable archived rows under "
+            f"s3://{settings.minio.data_bucket}/training/{model}/, need at least 50"
+        ),
+        storage_uri=None,
+    )
+    assert os.environ["WEIR_MINIO__DATA_BUCKET"] == "no-such-bucket"  # restored
+    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    assert registry.versions(model) == []
+
+
+def test_a_failing_step_fails_the_run_with_its_error(
+    live_stack: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = pipeline_settings(live_stack, tmp_path)
+    model = f"p{unique}"
+    archive(settings, model, list(drifting_stream(200, drift_at=200)))
+
+    result = run_retrain(
+        settings, RetrainRequest(model=model, run_id=f"run-{unique}", current_version="7")
+    )
+
+    assert result.status == "failed"
+    assert result.version is None
+    assert "'evaluate'" in result.reason
+    assert f"{model}/7/card.json" in result.reason  # the current version does not exist

@@ -1,0 +1,185 @@
+"""Joining predictions and labels, and turning alerts into runs and live versions."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from agents.feedback import FeedbackJoiner
+from agents.retraining import Retrainer, RetrainPolicy
+from agents.routing import RoutingTable
+from schemas import (
+    DriftAlert,
+    InputRecord,
+    Label,
+    ModelVersionEvent,
+    OutlierAlert,
+    PerformanceAlert,
+    Prediction,
+    new_event,
+)
+from streams.settings import Settings
+from tests.samples import FIXED_TIME
+
+
+def pred(rid: str, output: int, version: str = "1") -> Prediction:
+    return Prediction(
+        record_id=rid,
+        model="m",
+        version=version,
+        url="http://127.0.0.1:1",
+        output=output,
+        latency_ms=1.0,
+    )
+
+
+def test_label_after_prediction_joins_both_ways():
+    j = FeedbackJoiner()
+    assert not j.on_record(InputRecord(id="r1", features={"a": 1.0})).training_rows
+    assert not j.on_prediction(pred("r1", 1)).outcomes
+    out = j.on_label(Label(record_id="r1", label=1), FIXED_TIME)
+    assert [(o.version, o.correct) for o in out.outcomes] == [("1", True)]
+    assert out.training_rows[0].features == {"a": 1.0} and out.training_rows[0].label == 1
+    assert out.training_rows[0].time == FIXED_TIME
+
+
+def test_label_before_prediction_is_joined_late():
+    j = FeedbackJoiner()
+    j.on_label(Label(record_id="r2", label=0), FIXED_TIME)
+    rows = j.on_record(InputRecord(id="r2", features={"a": 2.0})).training_rows
+    assert len(rows) == 1
+    outcome = j.on_prediction(pred("r2", 1, version="2")).outcomes
+    assert [(o.version, o.correct) for o in outcome] == [("2", False)]
+
+
+def test_window_evicts_oldest_and_counts_what_was_never_labelled():
+    j = FeedbackJoiner(window=3)
+    for i in range(5):
+        j.on_record(InputRecord(id=f"r{i}", features={"a": 0.0}))
+    assert j.evicted_unlabelled == 2
+    assert not j.on_label(Label(record_id="r0", label=1), FIXED_TIME).training_rows
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_policy_dedupes_runs_one_at_a_time_and_cools_down():
+    clock = Clock()
+    policy = RetrainPolicy(cooldown_s=60, monotonic=clock)
+    perf = "io.weir.alert.performance.v1"
+    assert policy.consider(perf, "a1", "m").start
+    assert "already handled" in policy.consider(perf, "a1", "m").reason
+    assert "under way" in policy.consider(perf, "a2", "m").reason
+    assert policy.consider(perf, "a3", "other").start, "models are independent"
+    policy.finished("m")
+    clock.t = 30
+    assert "cooling down for 30s" in policy.consider(perf, "a4", "m").reason
+    clock.t = 61
+    assert policy.consider(perf, "a5", "m").start
+    assert not policy.consider("io.weir.alert.outlier.v1", "a6", "x").start
+
+
+@dataclass
+class FakeResult:
+    status: str
+    version: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    storage_uri: str | None = None
+
+
+def run_alert(result: FakeResult, alert) -> tuple[list, list]:
+    emitted: list = []
+    deployed: list = []
+
+    class Deployer:
+        def deploy(self, model: str, version: str) -> str:
+            deployed.append((model, version))
+            return "http://127.0.0.1:9999"
+
+    async def emit(kind: str, event) -> None:
+        emitted.append((kind, event))
+
+    table = RoutingTable()
+    table.apply(
+        ModelVersionEvent(action="activate", model="m", version="1", url="http://127.0.0.1:1"),
+        ready=True,
+    )
+    requests: list = []
+
+    def pipeline(settings, request):
+        requests.append(request)
+        return result
+
+    retrainer = Retrainer(
+        Settings(),
+        table,
+        Deployer(),
+        emit,
+        run_pipeline=pipeline,
+        now=lambda: FIXED_TIME + timedelta(seconds=1),
+    )
+    retrainer._features = lambda model, version: ["a"]  # registry lookup, not under test here
+
+    async def go() -> None:
+        await retrainer.on_alert(new_event(alert, source="t"))
+        await asyncio.gather(*retrainer.tasks)
+
+    asyncio.run(go())
+    assert requests[0].current_version == "1"
+    return emitted, deployed
+
+
+def test_successful_run_deploys_and_activates_with_lineage():
+    alert = PerformanceAlert(
+        alert_id="al-1",
+        model="m",
+        version="1",
+        metric="accuracy",
+        value=0.8,
+        window=500,
+        detector="DDM",
+    )
+    emitted, deployed = run_alert(FakeResult("succeeded", "2", {"candidate_accuracy": 0.95}), alert)
+    assert deployed == [("m", "2")]
+    kinds = [(k, e.data.status if k == "pipeline-runs" else e.data.action) for k, e in emitted]
+    assert kinds == [
+        ("pipeline-runs", "requested"),
+        ("pipeline-runs", "started"),
+        ("models", "activate"),
+        ("pipeline-runs", "succeeded"),
+    ]
+    activate = emitted[2][1]
+    assert activate.data.version == "2" and activate.data.url == "http://127.0.0.1:9999"
+    assert activate.data.alert_id == "al-1" and activate.data.run_id == emitted[0][1].data.run_id
+    assert activate.lineage.alertid == "al-1" and activate.lineage.modelversion == "2"
+
+
+def test_not_promoted_run_reports_why_and_changes_nothing():
+    alert = DriftAlert(
+        alert_id="al-2",
+        model="m",
+        stream="x0",
+        detector="ADWIN",
+        records_seen=10,
+    )
+    emitted, deployed = run_alert(FakeResult("not-promoted", None, reason="0.90 < 0.91"), alert)
+    assert deployed == []
+    assert [e.data.status for _, e in emitted] == ["requested", "started", "not-promoted"]
+    assert emitted[-1][1].data.reason == "0.90 < 0.91"
+
+
+def test_outlier_alerts_do_not_start_runs():
+    async def emit(kind, event):
+        raise AssertionError("nothing should be emitted")
+
+    retrainer = Retrainer(Settings(), RoutingTable(), None, emit)  # type: ignore[arg-type]
+    alert = OutlierAlert(alert_id="o", model="m", record_id="r", score=1.0, threshold=0.9)
+    decision = asyncio.run(retrainer.on_alert(new_event(alert, source="t")))
+    assert not decision.start
