@@ -1,11 +1,13 @@
 """``weir demo``: the main job, run by the README's first command.
 
-Today it proves the foundation end to end on real services: the local stack
-comes up (Kafka in KRaft mode, MinIO), every topic and bucket exists, a
-CloudEvent makes the round trip through Kafka in binary and structured mode,
-a malformed message is caught with a typed error carrying its raw bytes, and
-an object makes the round trip through MinIO. The closed loop (score, drift,
-retrain, hot swap) is added to this same command as it is built.
+1. The local stack comes up (Kafka in KRaft mode, MinIO) and a preflight proves
+   it: CloudEvents through Kafka in both modes, a malformed message caught with
+   its raw bytes, an object through MinIO.
+2. The closed loop runs (``streams/loop.py``): version 1 trained by the Kubeflow
+   pipeline and served by kserve, a worker scoring a seeded stream with an
+   abrupt concept drift, the alert, the retraining run, version 2 activated on
+   the control topic, and accuracy recovering — with progress on the terminal,
+   a summary table and a plot.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -89,7 +92,18 @@ def foundation_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def run_demo(settings: Settings, *, console: Console, keep: bool) -> None:
+def run_demo(
+    settings: Settings,
+    *,
+    console: Console,
+    keep: bool,
+    min_records: int = 6000,
+    drift_at: int = 3000,
+    rate: float = 300.0,
+    out_dir: Path = Path("out"),
+) -> None:
+    from streams.loop import LoopConfig, print_report, run_loop
+
     stack = Stack(settings, say=console.print)
     console.rule("[bold]weir demo")
     with console.status("bringing the local stack up (first run downloads Kafka, builds MinIO)…"):
@@ -101,15 +115,24 @@ def run_demo(settings: Settings, *, console: Console, keep: bool) -> None:
         f"buckets: {', '.join(report.buckets)}"
     )
     try:
-        with console.status("round-tripping events and objects…"):
+        with console.status("preflight: round-tripping events and objects…"):
             checks = foundation_checks(settings)
-        table = Table("check", "result", "detail", "time")
+        table = Table("preflight check", "result", "detail", "time")
         for c in checks:
             table.add_row(
                 c.what, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail, f"{c.seconds:.2f}s"
             )
         console.print(table)
         if not all(c.ok for c in checks):
+            raise SystemExit(1)
+        console.rule("[bold]the closed loop")
+        loop = run_loop(
+            settings,
+            LoopConfig(min_records=min_records, drift_at=drift_at, rate=rate, out_dir=out_dir),
+            console=console,
+        )
+        print_report(loop, console)
+        if not loop.ok:
             raise SystemExit(1)
     finally:
         if keep:

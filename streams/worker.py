@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ class WorkerState:
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
     scored: int = 0
     dead_lettered: int = 0
+    labelled_rows: int = 0  # training rows joined (features ⨝ label) by the feedback agent
+    flush_archive: Callable[[], Awaitable[None]] | None = None
     _client: InferenceClient | None = None
 
     @property
@@ -87,32 +90,49 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         datadir=str(settings.stack.run_dir / "faust"),
     )
     state = WorkerState(settings)
-
-    def topic(t: Topic) -> Any:
-        return app.topic(
+    topics = {
+        t: app.topic(
             topic_name(k, t),
             value_type=bytes,
             key_type=bytes,
             value_serializer="raw",
             key_serializer="raw",
         )
+        for t in Topic
+    }
+    wiring = Wiring(app, settings, state, topics)
+    _attach_control(wiring)
+    _attach_scoring(wiring)
+    from streams.observers import attach_observers
 
-    records, predictions, dead_letter, alerts = (
-        topic(Topic.RECORDS),
-        topic(Topic.PREDICTIONS),
-        topic(Topic.DEAD_LETTER),
-        topic(Topic.ALERTS),
-    )
+    attach_observers(wiring)
+    return app, state
 
-    async def send_all(pairs: list[tuple[Any, Event[Any]]]) -> None:
+
+@dataclass
+class Wiring:
+    """What every agent of one worker is attached with."""
+
+    app: faust.App
+    settings: Settings
+    state: WorkerState
+    topics: dict[Topic, Any]
+
+    async def send_all(self, pairs: list[tuple[Topic, Event[Any]]]) -> None:
         """Send events and wait until Kafka acknowledged every one of them."""
         futures = []
         for target, event in pairs:
-            rec = to_kafka(event, mode=settings.events.mode)
+            rec = to_kafka(event, mode=self.settings.events.mode)
             futures.append(
-                await target.send(key=rec.key, value=rec.value, headers=list(rec.headers))
+                await self.topics[target].send(
+                    key=rec.key, value=rec.value, headers=list(rec.headers)
+                )
             )
         await asyncio.gather(*futures)
+
+
+def _attach_control(w: Wiring) -> None:
+    app, settings, state, k = w.app, w.settings, w.state, w.settings.kafka
 
     @app.task
     async def control() -> None:
@@ -158,8 +178,12 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
                         )
                         out = await controller.handle(raw, replaying=replaying)
                         if out is not None:
-                            target = dead_letter if out.type == "io.weir.deadletter.v1" else alerts
-                            await send_all([(target, out)])
+                            target = (
+                                Topic.DEAD_LETTER
+                                if out.type == "io.weir.deadletter.v1"
+                                else Topic.ALERTS
+                            )
+                            await w.send_all([(target, out)])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the worker must not score on a dead control loop
@@ -168,22 +192,24 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         finally:
             await consumer.stop()
 
-    @app.agent(records, supervisor_strategy=CrashingSupervisor)
+
+def _attach_scoring(w: Wiring) -> None:
+    app, settings, state, s = w.app, w.settings, w.state, w.settings.scoring
+
+    @app.agent(w.topics[Topic.RECORDS], supervisor_strategy=CrashingSupervisor)
     async def score(stream: Any) -> None:
         scorer = Scorer(settings, state.routing, state.client)
         await state.caught_up.wait()
         async for events in stream.noack_take(s.batch_size, within=s.batch_wait_s):
             outcome = await scorer.score([_raw(e.message) for e in events])
-            await send_all(
-                [(predictions, p) for p in outcome.predictions]
-                + [(dead_letter, d) for d in outcome.dead_letters]
+            await w.send_all(
+                [(Topic.PREDICTIONS, p) for p in outcome.predictions]
+                + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
             )
             state.scored += len(outcome.predictions)
             state.dead_lettered += len(outcome.dead_letters)
             for event in events:
                 await stream.ack(event)
-
-    return app, state
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

@@ -1,0 +1,386 @@
+"""The closed loop, run end to end on the local stack (the demo and the end-to-end test).
+
+Version 1 is trained by the Kubeflow pipeline on archived history and served
+by a kserve.ModelServer; a worker scores a seeded stream whose concept changes
+abruptly; labels follow their records; the worker's performance monitor
+alerts, its retraining agent runs the pipeline on the newest archived rows,
+deploys version 2 and activates it on the control topic; predictions switch to
+version 2 and accuracy recovers. Nothing here steers the loop after start: it
+only produces the stream and watches the topics.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from connectors.archive import write_chunk
+from connectors.kafka import EventProducer, ensure_topics
+from connectors.minio_store import ObjectStore
+from connectors.registry import ModelRegistry
+from schemas import InputRecord, Label, ModelVersionEvent, new_event
+from schemas.events import utc_now
+from schemas.training import TrainingRow
+from streams.demo_data import drifting_stream
+from streams.demo_report import Timeline, accuracy_between, plot
+from streams.localrun import Collector, free_port, serve, start_worker, stop_model_servers
+from streams.settings import Settings
+from streams.topics import Topic, topic_name
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    min_records: int = 6000  # stream at least this many records ...
+    max_records: int = 20000  # ... and at most this many,
+    after_swap: int = 1500  # stopping this many records after the first new-version prediction
+    drift_at: int = 3000
+    rate: float = 300.0  # records per second produced
+    seed: int = 42
+    history: int = 2000  # archived rows of the old concept that train version 1
+    label_lag: int = 25  # a record's label is produced this many records later
+    deadline_s: float = 300.0  # for the last predictions after the stream ends
+    out_dir: Path = Path("out")
+
+
+@dataclass
+class LoopReport:
+    model: str
+    v1: str
+    timeline: Timeline
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    predictions: int = 0
+    records: int = 0
+    dead_letters: int = 0
+    runs: list[tuple[str, str, str]] = field(default_factory=list)  # (run id, status, reason)
+    alerts: list[tuple[str, str]] = field(default_factory=list)  # (type, alert id)
+    plot: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.timeline.new_version is not None and self.predictions == self.records
+
+
+def loop_settings(settings: Settings, stamp: str) -> Settings:
+    """The demo's settings: its own topics and model, a responsive worker."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"demo-{stamp}"}),
+            "scoring": settings.scoring.model_copy(
+                update={"model": f"sea-{stamp}", "worker_id": f"demo-{stamp}", "batch_size": 64}
+            ),
+            "retraining": settings.retraining.model_copy(
+                update={"cooldown_s": 600.0, "window_rows": 1500, "min_gain": 0.02}
+            ),
+        }
+    )
+
+
+def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport:
+    started = time.monotonic()
+    stamp = utc_now().strftime("%m%d%H%M%S")
+    s = loop_settings(base, stamp)
+    model = s.scoring.model
+    ensure_topics(s)
+    rows = list(
+        drifting_stream(cfg.history + cfg.max_records, cfg.history + cfg.drift_at, seed=cfg.seed)
+    )
+    history, live = rows[: cfg.history], rows[cfg.history :]
+    store = ObjectStore(s.minio)
+
+    # version 1: the pipeline trains it on archived history of the old concept
+    then = utc_now() - timedelta(hours=1)
+    write_chunk(
+        store,
+        s.minio.data_bucket,
+        model,
+        [
+            TrainingRow(record_id=f"h{r.index}", features=r.features, label=r.label, time=then)
+            for r in history
+        ],
+        writer="history",
+        seq=0,
+        at=then,
+    )
+    from connectors.pipeline import RetrainRequest, run_retrain
+
+    kfp_log = s.stack.run_dir / f"kfp-bootstrap-{stamp}.log"
+    kfp_log.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        console.status(f"Kubeflow pipeline (local runner): training version 1 (log: {kfp_log})…"),
+        kfp_log.open("w") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        first = run_retrain(
+            s,
+            RetrainRequest(
+                model=model,
+                run_id=f"bootstrap-{stamp}",
+                current_version=None,
+                window_rows=cfg.history,
+            ),
+        )
+    if first.status != "succeeded" or first.version is None:
+        raise RuntimeError(f"could not train version 1: {first.reason}")
+    v1 = first.version
+    console.print(f"version {v1} of {model} registered at {first.storage_uri} ({first.metrics})")
+    producer = EventProducer(s)
+    worker = None
+    collector: Collector | None = None
+    report = LoopReport(model=model, v1=v1, timeline=Timeline(drift_at=cfg.drift_at))
+    try:
+        port = free_port()
+        with console.status(f"starting kserve.ModelServer for version {v1}…"):
+            serve(s, model, v1, port)
+        features = list(ModelRegistry(store, s.minio.models_bucket).card(model, v1).features)
+        producer.send(
+            topic_name(s.kafka, Topic.MODELS),
+            new_event(
+                ModelVersionEvent(
+                    action="activate",
+                    model=model,
+                    version=v1,
+                    url=f"http://127.0.0.1:{port}",
+                    protocol="v1",
+                    features=features,
+                ),
+                source="demo",
+            ),
+        )
+        worker = start_worker(s, s.scoring.worker_id)
+        collector = Collector(
+            s,
+            [
+                topic_name(s.kafka, t)
+                for t in (Topic.PREDICTIONS, Topic.ALERTS, Topic.PIPELINE_RUNS, Topic.DEAD_LETTER)
+            ],
+            group=f"demo-{stamp}",
+        )
+        produced_at = _stream(s, cfg, live, v1, stamp, producer, collector, console)
+        live = live[: len(produced_at)]
+        report.records = len(live)
+        predicted = lambda: len(_predictions(collector, model))  # noqa: E731
+        with console.status("waiting for the last predictions…"):
+            collector.until(
+                lambda: predicted() >= len(live),
+                deadline_s=cfg.deadline_s,
+                what="every record to be scored",
+            )
+        _fill_report(report, collector, live, cfg)
+    finally:
+        if collector is not None:
+            collector.close()
+        if worker is not None:
+            worker.stop()
+        stop_model_servers(s)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _predictions(collector: Collector, model: str) -> list[Any]:
+    return [e for e in collector.events("io.weir.prediction.v1") if e.data.model == model]
+
+
+def _stream(
+    s: Settings,
+    cfg: LoopConfig,
+    live: list[Any],
+    v1: str,
+    stamp: str,
+    producer: EventProducer,
+    collector: Collector,
+    console: Console,
+) -> list[datetime]:
+    """Produce records (and their labels, ``label_lag`` later) at ``cfg.rate``; show progress.
+
+    Streams at least ``min_records``; then goes on until ``after_swap`` records
+    have followed the first prediction of a new version (or ``max_records``).
+    """
+    records_t, labels_t = topic_name(s.kafka, Topic.RECORDS), topic_name(s.kafka, Topic.LABELS)
+    produced_at: list[datetime] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    start = time.monotonic()
+    swapped_at: int | None = None
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("streaming", total=cfg.min_records, info="")
+        for i, row in enumerate(live):
+            if i >= cfg.min_records and swapped_at is not None and i >= swapped_at + cfg.after_swap:
+                break
+            producer.produce(
+                records_t,
+                new_event(InputRecord(id=f"{stamp}-{i}", features=row.features), source="demo"),
+            )
+            produced_at.append(utc_now())
+            if i >= cfg.label_lag:
+                j = i - cfg.label_lag
+                producer.produce(
+                    labels_t,
+                    new_event(Label(record_id=f"{stamp}-{j}", label=live[j].label), source="demo"),
+                )
+            if i % 100 == 99:
+                producer.flush()
+                collector.poll_for(0.01)
+                if swapped_at is None and any(
+                    p.data.version != v1 for p in _predictions(collector, s.scoring.model)[-200:]
+                ):
+                    swapped_at = i
+                total = max(cfg.min_records, swapped_at + cfg.after_swap if swapped_at else i + 500)
+                progress.update(
+                    task,
+                    completed=i + 1,
+                    total=min(total, len(live)),
+                    info=_status_line(collector, s.scoring.model, cfg, i),
+                )
+                ahead = (i + 1) / cfg.rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the load generator, not waiting on an outcome
+        n = len(produced_at)
+        for j in range(max(0, n - cfg.label_lag), n):
+            producer.produce(
+                labels_t,
+                new_event(Label(record_id=f"{stamp}-{j}", label=live[j].label), source="demo"),
+            )
+        producer.flush()
+        progress.update(
+            task, completed=n, total=n, info=_status_line(collector, s.scoring.model, cfg, n)
+        )
+    return produced_at
+
+
+def _status_line(collector: Collector, model: str, cfg: LoopConfig, i: int) -> str:
+    preds = _predictions(collector, model)
+    version = preds[-1].data.version if preds else "-"
+    alerts = len(
+        [e for e in collector.messages if e.event and e.event.type.startswith("io.weir.alert.")]
+    )
+    runs = [e.data.status for e in collector.events("io.weir.pipeline.run.v1")]
+    drift = "drifted" if i >= cfg.drift_at else "stable"
+    return (
+        f"{drift} | scored {len(preds)} | serving v{version} | alerts {alerts} | "
+        f"run {runs[-1] if runs else '-'}"
+    )
+
+
+class _Progress:
+    """Maps a moment to how far scoring had got: the highest record index predicted by then."""
+
+    def __init__(self, predictions: list[tuple[datetime, int]]) -> None:
+        ordered = sorted(predictions)
+        self._times = [t for t, _ in ordered]
+        self._reach = list(itertools.accumulate((i for _, i in ordered), max))
+
+    def at(self, t: datetime | None) -> int | None:
+        if t is None or not self._times:
+            return None
+        pos = bisect.bisect_right(self._times, t)
+        return self._reach[pos - 1] if pos else 0
+
+
+def _fill_report(
+    report: LoopReport,
+    collector: Collector,
+    live: list[Any],
+    cfg: LoopConfig,
+) -> None:
+    model, tl = report.model, report.timeline
+    preds = _predictions(collector, model)
+    by_index: dict[int, Any] = {}
+    for p in preds:
+        by_index.setdefault(int(p.data.record_id.rsplit("-", 1)[1]), p.data)
+    report.predictions = len(by_index)
+    reach = _Progress([(p.time, int(p.data.record_id.rsplit("-", 1)[1])) for p in preds])
+    report.dead_letters = len(collector.events("io.weir.deadletter.v1"))
+    index = np.array(sorted(by_index))
+    correct = np.array([by_index[i].output == live[i].label for i in index])
+    versions = [by_index[i].version for i in index]
+    alerts = [
+        m.event
+        for m in collector.messages
+        if m.event is not None and m.event.type.startswith("io.weir.alert.")
+    ]
+    report.alerts = [(e.type.split(".")[-2], e.data.alert_id) for e in alerts]
+    runs = collector.events("io.weir.pipeline.run.v1")
+    report.runs = [(e.data.run_id, e.data.status, e.data.reason or "") for e in runs]
+    started = next((e for e in runs if e.data.status == "started"), None)
+    done = next((e for e in runs if e.data.status in ("succeeded", "not-promoted", "failed")), None)
+    if started is not None:
+        tl.run_id = started.data.run_id
+        tl.run_started_at = reach.at(started.time)
+        trigger = next((e for e in alerts if e.data.alert_id == started.data.alert_id), None)
+        if trigger is not None:
+            tl.alert = f"{trigger.type} {trigger.data.alert_id}"
+            tl.alert_at = reach.at(trigger.time)
+    if done is not None:
+        tl.run_finished_at = reach.at(done.time)
+    new = sorted(i for i in by_index if by_index[i].version != report.v1)
+    if new:
+        tl.swap_at = new[0]
+        tl.new_version = by_index[new[0]].version
+    report.accuracy = {
+        f"v{report.v1} before the drift": accuracy_between(correct, 0, cfg.drift_at),
+        f"v{report.v1} after the drift": accuracy_between(
+            correct, cfg.drift_at, tl.swap_at if tl.swap_at is not None else None
+        ),
+    }
+    if tl.swap_at is not None:
+        report.accuracy[f"v{tl.new_version} after the swap"] = accuracy_between(
+            correct, tl.swap_at, None
+        )
+    report.plot = plot(cfg.out_dir / "weir-demo.png", index, correct, versions, tl)
+
+
+def print_report(report: LoopReport, console: Console) -> None:
+    tl = report.timeline
+    table = Table("moment", "record", "detail", title=f"the loop for model {report.model}")
+    table.add_row("concept drift (known)", str(tl.drift_at), "SEA variant 0 → 3")
+    table.add_row(
+        "alert that started the run",
+        str(tl.alert_at if tl.alert_at is not None else "-"),
+        tl.alert or "none",
+    )
+    table.add_row(
+        "retraining run started",
+        str(tl.run_started_at if tl.run_started_at is not None else "-"),
+        tl.run_id or "none",
+    )
+    table.add_row(
+        "run finished",
+        str(tl.run_finished_at if tl.run_finished_at is not None else "-"),
+        "; ".join(
+            f"{r[1]}: {r[2]}" for r in report.runs if r[1] != "requested" and r[1] != "started"
+        )
+        or "-",
+    )
+    table.add_row(
+        "first record scored by the new version",
+        str(tl.swap_at if tl.swap_at is not None else "-"),
+        f"v{tl.new_version}" if tl.new_version else "no swap",
+    )
+    console.print(table)
+    acc = Table("accuracy", "value", title="accuracy against the labels")
+    for name, value in report.accuracy.items():
+        acc.add_row(name, "-" if value is None else f"{value:.3f}")
+    console.print(acc)
+    console.print(
+        f"{report.predictions}/{report.records} records scored, "
+        f"{report.dead_letters} dead letters, {len(report.alerts)} alerts, "
+        f"{report.seconds:.0f}s; plot: {report.plot}"
+    )

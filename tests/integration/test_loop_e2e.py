@@ -1,0 +1,35 @@
+"""End to end: the full loop on a seeded drifting stream reaches version 2 without a human."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from streams.loop import LoopConfig, print_report, run_loop
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_drift_alert_retrain_swap_and_recovery(live_stack: Settings, tmp_path, capsys):
+    console = Console(force_terminal=False, width=120)
+    cfg = LoopConfig(min_records=5000, drift_at=2000, after_swap=1000, rate=400.0, out_dir=tmp_path)
+    report = run_loop(live_stack, cfg, console=console)
+    with capsys.disabled():
+        print_report(report, Console(width=120))
+
+    tl = report.timeline
+    assert report.predictions == report.records, "every record was scored"
+    assert report.dead_letters == 0
+    assert tl.alert_at is not None and tl.alert_at >= cfg.drift_at, "the alert follows the drift"
+    assert tl.new_version is not None and tl.new_version != report.v1, "a new version went live"
+    assert tl.swap_at is not None and tl.swap_at > tl.alert_at
+    statuses = [status for _, status, _ in report.runs]
+    assert statuses[:2] == ["requested", "started"] and "succeeded" in statuses
+    before = report.accuracy[f"v{report.v1} before the drift"]
+    drifted = report.accuracy[f"v{report.v1} after the drift"]
+    recovered = report.accuracy[f"v{tl.new_version} after the swap"]
+    assert before is not None and drifted is not None and recovered is not None
+    assert drifted < before - 0.05, "the drift hurt version 1"
+    assert recovered > drifted + 0.05, "version 2 is measurably better on the new concept"
+    assert report.plot is not None and report.plot.stat().st_size > 10_000

@@ -1,0 +1,304 @@
+"""Detector cores: one contract for every drift detector, then the three monitors.
+
+Alarm positions on seeded streams are pinned, as river's own docstrings do, so
+a behaviour change in a new river version fails here instead of shifting
+alerts silently. The contract streams:
+
+* numeric kinds (ADWIN, Page-Hinkley): N(0, 1), shifting to N(1, 1);
+* binary kinds (DDM, EDDM, HDDM-A): Bernoulli errors at 5 %, shifting to 20 %
+  (roughly the demo: a 95 % accurate model falling to 80 %).
+
+Streams are 5,000 values; the shift is at index 2,000.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from agents.detectors import (
+    BINARY_KINDS,
+    DETECTOR_KINDS,
+    Cooldown,
+    DetectorKind,
+    ErrorRateMonitor,
+    OutlierScorer,
+    StreamDriftMonitor,
+    make_detector,
+)
+from streams.demo_data import FEATURES, drifting_stream
+
+N = 5000
+SHIFT_AT = 2000
+
+
+def contract_stream(kind: DetectorKind, *, seed: int, shifted: bool) -> list[float]:
+    rng = random.Random(seed)
+    values = []
+    for i in range(N):
+        after = shifted and i >= SHIFT_AT
+        if kind in BINARY_KINDS:
+            values.append(float(rng.random() < (0.20 if after else 0.05)))
+        else:
+            values.append(rng.gauss(1.0 if after else 0.0, 1.0))
+    return values
+
+
+def alarms(kind: DetectorKind, values: list[float]) -> list[int]:
+    detector = make_detector(kind)
+    return [i for i, x in enumerate(values) if detector.update(x)]
+
+
+# kind: (alarm positions on the shifted stream of seed 1, stated delay bound).
+# The bounds are the largest delays over 50 seeds, rounded up: ADWIN 79,
+# Page-Hinkley 82, DDM 312, EDDM 827, HDDM-A 383 (medians 47, 57, 134, 475, 189).
+PINNED: dict[DetectorKind, tuple[list[int], int]] = {
+    "adwin": ([2047], 100),  # ADWIN tests for a cut every 32 values (clock=32)
+    "page-hinkley": ([2079], 100),
+    "ddm": ([2125], 400),
+    "eddm": ([2527], 1000),
+    "hddm-a": ([2165], 500),
+}
+
+# Seeds in 0..19 whose *stable* stream raises at least one alarm with the defaults.
+# Seed 1 is the contract seed because EDDM alarms on seed 0: EDDM is noisy on
+# abrupt drift at low error rates (11 of 50 stable streams), DDM less (5 of 50).
+FALSE_ALARM_SEEDS: dict[DetectorKind, list[int]] = {
+    "adwin": [],
+    "page-hinkley": [],
+    "ddm": [8, 12, 15],
+    "eddm": [0, 2, 8, 18],
+    "hddm-a": [],
+}
+
+
+def test_every_kind_is_pinned():
+    assert set(PINNED) == set(DETECTOR_KINDS) == set(FALSE_ALARM_SEEDS)
+
+
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
+def test_contract_quiet_when_stable_and_one_alarm_after_a_shift(kind: DetectorKind):
+    assert alarms(kind, contract_stream(kind, seed=1, shifted=False)) == []
+
+    positions, bound = PINNED[kind]
+    found = alarms(kind, contract_stream(kind, seed=1, shifted=True))
+    assert found == positions
+    assert len(found) == 1 and SHIFT_AT <= found[0] <= SHIFT_AT + bound
+
+
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
+def test_contract_false_alarm_seeds_are_pinned(kind: DetectorKind):
+    noisy = [s for s in range(20) if alarms(kind, contract_stream(kind, seed=s, shifted=False))]
+    assert noisy == FALSE_ALARM_SEEDS[kind]
+
+
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
+def test_contract_reset_forgets_and_name_is_the_kind(kind: DetectorKind):
+    values = contract_stream(kind, seed=1, shifted=True)
+    detector = make_detector(kind)
+    assert detector.name == kind
+    first = [i for i, x in enumerate(values) if detector.update(x)]
+    detector.reset()
+    again = [i for i, x in enumerate(values) if detector.update(x)]
+    assert first == again == PINNED[kind][0]
+
+
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_contract_rejects_non_finite_values(kind: DetectorKind, bad: float):
+    with pytest.raises(ValueError, match="finite"):
+        make_detector(kind).update(bad)
+
+
+@pytest.mark.parametrize("kind", sorted(BINARY_KINDS))
+def test_binary_kinds_take_only_zero_or_one(kind: DetectorKind):
+    detector = make_detector(kind)
+    assert detector.update(0) is False and detector.update(1.0) is False
+    with pytest.raises(ValueError, match="0 or 1"):
+        detector.update(0.5)
+
+
+def test_unknown_kind_and_bad_params_fail_early():
+    with pytest.raises(ValueError, match="unknown detector kind"):
+        make_detector("kswin")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        StreamDriftMonitor("adwin", no_such_param=1.0)
+    assert make_detector("adwin", delta=0.01).name == "adwin"
+
+
+def test_cooldown_lets_one_alarm_through_then_holds_quiet():
+    cooldown = Cooldown(3)
+    assert cooldown.admit(True)
+    assert [cooldown.admit(True) for _ in range(3)] == [False] * 3
+    assert cooldown.admit(True)
+    assert Cooldown(0).admit(True) and Cooldown(0).admit(True)
+
+
+# --- StreamDriftMonitor -----------------------------------------------------------------
+
+
+def level(i: int) -> float:
+    """Mean of stream "x0": 0, then 2 from 2000, -1 from 2300, 2 again from 4000."""
+    if i < 2000:
+        return 0.0
+    if i < 2300:
+        return 2.0
+    return -1.0 if i < 4000 else 2.0
+
+
+def feed_two_streams(monitor: StreamDriftMonitor, n: int = 6000) -> dict[str, list]:
+    shifting, stable = random.Random(3), random.Random(4)
+    signals: dict[str, list] = {"x0": [], "x1": []}
+    for i in range(n):
+        for name, value in (("x0", shifting.gauss(level(i), 1.0)), ("x1", stable.gauss(5, 2))):
+            signal = monitor.update(name, value)
+            if signal is not None:
+                signals[name].append(signal)
+    return signals
+
+
+def test_stream_monitor_one_signal_per_change_outside_the_cooldown():
+    signals = feed_two_streams(StreamDriftMonitor("adwin", cooldown=1000))
+    # The change at 2300 is inside the cooldown of the one at 2000: dropped.
+    assert [s.records_seen for s in signals["x0"]] == [2016, 4032]
+    first, second = signals["x0"]
+    assert (first.stream, first.detector) == ("x0", "adwin")
+    assert first.mean_before == pytest.approx(0.0, abs=0.05)
+    assert first.mean_after == pytest.approx(2.0, abs=0.2)
+    assert second.mean_before == pytest.approx(-1.0, abs=0.05)
+    assert second.mean_after == pytest.approx(2.0, abs=0.2)
+    assert signals["x1"] == []
+
+
+def test_stream_monitor_without_cooldown_reports_every_change():
+    signals = feed_two_streams(StreamDriftMonitor("adwin", cooldown=0))
+    assert [s.records_seen for s in signals["x0"]] == [2016, 2336, 4032]
+    assert signals["x0"][1].mean_before == pytest.approx(2.0, abs=0.2)
+    assert signals["x0"][1].mean_after == pytest.approx(-1.0, abs=0.3)
+
+
+def test_stream_monitor_streams_are_independent():
+    together = StreamDriftMonitor("adwin")
+    feed_two_streams(together, n=3000)
+    alone = StreamDriftMonitor("adwin")
+    rng = random.Random(3)
+    positions = [i for i in range(3000) if alone.update("x0", rng.gauss(level(i), 1.0))]
+    assert positions == [2015]
+    assert together.records_seen("x0") == together.records_seen("x1") == 3000
+    assert together.records_seen("never") == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_stream_monitor_rejects_non_finite(bad: float):
+    monitor = StreamDriftMonitor()
+    with pytest.raises(ValueError, match="finite"):
+        monitor.update("x0", bad)
+    assert monitor.records_seen("x0") == 0
+
+
+# --- OutlierScorer --------------------------------------------------------------------
+
+FAR = {"x0": 30.0, "x1": 30.0, "x2": 30.0}  # three times the demo's range in every feature
+
+
+def demo_features(n: int, seed: int = 7) -> list[dict[str, float]]:
+    return [row.features for row in drifting_stream(n=n, drift_at=n, seed=seed)]
+
+
+def test_outlier_scorer_is_silent_during_warm_up():
+    scorer = OutlierScorer(warmup=500)
+    records = demo_features(500)
+    for i, features in enumerate(records[:400]):
+        assert scorer.check(f"r{i}", features) is None
+    # After one tree window the far-out record scores high, but the warm-up holds it back.
+    assert scorer.check("far", FAR) is None
+    assert scorer.score(FAR) > scorer.threshold
+    assert scorer.records_seen == 402
+
+
+def test_outlier_scorer_flags_far_out_records_only():
+    scorer = OutlierScorer()
+    records = demo_features(3000)
+    flagged = [i for i, features in enumerate(records) if scorer.check(f"r{i}", features)]
+    assert flagged == []
+    signal = scorer.check("far", FAR)
+    assert signal is not None
+    assert (signal.record_id, signal.threshold, signal.records_seen) == ("far", 0.95, 3001)
+    assert signal.score == pytest.approx(0.9888738943, abs=1e-9)
+    assert 0.95 < signal.score <= 1.0
+
+
+def test_outlier_scorer_is_not_blinded_by_one_wild_record():
+    scorer = OutlierScorer()
+    records = demo_features(2600)
+    for features in records[:2000]:
+        scorer.score(features)
+    assert scorer.check("wild", {"x0": 1e9, "x1": 1e9, "x2": 1e9}) is not None
+    for features in records[2000:]:
+        scorer.score(features)
+    assert scorer.check("far", FAR) is not None
+
+
+def test_outlier_scorer_is_deterministic_for_a_seed_and_rejects_bad_records():
+    records = demo_features(600)
+    a, b = OutlierScorer(seed=3), OutlierScorer(seed=3)
+    assert [a.score(x) for x in records] == [b.score(x) for x in records]
+    with pytest.raises(ValueError, match="finite"):
+        a.score({"x0": math.nan, "x1": 1.0, "x2": 1.0})
+    with pytest.raises(ValueError, match="at least one feature"):
+        a.score({})
+
+
+# --- ErrorRateMonitor -----------------------------------------------------------------
+
+TRAIN_ROWS = 1500
+DRIFT_AT = 3000
+
+
+@pytest.fixture(scope="module")
+def demo_outcomes() -> list[bool]:
+    """Whether v1 was right on each demo row, for v1 = LogisticRegression(C=100)
+    trained on rows 0..1499. Row 3000 on follows the new concept."""
+    rows = list(drifting_stream(n=6000, drift_at=DRIFT_AT, seed=42))
+    x = np.array([[row.features[f] for f in FEATURES] for row in rows])
+    y = np.array([row.label for row in rows])
+    model = LogisticRegression(C=100).fit(x[:TRAIN_ROWS], y[:TRAIN_ROWS])
+    return [bool(c) for c in model.predict(x) == y]
+
+
+def test_error_rate_monitor_on_the_demo_drift(demo_outcomes: list[bool]):
+    """v1 serves from row 1500 on: only those outcomes reach the monitor."""
+    monitor = ErrorRateMonitor()  # DDM, window 500, cooldown 1000
+    signals = []
+    for row in range(TRAIN_ROWS, len(demo_outcomes)):
+        signal = monitor.update("v1", demo_outcomes[row])
+        if signal is not None:
+            signals.append((row, signal))
+        if row == DRIFT_AT - 1:
+            before = monitor.accuracy("v1")
+            assert signals == []
+    assert before == pytest.approx(0.945, abs=0.015)
+    after = monitor.accuracy("v1")
+    assert after is not None and after < before - 0.05
+
+    assert len(signals) == 1
+    row, signal = signals[0]
+    assert row == 3118  # 118 outcomes after the drift
+    assert (signal.version, signal.detector, signal.window) == ("v1", "ddm", 500)
+    assert signal.outcomes_seen == row - TRAIN_ROWS + 1
+    assert before > signal.accuracy > after
+
+
+def test_error_rate_monitor_keeps_versions_apart(demo_outcomes: list[bool]):
+    monitor = ErrorRateMonitor(window=100)
+    for correct in demo_outcomes[TRAIN_ROWS:]:
+        monitor.update("v1", correct)
+        assert monitor.update("v2", True) is None
+    assert monitor.accuracy("v2") == monitor.cumulative_accuracy("v2") == 1.0
+    assert monitor.outcomes_seen("v1") == monitor.outcomes_seen("v2") == 4500
+    assert monitor.accuracy("v3") is None and monitor.cumulative_accuracy("v3") is None
+    assert monitor.outcomes_seen("v3") == 0
