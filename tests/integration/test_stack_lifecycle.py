@@ -63,3 +63,22 @@ def test_up_status_down_from_cache_leaves_nothing_behind(
     assert [s.ready for s in stack.status()] == [False, False]
     # the session's stack is untouched
     assert all(s.ready for s in Stack(live_stack).status())
+
+
+def test_existing_endpoints_are_used_instead_of_starting_local_ones(
+    live_stack: Settings, tmp_path: Path
+):
+    # managed=False: the configured endpoints (here: the session's stack) are checked, not started
+    settings = Settings(
+        kafka=live_stack.kafka.model_copy(update={"managed": False}),
+        minio=live_stack.minio.model_copy(update={"managed": False}),
+        stack=StackSettings(cache_dir=tmp_path / "empty-cache", state_dir=tmp_path / "state"),
+    )
+    stack = Stack(settings)
+    report = stack.up()
+    assert report.fetched == {} and report.started == {}
+    assert not (tmp_path / "empty-cache").exists(), "nothing was downloaded or built"
+    status = {s.name: s for s in stack.status()}
+    assert status["kafka"].ready and not status["kafka"].managed and status["kafka"].pid is None
+    assert stack.down() == {"kafka": None, "minio": None}
+    assert all(s.ready for s in Stack(live_stack).status()), "down did not touch them"
