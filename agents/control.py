@@ -24,7 +24,7 @@ from schemas import (
     ModelVersionEvent,
     RawMessage,
     RouteDecision,
-    from_kafka,
+    decode_raw,
     new_event,
 )
 from schemas.events import Clock, utc_now
@@ -66,13 +66,7 @@ class Controller:
     ) -> Event[RouteDecision] | Event[DeadLetter] | None:
         """Fold one control message; returns the event to emit, if any."""
         try:
-            event = from_kafka(
-                raw.value,
-                raw.key,
-                raw.headers,
-                max_bytes=self._settings.events.max_bytes,
-                origin=raw.origin,
-            )
+            event = decode_raw(raw, max_bytes=self._settings.events.max_bytes)
         except EventDecodeError as err:
             log.error("undecodable control message: %s", err)
             return new_event(

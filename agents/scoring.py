@@ -38,7 +38,7 @@ from schemas import (
     Lineage,
     Prediction,
     RawMessage,
-    from_kafka,
+    decode_raw,
     new_event,
 )
 from schemas.events import Clock, utc_now
@@ -89,13 +89,7 @@ class Scorer:
         pending = []
         for raw in messages:
             try:
-                event = from_kafka(
-                    raw.value,
-                    raw.key,
-                    raw.headers,
-                    max_bytes=self._settings.events.max_bytes,
-                    origin=raw.origin,
-                )
+                event = decode_raw(raw, max_bytes=self._settings.events.max_bytes)
             except EventDecodeError as err:
                 outcome.dead_letters.append(
                     new_event(

@@ -1,6 +1,6 @@
 """weir's event contracts: pydantic payloads in CloudEvents envelopes. No I/O."""
 
-from schemas.binding import KafkaRecord, from_http, from_kafka, to_http, to_kafka
+from schemas.binding import KafkaRecord, decode_raw, from_http, from_kafka, to_http, to_kafka
 from schemas.errors import (
     ConfigurationError,
     EventDecodeError,
@@ -59,6 +59,7 @@ __all__ = [
     "StackError",
     "UnknownEventTypeError",
     "WeirError",
+    "decode_raw",
     "from_http",
     "from_kafka",
     "new_event",

@@ -251,6 +251,11 @@ def from_kafka(
     return _build(attrs, value, raw)
 
 
+def decode_raw(raw: RawMessage, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event[Any]:
+    """Decode a message already captured as :class:`~schemas.errors.RawMessage`."""
+    return from_kafka(raw.value, raw.key, raw.headers, max_bytes=max_bytes, origin=raw.origin)
+
+
 def from_http(
     headers: Mapping[str, str],
     body: bytes,
@@ -288,6 +293,7 @@ __all__ = [
     "STRUCTURED_CONTENT_TYPE",
     "KafkaRecord",
     "Mode",
+    "decode_raw",
     "from_http",
     "from_kafka",
     "to_http",

@@ -23,8 +23,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from agents.detectors import ErrorRateMonitor, OutlierScorer, StreamDriftMonitor
-
+from agents.detectors import DriftSignal, ErrorRateMonitor, OutlierScorer, StreamDriftMonitor
 from agents.feedback import FeedbackJoiner, JoinResult
 from agents.retraining import LocalDeployer, Retrainer
 from connectors.archive import write_chunk
@@ -38,7 +37,7 @@ from schemas import (
     OutlierAlert,
     PerformanceAlert,
     Prediction,
-    from_kafka,
+    decode_raw,
     new_event,
 )
 from schemas.events import utc_now
@@ -52,13 +51,10 @@ log = logging.getLogger("weir.observers")
 
 
 def _decode(w: Wiring, message: Any) -> Any:
+    from streams.worker import raw_message
+
     try:
-        return from_kafka(
-            message.value,
-            message.key,
-            list(message.headers or ()),
-            max_bytes=w.settings.events.max_bytes,
-        )
+        return decode_raw(raw_message(message), max_bytes=w.settings.events.max_bytes)
     except EventDecodeError:
         return None  # the scoring agent dead-letters bad records; observers skip them
 
@@ -72,6 +68,19 @@ def attach_observers(w: Wiring) -> None:
 
 def _alert_id() -> str:
     return f"alert-{uuid.uuid4().hex[:12]}"
+
+
+def _drift_alert(model: str, signal: DriftSignal, version: str | None = None) -> DriftAlert:
+    return DriftAlert(
+        alert_id=_alert_id(),
+        model=model,
+        version=version,
+        stream=signal.stream,
+        detector=signal.detector,
+        records_seen=signal.records_seen,
+        mean_before=signal.mean_before,
+        mean_after=signal.mean_after,
+    )
 
 
 def _attach_monitor(w: Wiring) -> None:
@@ -90,17 +99,7 @@ def _attach_monitor(w: Wiring) -> None:
             for name, value in record.features.items():
                 signal = drift.update(name, value)
                 if signal is not None:
-                    alerts.append(
-                        DriftAlert(
-                            alert_id=_alert_id(),
-                            model=model,
-                            stream=signal.stream,
-                            detector=signal.detector,
-                            records_seen=signal.records_seen,
-                            mean_before=signal.mean_before,
-                            mean_after=signal.mean_after,
-                        )
-                    )
+                    alerts.append(_drift_alert(model, signal))
             found = outliers.check(record.id, record.features)
             if found is not None:
                 alerts.append(
@@ -184,18 +183,7 @@ def _attach_feedback(w: Wiring) -> None:
                 if isinstance(data.output, int | float):
                     signal = prediction_drift.update("prediction", float(data.output))
                     if signal is not None:
-                        alerts.append(
-                            DriftAlert(
-                                alert_id=_alert_id(),
-                                model=model,
-                                version=data.version,
-                                stream="prediction",
-                                detector=signal.detector,
-                                records_seen=signal.records_seen,
-                                mean_before=signal.mean_before,
-                                mean_after=signal.mean_after,
-                            )
-                        )
+                        alerts.append(_drift_alert(model, signal, version=data.version))
             elif isinstance(data, Label):
                 result = joiner.on_label(data, decoded.time or utc_now())
             else:

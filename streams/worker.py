@@ -61,7 +61,8 @@ class WorkerState:
         return self._client
 
 
-def _raw(message: Any) -> RawMessage:
+def raw_message(message: Any) -> RawMessage:
+    """A Faust/aiokafka message as weir's RawMessage (value, key, headers, origin)."""
     return RawMessage(
         value=message.value if message.value is not None else b"",
         key=message.key,
@@ -166,12 +167,7 @@ def _attach_control(w: Wiring) -> None:
                 batches = await consumer.getmany(timeout_ms=200)
                 for msgs in batches.values():
                     for m in msgs:
-                        raw = RawMessage(
-                            m.value or b"",
-                            m.key,
-                            tuple((hk, hv or b"") for hk, hv in m.headers),
-                            Origin(m.topic, m.partition, m.offset),
-                        )
+                        raw = raw_message(m)
                         replaying = (
                             not state.caught_up.is_set()
                             and m.offset < end[TopicPartition(m.topic, m.partition)]
@@ -201,7 +197,7 @@ def _attach_scoring(w: Wiring) -> None:
         scorer = Scorer(settings, state.routing, state.client)
         await state.caught_up.wait()
         async for events in stream.noack_take(s.batch_size, within=s.batch_wait_s):
-            outcome = await scorer.score([_raw(e.message) for e in events])
+            outcome = await scorer.score([raw_message(e.message) for e in events])
             await w.send_all(
                 [(Topic.PREDICTIONS, p) for p in outcome.predictions]
                 + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
