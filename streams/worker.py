@@ -88,6 +88,11 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         broker_heartbeat_interval=max(0.5, k.session_timeout_ms / 4000),
         broker_commit_interval=1.0,
         producer_acks=-1,
+        # On shutdown, do not wait for buffered records to be acked: the scoring
+        # agent acks by hand, so records it holds but has not scored are simply
+        # not committed and are delivered again (at-least-once), instead of the
+        # worker hanging until it is killed.
+        stream_wait_empty=False,
         datadir=str(settings.stack.run_dir / "faust"),
     )
     state = WorkerState(settings)
