@@ -1,12 +1,14 @@
-"""Clean-up shared by the benchmark scripts: what a run created is removed again."""
+"""Set-up and clean-up shared by the benchmark scripts: each run has its own topics,
+model and state directory, and what a run created is removed again."""
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from connectors.kafka import admin, list_topics
 from connectors.minio_store import ObjectStore
-from streams.settings import Settings
+from streams.settings import Settings, StackSettings
 
 
 def delete_groups(settings: Settings, groups: list[str]) -> None:
@@ -31,3 +33,27 @@ def delete_models(settings: Settings, model: str) -> None:
     bucket = settings.minio.models_bucket
     for key in list(store.list_keys(bucket, f"{model}/")):
         store.delete(bucket, key)
+
+
+def bench_settings(
+    *,
+    prefix: str,
+    model: str,
+    state_dir: Path,
+    batch_size: int,
+    batch_wait: float,
+    partitions: int | None = None,
+) -> Settings:
+    """Settings of one benchmark run: own topic prefix, model and state dir; no retraining."""
+    base = Settings()
+    kafka = {"topic_prefix": prefix} | ({"record_partitions": partitions} if partitions else {})
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update=kafka),
+            "scoring": base.scoring.model_copy(
+                update={"model": model, "batch_size": batch_size, "batch_wait_s": batch_wait}
+            ),
+            "retraining": base.retraining.model_copy(update={"enabled": False}),
+            "stack": StackSettings(cache_dir=base.stack.cache_dir, state_dir=state_dir),
+        }
+    )

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _shared import delete_groups, delete_models, delete_topics
+from _shared import bench_settings, delete_groups, delete_models, delete_topics
 from rich.console import Console
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
@@ -62,7 +62,7 @@ from connectors.registry import ModelRegistry
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from streams.localrun import Collector, free_port, serve, start_worker
-from streams.settings import Settings, StackSettings
+from streams.settings import Settings
 from streams.stack.process import ServiceProcess
 from streams.topics import Topic, topic_name
 
@@ -199,20 +199,12 @@ class Bench:
         self.prefix = f"bench-swap-{self.uid}"
         self.model = f"bswap{self.uid}"
         self.state_dir = Path(tempfile.mkdtemp(prefix="weir-bench-swap-"))
-        base = Settings()
-        self.settings = base.model_copy(
-            update={
-                "kafka": base.kafka.model_copy(update={"topic_prefix": self.prefix}),
-                "scoring": base.scoring.model_copy(
-                    update={
-                        "model": self.model,
-                        "batch_size": args.batch_size,
-                        "batch_wait_s": args.batch_wait,
-                    }
-                ),
-                "retraining": base.retraining.model_copy(update={"enabled": False}),
-                "stack": StackSettings(cache_dir=base.stack.cache_dir, state_dir=self.state_dir),
-            }
+        self.settings = bench_settings(
+            prefix=self.prefix,
+            model=self.model,
+            state_dir=self.state_dir,
+            batch_size=args.batch_size,
+            batch_wait=args.batch_wait,
         )
         k = self.settings.kafka
         self.records_t = topic_name(k, Topic.RECORDS)

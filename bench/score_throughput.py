@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _shared import delete_groups, delete_models, delete_topics
+from _shared import bench_settings, delete_groups, delete_models, delete_topics
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -54,7 +54,7 @@ from connectors.registry import ModelRegistry
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from streams.localrun import Collector, free_port, serve, start_worker
-from streams.settings import Settings, StackSettings, settings_env
+from streams.settings import Settings, settings_env
 from streams.topics import Topic, topic_name
 
 FEATURES = [f"x{i}" for i in range(8)]
@@ -302,25 +302,13 @@ class Bench:
         self.prefix = f"bench-{uid}"
         self.model = f"bench{uid}"
         self.state_dir = Path(tempfile.mkdtemp(prefix="weir-bench-tput-"))
-        base = Settings()
-        self.settings = base.model_copy(
-            update={
-                "kafka": base.kafka.model_copy(
-                    update={
-                        "topic_prefix": self.prefix,
-                        "record_partitions": args.partitions,
-                    }
-                ),
-                "scoring": base.scoring.model_copy(
-                    update={
-                        "model": self.model,
-                        "batch_size": args.batch_size,
-                        "batch_wait_s": args.batch_wait,
-                    }
-                ),
-                "retraining": base.retraining.model_copy(update={"enabled": False}),
-                "stack": StackSettings(cache_dir=base.stack.cache_dir, state_dir=self.state_dir),
-            }
+        self.settings = bench_settings(
+            prefix=self.prefix,
+            model=self.model,
+            state_dir=self.state_dir,
+            batch_size=args.batch_size,
+            batch_wait=args.batch_wait,
+            partitions=args.partitions,
         )
         k = self.settings.kafka
         self.records_t = topic_name(k, Topic.RECORDS)
