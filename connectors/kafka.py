@@ -24,7 +24,15 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from schemas import Event, EventDecodeError, Origin, ServiceError, from_kafka, to_kafka
+from schemas import (
+    Event,
+    EventDecodeError,
+    Origin,
+    RawMessage,
+    ServiceError,
+    decode_raw,
+    to_kafka,
+)
 from streams.settings import Settings
 from streams.topics import TopicSpec, topic_specs
 
@@ -214,6 +222,7 @@ class ConsumedMessage:
     offset: int
     event: Event[Any] | None
     error: EventDecodeError | None
+    raw: RawMessage | None = None  # the bytes as received, for dead-lettering or replay
 
     @property
     def ok(self) -> bool:
@@ -259,18 +268,19 @@ def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
 
 def _decode(settings: Settings, msg: Message) -> ConsumedMessage:
     topic, partition, offset = astuple(_where(msg))
-    origin = Origin(topic=topic, partition=partition, offset=offset)
+    raw = RawMessage(
+        value=msg.value() or b"",
+        key=msg.key(),
+        headers=tuple(
+            (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in _headers(msg)
+        ),
+        origin=Origin(topic=topic, partition=partition, offset=offset),
+    )
     try:
-        event = from_kafka(
-            msg.value(),
-            msg.key(),
-            _headers(msg),
-            max_bytes=settings.events.max_bytes,
-            origin=origin,
-        )
+        event = decode_raw(raw, max_bytes=settings.events.max_bytes)
     except EventDecodeError as err:
-        return ConsumedMessage(topic, partition, offset, None, err)
-    return ConsumedMessage(topic, partition, offset, event, None)
+        return ConsumedMessage(topic, partition, offset, None, err, raw)
+    return ConsumedMessage(topic, partition, offset, event, None, raw)
 
 
 class EventConsumer:

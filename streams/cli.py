@@ -216,6 +216,30 @@ def worker(ctx: click.Context, loglevel: str, worker_id: str | None) -> None:
     run_worker(settings, loglevel=loglevel)
 
 
+# ----------------------------------------------------------------- knative
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="default: WEIR_KNATIVE__INGRESS_PORT")
+@click.pass_context
+@weir_errors
+def ingress(ctx: click.Context, port: int | None) -> None:
+    """Serve the CloudEvents HTTP ingress (a Knative sink) that produces to Kafka."""
+    from connectors.knative_ingress import run_ingress
+
+    run_ingress(_settings(ctx), port=port)
+
+
+@cli.command()
+@click.pass_context
+@weir_errors
+def egress(ctx: click.Context) -> None:
+    """Forward predictions and alerts as CloudEvents to the Knative sink in K_SINK."""
+    from connectors.knative_egress import run_egress
+
+    run_egress(_settings(ctx))
+
+
 # -------------------------------------------------------------------- demo
 
 

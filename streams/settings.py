@@ -12,6 +12,7 @@ points at an existing service that ``weir stack up`` must not start.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -96,6 +97,16 @@ class EventSettings(_Group):
     mode: Literal["binary", "structured"] = "binary"
 
 
+class KnativeSettings(_Group):
+    ingress_host: str = Field("127.0.0.1", description="address the CloudEvents ingress binds")
+    ingress_port: int = Field(8080, ge=1, le=65535)
+    egress_attempts: int = Field(5, ge=1, description="tries per event before dead-lettering")
+    egress_timeout_s: float = Field(10.0, gt=0)
+    egress_topics: tuple[str, ...] = Field(
+        ("predictions", "alerts"), description="logical topics forwarded to the sink"
+    )
+
+
 class ScoringSettings(_Group):
     model: str = Field("weir-demo", description="the model this scoring worker serves")
     batch_size: int = Field(64, ge=1, le=10_000, description="records per model call at most")
@@ -159,6 +170,12 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     scoring: ScoringSettings = ScoringSettings()
     monitor: MonitorSettings = MonitorSettings()
+    knative: KnativeSettings = KnativeSettings()
+    k_sink: str | None = Field(
+        None,
+        validation_alias="K_SINK",
+        description="sink URL that a Knative SinkBinding injects as K_SINK (egress target)",
+    )
     retraining: RetrainingSettings = RetrainingSettings()
     stack: StackSettings = Field(default_factory=StackSettings)
 
@@ -175,10 +192,12 @@ class Settings(BaseSettings):
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process build the same Settings.
 
-    Used when weir starts its own helper processes (model servers), so they see
-    exactly the settings of the process that started them.
+    Used when weir starts its own helper processes (model servers, workers), so
+    they see exactly the settings of the process that started them.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_") and k != "K_SINK"}
+    if settings.k_sink is not None:
+        env["K_SINK"] = settings.k_sink
     for group, model in settings:
         if not isinstance(model, BaseModel):
             continue
@@ -188,5 +207,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[f"WEIR_{group.upper()}__{name.upper()}"] = str(value)
+            text = json.dumps(list(value)) if isinstance(value, tuple | list) else str(value)
+            env[f"WEIR_{group.upper()}__{name.upper()}"] = text
     return env

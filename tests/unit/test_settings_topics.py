@@ -63,3 +63,22 @@ def test_stale_detects_a_changed_schema(tmp_path):
     (tmp_path / victim).write_text("{}\n")
     (tmp_path / "io.weir.gone.v1.json").write_text("{}\n")
     assert stale(tmp_path) == ["io.weir.gone.v1.json", victim]
+
+
+def test_k_sink_is_read_as_knative_injects_it(monkeypatch):
+    monkeypatch.setenv("K_SINK", "http://broker-ingress.knative-eventing.svc/default/weir")
+    assert Settings().k_sink == "http://broker-ingress.knative-eventing.svc/default/weir"
+
+
+def test_settings_env_rebuilds_the_same_settings(monkeypatch):
+    from streams.settings import settings_env
+
+    monkeypatch.setenv("WEIR_KAFKA__TOPIC_PREFIX", "child")
+    monkeypatch.setenv("K_SINK", "http://127.0.0.1:1/")
+    original = Settings()
+    env = settings_env(original)
+    for key in list(__import__("os").environ):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original

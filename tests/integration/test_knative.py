@@ -1,0 +1,184 @@
+"""Knative Eventing surfaces with real HTTP on loopback and the real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import uvicorn
+
+from connectors.kafka import Delivered, EventProducer, read_at
+from connectors.knative_egress import Egress
+from connectors.knative_ingress import create_ingress_app
+from schemas import (
+    InputRecord,
+    OutlierAlert,
+    Prediction,
+    from_http,
+    new_event,
+    to_http,
+)
+from streams.localrun import free_port
+from streams.settings import EventSettings, Settings
+from streams.topics import Topic, topic_name
+
+pytestmark = pytest.mark.integration
+
+START_S = 30  # uvicorn start-up on loopback
+
+
+@pytest.fixture
+def ingress_url(live_stack: Settings) -> Iterator[str]:
+    settings = live_stack.model_copy(update={"events": EventSettings(max_bytes=4096)})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_ingress_app(settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client() as client:
+        for _ in range(int(START_S / 0.05)):
+            if server.started:
+                break
+            threading.Event().wait(0.05)  # bounded: START_S in all
+        assert server.started, "ingress did not start"
+        assert client.get(url + "/healthz").json() == {"ok": True}
+    yield url
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_ingress_accepts_cloudevents_and_answers_after_kafka_acked(
+    live_stack: Settings, ingress_url: str, unique: str, mode: str
+):
+    event = new_event(InputRecord(id=f"http-{unique}", features={"x": 1.5}), source="curl")
+    headers, body = to_http(event, mode=mode)
+    resp = httpx.post(ingress_url, headers=headers, content=body)
+    assert resp.status_code == 202, resp.text
+    where = resp.json()
+    assert where["topic"] == topic_name(live_stack.kafka, Topic.RECORDS)
+    stored = read_at(live_stack, Delivered(where["topic"], where["partition"], where["offset"]))
+    assert stored.event == event, "the same event (same id) is on Kafka"
+
+
+def test_ingress_rejects_bad_events_with_reasons(ingress_url: str):
+    good_headers, _ = to_http(new_event(InputRecord(id="r", features={"x": 1.0}), source="t"))
+    cases = {
+        "not json": (good_headers, b"{nope", 400, "MalformedEvent"),
+        "wrong schema": (
+            good_headers,
+            b'{"id": "r", "features": {"x": "high"}}',
+            400,
+            "SchemaViolation",
+        ),
+        "no cloudevent": ({"content-type": "application/json"}, b"{}", 400, "ce-specversion"),
+        "too large": (good_headers, b" " * 5000, 413, "over"),
+    }
+    alert = new_event(
+        OutlierAlert(alert_id="a", model="m", record_id="r", score=1.0, threshold=0.9), source="t"
+    )
+    h, b = to_http(alert)
+    cases["type not accepted"] = (h, b, 400, "not accepted here")
+    for name, (headers, body, status, words) in cases.items():
+        resp = httpx.post(ingress_url, headers=headers, content=body)
+        assert resp.status_code == status, (name, resp.text)
+        assert words in json.dumps(resp.json()), (name, resp.json())
+
+
+class Receiver:
+    """A real HTTP CloudEvents receiver on loopback that answers from a script."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script = script
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _egress_settings(live_stack: Settings, unique: str, sink: str) -> Settings:
+    kafka = live_stack.kafka.model_copy(update={"topic_prefix": f"eg-{unique}"})
+    return live_stack.model_copy(update={"kafka": kafka, "k_sink": sink})
+
+
+def _prediction(i: int) -> Prediction:
+    return Prediction(
+        record_id=f"r{i}",
+        model="m",
+        version="1",
+        url="http://127.0.0.1:1",
+        output=i % 2,
+        latency_ms=1.0,
+    )
+
+
+def test_egress_forwards_binary_cloudevents_and_retries(live_stack: Settings, unique: str):
+    from connectors.kafka import ensure_topics
+
+    receiver = Receiver([503, 200])  # first delivery fails once, then all succeed
+    settings = _egress_settings(live_stack, unique, receiver.url)
+    ensure_topics(settings)
+    sent = [new_event(_prediction(i), source="t") for i in range(3)]
+    producer = EventProducer(settings)
+    for e in sent:
+        producer.send(topic_name(settings.kafka, Topic.PREDICTIONS), e)
+    sleeps: list[float] = []
+    try:
+        stats = Egress(settings, sleep=sleeps.append).run(max_messages=3, from_beginning=True)
+    finally:
+        receiver.close()
+    assert stats.delivered == 3 and stats.dead_lettered == 0
+    assert len(receiver.received) == 4 and len(sleeps) == 1, "one retry with backoff"
+    got = [from_http(h, b) for h, b in receiver.received[1:]]
+    assert sorted(e.id for e in got) == sorted(e.id for e in sent)
+    assert receiver.received[0][0]["ce-type"] == "io.weir.prediction.v1"
+
+
+def test_egress_dead_letters_on_permanent_failure(live_stack: Settings, unique: str):
+    from connectors.kafka import EventConsumer, ensure_topics
+
+    receiver = Receiver([400])
+    settings = _egress_settings(live_stack, unique, receiver.url)
+    ensure_topics(settings)
+    event = new_event(_prediction(7), source="t")
+    where = EventProducer(settings).send(topic_name(settings.kafka, Topic.PREDICTIONS), event)
+    original = read_at(settings, where)
+    try:
+        stats = Egress(settings, sleep=lambda _: None).run(max_messages=1, from_beginning=True)
+    finally:
+        receiver.close()
+    assert stats.dead_lettered == 1 and len(receiver.received) == 1, "a 400 is not retried"
+    with EventConsumer(
+        settings, [topic_name(settings.kafka, Topic.DEAD_LETTER)], group_id=f"dl-{unique}"
+    ) as consumer:
+        letters = list(consumer.take(1, deadline_s=30))
+    assert letters and letters[0].event is not None
+    letter = letters[0].event.data
+    assert letter.error_class == "EgressFailed" and "answered 400" in letter.reason
+    assert original.raw is not None and letter.raw == original.raw.value
+    assert (letter.source_topic, letter.offset) == (where.topic, where.offset)
