@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint stack-up stack-down clean
+.PHONY: setup demo test lint deps-browser stack-up stack-down clean
 
 setup: $(VENV)/.installed
 
@@ -29,9 +29,18 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Debian's Chromium, for the status page's browser test (tests/integration/test_live_view.py).
+# Idempotent: installs only when /usr/bin/chromium is absent (as root, or through sudo).
+CHROMIUM = /usr/bin/chromium
+SUDO     = $(if $(filter 0,$(shell id -u)),,sudo)
+
+deps-browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
 # The test session starts the stack itself (tests/conftest.py) and stops what it
 # started; `stack fetch` first fills the cache so no test waits on a download.
-test: setup lint
+test: setup lint deps-browser
 	$(BIN)/weir stack fetch
 	$(BIN)/pytest
 

@@ -1,49 +1,15 @@
-"""The ``weir`` command. Settings are built here, once, and passed down."""
+"""The ``weir`` command. Settings are built once (``streams.cli_common``) and passed down."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from schemas import ConfigurationError, WeirError
-from streams.settings import Settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The one Settings of this invocation, read from the environment once."""
-    store = ctx.ensure_object(dict)
-    if "settings" not in store:
-        try:
-            store["settings"] = Settings()
-        except ValidationError as err:
-            raise ConfigurationError(f"invalid WEIR_* settings:\n{err}") from err
-    settings: Settings = store["settings"]
-    return settings
-
-
-def weir_errors(fn: F) -> F:
-    """Turn WeirError into a one-line message and exit code 1 instead of a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except WeirError as err:
-            err_console.print(f"[bold red]error:[/] {err}")
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
+from streams.cli_common import _settings, console, weir_errors
+from streams.cli_data import dlq, produce, subscribe
+from streams.cli_models import models
 
 
 @click.group()
@@ -203,16 +169,26 @@ def serve(ctx: click.Context, model: str, version: str, port: int) -> None:
 @cli.command()
 @click.option("--loglevel", default="info", show_default=True)
 @click.option("--worker-id", default=None, help="name in route decisions (WEIR_SCORING__WORKER_ID)")
+@click.option(
+    "--live-port",
+    type=int,
+    default=None,
+    help="serve /metrics and the status page on this port (WEIR_LIVE__PORT; 0 = off)",
+)
 @click.pass_context
 @weir_errors
-def worker(ctx: click.Context, loglevel: str, worker_id: str | None) -> None:
-    """Run a worker: the control task and the scoring agent (Faust), until interrupted."""
+def worker(ctx: click.Context, loglevel: str, worker_id: str | None, live_port: int | None) -> None:
+    """Run a worker: control, scoring, monitors, retraining (Faust), until interrupted."""
     from streams.worker import run_worker
 
     settings = _settings(ctx)
     if worker_id is not None:
         scoring = settings.scoring.model_copy(update={"worker_id": worker_id})
         settings = settings.model_copy(update={"scoring": scoring})
+    if live_port is not None:
+        settings = settings.model_copy(
+            update={"live": settings.live.model_copy(update={"port": live_port})}
+        )
     run_worker(settings, loglevel=loglevel)
 
 
@@ -252,6 +228,10 @@ def demo(ctx: click.Context, keep: bool) -> None:
     from streams.demo import run_demo
 
     run_demo(_settings(ctx), console=console, keep=keep)
+
+
+for _command in (produce, subscribe, models, dlq):
+    cli.add_command(_command)
 
 
 def main() -> None:

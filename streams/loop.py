@@ -83,6 +83,7 @@ def loop_settings(settings: Settings, stamp: str) -> Settings:
             "retraining": settings.retraining.model_copy(
                 update={"cooldown_s": 600.0, "window_rows": 1500, "min_gain": 0.02}
             ),
+            "live": settings.live.model_copy(update={"port": free_port()}),
         }
     )
 
@@ -160,6 +161,10 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
             ),
         )
         worker = start_worker(s, s.scoring.worker_id)
+        console.print(
+            f"worker started; live view at [bold]http://127.0.0.1:{s.live.port}/[/] "
+            f"(metrics at /metrics)"
+        )
         collector = Collector(
             s,
             [

@@ -66,6 +66,15 @@ def attach_observers(w: Wiring) -> None:
         _attach_retraining(w)
 
 
+async def _send_alerts(w: Wiring, alerts: list[Any]) -> None:
+    """Send alerts about the worker's model to the alerts topic and show them live."""
+    source, lineage = w.settings.events.source, Lineage(modelname=w.settings.scoring.model)
+    events = [new_event(a, source=source, lineage=lineage) for a in alerts]
+    await w.send_all([(Topic.ALERTS, e) for e in events])
+    for event in events:
+        w.state.live.record_event(event)
+
+
 def _alert_id() -> str:
     return f"alert-{uuid.uuid4().hex[:12]}"
 
@@ -84,7 +93,7 @@ def _drift_alert(model: str, signal: DriftSignal, version: str | None = None) ->
 
 
 def _attach_monitor(w: Wiring) -> None:
-    m, model, source = w.settings.monitor, w.settings.scoring.model, w.settings.events.source
+    m, model = w.settings.monitor, w.settings.scoring.model
     drift = StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown)
     outliers = OutlierScorer(threshold=m.outlier_threshold)
 
@@ -112,14 +121,11 @@ def _attach_monitor(w: Wiring) -> None:
                     )
                 )
             if alerts:
-                lineage = Lineage(modelname=model)
-                await w.send_all(
-                    [(Topic.ALERTS, new_event(a, source=source, lineage=lineage)) for a in alerts]
-                )
+                await _send_alerts(w, alerts)
 
 
 def _attach_feedback(w: Wiring) -> None:
-    m, model, source = w.settings.monitor, w.settings.scoring.model, w.settings.events.source
+    m, model = w.settings.monitor, w.settings.scoring.model
     joiner = FeedbackJoiner(window=m.join_window)
     errors = ErrorRateMonitor(
         kind=m.performance_detector, window=m.performance_window, cooldown=m.performance_cooldown
@@ -204,16 +210,12 @@ def _attach_feedback(w: Wiring) -> None:
                             detector=perf.detector,
                         )
                     )
-            if alerts:
-                await w.send_all(
-                    [
-                        (
-                            Topic.ALERTS,
-                            new_event(a, source=source, lineage=Lineage(modelname=model)),
-                        )
-                        for a in alerts
-                    ]
+            for version in {o.version for o in result.outcomes}:
+                w.state.live.record_accuracy(
+                    version, errors.accuracy(version), errors.outcomes_seen(version)
                 )
+            if alerts:
+                await _send_alerts(w, alerts)
             await flush()
 
 
@@ -221,6 +223,7 @@ def _attach_retraining(w: Wiring) -> None:
     async def emit(kind: str, event: Any) -> None:
         topic = Topic.MODELS if kind == "models" else Topic.PIPELINE_RUNS
         await w.send_all([(topic, event)])
+        w.state.live.record_event(event)
 
     async def flush_archive() -> None:
         if w.state.flush_archive is not None:

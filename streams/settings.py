@@ -153,6 +153,16 @@ class StackSettings(_Group):
         return self.state_dir or self.cache_dir / "stack"
 
 
+class LiveSettings(_Group):
+    """The worker's live view: Prometheus ``/metrics``, a status page, health checks."""
+
+    host: str = Field("127.0.0.1", description="address the live view binds (WEIR_LIVE__HOST)")
+    port: int = Field(0, ge=0, le=65535, description="live view port; 0 = off (WEIR_LIVE__PORT)")
+    lag_interval_s: float = Field(5.0, gt=0, description="seconds between consumer-lag samples")
+    throughput_window_s: float = Field(5.0, gt=0, description="records/s is averaged over this")
+    recent: int = Field(20, ge=1, le=1000, description="alerts and swaps the status page keeps")
+
+
 class Settings(BaseSettings):
     """Everything weir can be told, in one frozen object."""
 
@@ -178,6 +188,7 @@ class Settings(BaseSettings):
     )
     retraining: RetrainingSettings = RetrainingSettings()
     stack: StackSettings = Field(default_factory=StackSettings)
+    live: LiveSettings = LiveSettings()
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Settings:

@@ -12,6 +12,10 @@
   committed only after its outcome is stored (at-least-once). Scoring starts
   once the control task has caught up with the control topic.
 
+Every agent reports what it did to ``WorkerState.live`` (:mod:`streams.live`),
+which ``/metrics`` and the status page read when ``WEIR_LIVE__PORT`` is set
+(:mod:`streams.status_page`).
+
 The agent runs under mode's ``CrashingSupervisor``: an unexpected error stops
 the worker instead of leaving a silent, stalled agent behind.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +39,7 @@ from agents.scoring import Scorer
 from connectors.kafka import list_topics
 from connectors.kserve_client import InferenceClient
 from schemas import ConfigurationError, Event, Origin, RawMessage, to_kafka
+from streams.live import LiveView
 from streams.settings import Settings
 from streams.topics import Topic, topic_name
 
@@ -42,7 +48,7 @@ log = logging.getLogger("weir.worker")
 
 @dataclass
 class WorkerState:
-    """What one worker process holds: its routes and its clients."""
+    """What one worker process holds: its routes, its clients and its live view."""
 
     settings: Settings
     routing: RoutingTable = field(default_factory=RoutingTable)
@@ -51,7 +57,11 @@ class WorkerState:
     dead_lettered: int = 0
     labelled_rows: int = 0  # training rows joined (features ⨝ label) by the feedback agent
     flush_archive: Callable[[], Awaitable[None]] | None = None
+    live: LiveView = field(init=False)  # metrics and status page state (streams/live.py)
     _client: InferenceClient | None = None
+
+    def __post_init__(self) -> None:
+        self.live = LiveView(self.settings)
 
     @property
     def client(self) -> InferenceClient:
@@ -110,8 +120,10 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
     _attach_control(wiring)
     _attach_scoring(wiring)
     from streams.observers import attach_observers
+    from streams.status_page import attach_live
 
     attach_observers(wiring)
+    attach_live(wiring)
     return app, state
 
 
@@ -178,6 +190,7 @@ def _attach_control(w: Wiring) -> None:
                             and m.offset < end[TopicPartition(m.topic, m.partition)]
                         )
                         out = await controller.handle(raw, replaying=replaying)
+                        state.live.record_routes(state.routing)
                         if out is not None:
                             target = (
                                 Topic.DEAD_LETTER
@@ -185,6 +198,7 @@ def _attach_control(w: Wiring) -> None:
                                 else Topic.ALERTS
                             )
                             await w.send_all([(target, out)])
+                            state.live.record_event(out)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the worker must not score on a dead control loop
@@ -202,7 +216,9 @@ def _attach_scoring(w: Wiring) -> None:
         scorer = Scorer(settings, state.routing, state.client)
         await state.caught_up.wait()
         async for events in stream.noack_take(s.batch_size, within=s.batch_wait_s):
+            started = time.perf_counter()
             outcome = await scorer.score([raw_message(e.message) for e in events])
+            seconds = time.perf_counter() - started
             await w.send_all(
                 [(Topic.PREDICTIONS, p) for p in outcome.predictions]
                 + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
@@ -211,6 +227,7 @@ def _attach_scoring(w: Wiring) -> None:
             state.dead_lettered += len(outcome.dead_letters)
             for event in events:
                 await stream.ack(event)
+            state.live.record_batch(outcome, consumed=len(events), seconds=seconds)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

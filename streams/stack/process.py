@@ -120,6 +120,15 @@ class ServiceProcess:
             setsid=True,
         )
         self.pid_file.write_text(f"{pid}\n")
+        # Until the child has exec'd, /proc shows this process's command line and
+        # pid() would not recognise it: wait (briefly) for the exec to happen.
+        marker = self.marker or str(self.home)
+        wait_until(
+            lambda: marker in _cmdline(pid) or not is_running(pid),
+            timeout_s=10,
+            what=f"starting {self.name}",
+            interval_s=0.01,
+        )
         return pid
 
     def stop(self, *, timeout_s: float = 30.0) -> int | None:

@@ -1,0 +1,286 @@
+"""``weir models``: registry versions in MinIO next to the routes decided on the control topic.
+
+``list`` shows every version in the registry with its card, and what the
+compacted models topic decided about it; ``publish`` and ``rollback`` put a
+:class:`~schemas.ModelVersionEvent` on that topic. The routes are folded the way
+a worker folds them (``agents.routing.RoutingTable``) but with every endpoint
+taken as ready: this is a view of what was decided. Workers still check that
+an endpoint answers before they switch, and report it on the alerts topic
+(``weir subscribe alerts --type model.route``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from urllib.parse import urlsplit
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+from rich.text import Text
+
+from agents.routing import ModelRoutes, Route, RoutingTable
+from connectors.kafka_tools import open_reader, quiet_producer, require_topics
+from connectors.minio_store import ObjectNotFound, ObjectStore
+from connectors.registry import CARD, ModelRegistry
+from schemas import Lineage, ModelVersionEvent, WeirError, new_event
+from schemas.model_card import ModelCard
+from streams.cli_common import _settings, console, one_line_errors
+from streams.settings import Settings
+from streams.topics import Topic, topic_name
+
+WATCH_HINT = (
+    "workers switch once the endpoint answers ready: `weir subscribe alerts --type model.route`"
+)
+
+
+def fold_routes(settings: Settings) -> tuple[RoutingTable, int]:
+    """The routes on the control topic, read from its beginning; and how many messages were not
+    model-version events. Every endpoint counts as ready."""
+    table, ignored = RoutingTable(), 0
+    with open_reader(settings, topic_name(settings.kafka, Topic.MODELS), start="beginning") as r:
+        for msg in r.read_to_end():
+            if msg.event is not None and isinstance(msg.event.data, ModelVersionEvent):
+                table.apply(msg.event.data, ready=True)
+            else:
+                ignored += 1
+    return table, ignored
+
+
+def _registry(settings: Settings) -> tuple[ObjectStore, ModelRegistry]:
+    store = ObjectStore(settings.minio)
+    return store, ModelRegistry(store, settings.minio.models_bucket)
+
+
+def registry_cards(settings: Settings, model: str | None) -> dict[str, list[ModelCard]]:
+    """Model name → its cards in the registry, oldest first."""
+    store, registry = _registry(settings)
+    found: dict[str, list[str]] = defaultdict(list)
+    for key in store.list_keys(settings.minio.models_bucket, f"{model}/" if model else ""):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == CARD:
+            found[parts[0]].append(parts[1])
+    return {
+        name: sorted((registry.card(name, v) for v in versions), key=lambda c: c.created_at)
+        for name, versions in found.items()
+    }
+
+
+def _route_notes(routes: ModelRoutes) -> dict[str, list[str]]:
+    """Version → what the routing table says about it (active, canary, rollback target...)."""
+    notes: dict[str, list[str]] = defaultdict(list)
+
+    def note(label: str, route: Route) -> None:
+        notes[route.version].append(f"{label} {route.url} ({route.protocol})")
+
+    if routes.active is not None:
+        note("active", routes.active)
+    if routes.canary is not None:
+        note(f"canary {routes.canary_weight:.0%}", routes.canary)
+    if routes.shadow is not None:
+        note("shadow", routes.shadow)
+    for i, route in enumerate(reversed(routes.history)):
+        if route.version not in notes:
+            note("rollback target" if i == 0 else "earlier", route)
+    return notes
+
+
+@click.group()
+def models() -> None:
+    """Model versions: the registry in MinIO and the routes on the control topic."""
+
+
+@models.command("list")
+@click.option("--model", default=None, help="only this model")
+@click.pass_context
+@one_line_errors
+def models_list(ctx: click.Context, model: str | None) -> None:
+    """Registry versions (created, metrics, run id) beside the routes on the control topic.
+
+    Routes are what was decided on the compacted models topic, folded as a worker
+    folds them but with every endpoint taken as ready; workers check readiness
+    before they switch.
+    """
+    settings = _settings(ctx)
+    control = topic_name(settings.kafka, Topic.MODELS)
+    table_of_routes, ignored = fold_routes(settings)
+    cards = registry_cards(settings, model)
+    names = sorted(set(cards) | ({model} if model else set(table_of_routes.models)))
+    names = [n for n in names if n in cards or n in table_of_routes.models]
+    if not names:
+        what = f"model {model}" if model else "models"
+        console.print(
+            f"no {what} in s3://{settings.minio.models_bucket} and no routes on {control}"
+        )
+        return
+    table = Table(
+        "model",
+        "version",
+        "route",
+        "created",
+        "metrics",
+        "run id",
+        title=f"s3://{settings.minio.models_bucket} · routes on {control}",
+    )
+    for name in names:
+        notes = _route_notes(table_of_routes.get(name))
+        known = {c.version for c in cards.get(name, [])}
+        for card in cards.get(name, []):
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(card.metrics.items()))
+            table.add_row(
+                name,
+                card.version,
+                Text("\n".join(notes.get(card.version, ["-"]))),
+                card.created_at.strftime("%Y-%m-%d %H:%M"),
+                metrics or "-",
+                card.run_id or "-",
+            )
+        for version in sorted(set(notes) - known):
+            table.add_row(name, version, Text("\n".join(notes[version])), "(not in registry)")
+    console.print(table)
+    if ignored:
+        console.print(f"{ignored} messages on {control} were not model-version events (ignored)")
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(f"{value!r} is not an http(s) URL", param_hint="--url")
+    return value.rstrip("/")
+
+
+def _publish(settings: Settings, change: ModelVersionEvent, run_id: str | None = None) -> str:
+    """Send a control event and wait for the broker; returns where it was stored."""
+    lineage = Lineage(modelname=change.model, modelversion=change.version, runid=run_id)
+    event = new_event(change, source=f"{settings.events.source}/cli", lineage=lineage)
+    where = quiet_producer(settings).send(topic_name(settings.kafka, Topic.MODELS), event)
+    return f"{where.topic} partition {where.partition} offset {where.offset}"
+
+
+@models.command("publish")
+@click.argument("model")
+@click.argument("version")
+@click.option(
+    "--url", required=True, help="the endpoint serving this version, e.g. http://host:8081"
+)
+@click.option("--protocol", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
+@click.option(
+    "--action",
+    type=click.Choice(["activate", "canary", "shadow"]),
+    default="activate",
+    show_default=True,
+)
+@click.option(
+    "--weight",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="share of traffic for a canary, in (0, 1]",
+)
+@click.pass_context
+@one_line_errors
+def models_publish(
+    ctx: click.Context,
+    model: str,
+    version: str,
+    url: str,
+    protocol: str,
+    action: str,
+    weight: float | None,
+) -> None:
+    """Route MODEL to VERSION served at --url: publish a model-version event.
+
+    The version must be in the registry; its card gives the feature order,
+    metrics and run id that go with the event.
+    """
+    if (action == "canary") != (weight is not None):
+        raise click.UsageError("--weight goes with --action canary, and a canary needs one")
+    url = _url(url)
+    settings = _settings(ctx)
+    require_topics(settings, topic_name(settings.kafka, Topic.MODELS))
+    _store, registry = _registry(settings)
+    try:
+        card = registry.card(model, version)
+    except ObjectNotFound as err:
+        versions = ", ".join(registry.versions(model)) or "none"
+        raise WeirError(
+            f"{model} version {version} is not in the registry "
+            f"(s3://{settings.minio.models_bucket}/{model}/ has versions: {versions}); "
+            "register it first"
+        ) from err
+    try:
+        change = ModelVersionEvent.model_validate(
+            {
+                "action": action,
+                "model": model,
+                "version": version,
+                "url": url,
+                "protocol": protocol,
+                "weight": weight,
+                "storage_uri": registry.uri(model, version),
+                "features": card.features,
+                "metrics": card.metrics,
+                "run_id": card.run_id,
+                "alert_id": card.alert_id,
+            }
+        )
+    except ValidationError as err:
+        raise click.UsageError(
+            f"not a valid model-version event: {err.errors()[0]['msg']}"
+        ) from err
+    where = _publish(settings, change, card.run_id)
+    console.print(
+        f"[green]published[/] {action} {model} {version} → {url} ({protocol}) at {where}; "
+        f"{WATCH_HINT}",
+        soft_wrap=True,
+    )
+
+
+@models.command("rollback")
+@click.argument("model")
+@click.option("--to", "to_version", default=None, help="version to return to (default: previous)")
+@click.pass_context
+@one_line_errors
+def models_rollback(ctx: click.Context, model: str, to_version: str | None) -> None:
+    """Route MODEL back to the previously active version (or --to VERSION).
+
+    The version and its URL come from the routing history on the control topic.
+    """
+    settings = _settings(ctx)
+    control = topic_name(settings.kafka, Topic.MODELS)
+    routes = fold_routes(settings)[0].get(model)
+    if routes.active is None:
+        raise WeirError(f"nothing to roll back to: {model} has no route on {control}")
+    active = routes.active.version
+    if to_version is None:
+        target = routes.history[-1] if routes.history else None
+        if target is None:
+            raise WeirError(
+                f"nothing to roll back to: {model} has no earlier active version on {control} "
+                f"(version {active} is active); route it with `weir models publish`"
+            )
+    elif to_version == active:
+        raise WeirError(f"{model} version {to_version} is already active")
+    else:
+        target = next((r for r in reversed(routes.history) if r.version == to_version), None)
+        if target is None:
+            earlier = ", ".join(dict.fromkeys(r.version for r in routes.history)) or "none"
+            raise WeirError(
+                f"no URL known for {model} version {to_version}: it is not in the routing "
+                f"history on {control} (earlier versions: {earlier}); route it with "
+                f"`weir models publish {model} {to_version} --url URL`"
+            )
+    change = ModelVersionEvent(
+        action="rollback",
+        model=model,
+        version=target.version,
+        url=target.url,
+        protocol=target.protocol,
+        features=list(target.features) if target.features else None,
+        run_id=target.run_id,
+    )
+    where = _publish(settings, change, target.run_id)
+    console.print(
+        f"[green]rollback[/] {model}: {active} → {target.version} ({target.url}) at {where}; "
+        f"{WATCH_HINT}",
+        soft_wrap=True,
+    )

@@ -1,0 +1,266 @@
+"""What a worker shows of itself while it runs: metrics and the status page's state.
+
+:class:`LiveView` is the one object on ``WorkerState`` that the live view
+reads. The agents tell it what happened, after the fact and off nothing's
+critical path:
+
+* the scoring agent, after Kafka acknowledged a micro-batch's outputs:
+  :meth:`LiveView.record_batch` (records, predictions per version, dead letters
+  per error class, model-call latency, throughput);
+* the control task, after each control message: :meth:`LiveView.record_routes`
+  (active, canary and shadow version per model), and the route decisions and
+  dead letters it emitted: :meth:`LiveView.record_event`;
+* the monitor, feedback and retraining agents: the alerts, published versions
+  and pipeline-run events they emitted (:meth:`LiveView.record_event`), and
+  rolling accuracy per version (:meth:`LiveView.record_accuracy`);
+* the lag sampler: :meth:`LiveView.record_lag`.
+
+:meth:`LiveView.snapshot` is the status page's JSON (:class:`LiveStatus`).
+Time is injected (``clock`` for throughput, ``now`` for timestamps), so the
+view is unit-tested without a broker or a sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.routing import RoutingTable
+from agents.scoring import BatchOutcome
+from schemas import (
+    DeadLetter,
+    DriftAlert,
+    Event,
+    ModelVersionEvent,
+    OutlierAlert,
+    PerformanceAlert,
+    PipelineRunEvent,
+    RouteDecision,
+)
+from schemas.events import Clock, utc_now
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+
+
+class RouteView(BaseModel):
+    model: str
+    active: str | None
+    canary: str | None
+    canary_weight: float
+    shadow: str | None
+
+
+class VersionAccuracy(BaseModel):
+    version: str
+    accuracy: float
+    outcomes: int
+
+
+class Happening(BaseModel):
+    """One alert, route decision, published version or pipeline-run event, for the page."""
+
+    at: datetime
+    kind: str  # drift | outlier | performance | route | publish | run
+    model: str
+    version: str | None
+    summary: str
+    ok: bool | None = None  # route accepted / run succeeded; None when it does not apply
+
+
+class LiveStatus(BaseModel):
+    worker: str
+    model: str
+    ready: bool
+    uptime_s: float
+    throughput_rps: float
+    throughput_window_s: float
+    records_consumed: int
+    predictions: dict[str, int]  # by version
+    dead_letters: int
+    consumer_lag: int | None  # None until the first sample
+    routes: list[RouteView]
+    accuracy: list[VersionAccuracy]
+    alerts: list[Happening]
+    swaps: list[Happening]
+    retraining_runs: dict[str, int]  # by status
+
+
+def _summary(data: Any) -> tuple[str, str | None, str, bool | None]:
+    """(kind, version, summary, ok) of an emitted payload worth showing; kind "" if none."""
+    if isinstance(data, DriftAlert):
+        return "drift", data.version, f"drift on {data.stream} ({data.detector})", None
+    if isinstance(data, OutlierAlert):
+        text = f"outlier {data.record_id}: score {data.score:.3f} > {data.threshold:.3f}"
+        return "outlier", data.version, text, None
+    if isinstance(data, PerformanceAlert):
+        text = f"{data.metric} {data.value:.3f} over {data.window} ({data.detector})"
+        return "performance", data.version, text, None
+    if isinstance(data, RouteDecision):
+        verdict = "accepted" if data.accepted else "rejected"
+        return "route", data.version, f"{data.action} {verdict}: {data.reason}", data.accepted
+    if isinstance(data, ModelVersionEvent):
+        run = f" from {data.run_id}" if data.run_id else ""
+        return "publish", data.version, f"published {data.action}{run}", None
+    if isinstance(data, PipelineRunEvent):
+        text = f"{data.run_id} {data.status}" + (f": {data.reason}" if data.reason else "")
+        ok = {"succeeded": True, "failed": False}.get(data.status)
+        return "run", data.produced_version, text, ok
+    return "", None, "", None
+
+
+class LiveView:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Clock = utc_now,
+    ) -> None:
+        self.metrics = WorkerMetrics()
+        self.model = settings.scoring.model
+        self.worker = settings.scoring.worker_id
+        self.window_s = settings.live.throughput_window_s
+        self._clock = clock
+        self._now = now
+        self._started = clock()
+        self._batches: deque[tuple[float, int]] = deque()
+        self.records_consumed = 0
+        self.predictions: Counter[str] = Counter()
+        self.dead_letters = 0
+        self.consumer_lag: int | None = None
+        self.routes: list[RouteView] = []
+        self.accuracy: dict[str, VersionAccuracy] = {}
+        self.alerts: deque[Happening] = deque(maxlen=settings.live.recent)
+        self.swaps: deque[Happening] = deque(maxlen=settings.live.recent)
+        self.retraining_runs: Counter[str] = Counter()
+        self._route_series: set[tuple[str, str, str]] = set()  # (role, model, version)
+
+    def record_batch(self, outcome: BatchOutcome, *, consumed: int, seconds: float) -> None:
+        """One micro-batch whose outputs Kafka acknowledged; ``seconds`` it took to score."""
+        m = self.metrics
+        self.records_consumed += consumed
+        self._batches.append((self._clock(), consumed))
+        self._forget_old_batches()
+        m.records_consumed.labels(self.model).inc(consumed)
+        m.batch_seconds.labels(self.model).observe(seconds)
+        calls: Counter[tuple[str, str, str, float]] = Counter()
+        for p in outcome.predictions:
+            # every prediction of one model call carries that call's latency
+            calls[(p.data.model, p.data.version, p.data.url, p.data.latency_ms)] += 1
+        for (model, version, _url, latency_ms), count in calls.items():
+            m.predictions.labels(model, version).inc(count)
+            m.model_call_seconds.labels(model, version).observe(latency_ms / 1000)
+            if model == self.model:
+                self.predictions[version] += count
+        for letter in outcome.dead_letters:
+            self._dead_letter(letter.data)
+
+    def _dead_letter(self, letter: DeadLetter) -> None:
+        self.dead_letters += 1
+        self.metrics.dead_letters.labels(letter.error_class).inc()
+
+    def record_event(self, event: Event[Any]) -> None:
+        """An event this worker emitted (alert, route decision, run, published version)."""
+        data = event.data
+        if isinstance(data, DeadLetter):
+            self._dead_letter(data)
+            return
+        kind, version, summary, ok = _summary(data)
+        if not kind:
+            return
+        seen = Happening(
+            at=event.time or self._now(),
+            kind=kind,
+            model=getattr(data, "model", self.model),
+            version=version,
+            summary=summary,
+            ok=ok,
+        )
+        if kind in ("drift", "outlier", "performance"):
+            self.metrics.alerts.labels(event.type).inc()
+            self.alerts.appendleft(seen)
+            return
+        if isinstance(data, PipelineRunEvent):
+            self.metrics.retraining_runs.labels(data.status).inc()
+            self.retraining_runs[data.status] += 1
+        self.swaps.appendleft(seen)
+
+    def record_routes(self, routing: RoutingTable) -> None:
+        """Mirror the routing table: 1 (or the canary weight) for current, 0 for earlier."""
+        current: dict[tuple[str, str, str], float] = {}
+        views = []
+        for model, routes in sorted(routing.models.items()):
+            if routes.active is not None:
+                current[("active", model, routes.active.version)] = 1.0
+            if routes.canary is not None:
+                current[("canary", model, routes.canary.version)] = routes.canary_weight
+            if routes.shadow is not None:
+                current[("shadow", model, routes.shadow.version)] = 1.0
+            views.append(
+                RouteView(
+                    model=model,
+                    active=routes.active.version if routes.active else None,
+                    canary=routes.canary.version if routes.canary else None,
+                    canary_weight=routes.canary_weight if routes.canary else 0.0,
+                    shadow=routes.shadow.version if routes.shadow else None,
+                )
+            )
+        gauges = {
+            "active": self.metrics.active_version,
+            "canary": self.metrics.canary_weight,
+            "shadow": self.metrics.shadow_version,
+        }
+        for series in self._route_series | set(current):
+            role, model, version = series
+            gauges[role].labels(model, version).set(current.get(series, 0.0))
+        self._route_series |= set(current)
+        self.routes = views
+
+    def record_accuracy(self, version: str, accuracy: float | None, outcomes: int) -> None:
+        """Rolling accuracy of one version of the worker's model (from ErrorRateMonitor)."""
+        if accuracy is None:
+            return
+        self.accuracy[version] = VersionAccuracy(
+            version=version, accuracy=accuracy, outcomes=outcomes
+        )
+        self.metrics.rolling_accuracy.labels(self.model, version).set(accuracy)
+
+    def record_lag(self, topic: str, lag: dict[int, int]) -> None:
+        """Per-partition lag of the scoring group on ``topic`` (end minus committed offset)."""
+        for partition, records in lag.items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(records)
+        self.consumer_lag = sum(lag.values())
+
+    def _forget_old_batches(self) -> None:
+        horizon = self._clock() - self.window_s
+        while self._batches and self._batches[0][0] < horizon:
+            self._batches.popleft()
+
+    def throughput(self) -> float:
+        """Records per second over the last ``live.throughput_window_s`` seconds."""
+        self._forget_old_batches()
+        return sum(n for _, n in self._batches) / self.window_s
+
+    def snapshot(self, *, ready: bool) -> LiveStatus:
+        return LiveStatus(
+            worker=self.worker,
+            model=self.model,
+            ready=ready,
+            uptime_s=round(self._clock() - self._started, 3),
+            throughput_rps=round(self.throughput(), 3),
+            throughput_window_s=self.window_s,
+            records_consumed=self.records_consumed,
+            predictions=dict(sorted(self.predictions.items())),
+            dead_letters=self.dead_letters,
+            consumer_lag=self.consumer_lag,
+            routes=self.routes,
+            accuracy=[self.accuracy[v] for v in sorted(self.accuracy)],
+            alerts=list(self.alerts),
+            swaps=list(self.swaps),
+            retraining_runs=dict(sorted(self.retraining_runs.items())),
+        )
