@@ -123,6 +123,28 @@ def _java(settings: Settings, main_class: str, *args: str) -> list[str]:
     ]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 (it may start with "-")."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def format_storage(settings: Settings, config: Path, cluster_id: str) -> None:
+    """Format the broker's log directory for KRaft (first start only)."""
+    run_logged(
+        # "--cluster-id=…" keeps an id that starts with "-" from being read as an option
+        _java(
+            settings,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(config),
+        ),
+        log=process(settings).log_file,
+        what="formatting Kafka storage",
+    )
+
+
 def start(settings: Settings) -> int:
     """Write config, format storage on first start, and start the broker; returns its PID."""
     host, _ = settings.kafka.host_port
@@ -142,14 +164,7 @@ def start(settings: Settings) -> int:
     config.write_text(_server_properties(settings, data))
     (home / "log4j2.properties").write_text(LOG4J2)
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        run_logged(
-            _java(
-                settings, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
-            ),
-            log=proc.log_file,
-            what="formatting Kafka storage",
-        )
+        format_storage(settings, config, new_cluster_id())
     return proc.start(_java(settings, "kafka.Kafka", str(config)))
 
 

@@ -82,3 +82,22 @@ def test_existing_endpoints_are_used_instead_of_starting_local_ones(
     assert status["kafka"].ready and not status["kafka"].managed and status["kafka"].pid is None
     assert stack.down() == {"kafka": None, "minio": None}
     assert all(s.ready for s in Stack(live_stack).status()), "down did not touch them"
+
+
+def test_storage_formats_with_a_cluster_id_that_starts_with_a_dash(
+    live_stack: Settings, tmp_path: Path
+):
+    # regression: a random base64 id like "-ICX_wa6S86Uxg89rRBObA" was read as an option
+    from streams.stack import kafka
+
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:19192", controller_port=19193),
+        stack=StackSettings(cache_dir=live_stack.stack.cache_dir, state_dir=tmp_path),
+    )
+    home = kafka.process(settings).home
+    home.mkdir(parents=True)
+    config = home / "server.properties"
+    config.write_text(kafka._server_properties(settings, home / "data"))
+    (home / "log4j2.properties").write_text(kafka.LOG4J2)
+    kafka.format_storage(settings, config, "-ICX_wa6S86Uxg89rRBObA")
+    assert "cluster.id=-ICX_wa6S86Uxg89rRBObA" in (home / "data" / "meta.properties").read_text()
