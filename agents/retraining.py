@@ -238,18 +238,3 @@ class Retrainer:
             ObjectStore(self._settings.minio), self._settings.minio.models_bucket
         )
         return list(registry.card(model, version).features)
-
-
-class LocalDeployer:
-    """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
-    for creating a KServe InferenceService)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
-    def deploy(self, model: str, version: str) -> str:
-        from streams.localrun import free_port, serve
-
-        port = free_port()
-        serve(self._settings, model, version, port)
-        return f"http://127.0.0.1:{port}"

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from streams.cli_common import _settings, console, weir_errors
 from streams.cli_data import dlq, produce, subscribe
+from streams.cli_knative import event_display
 from streams.cli_models import models
 
 
@@ -163,6 +164,25 @@ def serve(ctx: click.Context, model: str, version: str, port: int) -> None:
     run_server(_settings(ctx), model, version, port)
 
 
+@cli.command("model-host")
+@click.option("--port", type=int, default=9000, show_default=True, help="the host's API port")
+@click.pass_context
+@weir_errors
+def model_host(ctx: click.Context, port: int) -> None:
+    """Serve registry versions on request, one kserve.ModelServer process each.
+
+    Workers with WEIR_KSERVE__DEPLOYER=host and WEIR_KSERVE__HOST_URL pointing
+    here get every retrained version served where all of them can reach it.
+    API: POST/GET /v1/deployments, DELETE /v1/deployments/MODEL/VERSION,
+    GET /healthz. Binds WEIR_KSERVE__BIND_HOST; model servers take ports
+    WEIR_KSERVE__PORT_MIN..PORT_MAX (any free port when 0) and are named by
+    WEIR_KSERVE__ADVERTISED_HOST in the URLs handed out.
+    """
+    from connectors.model_host import run_model_host
+
+    run_model_host(_settings(ctx), port=port)
+
+
 # ------------------------------------------------------------------ worker
 
 
@@ -230,7 +250,7 @@ def demo(ctx: click.Context, keep: bool) -> None:
     run_demo(_settings(ctx), console=console, keep=keep)
 
 
-for _command in (produce, subscribe, models, dlq):
+for _command in (produce, subscribe, models, dlq, event_display):
     cli.add_command(_command)
 
 

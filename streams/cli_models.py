@@ -11,6 +11,7 @@ an endpoint answers before they switch, and report it on the alerts topic
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from urllib.parse import urlsplit
 
@@ -282,5 +283,58 @@ def models_rollback(ctx: click.Context, model: str, to_version: str | None) -> N
     console.print(
         f"[green]rollback[/] {model}: {active} → {target.version} ({target.url}) at {where}; "
         f"{WATCH_HINT}",
+        soft_wrap=True,
+    )
+
+
+@models.command("bootstrap")
+@click.argument("model", required=False)
+@click.option(
+    "--history",
+    type=click.IntRange(50, 1_000_000),
+    default=2000,
+    show_default=True,
+    help="seeded rows (the demo's first concept) version 1 is trained on",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="seed of those rows")
+@click.pass_context
+@one_line_errors
+def models_bootstrap(ctx: click.Context, model: str | None, history: int, seed: int) -> None:
+    """Start MODEL's loop: train version 1 by the pipeline, serve it, activate it.
+
+    MODEL defaults to WEIR_SCORING__MODEL. Safe to run again: a model that
+    already has an active route is left alone, and a model with a registered
+    version is served and activated without training. Serving goes through
+    WEIR_KSERVE__DEPLOYER (the model host in docker-compose).
+    """
+    from connectors.deployers import deployer_for
+    from streams.bootstrap import bootstrap_model, seeded_history
+
+    settings = _settings(ctx)
+    model = model or settings.scoring.model
+    control = topic_name(settings.kafka, Topic.MODELS)
+    require_topics(settings, control)
+    active = fold_routes(settings)[0].get(model).active
+    if active is not None:
+        console.print(
+            f"{model} already routes to version {active.version} at {active.url} on {control}; "
+            "nothing to do",
+            soft_wrap=True,
+        )
+        return
+    run_id = f"bootstrap-{uuid.uuid4().hex[:12]}"
+    change, trained = bootstrap_model(
+        settings,
+        model,
+        seeded_history(history, seed=seed),
+        deployer_for(settings),
+        run_id=run_id,
+        console=console,
+    )
+    how = f"trained by the pipeline (run {run_id})" if trained else "already registered"
+    where = _publish(settings, change, change.run_id)
+    console.print(
+        f"[green]activated[/] {model} version {change.version} ({how}, {change.metrics}) "
+        f"served at {change.url}; published at {where}",
         soft_wrap=True,
     )

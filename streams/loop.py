@@ -12,7 +12,6 @@ only produces the stream and watches the topics.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -25,16 +24,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.archive import write_chunk
+from connectors.deployers import LocalDeployer
 from connectors.kafka import EventProducer, ensure_topics
-from connectors.minio_store import ObjectStore
-from connectors.registry import ModelRegistry
-from schemas import InputRecord, Label, ModelVersionEvent, new_event
+from schemas import InputRecord, Label, new_event
 from schemas.events import utc_now
 from schemas.training import TrainingRow
+from streams.bootstrap import bootstrap_model
 from streams.demo_data import drifting_stream
 from streams.demo_report import Timeline, accuracy_between, plot
-from streams.localrun import Collector, free_port, serve, start_worker, stop_model_servers
+from streams.localrun import Collector, free_port, start_worker, stop_model_servers
 from streams.settings import Settings
 from streams.topics import Topic, topic_name
 
@@ -98,68 +96,26 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
         drifting_stream(cfg.history + cfg.max_records, cfg.history + cfg.drift_at, seed=cfg.seed)
     )
     history, live = rows[: cfg.history], rows[cfg.history :]
-    store = ObjectStore(s.minio)
-
-    # version 1: the pipeline trains it on archived history of the old concept
     then = utc_now() - timedelta(hours=1)
-    write_chunk(
-        store,
-        s.minio.data_bucket,
-        model,
-        [
-            TrainingRow(record_id=f"h{r.index}", features=r.features, label=r.label, time=then)
-            for r in history
-        ],
-        writer="history",
-        seq=0,
-        at=then,
-    )
-    from connectors.pipeline import RetrainRequest, run_retrain
-
-    kfp_log = s.stack.run_dir / f"kfp-bootstrap-{stamp}.log"
-    kfp_log.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        console.status(f"Kubeflow pipeline (local runner): training version 1 (log: {kfp_log})…"),
-        kfp_log.open("w") as log,
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-    ):
-        first = run_retrain(
-            s,
-            RetrainRequest(
-                model=model,
-                run_id=f"bootstrap-{stamp}",
-                current_version=None,
-                window_rows=cfg.history,
-            ),
-        )
-    if first.status != "succeeded" or first.version is None:
-        raise RuntimeError(f"could not train version 1: {first.reason}")
-    v1 = first.version
-    console.print(f"version {v1} of {model} registered at {first.storage_uri} ({first.metrics})")
+    history_rows = [
+        TrainingRow(record_id=f"h{r.index}", features=r.features, label=r.label, time=then)
+        for r in history
+    ]
     producer = EventProducer(s)
     worker = None
     collector: Collector | None = None
-    report = LoopReport(model=model, v1=v1, timeline=Timeline(drift_at=cfg.drift_at))
+    report = LoopReport(model=model, v1="?", timeline=Timeline(drift_at=cfg.drift_at))
     try:
-        port = free_port()
-        with console.status(f"starting kserve.ModelServer for version {v1}…"):
-            serve(s, model, v1, port)
-        features = list(ModelRegistry(store, s.minio.models_bucket).card(model, v1).features)
-        producer.send(
-            topic_name(s.kafka, Topic.MODELS),
-            new_event(
-                ModelVersionEvent(
-                    action="activate",
-                    model=model,
-                    version=v1,
-                    url=f"http://127.0.0.1:{port}",
-                    protocol="v1",
-                    features=features,
-                ),
-                source="demo",
-            ),
+        # version 1: the pipeline trains it on archived history of the old concept
+        first, _ = bootstrap_model(
+            s, model, history_rows, LocalDeployer(s), run_id=f"bootstrap-{stamp}", console=console
         )
+        v1 = report.v1 = first.version
+        console.print(
+            f"version {v1} of {model} registered at {first.storage_uri} ({first.metrics}), "
+            f"served at {first.url}"
+        )
+        producer.send(topic_name(s.kafka, Topic.MODELS), new_event(first, source="demo"))
         worker = start_worker(s, s.scoring.worker_id)
         console.print(
             f"worker started; live view at [bold]http://127.0.0.1:{s.live.port}/[/] "

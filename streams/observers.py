@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from agents.detectors import DriftSignal, ErrorRateMonitor, OutlierScorer, StreamDriftMonitor
 from agents.feedback import FeedbackJoiner, JoinResult
-from agents.retraining import LocalDeployer, Retrainer
+from agents.retraining import Retrainer
 from connectors.archive import write_chunk
+from connectors.deployers import deployer_for
 from connectors.minio_store import ObjectStore
 from schemas import (
     DriftAlert,
@@ -232,7 +233,7 @@ def _attach_retraining(w: Wiring) -> None:
     retrainer = Retrainer(
         w.settings,
         w.state.routing,
-        LocalDeployer(w.settings),
+        deployer_for(w.settings),
         emit,
         labelled_rows=lambda: w.state.labelled_rows,
         flush_archive=flush_archive,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -81,9 +82,35 @@ class MinioSettings(_Group):
 
 
 class KServeSettings(_Group):
-    bind_host: str = Field("127.0.0.1", description="address model servers bind REST to")
+    bind_host: str = Field(
+        "127.0.0.1", description="address model servers (and the model host's API) bind to"
+    )
     timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    deployer: Literal["local", "host"] = Field(
+        "local",
+        description="how a new version is served: `local` starts a kserve.ModelServer child "
+        "process; `host` asks the model host at WEIR_KSERVE__HOST_URL",
+    )
+    host_url: str | None = Field(
+        None, description="the model host's API, e.g. http://model-host:9000 (deployer=host)"
+    )
+    advertised_host: str = Field(
+        "127.0.0.1", description="host name in the URLs the model host hands out"
+    )
+    port_min: int = Field(0, ge=0, le=65535, description="lowest model server port; 0 = any")
+    port_max: int = Field(0, ge=0, le=65535, description="highest model server port; 0 = any")
+
+    @model_validator(mode="after")
+    def _deployer_complete(self) -> KServeSettings:
+        if self.deployer == "host" and not self.host_url:
+            raise ValueError("WEIR_KSERVE__DEPLOYER=host needs WEIR_KSERVE__HOST_URL")
+        if (self.port_min == 0) != (self.port_max == 0) or self.port_min > self.port_max:
+            raise ValueError(
+                f"WEIR_KSERVE__PORT_MIN/PORT_MAX must both be 0 or a range, "
+                f"got {self.port_min}-{self.port_max}"
+            )
+        return self
 
 
 class KfpSettings(_Group):
@@ -114,7 +141,10 @@ class ScoringSettings(_Group):
     backoff_initial_s: float = Field(0.2, gt=0, description="first wait when the server is down")
     backoff_max_s: float = Field(5.0, gt=0, description="longest wait between retries")
     control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")
-    worker_id: str = Field("worker-1", description="names this worker in route decisions")
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        description="names this worker in route decisions and archives; default: the host name",
+    )
 
 
 class MonitorSettings(_Group):

@@ -84,6 +84,8 @@ def raw_message(message: Any) -> RawMessage:
 def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
     k = settings.kafka
     s = settings.scoring
+    datadir = settings.stack.run_dir / "faust"
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         f"{k.topic_prefix}-scoring-{s.model}",
         broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
@@ -103,7 +105,7 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         # not committed and are delivered again (at-least-once), instead of the
         # worker hanging until it is killed.
         stream_wait_empty=False,
-        datadir=str(settings.stack.run_dir / "faust"),
+        datadir=str(datadir),
     )
     state = WorkerState(settings)
     topics = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -35,9 +34,20 @@ from schemas import PAYLOAD_BY_TYPE
 from streams.cli import cli
 from streams.settings import KAFKA_VERSION, KafkaSettings, MinioSettings, Settings
 from streams.topics import Topic, topic_name, topic_specs
+from tests.compose_file import (
+    _INTERPOLATION,
+    COMPOSE,
+    as_list,
+    compose,
+    compose_env,
+    option,
+    published_targets,
+    resolve,
+    services,
+    weir_services,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 K8S = REPO / "deploy" / "k8s"
@@ -47,9 +57,11 @@ PART_OF = "app.kubernetes.io/part-of"
 
 # Which setting a server binds with, per subcommand: in a container it must be
 # 0.0.0.0 or nothing outside the container reaches the server.
-BIND_HOST_SETTING = {"serve": "WEIR_KSERVE__BIND_HOST", "ingress": "WEIR_KNATIVE__INGRESS_HOST"}
-
-_INTERPOLATION = re.compile(r"\$\{(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+BIND_HOST_SETTING = {
+    "serve": "WEIR_KSERVE__BIND_HOST",
+    "model-host": "WEIR_KSERVE__BIND_HOST",
+    "ingress": "WEIR_KNATIVE__INGRESS_HOST",
+}
 
 
 # ----------------------------------------------------------------- helpers
@@ -120,58 +132,7 @@ def weir_args_problems(args: list[str]) -> list[str]:
     ]
 
 
-def option(args: list[str], name: str) -> str | None:
-    """The value of ``--name V`` or ``--name=V`` in an argument list."""
-    for i, tok in enumerate(args):
-        if tok == name and i + 1 < len(args):
-            return args[i + 1]
-        if tok.startswith(f"{name}="):
-            return tok.split("=", 1)[1]
-    return None
-
-
 # ------------------------------------------------------------------ compose
-
-
-@cache
-def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
-
-
-def services() -> dict[str, dict[str, Any]]:
-    return compose()["services"]
-
-
-def is_weir_service(service: dict[str, Any]) -> bool:
-    return service.get("image") == BASE_IMAGE or "build" in service
-
-
-def weir_services() -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in services().items() if is_weir_service(s)}
-
-
-def as_list(command: Any) -> list[str]:
-    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
-
-
-def compose_env(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):  # the KEY=VALUE list form
-        env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
-
-
-def resolve(value: str) -> str:
-    """A compose value with ``${VAR:-default}`` replaced by its default."""
-
-    def default(match: re.Match[str]) -> str:
-        if match.group("default") is None:
-            raise AssertionError(
-                f"{match.group(0)} has no default: `docker compose up` must work without a .env"
-            )
-        return match.group("default")
-
-    return _INTERPOLATION.sub(default, value)
 
 
 def test_env_names_are_computed_from_the_settings_model():
@@ -187,8 +148,8 @@ def test_compose_structure_is_valid():
     for key in doc:
         assert key in top_level or key.startswith("x-"), f"unknown top-level key {key}"
     names = set(services())
-    assert {"kafka", "minio", "init", "worker", "ingress", "producer"} <= names
-    assert any(as_list(s.get("command", []))[:1] == ["serve"] for s in services().values())
+    assert {"kafka", "minio", "init", "model-host", "bootstrap", "worker", "ingress"} <= names
+    assert "producer" in names
     declared_volumes = set(doc.get("volumes") or {})
     for name, service in services().items():
         assert "image" in service or "build" in service, f"{name}: neither image nor build"
@@ -208,7 +169,9 @@ def test_compose_structure_is_valid():
             test = service["healthcheck"]["test"]
             assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL"), name
         for port in service.get("ports", []):
-            assert re.fullmatch(r"(127\.0\.0\.1:)?\d+:\d+", str(port)), f"{name}: port {port}"
+            assert re.fullmatch(r"(127\.0\.0\.1:)?\d+(-\d+)?:\d+(-\d+)?", str(port)), (
+                f"{name}: port {port}"
+            )
         for volume in service.get("volumes", []):
             source = str(volume).split(":")[0]
             if not source.startswith((".", "/")):
@@ -288,7 +251,7 @@ def test_compose_ports_match_the_commands():
     for name, service in weir_services().items():
         args = as_list(service.get("command", []))
         env = {k: resolve(v) for k, v in compose_env(service).items()}
-        targets = {int(str(p).rsplit(":", 1)[1]) for p in service.get("ports", [])}
+        targets = published_targets(service)
         port = option(args, "--port")
         if port is not None:
             assert int(port) in targets, f"{name}: --port {port} is not published"
@@ -302,15 +265,50 @@ def test_compose_ports_match_the_commands():
             assert live in targets and env.get("WEIR_LIVE__HOST") == "0.0.0.0", name
 
 
-def test_compose_model_server_serves_the_workers_model():
-    workers = [s for s in weir_services().values() if as_list(s["command"])[:1] == ["worker"]]
-    scored = {compose_env(w).get("WEIR_SCORING__MODEL", "weir-demo") for w in workers}
-    for name, service in weir_services().items():
-        args = as_list(service["command"])
-        if args[:1] == ["serve"]:
-            assert {args[1]} == scored, f"{name} serves {args[1]}, workers score {scored}"
-            health = " ".join(service["healthcheck"]["test"])
-            assert f"/v1/models/{args[1]}" in health
+def test_compose_model_host_serves_where_workers_and_bootstrap_reach_it(monkeypatch):
+    hosts = {
+        n: s for n, s in weir_services().items() if as_list(s["command"])[:1] == ["model-host"]
+    }
+    assert len(hosts) == 1, "one model host serves every version"
+    ((host_name, host),) = hosts.items()
+    host_port = option(as_list(host["command"]), "--port")
+    h = build_settings({k: resolve(v) for k, v in compose_env(host).items()}, monkeypatch)
+    assert h.kserve.advertised_host == host_name, "URLs handed out name the compose service"
+    assert h.kserve.bind_host == "0.0.0.0"
+    assert h.kserve.port_min and set(range(h.kserve.port_min, h.kserve.port_max + 1)) <= (
+        published_targets(host)
+    ), "every model server port is published"
+    # its state (what it serves) sits in the image user's default cache dir, on a volume
+    # that the image creates owned by that user
+    home = re.search(r"^ENV HOME=(\S+)", DOCKERFILE.read_text(), flags=re.M)
+    assert home, "the Dockerfile sets HOME"
+    cache = f"{home.group(1)}/.cache/weir"
+    assert [str(v).split(":")[1] for v in host.get("volumes", [])] == [cache]
+    assert f"install -d -o weir -g weir {home.group(1)}/.cache {cache}" in DOCKERFILE.read_text()
+    users = {
+        n: s
+        for n, s in weir_services().items()
+        if as_list(s["command"])[:1] == ["worker"]
+        or as_list(s["command"])[:2] == ["models", "bootstrap"]
+    }
+    assert {as_list(s["command"])[0] for s in users.values()} == {"worker", "models"}
+    scored = set()
+    for name, service in users.items():
+        s = build_settings({k: resolve(v) for k, v in compose_env(service).items()}, monkeypatch)
+        assert s.kserve.deployer == "host", f"{name}: new versions go to the model host"
+        assert s.kserve.host_url == f"http://{host_name}:{host_port}", name
+        assert (service.get("depends_on") or {}).get(host_name, {}).get("condition") == (
+            "service_healthy"
+        ), f"{name} waits for the model host"
+        scored.add(s.scoring.model)
+    assert len(scored) == 1, f"bootstrap and workers name one model: {scored}"
+
+
+def test_compose_producer_streams_after_bootstrap_activated_version_1():
+    producer = services()["producer"]
+    deps = producer["depends_on"]
+    assert deps["bootstrap"]["condition"] == "service_completed_successfully"
+    assert services()["bootstrap"].get("restart") == "no"
 
 
 def _compose_cli() -> list[str] | None:

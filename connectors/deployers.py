@@ -1,0 +1,90 @@
+"""Getting a registered model version served, and the URL to route to.
+
+The retraining agent and ``weir models bootstrap`` call ``deploy(model,
+version)`` and put the URL it returns into an ``activate`` event. Which
+deployer is used is one setting, ``WEIR_KSERVE__DEPLOYER``:
+
+* ``local`` — :class:`LocalDeployer` starts a kserve.ModelServer child process
+  on a free loopback port. For one machine: the demo, the tests.
+* ``host`` — :class:`HostDeployer` asks the model host
+  (:mod:`connectors.model_host`, ``WEIR_KSERVE__HOST_URL``) to serve it, so the
+  URL is one every worker can reach (docker-compose, several workers).
+"""
+
+from __future__ import annotations
+
+import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from agents.retraining import Deployer
+from schemas import ServiceError
+from schemas.deployments import Deployment, DeploymentRequest
+from streams.settings import Settings
+
+# kserve import and the model load from MinIO take ~5-10 s; the host waits up to 90 s
+HOST_TIMEOUT_S = 120.0
+
+
+class LocalDeployer:
+    """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
+    for creating a KServe InferenceService)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def deploy(self, model: str, version: str) -> str:
+        from streams.localrun import free_port, serve
+
+        port = free_port()
+        serve(self._settings, model, version, port)
+        return f"http://127.0.0.1:{port}"
+
+
+class HostDeployer:
+    """Asks the model host to serve a version; retries while the host is unreachable."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+        assert settings.kserve.host_url is not None  # the settings validator requires it
+        self._base = settings.kserve.host_url.rstrip("/")
+        self._attempts = settings.kserve.max_retries + 1
+        self._transport = transport
+
+    def _post(self, body: DeploymentRequest) -> Deployment:
+        url = f"{self._base}/v1/deployments"
+        try:
+            with httpx.Client(timeout=HOST_TIMEOUT_S, transport=self._transport) as client:
+                answer = client.post(url, json=body.model_dump())
+        except httpx.TransportError as exc:
+            raise ServiceError(
+                f"model host at {self._base} did not answer ({type(exc).__name__}: {exc}); "
+                f"check WEIR_KSERVE__HOST_URL",
+                service="model-host",
+                address=self._base,
+            ) from exc
+        if answer.status_code in (200, 201):
+            return Deployment.model_validate_json(answer.content)
+        raise ServiceError(
+            f"model host at {self._base} answered {answer.status_code} for "
+            f"{body.model} version {body.version}: {answer.text[:500]}",
+            service="model-host",
+            address=self._base,
+            retriable=answer.status_code >= 500,
+        )
+
+    def deploy(self, model: str, version: str) -> str:
+        request = DeploymentRequest(model=model, version=version)
+        for attempt in Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, ServiceError) and e.retriable),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.5, max=10.0),
+            reraise=True,
+        ):
+            with attempt:
+                return self._post(request).url
+        raise AssertionError("unreachable")  # pragma: no cover  (Retrying re-raises)
+
+
+def deployer_for(settings: Settings) -> Deployer:
+    if settings.kserve.deployer == "host":
+        return HostDeployer(settings)
+    return LocalDeployer(settings)

@@ -1,0 +1,299 @@
+"""docker-compose.yml rehearsed without Docker: its services' commands close the loop.
+
+There is no Docker engine here, so the images cannot run. What can run is
+every weir service of the compose file, as written there: the same ``weir``
+subcommand and arguments, the same ``WEIR_*`` environment, started in the
+order its ``depends_on`` conditions give (one-shots must exit 0, healthchecks
+are run as written), ``deploy.replicas`` copies of a replicated service. The
+local stack stands in for the ``kafka`` and ``minio`` services.
+
+What a container network provides is translated, and nothing else:
+
+* service host names become 127.0.0.1 (``kafka:9092`` and ``minio:9000`` the
+  running stack's addresses), ``0.0.0.0`` binds become loopback;
+* each container port a service publishes gets a free local port (processes
+  share one network namespace here); the model host's published port range
+  becomes "any free port" (``PORT_MIN``/``PORT_MAX`` 0);
+* every replica gets its own state directory and worker id (a container has
+  its own filesystem and host name);
+* topics and the model name get this run's prefix, so the registry starts empty.
+
+Then the loop must close as ``weir demo``'s does: bootstrap trains version 1
+and the model host serves it; the producer's stream drifts; a worker's
+retraining agent has the model host serve version 2; both workers switch, and
+every record is scored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.localrun import Collector, free_port
+from streams.settings import Settings
+from streams.topics import Topic, topic_name
+from tests.compose_file import as_list, compose_env, resolve, services
+
+pytestmark = pytest.mark.integration
+
+WEIR = str(Path(sys.executable).parent / "weir")
+STAND_INS = ("kafka", "minio")  # the local stack plays these
+ONE_SHOT_S = 300  # bootstrap: the pipeline's local runner plus a model server start
+HEALTHY_S = 120
+LOOP_S = 420  # the producer's 60 s stream, then the last predictions
+
+
+@dataclass
+class Replica:
+    service: str
+    index: int
+    ports: dict[int, int]  # container port → local port
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Rehearsal:
+    live: Settings
+    prefix: str
+    model: str
+    tmp: Path
+    replicas: dict[str, list[Replica]] = field(default_factory=dict)
+
+    def local_url(self, service: str, port: int) -> str:
+        return f"http://127.0.0.1:{self.replicas[service][0].ports[port]}"
+
+    def translate(self, value: str) -> str:
+        def url(match: re.Match[str]) -> str:
+            return self.local_url(match.group(1), int(match.group(2)))
+
+        names = "|".join(re.escape(n) for n in self.replicas)
+        return re.sub(rf"http://({names}):(\d+)", url, value) if names else value
+
+    def plan(self, name: str, service: dict[str, Any]) -> list[Replica]:
+        count = int((service.get("deploy") or {}).get("replicas", 1))
+        targets: set[int] = set()
+        for spec in service.get("ports", []):
+            low, _, high = str(spec).rsplit(":", 1)[1].partition("-")
+            if not high:  # a published range is a model-server pool: any free port instead
+                targets.add(int(low))
+        planned = []
+        for index in range(count):
+            ports = {t: free_port() for t in targets}
+            env = {k: resolve(v) for k, v in compose_env(service).items()}
+            for key, value in list(env.items()):
+                if value == "0.0.0.0":
+                    env[key] = "127.0.0.1"
+                elif value.isdigit() and int(value) in ports:
+                    env[key] = str(ports[int(value)])
+                elif value in self.replicas or value == name:  # a host name handed out
+                    env[key] = "127.0.0.1"
+            if "WEIR_KSERVE__PORT_MIN" in env:
+                env["WEIR_KSERVE__PORT_MIN"] = env["WEIR_KSERVE__PORT_MAX"] = "0"
+            env.update(
+                WEIR_KAFKA__BOOTSTRAP_SERVERS=self.live.kafka.bootstrap_servers,
+                WEIR_MINIO__ENDPOINT=self.live.minio.endpoint,
+                WEIR_MINIO__ACCESS_KEY=self.live.minio.access_key,
+                WEIR_MINIO__SECRET_KEY=self.live.minio.secret_key.get_secret_value(),
+                WEIR_KAFKA__TOPIC_PREFIX=self.prefix,
+                WEIR_SCORING__MODEL=self.model,
+                WEIR_SCORING__WORKER_ID=f"{name}-{index + 1}",
+                WEIR_STACK__STATE_DIR=str(self.tmp / f"{name}-{index + 1}"),
+            )
+            args = as_list(service["command"])
+            args = [
+                str(ports[int(a)]) if i and args[i - 1] == "--port" and int(a) in ports else a
+                for i, a in enumerate(args)
+            ]
+            planned.append(
+                Replica(name, index, ports, [WEIR, *args], env, self.tmp / f"{name}-{index}.log")
+            )
+        self.replicas[name] = planned
+        for replica in planned:  # URLs of services planned earlier (depends_on order)
+            replica.env = {k: self.translate(v) for k, v in replica.env.items()}
+        return planned
+
+    def start(self, replica: Replica) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        env.update(replica.env)
+        with replica.log.open("wb") as out:  # the child keeps its own copy of the fd
+            replica.proc = subprocess.Popen(
+                replica.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_done(self, replica: Replica) -> None:
+        assert replica.proc is not None
+        try:
+            code = replica.proc.wait(timeout=ONE_SHOT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{replica.service} still running after {ONE_SHOT_S}s") from None
+        assert code == 0, f"{replica.service} exited {code}:\n{replica.log.read_text()[-3000:]}"
+
+    def wait_healthy(self, name: str, service: dict[str, Any]) -> None:
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD", f"{name}: the rehearsal runs exec-form healthchecks"
+        for replica in self.replicas[name]:
+            argv = [sys.executable if a == "python" else a for a in test[1:]]
+            for port, local in replica.ports.items():
+                argv = [a.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{local}/") for a in argv]
+            deadline = time.monotonic() + HEALTHY_S
+            while subprocess.run(argv, capture_output=True, timeout=30).returncode != 0:
+                assert replica.proc is not None and replica.proc.poll() is None, (
+                    f"{name} exited:\n{replica.log.read_text()[-3000:]}"
+                )
+                assert time.monotonic() < deadline, f"{name} not healthy in {HEALTHY_S}s"
+                time.sleep(0.5)  # the healthcheck's own polling interval, bounded above
+
+    def check_running(self) -> bool:
+        """False, always; raises if a long-running service has exited (a crash)."""
+        for name, replicas in self.replicas.items():
+            if services()[name].get("restart", "no") == "no":
+                continue
+            for r in replicas:
+                if r.proc is not None and r.proc.poll() is not None:
+                    raise AssertionError(
+                        f"{name} #{r.index + 1} exited {r.proc.returncode}:\n"
+                        f"{r.log.read_text()[-3000:]}"
+                    )
+        return False
+
+    def stop_all(self) -> None:
+        running = [r for rs in reversed(self.replicas.values()) for r in rs if r.proc]
+        for r in running:
+            if r.proc is not None and r.proc.poll() is None:
+                r.proc.terminate()
+        for r in running:
+            assert r.proc is not None
+            try:
+                r.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait(timeout=10)
+
+
+def start_order() -> list[str]:
+    """Services without a profile, dependencies first (compose's own order)."""
+    todo = {n: s for n, s in services().items() if not s.get("profiles") and n not in STAND_INS}
+    order: list[str] = []
+    while todo:
+        ready = [
+            n
+            for n, s in todo.items()
+            if all(d in order or d in STAND_INS for d in (s.get("depends_on") or {}))
+        ]
+        assert ready, f"depends_on cycle among {sorted(todo)}"
+        for n in sorted(ready):
+            order.append(n)
+            del todo[n]
+    return order
+
+
+@pytest.fixture
+def rehearsal(live_stack: Settings, unique: str, tmp_path: Path) -> Iterator[Rehearsal]:
+    r = Rehearsal(live=live_stack, prefix=f"compose-{unique}", model=f"c{unique}", tmp=tmp_path)
+    try:
+        yield r
+    finally:
+        r.stop_all()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_compose_services_close_the_loop(rehearsal: Rehearsal):
+    order = start_order()
+    assert order.index("bootstrap") < order.index("producer")
+    for name in order:
+        service = services()[name]
+        for dep, how in (service.get("depends_on") or {}).items():
+            condition = how["condition"] if isinstance(how, dict) else "service_started"
+            if dep in STAND_INS:
+                continue
+            if condition == "service_healthy":
+                rehearsal.wait_healthy(dep, services()[dep])
+        for replica in rehearsal.plan(name, service):
+            rehearsal.start(replica)
+        if service.get("restart", "no") == "no" and name != "producer":
+            for replica in rehearsal.replicas[name]:
+                rehearsal.wait_done(replica)
+
+    s = rehearsal.live.model_copy(
+        update={"kafka": rehearsal.live.kafka.model_copy(update={"topic_prefix": rehearsal.prefix})}
+    )
+    collector = Collector(
+        s,
+        [
+            topic_name(s.kafka, t)
+            for t in (Topic.PREDICTIONS, Topic.MODELS, Topic.ALERTS, Topic.DEAD_LETTER)
+        ],
+        group=f"rehearsal-{rehearsal.prefix}",
+    )
+    try:
+        producer = rehearsal.replicas["producer"][0]
+        assert producer.proc is not None
+        collector.until(
+            lambda: rehearsal.check_running() or producer.proc.poll() is not None,  # type: ignore[union-attr]
+            deadline_s=LOOP_S,
+            what="the producer to finish its stream",
+        )
+        rehearsal.wait_done(producer)
+        produced = int(as_list(services()["producer"]["command"])[2])
+
+        def scored() -> set[str]:
+            return {e.data.record_id for e in collector.events("io.weir.prediction.v1")}
+
+        collector.until(
+            lambda: rehearsal.check_running() or len(scored()) >= produced,
+            deadline_s=LOOP_S,
+            what="every record to be scored",
+        )
+        collector.poll_for(2.0)  # anything still in flight, e.g. a duplicate
+    finally:
+        collector.close()
+
+    predictions = collector.events("io.weir.prediction.v1")
+    assert len(scored()) == produced, "every record of the stream was scored"
+    by_version = Counter(e.data.version for e in predictions)
+    assert set(by_version) == {"1", "2"}, by_version
+    assert collector.events("io.weir.deadletter.v1") == []
+
+    # version 1 from bootstrap, version 2 from a worker's retraining run; both on the host
+    host = rehearsal.replicas["model-host"][0]
+    activations = [e.data for e in collector.events("io.weir.model.version.v1")]
+    assert [(a.action, a.version) for a in activations] == [("activate", "1"), ("activate", "2")]
+    assert activations[1].run_id and activations[1].alert_id, "lineage: alert → run → version"
+    served = httpx.get(rehearsal.local_url("model-host", 9000) + "/v1/deployments").json()
+    assert {(d["version"], d["url"]) for d in served} == {(a.version, a.url) for a in activations}
+    assert all(a.url.startswith("http://127.0.0.1:") for a in activations), host.env
+
+    # both workers took the swap and scored with version 2
+    workers = rehearsal.replicas["worker"]
+    assert len(workers) == int(services()["worker"]["deploy"]["replicas"]) >= 2
+    decisions = [e.data for e in collector.events("io.weir.model.route.v1")]
+    accepted = {d.worker for d in decisions if d.version == "2" and d.accepted}
+    assert accepted == {w.env["WEIR_SCORING__WORKER_ID"] for w in workers}
+    for w in workers:
+        live = f"http://127.0.0.1:{w.env['WEIR_LIVE__PORT']}/metrics"
+        text = httpx.get(live, timeout=10).text
+        v2 = _metric(text, "weir_predictions_total", model=rehearsal.model, version="2")
+        assert v2 > 0, f"{w.env['WEIR_SCORING__WORKER_ID']} scored nothing with version 2"
