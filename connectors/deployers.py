@@ -13,6 +13,9 @@ deployer is used is one setting, ``WEIR_KSERVE__DEPLOYER``:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -43,11 +46,18 @@ class LocalDeployer:
 class HostDeployer:
     """Asks the model host to serve a version; retries while the host is unreachable."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         assert settings.kserve.host_url is not None  # the settings validator requires it
         self._base = settings.kserve.host_url.rstrip("/")
         self._attempts = settings.kserve.max_retries + 1
         self._transport = transport
+        self._sleep = sleep  # injectable so tests do not wait out the backoff
 
     def _post(self, body: DeploymentRequest) -> Deployment:
         url = f"{self._base}/v1/deployments"
@@ -76,8 +86,9 @@ class HostDeployer:
         for attempt in Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, ServiceError) and e.retriable),
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.5, max=10.0),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
             reraise=True,
+            sleep=self._sleep,
         ):
             with attempt:
                 return self._post(request).url

@@ -527,8 +527,9 @@ def test_every_k8s_object_is_labelled_and_namespaced():
         template = doc.get("spec", {}).get("template")
         if template is not None:
             assert template["metadata"]["labels"].get(PART_OF) == "weir", where
-            selector = doc["spec"]["selector"]["matchLabels"]
-            assert selector.items() <= template["metadata"]["labels"].items(), where
+            if doc["kind"] != "Job":  # a Job's selector is generated
+                selector = doc["spec"]["selector"]["matchLabels"]
+                assert selector.items() <= template["metadata"]["labels"].items(), where
     assert kustomization()["labels"][0]["pairs"] == {PART_OF: "weir"}
 
 
@@ -654,6 +655,46 @@ def test_worker_replicas_at_most_record_partitions(monkeypatch):
     records = one("KafkaTopic", topic_name(KafkaSettings(), Topic.RECORDS))
     assert records["spec"]["partitions"] == partitions
     assert 1 <= worker["spec"]["replicas"] <= partitions
+
+
+def test_k8s_model_host_serves_where_every_worker_reaches_it(monkeypatch):
+    host = one("Deployment", "weir-model-host")
+    (container,) = pod_containers(host)
+    args = [str(a) for a in container["args"]]
+    assert args[:1] == ["model-host"] and host["spec"]["replicas"] == 1
+    api_port = int(option(args, "--port") or 0)
+    h = build_settings(container_env(container), monkeypatch)
+    service = one("Service", "weir-model-host")
+    assert service["spec"]["selector"].items() <= (
+        host["spec"]["template"]["metadata"]["labels"].items()
+    )
+    service_ports = {p["port"]: p["targetPort"] for p in service["spec"]["ports"]}
+    namespace = service["metadata"]["namespace"]
+    assert h.kserve.advertised_host == f"weir-model-host.{namespace}.svc.cluster.local"
+    assert h.kserve.bind_host == "0.0.0.0"
+    pool = set(range(h.kserve.port_min, h.kserve.port_max + 1))
+    assert h.kserve.port_min and pool | {api_port} <= {
+        p["containerPort"] for p in container["ports"]
+    }
+    assert all(service_ports.get(p) == p for p in pool | {api_port}), "URLs keep their port"
+    # what it serves survives a restart: the state dir is on a claimed volume
+    volumes = {v["name"]: v for v in host["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = container["volumeMounts"]
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    assert one("PersistentVolumeClaim", claim)
+    home = re.search(r"^ENV HOME=(\S+)", DOCKERFILE.read_text(), flags=re.M)
+    assert home and mount["mountPath"] == f"{home.group(1)}/.cache", "the image's cache dir"
+    # workers and the bootstrap Job hand new versions to it
+    users = [one("Deployment", "weir-worker"), one("Job", "weir-bootstrap")]
+    assert [c["args"][:2] for u in users for c in pod_containers(u)] == [
+        ["worker"],
+        ["models", "bootstrap"],
+    ]
+    for user in users:
+        for c in pod_containers(user):
+            s = build_settings(container_env(c), monkeypatch)
+            assert s.kserve.deployer == "host"
+            assert s.kserve.host_url == f"http://{h.kserve.advertised_host}:{api_port}"
 
 
 def test_kafka_source_and_sink_use_real_topics(monkeypatch):

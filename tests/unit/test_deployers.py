@@ -1,0 +1,127 @@
+"""HostDeployer against an in-process transport (retries, errors), the deployer settings."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from connectors.deployers import HostDeployer, LocalDeployer, deployer_for
+from schemas import ServiceError
+from streams.settings import KServeSettings, Settings
+
+HOST = "http://model-host.test:9100"
+MODEL_URL = "http://10.0.0.7:9200"
+
+
+def deployment(version: str = "1") -> dict[str, object]:
+    return {"model": "churn", "version": version, "port": 9200, "url": MODEL_URL, "pid": 42}
+
+
+class Script:
+    """A MockTransport handler answering from a script; records requests."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def host_settings(max_retries: int = 3) -> Settings:
+    return Settings(
+        kserve=KServeSettings(deployer="host", host_url=HOST + "/", max_retries=max_retries)
+    )
+
+
+def deployer(script: Script, sleeps: list[float], max_retries: int = 3) -> HostDeployer:
+    return HostDeployer(
+        host_settings(max_retries), transport=httpx.MockTransport(script), sleep=sleeps.append
+    )
+
+
+def test_a_503_is_retried_then_the_deployment_url_is_returned():
+    script = Script(
+        httpx.Response(503, json={"error": "ServerNotReady", "reason": "loading"}),
+        httpx.Response(503, json={"error": "ServerNotReady", "reason": "loading"}),
+        httpx.Response(201, json=deployment()),
+    )
+    sleeps: list[float] = []
+    assert deployer(script, sleeps).deploy("churn", "1") == MODEL_URL
+    assert len(script.requests) == 3
+    assert len(sleeps) == 2 and all(0 < s <= 10.0 for s in sleeps), "backoff, not real sleeps"
+    for request in script.requests:
+        assert request.method == "POST"
+        assert str(request.url) == f"{HOST}/v1/deployments"  # trailing slash of host_url dropped
+        assert json.loads(request.content) == {"model": "churn", "version": "1"}
+
+
+def test_an_existing_deployment_200_is_accepted():
+    script = Script(httpx.Response(200, json=deployment("2")))
+    sleeps: list[float] = []
+    assert deployer(script, sleeps).deploy("churn", "2") == MODEL_URL
+    assert len(script.requests) == 1 and sleeps == []
+
+
+def test_an_unreachable_host_is_retried_then_named_in_the_error():
+    script = Script(httpx.ConnectError("connection refused"))
+    sleeps: list[float] = []
+    with pytest.raises(ServiceError) as info:
+        deployer(script, sleeps, max_retries=2).deploy("churn", "1")
+    assert len(script.requests) == 3  # 1 + max_retries
+    assert len(sleeps) == 2
+    err = info.value
+    assert err.retriable and err.address == HOST and err.service == "model-host"
+    assert HOST in err.message and "WEIR_KSERVE__HOST_URL" in err.message
+    assert "ConnectError" in err.message
+    assert isinstance(err.__cause__, httpx.ConnectError)
+
+
+def test_a_404_is_raised_at_once_without_retrying():
+    reason = "churn version 9 is not in the registry (s3://models/churn/; versions: 1, 2)"
+    script = Script(httpx.Response(404, json={"error": "NotRegistered", "reason": reason}))
+    sleeps: list[float] = []
+    with pytest.raises(ServiceError) as info:
+        deployer(script, sleeps).deploy("churn", "9")
+    assert len(script.requests) == 1 and sleeps == []
+    assert not info.value.retriable
+    assert "404" in info.value.message and "versions: 1, 2" in info.value.message
+
+
+def test_a_400_is_not_retried_either():
+    script = Script(httpx.Response(400, json={"error": "BadRequest", "reason": "bad name"}))
+    sleeps: list[float] = []
+    with pytest.raises(ServiceError) as info:
+        deployer(script, sleeps).deploy("churn", "1")
+    assert len(script.requests) == 1 and not info.value.retriable
+
+
+def test_deployer_host_needs_a_host_url():
+    with pytest.raises(ValidationError, match="WEIR_KSERVE__HOST_URL"):
+        KServeSettings(deployer="host")
+    assert KServeSettings(deployer="host", host_url=HOST).host_url == HOST
+
+
+@pytest.mark.parametrize(("low", "high"), [(9200, 0), (0, 9200), (9300, 9200)])
+def test_a_half_set_or_inverted_port_range_is_rejected(low: int, high: int):
+    with pytest.raises(ValidationError, match="WEIR_KSERVE__PORT_MIN/PORT_MAX"):
+        KServeSettings(port_min=low, port_max=high)
+
+
+def test_a_port_range_or_none_is_accepted():
+    assert KServeSettings(port_min=9200, port_max=9209).port_max == 9209
+    assert KServeSettings(port_min=9200, port_max=9200).port_min == 9200
+    assert KServeSettings().port_min == KServeSettings().port_max == 0
+
+
+def test_deployer_for_picks_the_configured_deployer():
+    assert isinstance(deployer_for(Settings()), LocalDeployer)
+    assert isinstance(deployer_for(Settings(kserve=KServeSettings(deployer="local"))), LocalDeployer)
+    assert isinstance(deployer_for(host_settings()), HostDeployer)
