@@ -60,6 +60,9 @@ class NotRegisteredError(WeirError):
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # as the model server binds (uvicorn sets SO_REUSEADDR): a port left in TIME_WAIT by
+        # a retired server's connections is free for the next one; a listening port is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -4,7 +4,8 @@ One test walks a host's whole life, because every server start costs ~5-10 s:
 deploy (201), idempotent deploy (200), unregistered version (404), bad bodies
 (400), a full port range (503), the listing and the state file, HostDeployer
 against it, then a shutdown that stops the servers and a new host on the same
-state dir that serves them again on the same ports, and a DELETE.
+state dir that serves them again on the same ports, a DELETE, and the freed port
+serving the next version.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def predict(settings: Settings, url: str, model: str) -> tuple[list[Any], str | 
 
 
 def served(state_file: Path) -> list[tuple[str, str, int, str]]:
-    return [(d["model"], d["version"], d["port"], d["url"]) for d in json.loads(state_file.read_text())]
+    return [
+        (d["model"], d["version"], d["port"], d["url"]) for d in json.loads(state_file.read_text())
+    ]
 
 
 def test_model_host_deploys_restores_and_retires_real_servers(
@@ -133,9 +136,10 @@ def test_model_host_deploys_restores_and_retires_real_servers(
 
     try:
         # ---- the first host: deploy, conflicts, errors, a full range, listing, HostDeployer
-        with running_host(settings) as host_url, httpx.Client(
-            base_url=host_url, timeout=HTTP_TIMEOUT_S
-        ) as http:
+        with (
+            running_host(settings) as host_url,
+            httpx.Client(base_url=host_url, timeout=HTTP_TIMEOUT_S) as http,
+        ):
             assert http.get("/healthz").json() == {"ok": True, "serving": 0}
 
             first = http.post("/v1/deployments", json={"model": model, "version": "1"})
@@ -201,9 +205,10 @@ def test_model_host_deploys_restores_and_retires_real_servers(
         assert len(served(state_file)) == 2
 
         # ---- a new host on the same state dir serves both again, on the same ports
-        with running_host(settings) as host_url, httpx.Client(
-            base_url=host_url, timeout=HTTP_TIMEOUT_S
-        ) as http:
+        with (
+            running_host(settings) as host_url,
+            httpx.Client(base_url=host_url, timeout=HTTP_TIMEOUT_S) as http,
+        ):
             restored = http.get("/v1/deployments").json()
             assert [(d["version"], d["port"], d["url"]) for d in restored] == [
                 ("1", v1["port"], v1["url"]),
@@ -214,16 +219,32 @@ def test_model_host_deploys_restores_and_retires_real_servers(
             assert predict(settings, v1["url"], model) == ([1, 0], "1")
             assert predict(settings, v2["url"], model) == ([0, 1], "2")
 
-            gone = http.delete(f"/v1/deployments/{model}/2")
-            assert gone.status_code == 200, gone.text
-            assert gone.json()["version"] == "2"
-            assert not is_running(r2["pid"])
+            # a worker's keep-alive connection to v2, open while v2 is retired: the server
+            # closes it first, so v2's port is left in TIME_WAIT on the server side
+            with httpx.Client(timeout=10) as pool:
+                assert pool.get(f"{v2['url']}/v1/models/{model}").status_code == 200
+                gone = http.delete(f"/v1/deployments/{model}/2")
+                assert gone.status_code == 200, gone.text
+                assert gone.json()["version"] == "2"
+                assert not is_running(r2["pid"])
             assert http.get("/v1/deployments").json() == [r1]
             assert served(state_file) == [(model, "1", v1["port"], v1["url"])]
             assert http.delete(f"/v1/deployments/{model}/2").status_code == 404
             assert is_running(r1["pid"])
 
-        assert not is_running(r1["pid"])
-        assert served(state_file) == [(model, "1", v1["port"], v1["url"])]
+            # the freed port serves the next version at once (TIME_WAIT does not block it)
+            third = http.post("/v1/deployments", json={"model": model, "version": "3"})
+            assert third.status_code == 201, third.text
+            v3 = third.json()
+            assert (v3["port"], v3["url"]) == (v2["port"], v2["url"])
+            assert predict(settings, v3["url"], model) == ([0, 1], "3")
+            assert http.get("/v1/deployments").json() == [r1, v3]
+            assert served(state_file) == [
+                (model, "1", v1["port"], v1["url"]),
+                (model, "3", v3["port"], v3["url"]),
+            ]
+
+        assert not is_running(r1["pid"]) and not is_running(v3["pid"])
+        assert len(served(state_file)) == 2
     finally:
         stop_model_servers(settings)

@@ -123,5 +123,7 @@ def test_a_port_range_or_none_is_accepted():
 
 def test_deployer_for_picks_the_configured_deployer():
     assert isinstance(deployer_for(Settings()), LocalDeployer)
-    assert isinstance(deployer_for(Settings(kserve=KServeSettings(deployer="local"))), LocalDeployer)
+    assert isinstance(
+        deployer_for(Settings(kserve=KServeSettings(deployer="local"))), LocalDeployer
+    )
     assert isinstance(deployer_for(host_settings()), HostDeployer)
