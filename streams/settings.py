@@ -50,6 +50,9 @@ class KafkaSettings(_Group):
     record_partitions: int = Field(4, ge=1, description="partitions of records/predictions/labels")
     replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(6000, ge=1000, description="consumer group session timeout")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=5000, description="longest a worker's fetch waits for data (Faust: 1500)"
+    )
     client_id: str = "weir"
 
     @property

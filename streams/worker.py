@@ -39,6 +39,7 @@ from agents.scoring import Scorer
 from connectors.kafka import list_topics
 from connectors.kserve_client import InferenceClient
 from schemas import ConfigurationError, Event, Origin, RawMessage, to_kafka
+from streams import faust_transport
 from streams.live import LiveView
 from streams.settings import Settings
 from streams.topics import Topic, topic_name
@@ -107,6 +108,7 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         stream_wait_empty=False,
         datadir=str(datadir),
     )
+    faust_transport.install(app, k.fetch_max_wait_ms)
     state = WorkerState(settings)
     topics = {
         t: app.topic(

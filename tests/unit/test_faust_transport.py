@@ -1,0 +1,40 @@
+"""The worker's Faust consumer waits WEIR_KAFKA__FETCH_MAX_WAIT_MS, not Faust's fixed 1500 ms."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams import faust_transport
+from streams.settings import KafkaSettings, Settings
+from streams.worker import create_app
+
+
+def built_consumer_wait(settings: Settings) -> int:
+    async def build() -> int:
+        app, _ = create_app(settings)
+        assert isinstance(app.transport, faust_transport.Transport)
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+            thread.thread_loop.close()  # the consumer thread's own loop, never started here
+
+    return asyncio.run(build())
+
+
+def test_worker_consumer_uses_the_configured_fetch_wait():
+    assert built_consumer_wait(Settings()) == KafkaSettings().fetch_max_wait_ms == 100
+    slow = Settings(kafka=KafkaSettings(fetch_max_wait_ms=1500))
+    assert built_consumer_wait(slow) == 1500
+
+
+def test_faust_still_hard_codes_its_fetch_wait():
+    # If a faust-streaming upgrade makes this configurable, drop the transport.
+    import inspect
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    source = inspect.getsource(AIOKafkaConsumerThread._create_worker_consumer)
+    assert "fetch_max_wait_ms=1500" in source
