@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint deps-browser stack-up stack-down clean
+.PHONY: setup demo test lint deps-browser deps-kustomize stack-up stack-down clean
 
 setup: $(VENV)/.installed
 
@@ -38,9 +38,20 @@ deps-browser:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
+# kustomize, pinned, built with `go install` from the Go module proxy and cached
+# outside the repo: tests/unit/test_kustomize_build.py renders deploy/k8s with it,
+# as `kubectl kustomize` in the README does.
+KUSTOMIZE_VERSION = v5.7.1
+KUSTOMIZE = $(HOME)/.cache/weir/bin/kustomize-$(KUSTOMIZE_VERSION)
+
+deps-kustomize:
+	@test -x $(KUSTOMIZE) || { tmp=$$(mktemp -d) && \
+		GOBIN=$$tmp go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && \
+		mkdir -p $(dir $(KUSTOMIZE)) && mv $$tmp/kustomize $(KUSTOMIZE) && rmdir $$tmp; }
+
 # The test session starts the stack itself (tests/conftest.py) and stops what it
 # started; `stack fetch` first fills the cache so no test waits on a download.
-test: setup lint deps-browser
+test: setup lint deps-browser deps-kustomize
 	$(BIN)/weir stack fetch
 	$(BIN)/pytest
 
