@@ -39,7 +39,8 @@ from streams.topics import TopicSpec, topic_specs
 SETTING_HINT = "set WEIR_KAFKA__BOOTSTRAP_SERVERS (or run `weir stack up`)"
 
 
-def _unreachable(settings: Settings, what: str, err: object) -> ServiceError:
+def unreachable(settings: Settings, what: str, err: object) -> ServiceError:
+    """The one error for a broker that failed: names the address and the setting to change."""
     addr = settings.kafka.bootstrap_servers
     return ServiceError(
         f"Kafka at {addr} did not answer while {what}: {err}; {SETTING_HINT}",
@@ -90,9 +91,9 @@ def ensure_topics(
             if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 outcome[name] = "exists"
             else:
-                raise _unreachable(settings, f"creating topic {name}", err) from exc
+                raise unreachable(settings, f"creating topic {name}", err) from exc
         except Exception as exc:
-            raise _unreachable(settings, f"creating topic {name}", exc) from exc
+            raise unreachable(settings, f"creating topic {name}", exc) from exc
     return outcome
 
 
@@ -103,7 +104,7 @@ def topic_config(settings: Settings, name: str, *, timeout_s: float = 15.0) -> d
     try:
         entries = client.describe_configs([resource])[resource].result(timeout=timeout_s)
     except Exception as exc:
-        raise _unreachable(settings, f"describing topic {name}", exc) from exc
+        raise unreachable(settings, f"describing topic {name}", exc) from exc
     return {k: v.value for k, v in entries.items() if v.value is not None}
 
 
@@ -112,7 +113,7 @@ def list_topics(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, int
     try:
         meta = admin(settings).list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise _unreachable(settings, "listing topics", exc.args[0]) from exc
+        raise unreachable(settings, "listing topics", exc.args[0]) from exc
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
 
@@ -168,12 +169,12 @@ class EventProducer:
         """Wait until every queued message is acknowledged; raise if any failed."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
-            raise _unreachable(
+            raise unreachable(
                 self._settings, f"flushing ({remaining} messages unacknowledged)", "timeout"
             )
         if self._errors:
             errors, self._errors = self._errors, []
-            raise _unreachable(self._settings, "delivering messages", "; ".join(errors[:3]))
+            raise unreachable(self._settings, "delivering messages", "; ".join(errors[:3]))
 
     def send_raw(
         self,
@@ -242,9 +243,9 @@ def read_at(settings: Settings, where: Delivered, *, timeout_s: float = 30.0) ->
             if msg is None:
                 continue
             if msg.error() is not None:
-                raise _unreachable(settings, f"reading {where}", msg.error())
-            return _decode(settings, msg)
-        raise _unreachable(settings, f"reading {where}", f"nothing arrived in {timeout_s:.0f}s")
+                raise unreachable(settings, f"reading {where}", msg.error())
+            return decode_message(settings, msg)
+        raise unreachable(settings, f"reading {where}", f"nothing arrived in {timeout_s:.0f}s")
     finally:
         consumer.close()
 
@@ -266,7 +267,8 @@ def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
     return list(raw.items()) if isinstance(raw, dict) else list(raw)
 
 
-def _decode(settings: Settings, msg: Message) -> ConsumedMessage:
+def decode_message(settings: Settings, msg: Message) -> ConsumedMessage:
+    """A consumed message as a weir event, or with the decode error and its raw bytes."""
     topic, partition, offset = astuple(_where(msg))
     raw = RawMessage(
         value=msg.value() or b"",
@@ -314,8 +316,8 @@ class EventConsumer:
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
                 return None
-            raise _unreachable(self._settings, "consuming", err)
-        return _decode(self._settings, msg)
+            raise unreachable(self._settings, "consuming", err)
+        return decode_message(self._settings, msg)
 
     def take(
         self,

@@ -15,14 +15,15 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka import SETTING_HINT, ConsumedMessage, EventProducer
+from connectors.kafka import (
+    ConsumedMessage,
+    EventProducer,
+    decode_message,
+    unreachable,
+)
 from schemas import (
-    EventDecodeError,
-    Origin,
-    ServiceError,
     StackError,
     WeirError,
-    from_kafka,
 )
 from streams.settings import Settings
 from streams.stack.process import wait_until
@@ -45,7 +46,7 @@ def broker_topics(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, i
     try:
         meta = client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise _kafka_failure(settings, "listing topics", exc.args[0]) from exc
+        raise unreachable(settings, "listing topics", exc.args[0]) from exc
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
 
@@ -90,15 +91,6 @@ def quiet_producer(settings: Settings) -> EventProducer:
     return EventProducer(settings, log_level=0)
 
 
-def _kafka_failure(settings: Settings, what: str, err: object) -> ServiceError:
-    address = settings.kafka.bootstrap_servers
-    return ServiceError(
-        f"Kafka at {address} did not answer while {what}: {err}; {SETTING_HINT}",
-        service="kafka",
-        address=address,
-    )
-
-
 Start = Literal["beginning", "end", "committed"]
 
 
@@ -136,7 +128,7 @@ class TopicReader:
             committed = self._consumer.committed(tps, 10.0) if start == "committed" else []
         except KafkaException as exc:
             self._consumer.close()
-            raise _kafka_failure(settings, f"opening {topic}", exc.args[0]) from exc
+            raise unreachable(settings, f"opening {topic}", exc.args[0]) from exc
         self.end = {p: high for p, (_low, high) in marks.items()}
         self.next = {p: (low if start != "end" else high) for p, (low, high) in marks.items()}
         for tp in committed:
@@ -165,28 +157,16 @@ class TopicReader:
             if err.code() == KafkaError._PARTITION_EOF:
                 self._eof.add(partition)
                 return None
-            raise _kafka_failure(self._settings, f"reading {self.topic}", err)
+            raise unreachable(self._settings, f"reading {self.topic}", err)
         self.next[partition] = offset + 1
-        headers = msg.headers() or []
-        origin = Origin(topic=self.topic, partition=partition, offset=offset)
-        try:
-            event = from_kafka(
-                msg.value(),
-                msg.key(),
-                list(headers.items()) if isinstance(headers, dict) else headers,
-                max_bytes=self._settings.events.max_bytes,
-                origin=origin,
-            )
-        except EventDecodeError as error:
-            return ConsumedMessage(self.topic, partition, offset, None, error)
-        return ConsumedMessage(self.topic, partition, offset, event, None)
+        return decode_message(self._settings, msg)
 
     def read_to_end(self, deadline_s: float = READ_DEADLINE_S) -> Iterator[ConsumedMessage]:
         """Every message up to the end offsets; raises if the broker stalls past the deadline."""
         end = time.monotonic() + deadline_s
         while not self.caught_up:
             if time.monotonic() > end:
-                raise _kafka_failure(
+                raise unreachable(
                     self._settings, f"reading {self.topic} to its end", f"{deadline_s:.0f}s passed"
                 )
             got = self.poll(0.5)
@@ -208,7 +188,7 @@ class TopicReader:
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            raise _kafka_failure(self._settings, f"committing {self.topic}", exc.args[0]) from exc
+            raise unreachable(self._settings, f"committing {self.topic}", exc.args[0]) from exc
 
     def close(self) -> None:
         self._consumer.close()

@@ -24,9 +24,6 @@ from sklearn.linear_model import LogisticRegression
 from connectors.kafka import (
     Delivered,
     EventProducer,
-    admin,
-    ensure_topics,
-    list_topics,
     read_at,
 )
 from connectors.minio_store import ObjectStore
@@ -44,8 +41,8 @@ from schemas.model_card import ModelCard
 from streams.cli_data import Pacer, dlq, produce, subscribe
 from streams.cli_models import models
 from streams.settings import Settings
-from streams.stack.process import wait_until
-from streams.topics import Topic, topic_name, topic_specs
+from streams.topics import Topic, topic_name
+from tests.helpers import own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -73,17 +70,10 @@ def json_lines(result: Result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-@pytest.fixture
-def own_topics(live_stack: Settings, unique: str) -> Iterator[Settings]:
-    kafka = live_stack.kafka.model_copy(update={"topic_prefix": f"it-cli-{unique}"})
-    settings = live_stack.model_copy(update={"kafka": kafka})
-    ensure_topics(settings)
-    names = [spec.name for spec in topic_specs(settings.kafka)]
-    wait_until(lambda: set(names) <= set(list_topics(settings)), timeout_s=30, what="new topics")
-    yield settings
-    client = admin(settings)  # kept referenced until its futures are done
-    for future in client.delete_topics(names, operation_timeout=30).values():
-        future.result(timeout=30)
+@pytest.fixture(name="own_topics")
+def own_topics_fixture(live_stack: Settings, unique: str) -> Iterator[Settings]:
+    with own_topics(live_stack, f"it-cli-{unique}") as settings:
+        yield settings
 
 
 def register_two_versions(settings: Settings, name: str) -> None:

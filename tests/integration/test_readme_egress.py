@@ -24,13 +24,13 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from connectors.event_display import EventDisplay, create_event_display_app
-from connectors.kafka import EventProducer, admin, ensure_topics, list_topics
+from connectors.kafka import EventProducer, admin, list_topics
 from schemas import Event, InputRecord, Lineage, OutlierAlert, new_event, to_http
 from streams.cli_knative import readable_line
 from streams.localrun import free_port
 from streams.settings import Settings, settings_env
-from streams.stack.process import wait_until
-from streams.topics import Topic, topic_name, topic_specs
+from streams.topics import Topic, topic_name
+from tests.helpers import own_topics
 from tests.integration.test_knative import _prediction
 from tests.integration.test_readme import bash_blocks
 
@@ -64,15 +64,8 @@ def readme_commands(port: int) -> list[tuple[dict[str, str], list[str]]]:
 @pytest.fixture
 def egress_topics(live_stack: Settings, unique: str) -> Iterator[Settings]:
     """Topics of this test's own, deleted afterwards."""
-    kafka = live_stack.kafka.model_copy(update={"topic_prefix": f"it-rdeg-{unique}"})
-    settings = live_stack.model_copy(update={"kafka": kafka, "k_sink": None})
-    ensure_topics(settings)
-    names = [spec.name for spec in topic_specs(settings.kafka)]
-    wait_until(lambda: set(names) <= set(list_topics(settings)), timeout_s=30, what="new topics")
-    yield settings
-    client = admin(settings)  # kept referenced until its futures are done
-    for future in client.delete_topics(names, operation_timeout=30).values():
-        future.result(timeout=30)
+    with own_topics(live_stack.model_copy(update={"k_sink": None}), f"it-rdeg-{unique}") as s:
+        yield s
 
 
 def start_egress_group_at_beginning(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from connectors.deployers import HostDeployer, LocalDeployer, deployer_for
 from schemas import ServiceError
 from streams.settings import KServeSettings, Settings
+from tests.helpers import Recorder
 
 HOST = "http://model-host.test:9100"
 MODEL_URL = "http://10.0.0.7:9200"
@@ -20,35 +21,20 @@ def deployment(version: str = "1") -> dict[str, object]:
     return {"model": "churn", "version": version, "port": 9200, "url": MODEL_URL, "pid": 42}
 
 
-class Script:
-    """A MockTransport handler answering from a script; records requests."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
 def host_settings(max_retries: int = 3) -> Settings:
     return Settings(
         kserve=KServeSettings(deployer="host", host_url=HOST + "/", max_retries=max_retries)
     )
 
 
-def deployer(script: Script, sleeps: list[float], max_retries: int = 3) -> HostDeployer:
+def deployer(script: Recorder, sleeps: list[float], max_retries: int = 3) -> HostDeployer:
     return HostDeployer(
         host_settings(max_retries), transport=httpx.MockTransport(script), sleep=sleeps.append
     )
 
 
 def test_a_503_is_retried_then_the_deployment_url_is_returned():
-    script = Script(
+    script = Recorder(
         httpx.Response(503, json={"error": "ServerNotReady", "reason": "loading"}),
         httpx.Response(503, json={"error": "ServerNotReady", "reason": "loading"}),
         httpx.Response(201, json=deployment()),
@@ -64,14 +50,14 @@ def test_a_503_is_retried_then_the_deployment_url_is_returned():
 
 
 def test_an_existing_deployment_200_is_accepted():
-    script = Script(httpx.Response(200, json=deployment("2")))
+    script = Recorder(httpx.Response(200, json=deployment("2")))
     sleeps: list[float] = []
     assert deployer(script, sleeps).deploy("churn", "2") == MODEL_URL
     assert len(script.requests) == 1 and sleeps == []
 
 
 def test_an_unreachable_host_is_retried_then_named_in_the_error():
-    script = Script(httpx.ConnectError("connection refused"))
+    script = Recorder(httpx.ConnectError("connection refused"))
     sleeps: list[float] = []
     with pytest.raises(ServiceError) as info:
         deployer(script, sleeps, max_retries=2).deploy("churn", "1")
@@ -86,7 +72,7 @@ def test_an_unreachable_host_is_retried_then_named_in_the_error():
 
 def test_a_404_is_raised_at_once_without_retrying():
     reason = "churn version 9 is not in the registry (s3://models/churn/; versions: 1, 2)"
-    script = Script(httpx.Response(404, json={"error": "NotRegistered", "reason": reason}))
+    script = Recorder(httpx.Response(404, json={"error": "NotRegistered", "reason": reason}))
     sleeps: list[float] = []
     with pytest.raises(ServiceError) as info:
         deployer(script, sleeps).deploy("churn", "9")
@@ -96,7 +82,7 @@ def test_a_404_is_raised_at_once_without_retrying():
 
 
 def test_a_400_is_not_retried_either():
-    script = Script(httpx.Response(400, json={"error": "BadRequest", "reason": "bad name"}))
+    script = Recorder(httpx.Response(400, json={"error": "BadRequest", "reason": "bad name"}))
     sleeps: list[float] = []
     with pytest.raises(ServiceError) as info:
         deployer(script, sleeps).deploy("churn", "1")

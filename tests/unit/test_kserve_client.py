@@ -10,23 +10,9 @@ import pytest
 
 from connectors.kserve_client import InferenceClient, ModelServerError
 from streams.settings import KServeSettings
+from tests.helpers import Recorder
 
 URL = "http://127.0.0.1:8081"
-
-
-class Recorder:
-    """An httpx MockTransport handler that answers from a script and records requests."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
 
 
 def client(
