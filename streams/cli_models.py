@@ -234,6 +234,12 @@ def models_publish(
         f"{WATCH_HINT}",
         soft_wrap=True,
     )
+    if action == "shadow":
+        console.print(
+            "[yellow]note:[/] workers record the shadow route, but do not mirror traffic to it "
+            "yet (see docs/design.md, 'What is not built yet')",
+            soft_wrap=True,
+        )
 
 
 @models.command("rollback")
