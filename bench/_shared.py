@@ -4,11 +4,48 @@ model and state directory, and what a run created is removed again."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import admin, list_topics
 from connectors.minio_store import ObjectStore
+from connectors.registry import ModelRegistry
+from schemas.model_card import ModelCard
 from streams.settings import Settings, StackSettings
+
+FEATURES = [f"x{i}" for i in range(8)]
+
+
+def publish_model(settings: Settings, model: str, version: str = "1") -> None:
+    """A logistic regression on FEATURES (seeded), registered as ``model``/``version``."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2000, len(FEATURES)))
+    y = (x @ rng.normal(size=len(FEATURES)) > 0).astype(int)
+    card = ModelCard(
+        name=model,
+        version=version,
+        framework="sklearn",
+        features=FEATURES,
+        classes=[0, 1],
+        created_at=datetime.now(UTC),
+    )
+    ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket).publish(
+        card, LogisticRegression().fit(x, y)
+    )
+
+
+def machine_line(settings: Settings) -> str:
+    """What the figures were measured on, printed under every benchmark's table."""
+    return (
+        f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, Kafka "
+        f"{settings.kafka.bootstrap_servers} and MinIO {settings.minio.endpoint} on loopback; "
+        f"python {sys.version.split()[0]}"
+    )
 
 
 def delete_groups(settings: Settings, groups: list[str]) -> None:

@@ -50,7 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _shared import bench_settings, delete_groups, delete_models, delete_topics
+from _shared import (
+    FEATURES,
+    bench_settings,
+    delete_groups,
+    delete_models,
+    delete_topics,
+    machine_line,
+)
 from rich.console import Console
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
@@ -66,7 +73,6 @@ from streams.settings import Settings
 from streams.stack.process import ServiceProcess
 from streams.topics import Topic, topic_name
 
-FEATURES = [f"x{i}" for i in range(8)]
 PREDICTION = "io.weir.prediction.v1"
 CLASSES = {"1": [0, 1], "2": [2, 3]}  # an output tells which version's server produced it
 
@@ -547,10 +553,7 @@ def report(console: Console, bench: Bench) -> None:
         f"duplicates overall {sum(bench.tally.count.values()) - predicted}, "
         f"stamped version ≠ answering server {bench.tally.mismatched}"
     )
-    console.print(
-        f"machine: {os.cpu_count()} CPUs, Kafka {bench.settings.kafka.bootstrap_servers} "
-        f"and MinIO {bench.settings.minio.endpoint} on loopback; python {sys.version.split()[0]}"
-    )
+    console.print(machine_line(bench.settings))
 
 
 def main() -> None:

@@ -56,29 +56,35 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import EventProducer, ensure_topics
-from connectors.minio_store import ObjectStore
-from connectors.registry import ModelRegistry
 from schemas import InputRecord, ModelVersionEvent, new_event
-from schemas.model_card import ModelCard
 from streams.localrun import Collector, free_port, serve, start_worker, stop_model_servers
 from streams.settings import KafkaSettings, ScoringSettings, Settings
 from streams.stack.process import ServiceProcess
 from streams.topics import Topic, topic_name
 
 if __package__:  # python -m bench.latency
-    from bench._shared import bench_settings, delete_groups, delete_models, delete_topics
-else:  # python bench/latency.py, as the other bench scripts run
-    from _shared import (  # type: ignore[no-redef]
+    from bench._shared import (
+        FEATURES,
         bench_settings,
         delete_groups,
         delete_models,
         delete_topics,
+        machine_line,
+        publish_model,
+    )
+else:  # python bench/latency.py, as the other bench scripts run
+    from _shared import (  # type: ignore[no-redef]
+        FEATURES,
+        bench_settings,
+        delete_groups,
+        delete_models,
+        delete_topics,
+        machine_line,
+        publish_model,
     )
 
-FEATURES = [f"x{i}" for i in range(8)]
 PREDICTION = "io.weir.prediction.v1"
 FAUST_FETCH_WAIT_MS = 1500  # faust/transport/drivers/aiokafka.py, faust-streaming 0.15.3
 WEIR_FETCH_WAIT_MS = int(KafkaSettings.model_fields["fetch_max_wait_ms"].default)
@@ -86,23 +92,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def publish_model(settings: Settings, model: str, version: str = "1") -> None:
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(2000, len(FEATURES)))
-    y = (x @ rng.normal(size=len(FEATURES)) > 0).astype(int)
-    card = ModelCard(
-        name=model,
-        version=version,
-        framework="sklearn",
-        features=FEATURES,
-        classes=[0, 1],
-        created_at=datetime.now(UTC),
-    )
-    ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket).publish(
-        card, LogisticRegression().fit(x, y)
-    )
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -540,12 +529,7 @@ def report(console: Console, results: list[Result], args: argparse.Namespace) ->
         "worker start → first prediction (s, median): "
         + ", ".join(f"{v} {statistics.median(s):.1f}" for v, s in first.items() if s)
     )
-    s = Settings()
-    console.print(
-        f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, Kafka "
-        f"{s.kafka.bootstrap_servers} and MinIO {s.minio.endpoint} on loopback; "
-        f"python {sys.version.split()[0]}"
-    )
+    console.print(machine_line(Settings()))
 
 
 def main() -> None:

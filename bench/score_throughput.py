@@ -41,23 +41,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _shared import bench_settings, delete_groups, delete_models, delete_topics
+from _shared import (
+    FEATURES,
+    bench_settings,
+    delete_groups,
+    delete_models,
+    delete_topics,
+    machine_line,
+    publish_model,
+)
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import EventProducer, admin, ensure_topics, list_topics
-from connectors.minio_store import ObjectStore
-from connectors.registry import ModelRegistry
 from schemas import InputRecord, ModelVersionEvent, new_event
-from schemas.model_card import ModelCard
 from streams.localrun import Collector, free_port, serve, start_worker
 from streams.settings import Settings, settings_env
 from streams.topics import Topic, topic_name
 
-FEATURES = [f"x{i}" for i in range(8)]
 PREDICTION = "io.weir.prediction.v1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -105,23 +108,6 @@ def set_group_offsets(settings: Settings, group: str, offsets: dict[str, dict[in
     futures = client.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
     for fut in futures.values():
         fut.result(timeout=30)
-
-
-def publish_model(settings: Settings, model: str, version: str = "1") -> None:
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(2000, len(FEATURES)))
-    y = (x @ rng.normal(size=len(FEATURES)) > 0).astype(int)
-    card = ModelCard(
-        name=model,
-        version=version,
-        framework="sklearn",
-        features=FEATURES,
-        classes=[0, 1],
-        created_at=datetime.now(UTC),
-    )
-    ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket).publish(
-        card, LogisticRegression().fit(x, y)
-    )
 
 
 def prefill(settings: Settings, topic: str, n: int) -> None:
@@ -607,10 +593,7 @@ def main() -> None:
     finally:
         bench.cleanup(ok)
     report(console, results, args)
-    console.print(
-        f"machine: {os.cpu_count()} CPUs, Kafka {bench.settings.kafka.bootstrap_servers} "
-        f"and MinIO {bench.settings.minio.endpoint} on loopback; python {sys.version.split()[0]}"
-    )
+    console.print(machine_line(bench.settings))
 
 
 if __name__ == "__main__":
