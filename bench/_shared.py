@@ -19,6 +19,18 @@ from schemas.model_card import ModelCard
 from streams.settings import Settings, StackSettings
 
 FEATURES = [f"x{i}" for i in range(8)]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a live process, from /proc/<pid>/stat."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def publish_model(settings: Settings, model: str, version: str = "1") -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import shutil
 import statistics
@@ -68,6 +67,7 @@ if __package__:  # python -m bench.latency
     from bench._shared import (
         FEATURES,
         bench_settings,
+        cpu_seconds,
         delete_groups,
         delete_models,
         delete_topics,
@@ -78,6 +78,7 @@ else:  # python bench/latency.py, as the other bench scripts run
     from _shared import (  # type: ignore[no-redef]
         FEATURES,
         bench_settings,
+        cpu_seconds,
         delete_groups,
         delete_models,
         delete_topics,
@@ -88,21 +89,9 @@ else:  # python bench/latency.py, as the other bench scripts run
 PREDICTION = "io.weir.prediction.v1"
 FAUST_FETCH_WAIT_MS = 1500  # faust/transport/drivers/aiokafka.py, faust-streaming 0.15.3
 WEIR_FETCH_WAIT_MS = int(KafkaSettings.model_fields["fetch_max_wait_ms"].default)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a live process, from /proc/<pid>/stat."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def requests_sent(pid: int | None, broker_port: int) -> int | None:

@@ -26,7 +26,6 @@ process start-up and group join out. CPU seconds come from ``/proc/<pid>/stat``.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import statistics
@@ -44,6 +43,7 @@ import numpy as np
 from _shared import (
     FEATURES,
     bench_settings,
+    cpu_seconds,
     delete_groups,
     delete_models,
     delete_topics,
@@ -62,21 +62,9 @@ from streams.settings import Settings, settings_env
 from streams.topics import Topic, topic_name
 
 PREDICTION = "io.weir.prediction.v1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a live process, from /proc/<pid>/stat."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def self_cpu() -> float:
