@@ -2,8 +2,13 @@
 
 :class:`RetrainPolicy` decides (pure, clock injected): an alert of a trigger
 type starts a run unless its id was seen before (dedupe), a run for the model
-is already under way (at most one at a time), or the model's cooldown since its
-last run has not passed. :class:`Retrainer` carries a run out: it emits
+is already under way (at most one at a time), or the model is cooling down:
+``cooldown_s`` after a run that put a new version live, ``retry_after_s`` after
+one that did not. An alert that arrives while a run is under way is held (the
+newest one per model); if that run promotes nothing, the held alert starts the
+next run as soon as it ends, so a false alarm just before a real drift cannot
+hide the drift. If the run promoted a version, the held alert was about the
+version it replaced and is dropped. :class:`Retrainer` carries a run out: it emits
 ``requested``/``started`` pipeline-run events, runs the Kubeflow pipeline off
 the event loop, and on success deploys a model server for the new version,
 publishes an ``activate`` model-version event (the control topic does the
@@ -44,16 +49,18 @@ PIPELINE_NAME = "weir-retrain"
 class RetrainDecision:
     start: bool
     reason: str
+    held: bool = False
 
 
 @dataclass
 class RetrainPolicy:
     cooldown_s: float
+    retry_after_s: float = 0.0
     monotonic: Callable[[], float] = time.monotonic
     triggers: Iterable[str] = DEFAULT_TRIGGERS
     _seen: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
-    _last_finished: dict[str, float] = field(default_factory=dict)
+    _not_before: dict[str, float] = field(default_factory=dict)
 
     def consider(self, event_type: str, alert_id: str, model: str) -> RetrainDecision:
         if event_type not in set(self.triggers):
@@ -62,17 +69,25 @@ class RetrainPolicy:
             return RetrainDecision(False, f"alert {alert_id} already handled")
         self._seen.add(alert_id)
         if model in self._running:
-            return RetrainDecision(False, f"a run for {model} is already under way")
-        last = self._last_finished.get(model)
-        if last is not None and self.monotonic() - last < self.cooldown_s:
-            left = self.cooldown_s - (self.monotonic() - last)
+            return RetrainDecision(
+                False,
+                f"a run for {model} is under way; alert {alert_id} is held until it ends",
+                held=True,
+            )
+        left = self._not_before.get(model, 0.0) - self.monotonic()
+        if left > 0:
             return RetrainDecision(False, f"{model} is cooling down for {left:.0f}s more")
         self._running.add(model)
         return RetrainDecision(True, f"alert {alert_id} starts a run for {model}")
 
-    def finished(self, model: str) -> None:
+    def finished(self, model: str, *, promoted: bool) -> None:
         self._running.discard(model)
-        self._last_finished[model] = self.monotonic()
+        wait = self.cooldown_s if promoted else self.retry_after_s
+        self._not_before[model] = self.monotonic() + wait
+
+    def start_held(self, model: str) -> None:
+        """A held alert starts the next run now (the run it waited for promoted nothing)."""
+        self._running.add(model)
 
 
 class Deployer(Protocol):
@@ -105,12 +120,16 @@ class Retrainer:
         self._deployer = deployer
         self._emit = emit
         self._run_pipeline = run_pipeline
-        self.policy = policy or RetrainPolicy(cooldown_s=settings.retraining.cooldown_s)
+        self.policy = policy or RetrainPolicy(
+            cooldown_s=settings.retraining.cooldown_s,
+            retry_after_s=settings.retraining.retry_after_s,
+        )
         self._now = now
         self._labelled_rows = labelled_rows
         self._flush_archive = flush_archive
         self._sleep = sleep
         self.tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[str, Event[Any]] = {}  # model → newest alert that came during a run
 
     def _event(self, payload: Any, lineage: Lineage) -> Event[Any]:
         return new_event(
@@ -125,27 +144,45 @@ class Retrainer:
             return RetrainDecision(False, f"{event.type} is not an alert")
         decision = self.policy.consider(event.type, alert_id, model)
         log.info("alert %s (%s) for %s: %s", alert_id, event.type, model, decision.reason)
+        if decision.held:
+            self._held[model] = event
         if decision.start:
-            run_id = f"run-{uuid.uuid4().hex[:12]}"
-            lineage = Lineage(modelname=model, runid=run_id, alertid=alert_id)
-            await self._emit(
-                "pipeline-runs",
-                self._event(
-                    PipelineRunEvent(
-                        run_id=run_id,
-                        model=model,
-                        status="requested",
-                        pipeline=PIPELINE_NAME,
-                        alert_id=alert_id,
-                    ),
-                    lineage,
-                ),
-            )
-            since = event.time or self._now()
-            task = asyncio.create_task(self._run(model, run_id, alert_id, lineage, since))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            await self._start(event, model, alert_id)
         return decision
+
+    async def _start(self, event: Event[Any], model: str, alert_id: str) -> None:
+        run_id = f"run-{uuid.uuid4().hex[:12]}"
+        lineage = Lineage(modelname=model, runid=run_id, alertid=alert_id)
+        await self._emit(
+            "pipeline-runs",
+            self._event(
+                PipelineRunEvent(
+                    run_id=run_id,
+                    model=model,
+                    status="requested",
+                    pipeline=PIPELINE_NAME,
+                    alert_id=alert_id,
+                ),
+                lineage,
+            ),
+        )
+        since = event.time or self._now()
+        task = asyncio.create_task(self._run(model, run_id, alert_id, lineage, since))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _finish(self, model: str, *, promoted: bool) -> None:
+        self.policy.finished(model, promoted=promoted)
+        held = self._held.pop(model, None)
+        if held is None:
+            return
+        alert_id = held.data.alert_id
+        if promoted:
+            log.info("dropping held alert %s: a new version of %s went live", alert_id, model)
+            return
+        log.info("held alert %s starts the next run for %s", alert_id, model)
+        self.policy.start_held(model)
+        await self._start(held, model, alert_id)
 
     async def _gather_rows(self) -> None:
         """Wait until ``collect_rows`` more labelled rows arrived, then flush the archive.
@@ -175,6 +212,7 @@ class Retrainer:
             )
             return self._event(payload, lineage)
 
+        promoted = False
         try:
             from connectors.pipeline import RetrainRequest, run_retrain
 
@@ -213,6 +251,7 @@ class Retrainer:
             )
             version_lineage = lineage.model_copy(update={"modelversion": result.version})
             await self._emit("models", self._event(change, version_lineage))
+            promoted = True
             await self._emit(
                 "pipeline-runs",
                 run_event(
@@ -228,7 +267,7 @@ class Retrainer:
                 "pipeline-runs", run_event("failed", reason=f"{type(exc).__name__}: {exc}")
             )
         finally:
-            self.policy.finished(model)
+            await self._finish(model, promoted=promoted)
 
     def _features(self, model: str, version: str) -> list[str] | None:
         from connectors.minio_store import ObjectStore

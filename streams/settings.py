@@ -163,7 +163,12 @@ class MonitorSettings(_Group):
 
 class RetrainingSettings(_Group):
     enabled: bool = True
-    cooldown_s: float = Field(300.0, ge=0, description="least time between runs per model")
+    cooldown_s: float = Field(
+        300.0, ge=0, description="least time after a run that put a new version live"
+    )
+    retry_after_s: float = Field(
+        30.0, ge=0, description="least time after a run that promoted nothing (or failed)"
+    )
     window_rows: int = Field(2000, ge=50, description="newest archived rows a run trains on")
     min_gain: float = Field(0.01, ge=0, description="accuracy a candidate must add to go live")
     collect_rows: int = Field(

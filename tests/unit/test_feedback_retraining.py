@@ -71,18 +71,25 @@ class Clock:
 
 def test_policy_dedupes_runs_one_at_a_time_and_cools_down():
     clock = Clock()
-    policy = RetrainPolicy(cooldown_s=60, monotonic=clock)
+    policy = RetrainPolicy(cooldown_s=60, retry_after_s=10, monotonic=clock)
     perf = "io.weir.alert.performance.v1"
     assert policy.consider(perf, "a1", "m").start
     assert "already handled" in policy.consider(perf, "a1", "m").reason
-    assert "under way" in policy.consider(perf, "a2", "m").reason
+    during = policy.consider(perf, "a2", "m")
+    assert not during.start and during.held and "under way" in during.reason
     assert policy.consider(perf, "a3", "other").start, "models are independent"
-    policy.finished("m")
+    policy.finished("m", promoted=True)
     clock.t = 30
     assert "cooling down for 30s" in policy.consider(perf, "a4", "m").reason
     clock.t = 61
     assert policy.consider(perf, "a5", "m").start
     assert not policy.consider("io.weir.alert.outlier.v1", "a6", "x").start
+    # a run that promoted nothing only holds the next one back for retry_after_s
+    policy.finished("m", promoted=False)
+    clock.t = 65
+    assert "cooling down for 6s" in policy.consider(perf, "a7", "m").reason
+    clock.t = 72
+    assert policy.consider(perf, "a8", "m").start
 
 
 @dataclass
@@ -173,6 +180,66 @@ def test_not_promoted_run_reports_why_and_changes_nothing():
     assert deployed == []
     assert [e.data.status for _, e in emitted] == ["requested", "started", "not-promoted"]
     assert emitted[-1][1].data.reason == "0.90 < 0.91"
+
+
+def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
+    """Two alerts for one model, the second while the first's run is under way."""
+    emitted: list = []
+    alerts_run: list[str] = []
+    results = [first, FakeResult("succeeded", "2", {"candidate_accuracy": 0.95})]
+
+    class Deployer:
+        def deploy(self, model: str, version: str) -> str:
+            return "http://127.0.0.1:9999"
+
+    async def emit(kind: str, event) -> None:
+        emitted.append((kind, event))
+
+    def pipeline(settings, request):
+        alerts_run.append(request.alert_id)
+        return results.pop(0)
+
+    table = RoutingTable()
+    table.apply(
+        ModelVersionEvent(action="activate", model="m", version="1", url="http://127.0.0.1:1"),
+        ready=True,
+    )
+    retrainer = Retrainer(Settings(), table, Deployer(), emit, run_pipeline=pipeline)
+    retrainer._features = lambda model, version: ["a"]
+
+    def alert(alert_id: str) -> PerformanceAlert:
+        return PerformanceAlert(
+            alert_id=alert_id,
+            model="m",
+            version="1",
+            metric="accuracy",
+            value=0.8,
+            window=500,
+            detector="DDM",
+        )
+
+    async def go() -> None:
+        assert (await retrainer.on_alert(new_event(alert("false-alarm"), source="t"))).start
+        held = await retrainer.on_alert(new_event(alert("real-drift"), source="t"))
+        assert held.held and not held.start
+        while retrainer.tasks:  # the held alert's run is created when the first one ends
+            await asyncio.gather(*list(retrainer.tasks))
+
+    asyncio.run(go())
+    return emitted, alerts_run
+
+
+def test_alert_held_during_a_run_that_promoted_nothing_starts_the_next_run():
+    emitted, alerts_run = held_alert_runs(FakeResult("not-promoted", None, reason="no gain"))
+    assert alerts_run == ["false-alarm", "real-drift"]
+    activations = [e.data for kind, e in emitted if kind == "models"]
+    assert [(a.version, a.alert_id) for a in activations] == [("2", "real-drift")]
+
+
+def test_alert_held_during_a_run_that_promoted_a_version_is_dropped():
+    emitted, alerts_run = held_alert_runs(FakeResult("succeeded", "2", {"candidate_accuracy": 1}))
+    assert alerts_run == ["false-alarm"], "the held alert was about the replaced version"
+    assert [e.data.version for kind, e in emitted if kind == "models"] == ["2"]
 
 
 def test_outlier_alerts_do_not_start_runs():
