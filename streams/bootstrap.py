@@ -11,7 +11,7 @@ not trained again: its newest version is served instead.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from rich.console import Console
@@ -23,21 +23,28 @@ from connectors.registry import ModelRegistry
 from schemas import ModelVersionEvent, WeirError
 from schemas.events import utc_now
 from schemas.training import TrainingRow
-from streams.demo_data import drifting_stream
+from streams.demo_data import DemoRow, drifting_stream
 from streams.settings import Settings
 
 
-def seeded_history(rows: int, *, seed: int) -> list[TrainingRow]:
-    """``rows`` labelled rows of the demo's first concept (SEA variant 0), dated an hour ago.
+def as_history(rows: Iterable[DemoRow], *, id_prefix: str) -> list[TrainingRow]:
+    """Demo rows as archived training rows, dated an hour ago.
 
     An hour ago, so that rows the workers archive later are the newest ones a
     retraining run picks.
     """
     then = utc_now() - timedelta(hours=1)
     return [
-        TrainingRow(record_id=f"h{seed}-{r.index}", features=r.features, label=r.label, time=then)
-        for r in drifting_stream(rows, rows, seed=seed)
+        TrainingRow(
+            record_id=f"{id_prefix}{r.index}", features=r.features, label=r.label, time=then
+        )
+        for r in rows
     ]
+
+
+def seeded_history(rows: int, *, seed: int) -> list[TrainingRow]:
+    """``rows`` labelled rows of the demo's first concept (SEA variant 0), as history."""
+    return as_history(drifting_stream(rows, rows, seed=seed), id_prefix=f"h{seed}-")
 
 
 def train_first_version(

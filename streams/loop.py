@@ -15,7 +15,7 @@ import bisect
 import itertools
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,7 @@ from connectors.deployers import LocalDeployer
 from connectors.kafka import EventProducer, ensure_topics
 from schemas import InputRecord, Label, new_event
 from schemas.events import utc_now
-from schemas.training import TrainingRow
-from streams.bootstrap import bootstrap_model
+from streams.bootstrap import as_history, bootstrap_model
 from streams.demo_data import drifting_stream
 from streams.demo_report import Timeline, accuracy_between, plot
 from streams.localrun import Collector, free_port, start_worker, stop_model_servers
@@ -96,11 +95,7 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
         drifting_stream(cfg.history + cfg.max_records, cfg.history + cfg.drift_at, seed=cfg.seed)
     )
     history, live = rows[: cfg.history], rows[cfg.history :]
-    then = utc_now() - timedelta(hours=1)
-    history_rows = [
-        TrainingRow(record_id=f"h{r.index}", features=r.features, label=r.label, time=then)
-        for r in history
-    ]
+    history_rows = as_history(history, id_prefix="h")
     producer = EventProducer(s)
     worker = None
     collector: Collector | None = None
