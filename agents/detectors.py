@@ -1,7 +1,7 @@
 """Detector cores: drift on numeric streams, outliers, and live error rate. Pure logic.
 
-The observing agents (``streams/observers.py``) feed these objects one value at
-a time and turn what they return into alert events; nothing here does I/O,
+The monitor and performance roles (``streams/roles/``) feed these objects one
+value at a time and turn what they return into alert events; nothing here does I/O,
 reads a clock or keeps global state. Every window, cooldown and warm-up is
 counted in updates, so a replay of the same stream gives the same alerts.
 

@@ -9,7 +9,8 @@ Two things come out of a join:
 
 * a :class:`~schemas.training.TrainingRow` (features ⨝ label), which the stream
   archives to MinIO for retraining;
-* an :class:`Outcome` (prediction ⨝ label): was this model version right.
+* an :class:`~schemas.Outcome` (prediction ⨝ label): was this model version right,
+  sent to the ``outcomes`` topic keyed by model for the performance role.
 """
 
 from __future__ import annotations
@@ -18,16 +19,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas import InputRecord, Label, Prediction
+from schemas import InputRecord, Label, Outcome, Prediction
 from schemas.training import TrainingRow
-
-
-@dataclass(frozen=True)
-class Outcome:
-    record_id: str
-    model: str
-    version: str
-    correct: bool
 
 
 @dataclass
@@ -81,8 +74,17 @@ class FeedbackJoiner:
             entry.archived = True
         if entry.prediction is not None and not entry.judged:
             p = entry.prediction
+            label = entry.label.label
             out.outcomes.append(
-                Outcome(record_id, p.model, p.version, correct=p.output == entry.label.label)
+                Outcome(
+                    record_id=record_id,
+                    model=p.model,
+                    version=p.version,
+                    output=p.output,
+                    label=label,
+                    correct=p.output == label,
+                    latency_ms=p.latency_ms,
+                )
             )
             entry.judged = True
         if entry.archived and entry.judged:

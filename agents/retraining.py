@@ -43,6 +43,7 @@ log = logging.getLogger("weir.retraining")
 
 DEFAULT_TRIGGERS = ("io.weir.alert.performance.v1", "io.weir.alert.drift.v1")
 PIPELINE_NAME = "weir-retrain"
+SEEN_KEPT = 10_000  # alert ids a checkpoint keeps for dedupe
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,23 @@ class RetrainPolicy:
     def start_held(self, model: str) -> None:
         """A held alert starts the next run now (the run it waited for promoted nothing)."""
         self._running.add(model)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What survives a restart: handled alert ids and the time left to wait per model.
+
+        Waits are stored as seconds left, not as monotonic deadlines, so they
+        mean the same in a new process. A run under way does not survive.
+        """
+        now = self.monotonic()
+        return {
+            "seen": sorted(self._seen)[-SEEN_KEPT:],
+            "wait_s": {m: t - now for m, t in self._not_before.items() if t > now},
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        now = self.monotonic()
+        self._seen = set(saved.get("seen", ()))
+        self._not_before = {m: now + left for m, left in saved.get("wait_s", {}).items()}
 
 
 class Deployer(Protocol):

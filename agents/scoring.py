@@ -1,7 +1,7 @@
 """The scoring agent's core: a batch of raw records in, predictions and dead letters out.
 
 Framework-free so it is tested without a broker; the Faust agent in
-``streams/worker.py`` feeds it micro-batches and acknowledges the records only
+``streams/roles/scoring.py`` feeds it micro-batches and acknowledges the records only
 after everything it returned is stored in Kafka.
 
 Per batch:

@@ -11,7 +11,7 @@ names sort chronologically, so the most recent window is read from the end.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from connectors.minio_store import ObjectStore
 from schemas.training import TrainingRow
@@ -51,3 +51,12 @@ def read_window(store: ObjectStore, bucket: str, model: str, max_rows: int) -> l
             break
     ordered = [row for chunk in reversed(chunks) for row in chunk]
     return ordered[-max_rows:]
+
+
+def newest_chunk_time(store: ObjectStore, bucket: str, model: str) -> datetime | None:
+    """When the newest archived chunk of ``model`` was written (from its name), if any."""
+    keys = sorted(store.list_keys(bucket, prefix(model)))
+    if not keys:
+        return None
+    stamp = keys[-1].removeprefix(prefix(model)).split("-", 1)[0]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)

@@ -49,7 +49,7 @@ def unreachable(settings: Settings, what: str, err: object) -> ServiceError:
     )
 
 
-def _base_config(settings: Settings) -> dict[str, Any]:
+def base_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "client.id": settings.kafka.client_id,
@@ -58,7 +58,7 @@ def _base_config(settings: Settings) -> dict[str, Any]:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(_base_config(settings))
+    return AdminClient(base_config(settings))
 
 
 def ensure_topics(
@@ -117,6 +117,18 @@ def list_topics(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, int
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
 
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Every producer's config: acks from all replicas, idempotent, batched and compressed."""
+    k = settings.kafka
+    return base_config(settings) | {
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": k.linger_ms,
+        "compression.type": k.compression,
+        "message.timeout.ms": k.delivery_timeout_ms,
+    }
+
+
 class EventProducer:
     """Produces weir events and waits for the broker's acknowledgement.
 
@@ -126,13 +138,7 @@ class EventProducer:
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._settings = settings
-        config = _base_config(settings) | {
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "message.timeout.ms": 30000,
-        }
-        self._producer = Producer(config | overrides)
+        self._producer = Producer(producer_config(settings) | overrides)
         self._errors: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
@@ -233,7 +239,7 @@ class ConsumedMessage:
 def read_at(settings: Settings, where: Delivered, *, timeout_s: float = 30.0) -> ConsumedMessage:
     """Read the one message stored at ``where`` (no consumer group needed)."""
     consumer = Consumer(
-        _base_config(settings) | {"group.id": "weir-read-at", "enable.auto.commit": False}
+        base_config(settings) | {"group.id": "weir-read-at", "enable.auto.commit": False}
     )
     try:
         consumer.assign([TopicPartition(where.topic, where.partition, where.offset)])
@@ -298,7 +304,7 @@ class EventConsumer:
         **overrides: Any,
     ) -> None:
         self._settings = settings
-        config = _base_config(settings) | {
+        config = base_config(settings) | {
             "group.id": group_id,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": False,

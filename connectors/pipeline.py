@@ -71,16 +71,18 @@ regenerate it with ``python -m connectors.pipeline``.
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO, cast, get_args
@@ -90,6 +92,8 @@ from kfp import compiler, dsl, local
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from schemas import ConfigurationError, ServiceError, WeirError
 from streams.settings import Settings, settings_env
+
+log = logging.getLogger("weir.pipeline")
 
 PIPELINE_NAME = "weir-retrain"
 BASE_IMAGE = "weir:latest"
@@ -663,9 +667,60 @@ def run_retrain(settings: Settings, request: RetrainRequest) -> RetrainResult:
     return _parse_result(raw, f"s3://{bucket}/{key}")
 
 
+def run_retrain_in_child(settings: Settings, request: RetrainRequest) -> RetrainResult:
+    """:func:`run_retrain` in a child process of its own (``python -m connectors.pipeline run``).
+
+    kfp's local runner swaps process-global state (``os.environ``, stdout,
+    logging handlers) while it runs; in a child process that state is the
+    child's, and a run that hangs or crashes cannot take the retrainer with it.
+    The request goes in as JSON on stdin, the result comes back as the last
+    line of stdout; the child's other output is passed through to the log.
+    """
+    payload = json.dumps(
+        {**asdict(request), "since": request.since.isoformat() if request.since else None}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "connectors.pipeline", "run"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        env=settings_env(settings),
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return RetrainResult(
+            "failed",
+            None,
+            {},
+            f"pipeline process exited {proc.returncode}: {' | '.join(tail) or 'no output'}",
+            None,
+        )
+    for line in proc.stdout.splitlines()[:-1]:
+        log.info("pipeline: %s", line)
+    return RetrainResult(**json.loads(lines[-1]))
+
+
+def _run_from_stdin() -> None:
+    raw = json.loads(sys.stdin.read())
+    since = raw.pop("since")
+    request = RetrainRequest(**raw, since=datetime.fromisoformat(since) if since else None)
+    result = run_retrain(Settings(), request)
+    sys.stdout.flush()
+    print(json.dumps(asdict(result)), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m connectors.pipeline [PATH]``: (re)write the checked-in pipeline YAML."""
+    """``python -m connectors.pipeline [PATH]``: (re)write the checked-in pipeline YAML.
+
+    ``python -m connectors.pipeline run`` runs one retraining request read from
+    stdin (see :func:`run_retrain_in_child`).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["run"]:
+        _run_from_stdin()
+        return
     default = Path(__file__).resolve().parents[1] / "deploy" / "pipelines" / "retrain.yaml"
     print(compile_pipeline(Path(args[0]) if args else default))
 

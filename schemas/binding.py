@@ -72,14 +72,30 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
 
 
+def _binary_kafka(event: Event[Any]) -> KafkaRecord:
+    """Binary mode, written directly: every attribute a ``ce_`` header, the data as JSON.
+
+    The same headers and key as the CloudEvents SDK's ``cloudevents.kafka.to_binary``
+    and the same data (a unit test holds them equal), at a fraction of the
+    cost: this runs once per prediction on the scoring path.
+    """
+    attrs = event.attributes()
+    headers = [("content-type", attrs.pop("datacontenttype").encode())]
+    headers.extend((f"ce_{name}", value.encode()) for name, value in attrs.items())
+    key = event.partition_key
+    return KafkaRecord(
+        value=event.data.__pydantic_serializer__.to_json(event.data),
+        key=None if key is None else key.encode(),
+        headers=tuple(headers),
+    )
+
+
 def to_kafka(event: Event[Any], *, mode: Mode = "binary") -> KafkaRecord:
     """Encode ``event`` for Kafka; the payload's partition key becomes the message key."""
-    sdk = _sdk_event(event)
     if mode == "binary":
-        msg = ce_kafka.to_binary(sdk, data_marshaller=_json)
-    else:
-        msg = ce_kafka.to_structured(sdk, envelope_marshaller=_json)
-        msg = msg._replace(headers={"content-type": STRUCTURED_CONTENT_TYPE.encode()})
+        return _binary_kafka(event)
+    msg = ce_kafka.to_structured(_sdk_event(event), envelope_marshaller=_json)
+    msg = msg._replace(headers={"content-type": STRUCTURED_CONTENT_TYPE.encode()})
     key = msg.key.encode() if isinstance(msg.key, str) else msg.key
     value = msg.value.encode() if isinstance(msg.value, str) else msg.value
     return KafkaRecord(value=value, key=key, headers=tuple(msg.headers.items()))

@@ -86,6 +86,28 @@ class Label(Payload):
         return self.record_id
 
 
+class Outcome(Payload):
+    """A prediction joined with its label: was this model version right (topic: outcomes).
+
+    Keyed by model, so one performance worker sees every outcome of a model,
+    whatever the number of scoring workers.
+    """
+
+    event_type: ClassVar[str] = "io.weir.outcome.v1"
+
+    record_id: Identifier
+    model: ModelName
+    version: Version
+    output: Output
+    label: Output
+    correct: bool
+    latency_ms: float | None = Field(None, ge=0)
+
+    @property
+    def partition_key(self) -> str:
+        return self.model
+
+
 class Alert(Payload):
     """Fields every alert shares (topic: alerts, keyed by model)."""
 
@@ -291,6 +313,7 @@ PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     InputRecord,
     Prediction,
     Label,
+    Outcome,
     DriftAlert,
     OutlierAlert,
     PerformanceAlert,

@@ -186,7 +186,17 @@ def model_host(ctx: click.Context, port: int) -> None:
 # ------------------------------------------------------------------ worker
 
 
+ROLE_NAMES = ("scoring", "monitor", "feedback", "performance", "retrainer")
+
+
 @cli.command()
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(ROLE_NAMES),
+    help="run this role (repeatable); one role runs in this process, none = every role",
+)
 @click.option("--loglevel", default="info", show_default=True)
 @click.option("--worker-id", default=None, help="name in route decisions (WEIR_SCORING__WORKER_ID)")
 @click.option(
@@ -197,10 +207,19 @@ def model_host(ctx: click.Context, port: int) -> None:
 )
 @click.pass_context
 @weir_errors
-def worker(ctx: click.Context, loglevel: str, worker_id: str | None, live_port: int | None) -> None:
-    """Run a worker: control, scoring, monitors, retraining (Faust), until interrupted."""
-    from streams.worker import run_worker
+def worker(
+    ctx: click.Context,
+    roles: tuple[str, ...],
+    loglevel: str,
+    worker_id: str | None,
+    live_port: int | None,
+) -> None:
+    """Run weir's roles until interrupted: scoring, monitor, feedback, performance, retrainer.
 
+    With one --role, that role runs in this process (a Faust worker of its own
+    consumer group). Without --role, or with several, each role runs as a
+    supervised child process and --live-port serves one view over all of them.
+    """
     settings = _settings(ctx)
     if worker_id is not None:
         scoring = settings.scoring.model_copy(update={"worker_id": worker_id})
@@ -209,7 +228,14 @@ def worker(ctx: click.Context, loglevel: str, worker_id: str | None, live_port: 
         settings = settings.model_copy(
             update={"live": settings.live.model_copy(update={"port": live_port})}
         )
-    run_worker(settings, loglevel=loglevel)
+    if len(roles) == 1:
+        from streams.app import run_role
+
+        run_role(settings, roles[0], loglevel=loglevel)
+        return
+    from streams.supervisor import run_supervisor
+
+    run_supervisor(settings, tuple(dict.fromkeys(roles)) or ROLE_NAMES, loglevel=loglevel)
 
 
 # ----------------------------------------------------------------- knative

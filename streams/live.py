@@ -75,6 +75,7 @@ class Happening(BaseModel):
 class LiveStatus(BaseModel):
     worker: str
     model: str
+    roles: list[str] = []  # the roles this view covers (several under `weir worker`)
     ready: bool
     uptime_s: float
     throughput_rps: float
@@ -118,12 +119,14 @@ class LiveView:
         self,
         settings: Settings,
         *,
+        role: str = "scoring",
         clock: Callable[[], float] = time.monotonic,
         now: Clock = utc_now,
     ) -> None:
         self.metrics = WorkerMetrics()
         self.model = settings.scoring.model
         self.worker = settings.scoring.worker_id
+        self.role = role
         self.window_s = settings.live.throughput_window_s
         self._clock = clock
         self._now = now
@@ -250,6 +253,7 @@ class LiveView:
         return LiveStatus(
             worker=self.worker,
             model=self.model,
+            roles=[self.role],
             ready=ready,
             uptime_s=round(self._clock() - self._started, 3),
             throughput_rps=round(self.throughput(), 3),
@@ -264,3 +268,38 @@ class LiveView:
             swaps=list(self.swaps),
             retraining_runs=dict(sorted(self.retraining_runs.items())),
         )
+
+
+def merge_status(parts: dict[str, LiveStatus], *, recent: int) -> LiveStatus:
+    """One view of several role processes (``weir worker``): sums, unions, the scorer's lag."""
+    views = list(parts.values())
+    first = views[0]
+    scoring = parts.get("scoring")
+
+    def newest(items: list[Happening]) -> list[Happening]:
+        return sorted(items, key=lambda h: h.at, reverse=True)[:recent]
+
+    predictions: Counter[str] = Counter()
+    runs: Counter[str] = Counter()
+    for v in views:
+        predictions.update(v.predictions)
+        runs.update(v.retraining_runs)
+    accuracy = {a.version: a for v in views for a in v.accuracy}
+    return LiveStatus(
+        worker=first.worker,
+        model=first.model,
+        roles=[r for v in views for r in v.roles],
+        ready=all(v.ready for v in views),
+        uptime_s=max(v.uptime_s for v in views),
+        throughput_rps=sum(v.throughput_rps for v in views),
+        throughput_window_s=first.throughput_window_s,
+        records_consumed=sum(v.records_consumed for v in views),
+        predictions=dict(sorted(predictions.items())),
+        dead_letters=sum(v.dead_letters for v in views),
+        consumer_lag=scoring.consumer_lag if scoring else None,
+        routes=next((v.routes for v in views if v.routes), []),
+        accuracy=[accuracy[k] for k in sorted(accuracy)],
+        alerts=newest([a for v in views for a in v.alerts]),
+        swaps=newest([s for v in views for s in v.swaps]),
+        retraining_runs=dict(sorted(runs.items())),
+    )

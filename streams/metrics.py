@@ -28,10 +28,14 @@ metric                                    labels                       kind
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["CONTENT_TYPE_LATEST", "WorkerMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "WorkerMetrics", "merge_expositions"]
 
 # A model call on loopback takes a few ms; a batch that waits through an outage, seconds.
 CALL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -108,3 +112,28 @@ class WorkerMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (content type ``CONTENT_TYPE_LATEST``)."""
         return generate_latest(self.registry)
+
+
+class _Fixed:
+    """A collector that yields metric families already built."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def merge_expositions(parts: Mapping[str, bytes]) -> bytes:
+    """Several role processes' ``/metrics`` as one exposition, each sample labelled ``role``."""
+    families: dict[str, Metric] = {}
+    for role, text in parts.items():
+        for fam in text_string_to_metric_families(text.decode()):
+            merged = families.get(fam.name)
+            if merged is None:
+                merged = families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+            for sample in fam.samples:
+                merged.add_sample(sample.name, {"role": role, **sample.labels}, sample.value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)

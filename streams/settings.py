@@ -54,6 +54,18 @@ class KafkaSettings(_Group):
         100, ge=1, le=5000, description="longest a worker's fetch waits for data (Faust: 1500)"
     )
     client_id: str = "weir"
+    linger_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="producer: longest wait to fill a batch (WEIR_KAFKA__LINGER_MS)",
+    )
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        "lz4", description="producer batch compression (WEIR_KAFKA__COMPRESSION)"
+    )
+    delivery_timeout_ms: int = Field(
+        120_000, ge=1000, description="producer: how long a message may wait for the broker"
+    )
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -159,6 +171,13 @@ class MonitorSettings(_Group):
     performance_cooldown: int = Field(1000, ge=1)
     join_window: int = Field(50_000, ge=100, description="record ids kept for late labels")
     archive_chunk_rows: int = Field(500, ge=1, description="training rows per archived object")
+    archive_interval_s: float = Field(2.0, gt=0, description="seconds between archive flushes")
+    archive_buffer_rows: int = Field(
+        200_000, ge=1, description="training rows held while MinIO is away; the oldest go first"
+    )
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, description="seconds between role-state checkpoints (WEIR_MONITOR__…)"
+    )
 
 
 class RetrainingSettings(_Group):

@@ -34,20 +34,30 @@ from streams.status_html import PAGE
 from streams.topics import Topic, topic_name
 
 if TYPE_CHECKING:
-    from streams.worker import Wiring, WorkerState
+    from streams.context import RoleContext
 
 log = logging.getLogger("weir.live")
 
 
-def build_app(state: WorkerState) -> web.Application:
-    """The aiohttp app of one worker's live view."""
-    live = state.live
+# the topic whose consumer lag each role reports
+LAG_TOPIC = {
+    "scoring": Topic.RECORDS,
+    "monitor": Topic.RECORDS,
+    "feedback": Topic.LABELS,
+    "performance": Topic.OUTCOMES,
+    "retrainer": Topic.ALERTS,
+}
+
+
+def build_app(ctx: RoleContext) -> web.Application:
+    """The aiohttp app of one role's live view."""
+    live = ctx.live
 
     async def page(_: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
 
     async def status(_: web.Request) -> web.Response:
-        body = live.snapshot(ready=state.caught_up.is_set()).model_dump_json()
+        body = live.snapshot(ready=ctx.ready.is_set()).model_dump_json()
         return web.Response(text=body, content_type="application/json")
 
     async def metrics(_: web.Request) -> web.Response:
@@ -59,9 +69,9 @@ def build_app(state: WorkerState) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if state.caught_up.is_set():
+        if ctx.ready.is_set():
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="control topic not caught up yet\n")
+        return web.Response(status=503, text=f"{ctx.role} not ready yet (routes or state)\n")
 
     app = web.Application()
     app.router.add_get("/", page)
@@ -72,16 +82,16 @@ def build_app(state: WorkerState) -> web.Application:
     return app
 
 
-def attach_live(w: Wiring) -> None:
+def attach_live(ctx: RoleContext) -> None:
     """Serve the live view and sample consumer lag, if ``live.port`` is set."""
-    settings, state = w.settings, w.state
+    settings, w = ctx.settings, ctx
     live = settings.live
     if live.port == 0:
         return
 
     @w.app.task
     async def live_view() -> None:
-        runner = web.AppRunner(build_app(state), access_log=None)
+        runner = web.AppRunner(build_app(ctx), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, live.host, live.port).start()
@@ -97,7 +107,7 @@ def attach_live(w: Wiring) -> None:
         finally:
             await runner.cleanup()
 
-    records = topic_name(settings.kafka, Topic.RECORDS)
+    records = topic_name(settings.kafka, LAG_TOPIC[ctx.role])
     client = admin(settings)
 
     def sample() -> dict[int, int]:
@@ -111,4 +121,4 @@ def attach_live(w: Wiring) -> None:
         except ServiceError as err:  # monitoring is best effort: keep the last sample
             log.warning("%s", err)
             return
-        state.live.record_lag(records, lag)
+        ctx.live.record_lag(records, lag)

@@ -21,10 +21,12 @@ class Topic(StrEnum):
     RECORDS = "records"
     PREDICTIONS = "predictions"
     LABELS = "labels"
+    OUTCOMES = "outcomes"
     ALERTS = "alerts"
     MODELS = "models"
     PIPELINE_RUNS = "pipeline-runs"
     DEAD_LETTER = "dead-letter"
+    CHECKPOINTS = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         Topic.RECORDS: (wide, {"retention.ms": _WEEK_MS}),
         Topic.PREDICTIONS: (wide, {"retention.ms": _WEEK_MS}),
         Topic.LABELS: (wide, {"retention.ms": _WEEK_MS}),
+        Topic.OUTCOMES: (wide, {"retention.ms": _WEEK_MS}),
         Topic.ALERTS: (1, {"retention.ms": _MONTH_MS}),
         Topic.MODELS: (
             1,
@@ -63,6 +66,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         ),
         Topic.PIPELINE_RUNS: (1, {"retention.ms": _MONTH_MS}),
         Topic.DEAD_LETTER: (wide, {"retention.ms": _MONTH_MS}),
+        # the roles' state (detectors, join window, retraining policy), newest per key
+        Topic.CHECKPOINTS: (1, {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}),
     }
     return [
         TopicSpec(

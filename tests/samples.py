@@ -13,6 +13,7 @@ from schemas import (
     InputRecord,
     Label,
     ModelVersionEvent,
+    Outcome,
     OutlierAlert,
     Payload,
     PerformanceAlert,
@@ -35,6 +36,15 @@ SAMPLES: list[Payload] = [
         latency_ms=1.5,
     ),
     Label(record_id="r-1", label="yes"),
+    Outcome(
+        record_id="r-1",
+        model="churn",
+        version="3",
+        output=1,
+        label=0,
+        correct=False,
+        latency_ms=1.5,
+    ),
     DriftAlert(
         alert_id="a-1",
         model="churn",

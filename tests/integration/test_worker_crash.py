@@ -113,7 +113,7 @@ def test_sigkilled_worker_loses_nothing(
     ensure_topics(settings)  # a records topic of this test alone: its end is our N records
     k = settings.kafka
     records_t, models_t = topic_name(k, Topic.RECORDS), topic_name(k, Topic.MODELS)
-    group = f"{k.topic_prefix}-scoring-{model}"  # the Faust app id (streams/worker.py)
+    group = f"{k.topic_prefix}-scoring-{model}"  # the Faust app id (streams/app.py)
     partitions = k.record_partitions
     # Same app, same group; only the CloudEvents source differs, to tell who scored what.
     source_a, source_b = f"weir-crash-a-{unique}", f"weir-crash-b-{unique}"

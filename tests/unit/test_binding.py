@@ -28,6 +28,7 @@ from schemas import (
     to_http,
     to_kafka,
 )
+from schemas.binding import _json, _sdk_event
 from tests.samples import FIXED_TIME, PAYLOADS, SAMPLES
 
 LINEAGE = Lineage(modelname="churn", modelversion="3", runid="run-1", alertid="a-1")
@@ -282,3 +283,15 @@ def test_dead_letter_from_error_keeps_raw_bytes_and_origin():
     event = new_event(letter, source="tests", now=fixed_clock)
     rec = to_kafka(event)
     assert from_kafka(rec.value, rec.key, rec.headers).data.raw == raw
+
+
+def test_binary_mode_matches_the_cloudevents_sdk():
+    """weir writes binary mode itself (the hot path); the SDK's output is the reference."""
+    for payload in SAMPLES:
+        event = new_event(payload, source="test", lineage=Lineage(modelname="churn", runid="r"))
+        ours = to_kafka(event)
+        sdk = ce_kafka.to_binary(_sdk_event(event), data_marshaller=_json)
+        key = sdk.key.encode() if isinstance(sdk.key, str) else sdk.key
+        assert (ours.key, dict(ours.headers)) == (key, dict(sdk.headers))
+        assert json.loads(ours.value) == json.loads(sdk.value)
+        assert from_kafka(ours.value, ours.key, ours.headers) == event

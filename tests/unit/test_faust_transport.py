@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from streams import faust_transport
+from streams.app import create_app
 from streams.settings import KafkaSettings, Settings
-from streams.worker import create_app
 
 
 def built_consumer_wait(settings: Settings) -> int:
     async def build() -> int:
-        app, _ = create_app(settings)
+        app, _ = create_app(settings, "scoring")
         assert isinstance(app.transport, faust_transport.Transport)
         thread = app.consumer._thread
         consumer = thread._create_worker_consumer(app.transport)

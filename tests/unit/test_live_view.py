@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from types import SimpleNamespace
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,10 +22,10 @@ from schemas import (
     RouteDecision,
     new_event,
 )
-from streams.live import LiveStatus, LiveView
+from streams.live import LiveStatus, LiveView, merge_status
+from streams.metrics import merge_expositions
 from streams.settings import LiveSettings, ScoringSettings, Settings
 from streams.status_page import build_app
-from streams.worker import WorkerState
 from tests.samples import FIXED_TIME
 
 SETTINGS = Settings(
@@ -184,15 +186,20 @@ def test_rolling_accuracy_comes_from_the_error_rate_monitor():
     assert (acc.version, acc.accuracy, acc.outcomes) == ("1", 0.75, 5)
 
 
+def role_view(role: str = "scoring") -> Any:
+    """What the live view reads of a role process: its LiveView, readiness and name."""
+    return SimpleNamespace(live=LiveView(SETTINGS, role=role), ready=asyncio.Event(), role=role)
+
+
 def test_the_http_endpoints_serve_page_status_metrics_and_health():
-    state = WorkerState(SETTINGS)
+    state = role_view()
     state.live.record_batch(outcome(4, 0, []), consumed=4, seconds=0.01)
 
     async def scenario() -> None:
         async with TestClient(TestServer(build_app(state))) as client:
             assert (await client.get("/healthz")).status == 200
             assert (await client.get("/readyz")).status == 503
-            state.caught_up.set()
+            state.ready.set()
             assert (await client.get("/readyz")).status == 200
             page = await client.get("/")
             assert page.content_type == "text/html"
@@ -211,7 +218,46 @@ def test_the_http_endpoints_serve_page_status_metrics_and_health():
 
 
 def test_each_worker_has_its_own_registry():
-    a, b = WorkerState(SETTINGS), WorkerState(SETTINGS)
+    a, b = role_view(), role_view()
     a.live.record_batch(outcome(2, 0, []), consumed=2, seconds=0.01)
     assert sample(a.live, "weir_records_consumed_total", model="churn") == 2
     assert sample(b.live, "weir_records_consumed_total", model="churn") is None
+
+
+def test_views_of_several_roles_merge_into_one():
+    scoring, perf, retrainer = (
+        role_view("scoring"),
+        role_view("performance"),
+        role_view("retrainer"),
+    )
+    scoring.live.record_batch(outcome(4, 1, []), consumed=5, seconds=0.01)
+    scoring.live.record_lag("weir.records", {0: 3, 1: 4})
+    perf.live.record_accuracy("1", 0.9, 100)
+    parts = {
+        "scoring": scoring.live.snapshot(ready=True),
+        "performance": perf.live.snapshot(ready=True),
+        "retrainer": retrainer.live.snapshot(ready=False),
+    }
+    merged = merge_status(parts, recent=5)
+    assert merged.roles == ["scoring", "performance", "retrainer"]
+    assert not merged.ready  # one role is not ready yet
+    assert merged.predictions == {"1": 4, "2": 1} and merged.records_consumed == 5
+    assert merged.consumer_lag == 7  # the scoring role's lag, not a sum over roles
+    assert [(a.version, a.accuracy) for a in merged.accuracy] == [("1", 0.9)]
+
+
+def test_metrics_of_several_roles_merge_with_a_role_label():
+    scoring, perf = role_view("scoring"), role_view("performance")
+    scoring.live.record_batch(outcome(4, 0, []), consumed=4, seconds=0.01)
+    perf.live.record_accuracy("1", 0.5, 10)
+    text = merge_expositions(
+        {
+            "scoring": scoring.live.metrics.exposition(),
+            "performance": perf.live.metrics.exposition(),
+        }
+    ).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    [consumed] = [s for s in families["weir_records_consumed"].samples if s.value]
+    assert consumed.labels == {"role": "scoring", "model": "churn"} and consumed.value == 4
+    [accuracy] = families["weir_rolling_accuracy"].samples
+    assert accuracy.labels == {"role": "performance", "model": "churn", "version": "1"}

@@ -1,0 +1,89 @@
+"""A confluent-kafka producer for asyncio code: queue a batch, await the broker's acks.
+
+The roles' event loops send through this instead of Faust's ``topic.send``
+(aiokafka, one coroutine per message): librdkafka batches, compresses
+(``WEIR_KAFKA__COMPRESSION``) and lingers (``WEIR_KAFKA__LINGER_MS``) in C, and
+:meth:`AsyncProducer.send` costs one future per *batch*. Delivery callbacks
+run on a small poll thread and hand the result back to the loop with
+``call_soon_threadsafe``. ``acks=all`` and idempotence are on, so an awaited
+batch is stored; a message the broker did not take within
+``WEIR_KAFKA__DELIVERY_TIMEOUT_MS`` fails the whole send with a
+:class:`~schemas.ServiceError` naming the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from connectors.kafka import producer_config, unreachable
+from schemas import KafkaRecord
+from streams.settings import Settings
+
+POLL_S = 0.05  # how often the poll thread serves delivery callbacks when idle
+FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: let the poll thread drain it
+
+
+class _Batch:
+    """Counts one send's deliveries down; resolves its future on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.loop = loop
+        self.left = count
+        self.errors: list[str] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def delivered(self, err: KafkaError | None, _msg: Message) -> None:  # poll thread
+        if err is not None:
+            self.errors.append(str(err))
+        self.left -= 1
+        if self.left == 0:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class AsyncProducer:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer = Producer(producer_config(settings))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="weir-producer", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(POLL_S)
+
+    async def send(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        """Produce ``(topic, record)`` pairs; return once Kafka acknowledged all of them."""
+        if not records:
+            return
+        batch = _Batch(asyncio.get_running_loop(), len(records))
+        for topic, rec in records:
+            while True:
+                try:
+                    self._producer.produce(
+                        topic,
+                        value=rec.value,
+                        key=rec.key,
+                        headers=list(rec.headers),
+                        on_delivery=batch.delivered,
+                    )
+                    break
+                except BufferError:
+                    await asyncio.sleep(FULL_QUEUE_WAIT_S)
+        await batch.done
+        if batch.errors:
+            raise unreachable(self._settings, "delivering events", "; ".join(batch.errors[:3]))
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued (up to ``timeout_s``), then stop the poll thread."""
+        await asyncio.to_thread(self._producer.flush, timeout_s)
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 1.0)

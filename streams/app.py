@@ -1,0 +1,95 @@
+"""The Faust app factory: one app, one consumer group, per role.
+
+``create_app(settings, role)`` builds a ``faust.App`` whose id — and so whose
+consumer group — is ``<prefix>-<role>-<model>``, and attaches that role's
+agents (:mod:`streams.roles`). Roles share nothing but topics, so each lags,
+restarts and scales (by the partitions of the topic it reads) on its own:
+
+=========== ======================== ==========================================
+role        reads                    writes
+=========== ======================== ==========================================
+scoring     records, models          predictions, dead-letter, alerts (routes)
+monitor     records, predictions     alerts (feature/prediction drift, outliers)
+feedback    records, predictions,    outcomes (keyed by model), training rows
+            labels                   (MinIO archive)
+performance outcomes                 alerts (performance), live accuracy
+retrainer   alerts, outcomes, models pipeline-runs, models (new versions)
+=========== ======================== ==========================================
+
+Every role sends through one :class:`~connectors.kafka_async.AsyncProducer`
+(librdkafka batching) and reports to its own :class:`~streams.live.LiveView`;
+:mod:`streams.supervisor` runs all of them as child processes for
+``weir worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from schemas import ConfigurationError
+from streams import faust_transport
+from streams.context import ROLES, RoleContext
+from streams.live import LiveView
+from streams.roles import attach_role
+from streams.settings import Settings
+from streams.topics import Topic, topic_name
+
+log = logging.getLogger("weir.app")
+
+
+def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
+    """The Faust app of one role, its agents attached."""
+    if role not in ROLES:
+        raise ConfigurationError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    k = settings.kafka
+    datadir = settings.stack.run_dir / "faust" / role
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    app = faust.App(
+        f"{k.topic_prefix}-{role}-{settings.scoring.model}",
+        broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # weir's topics are created by `weir topics create`
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=k.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, k.session_timeout_ms / 4000),
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        # On shutdown, do not wait for buffered records to be acked: the scoring
+        # agent acks by hand, so records it holds but has not scored are simply
+        # not committed and are delivered again (at-least-once), instead of the
+        # worker hanging until it is killed.
+        stream_wait_empty=False,
+        datadir=str(datadir),
+    )
+    faust_transport.install(app, k.fetch_max_wait_ms)
+    ctx = RoleContext(
+        app=app,
+        settings=settings,
+        role=role,
+        topics={t: _raw_topic(app, topic_name(k, t)) for t in Topic},
+        live=LiveView(settings, role=role),
+    )
+    attach_role(ctx)
+    ctx.on_shutdown(ctx.close)  # deliver what is queued before the process ends
+    return app, ctx
+
+
+def _raw_topic(app: faust.App, name: str) -> Any:
+    return app.topic(
+        name, value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw"
+    )
+
+
+def run_role(settings: Settings, role: str, *, loglevel: str = "info") -> None:
+    """Run one role in the foreground until interrupted."""
+    app, _ = create_app(settings, role)
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

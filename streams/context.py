@@ -1,0 +1,89 @@
+"""What a role's agents are attached with: its app, settings, topics, producer, live view."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from connectors.kafka_async import AsyncProducer
+from connectors.kserve_client import InferenceClient
+from schemas import Event, Origin, RawMessage, to_kafka
+from streams.live import LiveView
+from streams.settings import Settings
+from streams.topics import Topic, topic_name
+
+ROLES = ("scoring", "monitor", "feedback", "performance", "retrainer")
+
+
+def raw_message(message: Any) -> RawMessage:
+    """A Faust/aiokafka message as weir's RawMessage (value, key, headers, origin)."""
+    return RawMessage(
+        value=message.value if message.value is not None else b"",
+        key=message.key,
+        headers=tuple((k, v or b"") for k, v in (message.headers or ())),
+        origin=Origin(message.topic, message.partition, message.offset),
+    )
+
+
+@dataclass
+class RoleContext:
+    """What one role process holds and its agents are attached with."""
+
+    app: faust.App
+    settings: Settings
+    role: str
+    topics: dict[Topic, Any]
+    live: LiveView
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _producer: AsyncProducer | None = None
+    _client: InferenceClient | None = None
+
+    @property
+    def producer(self) -> AsyncProducer:
+        # created lazily, inside the worker's event loop
+        if self._producer is None:
+            self._producer = AsyncProducer(self.settings)
+        return self._producer
+
+    @property
+    def client(self) -> InferenceClient:
+        if self._client is None:
+            self._client = InferenceClient(self.settings.kserve)
+        return self._client
+
+    def name(self, topic: Topic) -> str:
+        return topic_name(self.settings.kafka, topic)
+
+    async def send_all(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> None:
+        """Send events and wait until Kafka acknowledged every one of them."""
+        mode = self.settings.events.mode
+        await self.producer.send([(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs])
+
+    def channel(self, *logical: Topic) -> Any:
+        """A Faust topic (raw bytes) over one or more weir topics."""
+        return self.app.topic(
+            *(self.name(t) for t in logical),
+            value_type=bytes,
+            key_type=bytes,
+            value_serializer="raw",
+            key_serializer="raw",
+        )
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """Run ``hook`` when the app shuts down (before its consumer and producer stop)."""
+
+        async def receiver(_sender: Any, **_: Any) -> None:
+            await hook()
+
+        self.app.on_before_shutdown.connect(receiver)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        """Deliver what is queued and close the clients (the app's shutdown hook)."""
+        if self._producer is not None:
+            await self._producer.close()
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,78 @@
+"""The feedback role: predictions ⨝ labels → outcomes; features ⨝ labels → training rows.
+
+Records, predictions and labels share their Kafka key (the record id), so with
+equal partition counts one feedback process sees all three for a record
+(:class:`agents.feedback.FeedbackJoiner`). Each join that completes becomes
+
+* an :class:`~schemas.Outcome` event on ``outcomes``, keyed by model — the
+  performance role reads them, one detector per model over every scoring
+  worker's predictions;
+* a training row for the archive (:class:`~streams.roles.archive.ArchiveWriter`),
+  written to MinIO off this agent's path, buffered while MinIO is away.
+
+The join window is checkpointed (:mod:`streams.roles.state`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agents.feedback import FeedbackJoiner, JoinResult
+from schemas import InputRecord, Label, Lineage, Prediction, new_event
+from schemas.events import utc_now
+from streams.context import RoleContext
+from streams.roles.archive import ArchiveWriter
+from streams.roles.decode import decoded
+from streams.roles.state import attach_state
+from streams.topics import Topic
+
+log = logging.getLogger("weir.feedback")
+
+
+def attach_feedback(ctx: RoleContext) -> None:
+    settings, model = ctx.settings, ctx.settings.scoring.model
+    joiner = FeedbackJoiner(window=settings.monitor.join_window)
+    archive = ArchiveWriter(settings)
+    state = {"joiner": joiner}
+    restored = attach_state(ctx, "join", lambda: state["joiner"], lambda j: state.update(joiner=j))
+
+    @ctx.app.task
+    async def archive_rows() -> None:
+        await archive.run()
+
+    ctx.on_shutdown(archive.flush)
+
+    @ctx.app.agent(ctx.channel(Topic.RECORDS, Topic.PREDICTIONS, Topic.LABELS))
+    async def feedback(stream: Any) -> None:
+        await restored.wait()
+        source = settings.events.source
+        async for event in stream.events():
+            found = decoded(ctx, event.message)
+            if found is None:
+                continue
+            data, join = found.data, state["joiner"]
+            result: JoinResult
+            if isinstance(data, InputRecord):
+                result = join.on_record(data)
+            elif isinstance(data, Prediction) and data.model == model:
+                result = join.on_prediction(data)
+            elif isinstance(data, Label):
+                result = join.on_label(data, found.time or utc_now())
+            else:
+                continue
+            archive.add(result.training_rows)
+            if result.outcomes:
+                await ctx.send_all(
+                    [
+                        (
+                            Topic.OUTCOMES,
+                            new_event(
+                                o,
+                                source=source,
+                                lineage=Lineage(modelname=o.model, modelversion=o.version),
+                            ),
+                        )
+                        for o in result.outcomes
+                    ]
+                )

@@ -1,0 +1,68 @@
+"""The monitor role: feature drift and outliers on records, drift on predictions.
+
+Its own consumer group over ``records`` and ``predictions``, so it may lag or
+restart without holding scoring back. Per record: a river drift detector per
+input feature and a HalfSpaceTrees outlier scorer; per prediction of the
+role's model: a drift detector on the predicted value. Alerts go to
+``alerts``. Several monitor processes split the partitions, each watching its
+share; one process (the default) watches the whole stream. Detector state is
+checkpointed (:mod:`streams.roles.state`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.detectors import OutlierScorer, StreamDriftMonitor
+from schemas import InputRecord, OutlierAlert, Prediction
+from streams.context import RoleContext
+from streams.roles.alerts import alert_id, drift_alert, send_alerts
+from streams.roles.decode import decoded
+from streams.roles.state import attach_state
+from streams.topics import Topic
+
+
+def attach_monitor(ctx: RoleContext) -> None:
+    m, model = ctx.settings.monitor, ctx.settings.scoring.model
+    state: dict[str, Any] = {
+        "features": StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown),
+        "outliers": OutlierScorer(threshold=m.outlier_threshold),
+        "predictions": StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown),
+    }
+    restored = attach_state(ctx, "detectors", lambda: state, state.update)
+
+    @ctx.app.agent(ctx.channel(Topic.RECORDS, Topic.PREDICTIONS))
+    async def monitor(stream: Any) -> None:
+        await restored.wait()
+        async for event in stream.events():
+            found = decoded(ctx, event.message)
+            if found is None:
+                continue
+            data = found.data
+            alerts: list[Any] = []
+            if isinstance(data, InputRecord):
+                for name, value in data.features.items():
+                    signal = state["features"].update(name, value)
+                    if signal is not None:
+                        alerts.append(drift_alert(model, signal))
+                outlier = state["outliers"].check(data.id, data.features)
+                if outlier is not None:
+                    alerts.append(
+                        OutlierAlert(
+                            alert_id=alert_id(),
+                            model=model,
+                            record_id=data.id,
+                            score=outlier.score,
+                            threshold=outlier.threshold,
+                        )
+                    )
+            elif (
+                isinstance(data, Prediction)
+                and data.model == model
+                and isinstance(data.output, int | float)
+            ):
+                signal = state["predictions"].update("prediction", float(data.output))
+                if signal is not None:
+                    alerts.append(drift_alert(model, signal, version=data.version))
+            if alerts:
+                await send_alerts(ctx, alerts)

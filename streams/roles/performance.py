@@ -1,0 +1,61 @@
+"""The performance role: one error-rate detector per model version, over every worker.
+
+Reads ``outcomes`` (prediction ⨝ label, keyed by model), so all outcomes of a
+model land on one partition and one performance process sees the whole stream
+of that model however many scoring workers produced it. Per version: an
+error-rate drift detector (:class:`agents.detectors.ErrorRateMonitor`) →
+performance alerts, and the rolling accuracy shown live. Detector state is
+checkpointed (:mod:`streams.roles.state`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.detectors import ErrorRateMonitor
+from schemas import Outcome, PerformanceAlert
+from streams.context import RoleContext
+from streams.roles.alerts import alert_id, send_alerts
+from streams.roles.decode import decoded
+from streams.roles.state import attach_state
+from streams.topics import Topic
+
+
+def attach_performance(ctx: RoleContext) -> None:
+    m, model = ctx.settings.monitor, ctx.settings.scoring.model
+    state = {
+        "errors": ErrorRateMonitor(
+            kind=m.performance_detector,
+            window=m.performance_window,
+            cooldown=m.performance_cooldown,
+        )
+    }
+    restored = attach_state(
+        ctx, "errors", lambda: state["errors"], lambda e: state.update(errors=e)
+    )
+
+    @ctx.app.agent(ctx.topics[Topic.OUTCOMES])
+    async def performance(stream: Any) -> None:
+        await restored.wait()
+        async for event in stream.events():
+            found = decoded(ctx, event.message)
+            if found is None or not isinstance(found.data, Outcome) or found.data.model != model:
+                continue
+            outcome, errors = found.data, state["errors"]
+            signal = errors.update(outcome.version, outcome.correct)
+            ctx.live.record_accuracy(
+                outcome.version,
+                errors.accuracy(outcome.version),
+                errors.outcomes_seen(outcome.version),
+            )
+            if signal is not None:
+                alert = PerformanceAlert(
+                    alert_id=alert_id(),
+                    model=model,
+                    version=outcome.version,
+                    metric="accuracy",
+                    value=signal.accuracy,
+                    window=signal.window,
+                    detector=signal.detector,
+                )
+                await send_alerts(ctx, [alert])

@@ -1,0 +1,214 @@
+"""``weir worker``: every role as a supervised child process, one command on one machine.
+
+Each role runs as ``weir worker --role R`` in a process of its own (its own
+event loop, consumer group and memory), so a slow monitor, a MinIO outage or a
+pipeline run cannot pause scoring. The supervisor
+
+* starts the roles asked for (all by default), each with the same settings;
+* restarts a role that exits, with backoff (1 s doubling to 30 s; back to 1 s
+  after a role ran for a minute), and says so;
+* on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a grace
+  period) and exits; children die with it if it is killed (``PR_SET_PDEATHSIG``);
+* with ``--live-port P`` gives each child a live view on a free loopback port
+  and serves the merged view on ``P``: one status page and ``/status.json``
+  over all roles, ``/metrics`` with a ``role`` label on every sample,
+  ``/healthz`` and ``/readyz`` (ready when every role is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from schemas import ConfigurationError
+from streams.context import ROLES
+from streams.live import LiveStatus, merge_status
+from streams.localrun import free_port
+from streams.metrics import CONTENT_TYPE_LATEST, merge_expositions
+from streams.settings import Settings, settings_env
+from streams.status_html import PAGE
+
+log = logging.getLogger("weir.supervisor")
+
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 30.0
+HEALTHY_AFTER_S = 60.0  # a role that ran this long starts again at the shortest backoff
+STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Child:
+    role: str
+    live_port: int
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+
+class Supervisor:
+    def __init__(
+        self, settings: Settings, roles: tuple[str, ...] = ROLES, *, loglevel: str = "info"
+    ) -> None:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise ConfigurationError(f"unknown roles {sorted(unknown)}; roles: {', '.join(ROLES)}")
+        self.settings = settings
+        self.loglevel = loglevel
+        live = settings.live.port != 0
+        self.children = {r: Child(r, free_port() if live else 0) for r in roles}
+        self._stopping = asyncio.Event()
+
+    def _argv(self, child: Child) -> list[str]:
+        weir = str(Path(sys.executable).parent / "weir")
+        argv = [weir, "worker", "--role", child.role, "--loglevel", self.loglevel]
+        return [*argv, "--worker-id", self.settings.scoring.worker_id]
+
+    async def _spawn(self, child: Child) -> None:
+        live = self.settings.live.model_copy(update={"port": child.live_port})
+        env = settings_env(self.settings.model_copy(update={"live": live}))
+        child.proc = await asyncio.create_subprocess_exec(
+            *self._argv(child), env=env, preexec_fn=_die_with_parent
+        )
+        log.info("started role %s (pid %d)", child.role, child.proc.pid)
+
+    async def _keep(self, child: Child) -> None:
+        """Run one role until the supervisor stops; start it again whenever it exits."""
+        loop = asyncio.get_running_loop()
+        delay = BACKOFF_MIN_S
+        while not self._stopping.is_set():
+            started = loop.time()
+            await self._spawn(child)
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self._stopping.is_set():
+                return
+            if loop.time() - started >= HEALTHY_AFTER_S:
+                delay = BACKOFF_MIN_S
+            child.restarts += 1
+            log.warning(
+                "role %s exited with %s; starting it again in %.0fs (restart %d)",
+                child.role,
+                code,
+                delay,
+                child.restarts,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _stop_children(self) -> None:
+        procs = [c.proc for c in self.children.values() if c.proc and c.proc.returncode is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        keepers = [asyncio.create_task(self._keep(c)) for c in self.children.values()]
+        runner = await self._serve_live()
+        try:
+            await self._stopping.wait()
+        finally:
+            log.info("stopping roles: %s", ", ".join(self.children))
+            await self._stop_children()
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+            if runner is not None:
+                await runner.cleanup()
+
+    # ------------------------------------------------------------------ live view
+
+    async def _gather(self, client: httpx.AsyncClient, path: str) -> dict[str, bytes]:
+        async def one(child: Child) -> tuple[str, bytes | None]:
+            try:
+                r = await client.get(f"http://127.0.0.1:{child.live_port}{path}")
+            except httpx.HTTPError:
+                return child.role, None
+            return child.role, r.content if r.status_code == 200 else None
+
+        answers = await asyncio.gather(*(one(c) for c in self.children.values()))
+        return {role: body for role, body in answers if body is not None}
+
+    async def _serve_live(self) -> web.AppRunner | None:
+        live = self.settings.live
+        if live.port == 0:
+            return None
+        client = httpx.AsyncClient(timeout=2.0)
+
+        async def page(_: web.Request) -> web.Response:
+            return web.Response(text=PAGE, content_type="text/html")
+
+        async def status(_: web.Request) -> web.Response:
+            parts = {
+                role: LiveStatus.model_validate_json(body)
+                for role, body in (await self._gather(client, "/status.json")).items()
+            }
+            if not parts:
+                return web.Response(status=503, text="no role answers yet\n")
+            merged = merge_status(parts, recent=live.recent)
+            merged.ready = merged.ready and set(parts) == set(self.children)
+            return web.Response(text=merged.model_dump_json(), content_type="application/json")
+
+        async def metrics(_: web.Request) -> web.Response:
+            body = merge_expositions(await self._gather(client, "/metrics"))
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok\n")
+
+        async def readyz(_: web.Request) -> web.Response:
+            ready = await self._gather(client, "/readyz")
+            missing = sorted(set(self.children) - set(ready))
+            if missing:
+                return web.Response(status=503, text=f"not ready: {', '.join(missing)}\n")
+            return web.Response(text="ready\n")
+
+        app = web.Application()
+        app.router.add_get("/", page)
+        app.router.add_get("/status.json", status)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.on_cleanup.append(lambda _: client.aclose())
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, live.host, live.port).start()
+        except OSError as err:
+            await runner.cleanup()
+            raise ConfigurationError(
+                f"live view cannot bind {live.host}:{live.port}: {err}"
+            ) from err
+        log.info("live view on http://%s:%d/ (all roles)", live.host, live.port)
+        return runner
+
+
+def run_supervisor(
+    settings: Settings, roles: tuple[str, ...] = ROLES, *, loglevel: str = "info"
+) -> None:
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(name)s: %(message)s")
+    asyncio.run(Supervisor(settings, roles, loglevel=loglevel).run())
