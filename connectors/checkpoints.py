@@ -33,13 +33,17 @@ class CheckpointStore:
         self._topic = topic_name(settings.kafka, Topic.CHECKPOINTS)
         self._producer: EventProducer | None = None
 
-    def save(self, key: str, state: Any) -> int:
-        """Store ``state`` under ``key`` and wait for the broker; returns the stored size.
+    @staticmethod
+    def encode(state: Any) -> bytes:
+        """The stored form of ``state``; call it where nothing mutates the state meanwhile."""
+        return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    def save(self, key: str, value: bytes) -> int:
+        """Store an encoded state under ``key`` and wait for the broker; returns its size.
 
         A state too large for one message is not stored (the older checkpoint
         stays) and a warning says so; 0 is returned.
         """
-        value = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
         if len(value) > MAX_BYTES:
             log.warning(
                 "checkpoint %s is %d bytes compressed, over %d: not saved",

@@ -14,6 +14,7 @@ batch is stored; a message the broker did not take within
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -22,6 +23,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from connectors.kafka import producer_config, unreachable
 from schemas import KafkaRecord
 from streams.settings import Settings
+
+log = logging.getLogger("weir.producer")
 
 POLL_S = 0.05  # how often the poll thread serves delivery callbacks when idle
 FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: let the poll thread drain it
@@ -52,6 +55,7 @@ class AsyncProducer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer = Producer(producer_config(settings))
+        self.failed = 0  # messages of send_nowait that the broker never took
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="weir-producer", daemon=True)
         self._thread.start()
@@ -81,6 +85,34 @@ class AsyncProducer:
         await batch.done
         if batch.errors:
             raise unreachable(self._settings, "delivering events", "; ".join(batch.errors[:3]))
+
+    def send_nowait(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        """Queue ``(topic, record)`` pairs without waiting for the broker (best effort).
+
+        For the insight roles' high-volume outputs (outcomes): librdkafka still
+        retries each message until ``WEIR_KAFKA__DELIVERY_TIMEOUT_MS``; one that
+        fails after that is counted in ``failed`` and logged, not raised.
+        """
+        for topic, rec in records:
+            while True:
+                try:
+                    self._producer.produce(
+                        topic,
+                        value=rec.value,
+                        key=rec.key,
+                        headers=list(rec.headers),
+                        on_delivery=self._delivered_nowait,
+                    )
+                    break
+                except BufferError:  # the queue is full: give librdkafka a moment to drain
+                    self._producer.poll(FULL_QUEUE_WAIT_S)
+
+    def _delivered_nowait(self, err: KafkaError | None, _msg: Message) -> None:  # poll thread
+        if err is None:
+            return
+        self.failed += 1
+        if self.failed == 1 or self.failed % 1000 == 0:
+            log.error("%d events not delivered, latest: %s", self.failed, err)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``), then stop the poll thread."""

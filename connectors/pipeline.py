@@ -698,7 +698,7 @@ def run_retrain_in_child(settings: Settings, request: RetrainRequest) -> Retrain
             None,
         )
     for line in proc.stdout.splitlines()[:-1]:
-        log.info("pipeline: %s", line)
+        log.debug("pipeline: %s", line)
     return RetrainResult(**json.loads(lines[-1]))
 
 

@@ -63,6 +63,11 @@ class RoleContext:
         mode = self.settings.events.mode
         await self.producer.send([(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs])
 
+    def send_nowait(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> None:
+        """Queue events without waiting for the broker: best-effort outputs (outcomes)."""
+        mode = self.settings.events.mode
+        self.producer.send_nowait([(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs])
+
     def channel(self, *logical: Topic) -> Any:
         """A Faust topic (raw bytes) over one or more weir topics."""
         return self.app.topic(

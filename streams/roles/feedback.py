@@ -63,7 +63,7 @@ def attach_feedback(ctx: RoleContext) -> None:
                 continue
             archive.add(result.training_rows)
             if result.outcomes:
-                await ctx.send_all(
+                ctx.send_nowait(
                     [
                         (
                             Topic.OUTCOMES,

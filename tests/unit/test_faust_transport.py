@@ -38,3 +38,11 @@ def test_faust_still_hard_codes_its_fetch_wait():
 
     source = inspect.getsource(AIOKafkaConsumerThread._create_worker_consumer)
     assert "fetch_max_wait_ms=1500" in source
+
+
+def test_the_worker_consumer_reads_every_compression_codec():
+    # weir produces lz4 by default, and any other producer may use zstd or snappy:
+    # a codec aiokafka cannot decode would crash every role that reads the topic.
+    from aiokafka import codec
+
+    assert codec.has_gzip() and codec.has_lz4() and codec.has_zstd() and codec.has_snappy()
