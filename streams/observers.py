@@ -27,7 +27,6 @@ from agents.detectors import DriftSignal, ErrorRateMonitor, OutlierScorer, Strea
 from agents.feedback import FeedbackJoiner, JoinResult
 from agents.retraining import Retrainer
 from connectors.archive import write_chunk
-from connectors.deployers import deployer_for
 from connectors.minio_store import ObjectStore
 from schemas import (
     DriftAlert,
@@ -42,8 +41,9 @@ from schemas import (
     new_event,
 )
 from schemas.events import utc_now
+from schemas.topics import Topic, topic_name
 from schemas.training import TrainingRow
-from streams.topics import Topic, topic_name
+from streams.servers.deployers import deployer_for
 
 if TYPE_CHECKING:
     from streams.worker import Wiring

@@ -39,10 +39,10 @@ from agents.scoring import Scorer
 from connectors.kafka import list_topics
 from connectors.kserve_client import InferenceClient
 from schemas import ConfigurationError, Event, Origin, RawMessage, to_kafka
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 from streams import faust_transport
 from streams.live import LiveView
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
 
 log = logging.getLogger("weir.worker")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from schemas.settings import KafkaSettings, Settings
 from streams import faust_transport
-from streams.settings import KafkaSettings, Settings
 from streams.worker import create_app
 
 

@@ -20,8 +20,8 @@ from schemas import (
     RouteDecision,
     new_event,
 )
+from schemas.settings import LiveSettings, ScoringSettings, Settings
 from streams.live import LiveStatus, LiveView
-from streams.settings import LiveSettings, ScoringSettings, Settings
 from streams.status_page import build_app
 from streams.worker import WorkerState
 from tests.samples import FIXED_TIME
