@@ -133,7 +133,7 @@ class ModelHost:
             try:
                 proc = await asyncio.to_thread(self._serve, self.settings, model, version, port)
             except Exception as exc:
-                proc.stop()
+                await asyncio.to_thread(proc.stop)  # waits up to 30 s for the process to exit
                 raise ServiceError(
                     f"model server for {model} version {version} did not become ready on "
                     f"port {port}: {exc}\n{proc.log_tail(10)}",
