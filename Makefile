@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Debian's Chromium, for the status page's browser test (tests/integration/test_live_view.py).
 # Idempotent: installs only when /usr/bin/chromium is absent (as root, or through sudo).
@@ -62,4 +63,4 @@ stack-down: setup
 	$(BIN)/weir stack down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

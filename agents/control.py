@@ -28,7 +28,7 @@ from schemas import (
     new_event,
 )
 from schemas.events import Clock, utc_now
-from streams.settings import Settings
+from schemas.settings import Settings
 
 log = logging.getLogger("weir.control")
 

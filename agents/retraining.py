@@ -26,9 +26,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from agents.routing import RoutingTable
+from connectors.deployers import Deployer
 from schemas import (
     Event,
     Lineage,
@@ -37,7 +38,7 @@ from schemas import (
     new_event,
 )
 from schemas.events import Clock, utc_now
-from streams.settings import Settings
+from schemas.settings import Settings
 
 log = logging.getLogger("weir.retraining")
 
@@ -106,12 +107,6 @@ class RetrainPolicy:
         now = self.monotonic()
         self._seen = set(saved.get("seen", ()))
         self._not_before = {m: now + left for m, left in saved.get("wait_s", {}).items()}
-
-
-class Deployer(Protocol):
-    def deploy(self, model: str, version: str) -> str:
-        """Make ``model``/``version`` servable and return its URL once it is ready."""
-        ...
 
 
 Emit = Callable[[str, Event[Any]], Awaitable[None]]  # (topic kind: "models"|"pipeline-runs", event)

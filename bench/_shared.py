@@ -16,7 +16,7 @@ from connectors.kafka import admin, list_topics
 from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
-from streams.settings import Settings, StackSettings
+from schemas.settings import Settings, StackSettings
 
 FEATURES = [f"x{i}" for i in range(8)]
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,6 +1,6 @@
 """Drift detection delay on the demo's error stream, and the cost of every detector.
 
-For each seed the demo stream (``streams.demo_data.drifting_stream``, 8,000
+For each seed the demo stream (``streams.synthetic.drifting_stream``, 8,000
 rows, concept drift at row 3,000) is generated; model v1, a
 ``LogisticRegression(C=100)``, is trained on rows 0..1,499 and serves from row
 1,500 on. Its error stream (1 = wrong) from row 1,500 goes to each binary
@@ -44,7 +44,7 @@ from agents.detectors import (
     StreamDriftMonitor,
     make_detector,
 )
-from streams.demo_data import FEATURES, drifting_stream
+from streams.synthetic import FEATURES, drifting_stream
 
 ROWS = 8000
 DRIFT_AT = 3000

@@ -64,14 +64,15 @@ from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.minio_store import ObjectStore
-from connectors.model_server import start_server
+from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
-from streams.localrun import Collector, free_port, serve, start_worker
-from streams.settings import Settings
-from streams.stack.process import ServiceProcess
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector, start_worker
+from streams.servers.deployers import serve
+from streams.servers.model_server import start_server
 
 PREDICTION = "io.weir.prediction.v1"
 CLASSES = {"1": [0, 1], "2": [2, 3]}  # an output tells which version's server produced it

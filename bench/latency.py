@@ -57,11 +57,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from connectors.kafka import EventProducer, ensure_topics
+from connectors.process import ServiceProcess, free_port
 from schemas import InputRecord, ModelVersionEvent, new_event
-from streams.localrun import Collector, free_port, serve, start_worker, stop_model_servers
-from streams.settings import KafkaSettings, ScoringSettings, Settings
-from streams.stack.process import ServiceProcess
-from streams.topics import Topic, topic_name
+from schemas.settings import KafkaSettings, ScoringSettings, Settings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector, start_worker, stop_model_servers
+from streams.servers.deployers import serve
 
 if __package__:  # python -m bench.latency
     from bench._shared import (

@@ -56,10 +56,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from connectors.kafka import EventProducer, admin, ensure_topics, list_topics
+from connectors.process import free_port
 from schemas import InputRecord, ModelVersionEvent, new_event
-from streams.localrun import Collector, free_port, serve, start_worker
-from streams.settings import Settings, settings_env
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings, settings_env
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector, start_worker
+from streams.servers.deployers import serve
 
 PREDICTION = "io.weir.prediction.v1"
 

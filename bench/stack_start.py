@@ -20,8 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from streams.settings import KafkaSettings, MinioSettings, Settings, StackSettings
-from streams.stack import Stack
+from schemas.settings import KafkaSettings, MinioSettings, Settings, StackSettings
+from streams.dev.stack import Stack
 
 
 def main() -> None:

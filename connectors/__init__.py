@@ -1,1 +1,1 @@
-"""Everything that talks to the outside world: Kafka, MinIO, KServe, Kubeflow Pipelines, Knative."""
+"""Clients of the outside world: Kafka, MinIO, KServe, the model host, Kubeflow Pipelines."""

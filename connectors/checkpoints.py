@@ -19,8 +19,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connectors.kafka import EventProducer, base_config, unreachable
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 
 log = logging.getLogger("weir.checkpoints")
 

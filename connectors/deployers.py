@@ -1,46 +1,40 @@
 """Getting a registered model version served, and the URL to route to.
 
 The retraining agent and ``weir models bootstrap`` call ``deploy(model,
-version)`` and put the URL it returns into an ``activate`` event. Which
-deployer is used is one setting, ``WEIR_KSERVE__DEPLOYER``:
+version)`` on a :class:`Deployer` and put the URL it returns into an
+``activate`` event. Which deployer is used is one setting,
+``WEIR_KSERVE__DEPLOYER`` (``streams.servers.deployers.deployer_for``):
 
-* ``local`` — :class:`LocalDeployer` starts a kserve.ModelServer child process
-  on a free loopback port. For one machine: the demo, the tests.
-* ``host`` — :class:`HostDeployer` asks the model host
-  (:mod:`connectors.model_host`, ``WEIR_KSERVE__HOST_URL``) to serve it, so the
-  URL is one every worker can reach (docker-compose, several workers).
+* ``local`` — ``streams.servers.deployers.LocalDeployer`` starts a
+  kserve.ModelServer child process on a free loopback port. For one machine:
+  the demo, the tests.
+* ``host`` — :class:`HostDeployer` (here: a client of an HTTP API) asks the
+  model host (:mod:`streams.servers.model_host`, ``WEIR_KSERVE__HOST_URL``) to
+  serve it, so the URL is one every worker can reach (docker-compose, several
+  workers).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from agents.retraining import Deployer
 from schemas import ServiceError
 from schemas.deployments import Deployment, DeploymentRequest
-from streams.settings import Settings
+from schemas.settings import Settings
 
 # kserve import and the model load from MinIO take ~5-10 s; the host waits up to 90 s
 HOST_TIMEOUT_S = 120.0
 
 
-class LocalDeployer:
-    """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
-    for creating a KServe InferenceService)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
+class Deployer(Protocol):
     def deploy(self, model: str, version: str) -> str:
-        from streams.localrun import free_port, serve
-
-        port = free_port()
-        serve(self._settings, model, version, port)
-        return f"http://127.0.0.1:{port}"
+        """Make ``model``/``version`` servable and return its URL once it is ready."""
+        ...
 
 
 class HostDeployer:
@@ -93,9 +87,3 @@ class HostDeployer:
             with attempt:
                 return self._post(request).url
         raise AssertionError("unreachable")  # pragma: no cover  (Retrying re-raises)
-
-
-def deployer_for(settings: Settings) -> Deployer:
-    if settings.kserve.deployer == "host":
-        return HostDeployer(settings)
-    return LocalDeployer(settings)

@@ -33,8 +33,8 @@ from schemas import (
     decode_raw,
     to_kafka,
 )
-from streams.settings import Settings
-from streams.topics import TopicSpec, topic_specs
+from schemas.settings import Settings
+from schemas.topics import TopicSpec, topic_specs
 
 SETTING_HINT = "set WEIR_KAFKA__BOOTSTRAP_SERVERS (or run `weir stack up`)"
 

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from connectors.kafka import producer_config, unreachable
 from schemas import KafkaRecord
-from streams.settings import Settings
+from schemas.settings import Settings
 
 log = logging.getLogger("weir.producer")
 

@@ -21,13 +21,13 @@ from connectors.kafka import (
     decode_message,
     unreachable,
 )
+from connectors.process import wait_until
 from schemas import (
     StackError,
     WeirError,
 )
-from streams.settings import Settings
-from streams.stack.process import wait_until
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 
 READ_DEADLINE_S = 60.0  # reading a topic to its end offsets; a healthy local broker takes < 1 s
 TOPIC_WAIT_S = 5.0  # a topic created a moment ago shows in the broker's metadata within ~1 s

@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from schemas import ServiceError
-from streams.settings import KServeSettings
+from schemas.settings import KServeSettings
 
 Protocol = Literal["v1", "v2"]
 RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -15,7 +15,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from schemas import ServiceError
-from streams.settings import MinioSettings
+from schemas.settings import MinioSettings
 
 SETTING_HINT = "set WEIR_MINIO__ENDPOINT / WEIR_MINIO__ACCESS_KEY / WEIR_MINIO__SECRET_KEY"
 

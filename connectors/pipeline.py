@@ -37,9 +37,9 @@ server for the new version and publishes the model-version event.
 
 Each component is self-contained (kfp ships only the function's source): it
 imports what it needs inside its body — weir's own ``connectors``, ``schemas``
-and ``streams.settings``, never this module — so it runs wherever weir is
+and ``schemas.settings``, never this module — so it runs wherever weir is
 installed: this venv locally, the ``weir:latest`` image on a cluster.
-Components build their :class:`~streams.settings.Settings` from ``WEIR_*``
+Components build their :class:`~schemas.settings.Settings` from ``WEIR_*``
 environment variables.
 
 **Local mode** (``settings.kfp.host`` unset, the default): ``kfp.local`` runs
@@ -91,7 +91,7 @@ from kfp import compiler, dsl, local
 
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from schemas import ConfigurationError, ServiceError, WeirError
-from streams.settings import Settings, settings_env
+from schemas.settings import Settings, settings_env
 
 log = logging.getLogger("weir.pipeline")
 
@@ -175,7 +175,7 @@ def fetch(
 
     from connectors import archive
     from connectors.minio_store import ObjectStore
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     settings = Settings()
     bucket = settings.minio.data_bucket
@@ -264,7 +264,7 @@ def evaluate(
     from connectors.registry import LoadedModel, ModelRegistry
     from schemas.events import utc_now
     from schemas.model_card import ModelCard
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     def accuracy(predicted: list[Any], labels: list[Any]) -> float:
         return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
@@ -321,7 +321,7 @@ def register(
     from connectors.registry import ModelRegistry
     from schemas.events import utc_now
     from schemas.model_card import ModelCard
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     settings = Settings()
     store = ObjectStore(settings.minio)
@@ -380,7 +380,7 @@ def record_failure(
     import json
 
     from connectors.minio_store import ObjectStore
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     settings = Settings()
     outcome = {

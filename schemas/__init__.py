@@ -1,4 +1,4 @@
-"""weir's event contracts: pydantic payloads in CloudEvents envelopes. No I/O."""
+"""weir's contracts: CloudEvents payloads and bindings, errors, settings, topics. No I/O."""
 
 from schemas.binding import KafkaRecord, decode_raw, from_http, from_kafka, to_http, to_kafka
 from schemas.errors import (

@@ -1,1 +1,2 @@
-"""The Faust app factory, the one settings object, topics, the CLI and the local stack launcher."""
+"""The Faust worker and its wiring; ``servers`` (HTTP servers), ``cli`` (the ``weir``
+command) and ``dev`` (local-dev tooling, never imported by production code)."""

@@ -30,12 +30,12 @@ from typing import Any
 import faust
 
 from schemas import ConfigurationError
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 from streams import faust_transport
 from streams.context import ROLES, RoleContext
 from streams.live import LiveView
 from streams.roles import attach_role
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
 
 log = logging.getLogger("weir.app")
 

@@ -16,15 +16,15 @@ from datetime import timedelta
 
 from rich.console import Console
 
-from agents.retraining import Deployer
 from connectors.archive import write_chunk
+from connectors.deployers import Deployer
 from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from schemas import ModelVersionEvent, WeirError
 from schemas.events import utc_now
+from schemas.settings import Settings
 from schemas.training import TrainingRow
-from streams.demo_data import DemoRow, drifting_stream
-from streams.settings import Settings
+from streams.synthetic import DemoRow, drifting_stream
 
 
 def as_history(rows: Iterable[DemoRow], *, id_prefix: str) -> list[TrainingRow]:

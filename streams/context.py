@@ -12,9 +12,9 @@ import faust
 from connectors.kafka_async import AsyncProducer
 from connectors.kserve_client import InferenceClient
 from schemas import Event, Origin, RawMessage, to_kafka
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 from streams.live import LiveView
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
 
 ROLES = ("scoring", "monitor", "feedback", "performance", "retrainer")
 

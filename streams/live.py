@@ -43,8 +43,8 @@ from schemas import (
     RouteDecision,
 )
 from schemas.events import Clock, utc_now
+from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
-from streams.settings import Settings
 
 
 class RouteView(BaseModel):

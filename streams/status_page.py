@@ -28,10 +28,10 @@ from aiohttp import web
 
 from connectors.kafka import admin
 from schemas import ConfigurationError, ServiceError
+from schemas.topics import Topic, topic_name
 from streams.lag import group_lag
 from streams.metrics import CONTENT_TYPE_LATEST
 from streams.status_html import PAGE
-from streams.topics import Topic, topic_name
 
 if TYPE_CHECKING:
     from streams.context import RoleContext

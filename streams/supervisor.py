@@ -29,12 +29,12 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
+from connectors.process import free_port
 from schemas import ConfigurationError
+from schemas.settings import Settings, settings_env
 from streams.context import ROLES
 from streams.live import LiveStatus, merge_status
-from streams.localrun import free_port
 from streams.metrics import CONTENT_TYPE_LATEST, merge_expositions
-from streams.settings import Settings, settings_env
 from streams.status_html import PAGE
 
 log = logging.getLogger("weir.supervisor")

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.kafka import ensure_topics
-from streams.settings import Settings
-from streams.stack import Stack
+from schemas.settings import Settings
+from streams.dev.stack import Stack
 
 
 @pytest.fixture(scope="session")

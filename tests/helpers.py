@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import httpx
 
 from connectors.kafka import admin, ensure_topics, list_topics
-from streams.settings import Settings
-from streams.stack.process import wait_until
-from streams.topics import topic_specs
+from connectors.process import wait_until
+from schemas.settings import Settings
+from schemas.topics import topic_specs
 
 
 class Recorder:

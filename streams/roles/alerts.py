@@ -8,8 +8,8 @@ from typing import Any
 
 from agents.detectors import DriftSignal
 from schemas import DriftAlert, Lineage, new_event
+from schemas.topics import Topic
 from streams.context import RoleContext
-from streams.topics import Topic
 
 
 def alert_id() -> str:

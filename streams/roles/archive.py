@@ -21,8 +21,8 @@ from datetime import datetime
 from connectors.archive import write_chunk
 from connectors.minio_store import ObjectStore
 from schemas.events import Clock, utc_now
+from schemas.settings import Settings
 from schemas.training import TrainingRow
-from streams.settings import Settings
 
 log = logging.getLogger("weir.archive")
 

@@ -19,8 +19,8 @@ from agents.control import Controller
 from agents.routing import RoutingTable
 from connectors.kafka import list_topics
 from schemas import ConfigurationError
+from schemas.topics import Topic
 from streams.context import RoleContext, raw_message
-from streams.topics import Topic
 
 log = logging.getLogger("weir.control")
 

@@ -21,11 +21,11 @@ from typing import Any
 from agents.feedback import FeedbackJoiner, JoinResult
 from schemas import InputRecord, Label, Lineage, Prediction, new_event
 from schemas.events import utc_now
+from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.archive import ArchiveWriter
 from streams.roles.decode import decoded
 from streams.roles.state import attach_state
-from streams.topics import Topic
 
 log = logging.getLogger("weir.feedback")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from agents.detectors import OutlierScorer, StreamDriftMonitor
 from schemas import InputRecord, OutlierAlert, Prediction
+from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.alerts import alert_id, drift_alert, send_alerts
 from streams.roles.decode import decoded
 from streams.roles.state import attach_state
-from streams.topics import Topic
 
 
 def attach_monitor(ctx: RoleContext) -> None:

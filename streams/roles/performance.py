@@ -14,11 +14,11 @@ from typing import Any
 
 from agents.detectors import ErrorRateMonitor
 from schemas import Outcome, PerformanceAlert
+from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.alerts import alert_id, send_alerts
 from streams.roles.decode import decoded
 from streams.roles.state import attach_state
-from streams.topics import Topic
 
 
 def attach_performance(ctx: RoleContext) -> None:

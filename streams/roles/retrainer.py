@@ -21,16 +21,16 @@ from typing import Any
 from agents.retraining import Retrainer
 from agents.routing import RoutingTable
 from connectors.archive import newest_chunk_time
-from connectors.deployers import deployer_for
 from connectors.minio_store import ObjectStore
 from connectors.pipeline import run_retrain_in_child
 from schemas import Event, Outcome
 from schemas.events import utc_now
+from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.control import attach_control
 from streams.roles.decode import decoded
 from streams.roles.state import attach_state
-from streams.topics import Topic
+from streams.servers.deployers import deployer_for
 
 log = logging.getLogger("weir.retrainer")
 

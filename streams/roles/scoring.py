@@ -23,9 +23,9 @@ from mode import CrashingSupervisor
 
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
+from schemas.topics import Topic
 from streams.context import RoleContext, raw_message
 from streams.roles.control import attach_control
-from streams.topics import Topic
 
 
 def attach_scoring(ctx: RoleContext) -> None:

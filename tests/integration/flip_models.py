@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
-from streams.settings import Settings
+from schemas.settings import Settings
 
 FEATURES = ["a", "b"]
 

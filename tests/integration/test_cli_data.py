@@ -38,17 +38,17 @@ from schemas import (
     new_event,
 )
 from schemas.model_card import ModelCard
-from streams.cli_data import Pacer, dlq, produce, subscribe
-from streams.cli_models import models
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
+from streams.cli.data import Pacer, dlq, produce, subscribe
+from streams.cli.models import models
 from tests.helpers import own_topics
 
 pytestmark = pytest.mark.integration
 
 WAIT = "60"  # --timeout for reads that must find their events; the local broker needs < 2 s
 
-# The commands as `weir` will have them once streams/cli.py registers them.
+# The commands as `weir` will have them once streams/cli/main.py registers them.
 weir = click.Group(
     "weir", commands={"produce": produce, "subscribe": subscribe, "models": models, "dlq": dlq}
 )

@@ -41,9 +41,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.localrun import Collector, free_port
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from connectors.process import free_port
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector
 from tests.compose_file import as_list, compose_env, resolve, services
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,12 @@ from collections import Counter
 import pytest
 
 from connectors.kafka import EventProducer
+from connectors.process import free_port
 from schemas import InputRecord, ModelVersionEvent, new_event
-from streams.localrun import Collector, free_port, serve, start_worker
-from streams.settings import KServeSettings, ScoringSettings, Settings, StackSettings
-from streams.topics import Topic, topic_name
+from schemas.settings import KServeSettings, ScoringSettings, Settings, StackSettings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector, start_worker
+from streams.servers.deployers import serve
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 
 pytestmark = pytest.mark.integration

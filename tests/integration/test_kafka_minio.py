@@ -22,8 +22,8 @@ from schemas import (
     ServiceError,
     new_event,
 )
-from streams.settings import EventSettings, KafkaSettings, Settings
-from streams.topics import Topic, topic_name, topic_specs
+from schemas.settings import EventSettings, KafkaSettings, Settings
+from schemas.topics import Topic, topic_name, topic_specs
 from tests.samples import SAMPLES
 
 pytestmark = pytest.mark.integration

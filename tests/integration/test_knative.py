@@ -12,8 +12,7 @@ import pytest
 import uvicorn
 
 from connectors.kafka import Delivered, EventProducer, read_at
-from connectors.knative_egress import Egress
-from connectors.knative_ingress import create_ingress_app
+from connectors.process import free_port
 from schemas import (
     InputRecord,
     OutlierAlert,
@@ -22,9 +21,10 @@ from schemas import (
     new_event,
     to_http,
 )
-from streams.localrun import free_port
-from streams.settings import EventSettings, Settings
-from streams.topics import Topic, topic_name
+from schemas.settings import EventSettings, Settings
+from schemas.topics import Topic, topic_name
+from streams.servers.egress import Egress
+from streams.servers.ingress import create_ingress_app
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka import EventProducer, ensure_topics
+from connectors.process import free_port, wait_until
 from schemas import InputRecord, Label, ModelVersionEvent, new_event
-from streams.live import LiveStatus
-from streams.localrun import Collector, free_port, serve, start_worker
-from streams.settings import (
+from schemas.settings import (
     KServeSettings,
     LiveSettings,
     RetrainingSettings,
@@ -34,8 +33,10 @@ from streams.settings import (
     Settings,
     StackSettings,
 )
-from streams.stack.process import wait_until
-from streams.topics import Topic, topic_name
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector, start_worker
+from streams.live import LiveStatus
+from streams.servers.deployers import serve
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 
 pytestmark = pytest.mark.integration

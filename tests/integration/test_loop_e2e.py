@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from streams.loop import LoopConfig, print_report, run_loop
-from streams.settings import Settings
+from schemas.settings import Settings
+from streams.dev.loop import LoopConfig, print_report, run_loop
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ from sklearn.linear_model import LogisticRegression
 from connectors.deployers import HostDeployer
 from connectors.kserve_client import InferenceClient
 from connectors.minio_store import ObjectStore
-from connectors.model_host import ModelHost, create_model_host_app
+from connectors.process import free_port, is_running
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
-from streams.localrun import free_port, stop_model_servers
-from streams.settings import KServeSettings, Settings, StackSettings
-from streams.stack.process import is_running
+from schemas.settings import KServeSettings, Settings, StackSettings
+from streams.dev.localrun import stop_model_servers
+from streams.servers.model_host import ModelHost, create_model_host_app
 from tests.integration.flip_models import publish_flip_models
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ from sklearn.linear_model import LogisticRegression
 
 from connectors.kserve_client import InferenceClient, ModelServerError
 from connectors.minio_store import ObjectStore
-from connectors.model_server import server_process, start_server
+from connectors.process import free_port
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
-from streams.localrun import free_port
-from streams.settings import Settings, StackSettings
+from schemas.settings import Settings, StackSettings
+from streams.servers.model_server import server_process, start_server
 
 pytestmark = pytest.mark.integration
 

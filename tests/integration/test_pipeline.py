@@ -14,9 +14,9 @@ from connectors.minio_store import ObjectStore
 from connectors.pipeline import RetrainRequest, RetrainResult, run_retrain
 from connectors.predictor import predict_batch, rows_from_features
 from connectors.registry import ModelRegistry
+from schemas.settings import Settings
 from schemas.training import TrainingRow
-from streams.demo_data import FEATURES, DemoRow, drifting_stream
-from streams.settings import Settings
+from streams.synthetic import FEATURES, DemoRow, drifting_stream
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,8 @@ def test_readme_curl_example_gets_202_from_the_ingress(live_stack: Settings, sta
 
     import uvicorn
 
-    from connectors.knative_ingress import create_ingress_app
-    from streams.localrun import free_port
+    from connectors.process import free_port
+    from streams.servers.ingress import create_ingress_app
 
     block = next(b for b in bash_blocks() if "curl -i http://127.0.0.1:8080/" in b)
     curl = block[block.index("curl -i") :].split("\n#")[0]

@@ -23,13 +23,13 @@ import httpx
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-from connectors.event_display import EventDisplay, create_event_display_app
 from connectors.kafka import EventProducer, admin, list_topics
+from connectors.process import free_port
 from schemas import Event, InputRecord, Lineage, OutlierAlert, new_event, to_http
-from streams.cli_knative import readable_line
-from streams.localrun import free_port
-from streams.settings import Settings, settings_env
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings, settings_env
+from schemas.topics import Topic, topic_name
+from streams.cli.knative import readable_line
+from streams.servers.event_display import EventDisplay, create_event_display_app
 from tests.helpers import own_topics
 from tests.integration.test_knative import _prediction
 from tests.integration.test_readme import bash_blocks

@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.localrun import free_port
-from streams.settings import Settings, settings_env
-from streams.stack.process import is_running
+from connectors.process import free_port, is_running
+from schemas.settings import Settings, settings_env
 from tests.integration.test_readme import bash_blocks
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import KafkaSettings, MinioSettings, Settings, StackSettings
-from streams.stack import Stack
+from schemas.settings import KafkaSettings, MinioSettings, Settings, StackSettings
+from streams.dev.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_storage_formats_with_a_cluster_id_that_starts_with_a_dash(
     live_stack: Settings, tmp_path: Path
 ):
     # regression: a random base64 id like "-ICX_wa6S86Uxg89rRBObA" was read as an option
-    from streams.stack import kafka
+    from streams.dev.stack import kafka
 
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:19192", controller_port=19193),

@@ -28,11 +28,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import EventProducer, ensure_topics
+from connectors.process import free_port, is_running, wait_until
 from schemas import InputRecord, ModelVersionEvent, new_event
-from streams.localrun import Collector, free_port, serve, start_worker, stop_model_servers
-from streams.settings import ScoringSettings, Settings, StackSettings
-from streams.stack.process import is_running, wait_until
-from streams.topics import Topic, topic_name
+from schemas.settings import ScoringSettings, Settings, StackSettings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector, start_worker, stop_model_servers
+from streams.servers.deployers import serve
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 
 pytestmark = pytest.mark.integration

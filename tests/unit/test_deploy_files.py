@@ -4,7 +4,7 @@ docker-compose.yml, deploy/Dockerfile, .dockerignore and the Kubernetes
 manifests in deploy/k8s/ are parsed and every field weir depends on is checked
 against its source of truth: ``WEIR_*`` names against the ``Settings`` model
 (and the values must build a valid ``Settings``), topics against
-``streams.topics.topic_specs``, event types against ``schemas.PAYLOAD_BY_TYPE``,
+``schemas.topics.topic_specs``, event types against ``schemas.PAYLOAD_BY_TYPE``,
 commands and options against the ``weir`` click group, ports against the
 commands' ``--port``, the image against the pipeline's ``BASE_IMAGE``.
 """
@@ -28,12 +28,12 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from connectors.knative_ingress import ACCEPTED as INGRESS_ACCEPTS
 from connectors.pipeline import BASE_IMAGE, PIPELINE_NAME
 from schemas import PAYLOAD_BY_TYPE
+from schemas.settings import KAFKA_VERSION, KafkaSettings, MinioSettings, Settings
+from schemas.topics import Topic, topic_name, topic_specs
 from streams.cli import cli
-from streams.settings import KAFKA_VERSION, KafkaSettings, MinioSettings, Settings
-from streams.topics import Topic, topic_name, topic_specs
+from streams.servers.ingress import ACCEPTED as INGRESS_ACCEPTS
 from tests.compose_file import (
     _INTERPOLATION,
     COMPOSE,
@@ -758,5 +758,5 @@ def test_sink_binding_feeds_the_egress_to_the_broker(monkeypatch):
     egress = build_settings({**env, "K_SINK": "http://broker.example"}, monkeypatch).knative
     assert egress.egress_topics, "the egress forwards something"
     for logical in egress.egress_topics:
-        Topic(logical)  # a logical topic name of streams/topics.py, or ValueError
+        Topic(logical)  # a logical topic name of schemas/topics.py, or ValueError
     assert Topic.ALERTS.value in egress.egress_topics, "the Triggers route alerts"

@@ -8,9 +8,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from connectors.deployers import HostDeployer, LocalDeployer, deployer_for
+from connectors.deployers import HostDeployer
 from schemas import ServiceError
-from streams.settings import KServeSettings, Settings
+from schemas.settings import KServeSettings, Settings
+from streams.servers.deployers import LocalDeployer, deployer_for
 from tests.helpers import Recorder
 
 HOST = "http://model-host.test:9100"

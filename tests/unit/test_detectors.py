@@ -30,7 +30,7 @@ from agents.detectors import (
     StreamDriftMonitor,
     make_detector,
 )
-from streams.demo_data import FEATURES, drifting_stream
+from streams.synthetic import FEATURES, drifting_stream
 
 N = 5000
 SHIFT_AT = 2000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from schemas.settings import KafkaSettings, Settings
 from streams import faust_transport
 from streams.app import create_app
-from streams.settings import KafkaSettings, Settings
 
 
 def built_consumer_wait(settings: Settings) -> int:

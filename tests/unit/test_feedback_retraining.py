@@ -19,7 +19,7 @@ from schemas import (
     Prediction,
     new_event,
 )
-from streams.settings import Settings
+from schemas.settings import Settings
 from tests.samples import FIXED_TIME
 
 

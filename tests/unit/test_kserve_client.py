@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from connectors.kserve_client import InferenceClient, ModelServerError
-from streams.settings import KServeSettings
+from schemas.settings import KServeSettings
 from tests.helpers import Recorder
 
 URL = "http://127.0.0.1:8081"

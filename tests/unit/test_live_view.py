@@ -22,9 +22,9 @@ from schemas import (
     RouteDecision,
     new_event,
 )
+from schemas.settings import LiveSettings, ScoringSettings, Settings
 from streams.live import LiveStatus, LiveView, merge_status
 from streams.metrics import merge_expositions
-from streams.settings import LiveSettings, ScoringSettings, Settings
 from streams.status_page import build_app
 from tests.samples import FIXED_TIME
 

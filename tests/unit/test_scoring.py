@@ -11,7 +11,7 @@ from agents.routing import RoutingTable
 from agents.scoring import Scorer
 from connectors.kserve_client import InferenceClient
 from schemas import InputRecord, ModelVersionEvent, Origin, RawMessage, new_event, to_kafka
-from streams.settings import KServeSettings, ScoringSettings, Settings
+from schemas.settings import KServeSettings, ScoringSettings, Settings
 from tests.samples import FIXED_TIME
 
 SETTINGS = Settings(scoring=ScoringSettings(model="churn"), kserve=KServeSettings(max_retries=0))

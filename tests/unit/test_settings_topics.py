@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.jsonschema_export import SCHEMA_DIR, render, stale
-from streams.settings import Settings
-from streams.topics import Topic, topic_name, topic_specs
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name, topic_specs
 
 
 def test_env_is_read_with_prefix_and_nested_groups(monkeypatch):
@@ -71,7 +71,7 @@ def test_k_sink_is_read_as_knative_injects_it(monkeypatch):
 
 
 def test_settings_env_rebuilds_the_same_settings(monkeypatch):
-    from streams.settings import settings_env
+    from schemas.settings import settings_env
 
     monkeypatch.setenv("WEIR_KAFKA__TOPIC_PREFIX", "child")
     monkeypatch.setenv("K_SINK", "http://127.0.0.1:1/")

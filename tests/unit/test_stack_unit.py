@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
+from connectors.process import ServiceProcess, wait_until
 from schemas import ConfigurationError, StackError
-from streams.settings import Settings, StackSettings
-from streams.stack import kafka, minio
-from streams.stack.process import ServiceProcess, wait_until
+from schemas.settings import Settings, StackSettings
+from streams.dev.stack import kafka, minio
 
 
 class FakeClock:

@@ -1,44 +1,21 @@
-"""Running the loop's processes locally: model servers, workers, and reading outputs.
+"""Running the loop's processes locally: workers, and reading outputs.
 
-Used by the demo, the benchmarks and the integration tests: model servers and
-workers are started as real processes with PID files under the stack's state
-directory, and :class:`Collector` reads output topics with bounded waits.
+Used by the demo, the benchmarks and the integration tests: workers are started
+as real processes with PID files under the stack's state directory (model
+servers by :func:`streams.servers.deployers.serve`), and :class:`Collector`
+reads output topics with bounded waits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from connectors.kafka import ConsumedMessage, EventConsumer
-from connectors.kserve_client import InferenceClient
-from connectors.model_server import server_process, start_server
-from streams.settings import Settings, settings_env
-from streams.stack.process import ServiceProcess
-
-SERVER_READY_S = 90  # kserve import + model load from MinIO: ~5-10 s on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(settings: Settings, model: str, version: str, port: int) -> ServiceProcess:
-    start_server(settings, model, version, port)
-
-    async def wait() -> None:
-        async with InferenceClient(settings.kserve) as client:
-            await client.wait_ready(
-                f"http://127.0.0.1:{port}", model, "v1", timeout_s=SERVER_READY_S
-            )
-
-    asyncio.run(wait())
-    return server_process(settings, model, version, port)
+from connectors.process import ServiceProcess
+from schemas.settings import Settings, settings_env
+from streams.servers.model_server import server_process
 
 
 def start_worker(settings: Settings, worker_id: str) -> ServiceProcess:

@@ -42,12 +42,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connectors.minio_store import ObjectStore
-from connectors.model_server import server_process
+from connectors.process import ServiceProcess
 from connectors.registry import ModelRegistry
 from schemas import ServiceError, WeirError
 from schemas.deployments import Deployment, DeploymentRequest
-from streams.settings import Settings
-from streams.stack.process import ServiceProcess
+from schemas.settings import Settings
+from streams.servers.deployers import serve as serve_and_wait
+from streams.servers.model_server import server_process
 
 log = logging.getLogger("weir.model_host")
 
@@ -81,7 +82,7 @@ class ModelHost:
         registered: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.settings = settings
-        self._serve = serve or _serve_and_wait
+        self._serve = serve or serve_and_wait
         if registered is None:
             registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
             registered = registry.versions
@@ -132,7 +133,7 @@ class ModelHost:
             try:
                 proc = await asyncio.to_thread(self._serve, self.settings, model, version, port)
             except Exception as exc:
-                proc.stop()
+                await asyncio.to_thread(proc.stop)  # waits up to 30 s for the process to exit
                 raise ServiceError(
                     f"model server for {model} version {version} did not become ready on "
                     f"port {port}: {exc}\n{proc.log_tail(10)}",
@@ -194,12 +195,6 @@ class ModelHost:
         """Stop every server this host started; the state file stays for the next start."""
         for d in list(self._deployments.values()):
             await asyncio.to_thread(server_process(self.settings, d.model, d.version, d.port).stop)
-
-
-def _serve_and_wait(settings: Settings, model: str, version: str, port: int) -> ServiceProcess:
-    from streams.localrun import serve
-
-    return serve(settings, model, version, port)
 
 
 def _problem(status: int, error: str, reason: str) -> JSONResponse:

@@ -1,4 +1,7 @@
-"""The demo's data: a seeded SEA stream with one abrupt concept drift.
+"""Synthetic data: a seeded SEA stream with one abrupt concept drift.
+
+The demo's records, the seed history ``weir models bootstrap`` trains version 1
+on (:mod:`streams.bootstrap`), and ``weir produce``'s generated records.
 
 river's ``SEA`` generator labels three uniform features in [0, 10] by whether
 ``x0 + x1`` exceeds a threshold; variant 0 uses 8 and variant 3 uses 9.5. The

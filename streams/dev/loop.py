@@ -24,16 +24,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.deployers import LocalDeployer
 from connectors.kafka import EventProducer, ensure_topics
+from connectors.process import free_port
 from schemas import InputRecord, Label, new_event
 from schemas.events import utc_now
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 from streams.bootstrap import as_history, bootstrap_model
-from streams.demo_data import drifting_stream
-from streams.demo_report import Timeline, accuracy_between, plot
-from streams.localrun import Collector, free_port, start_worker, stop_model_servers
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from streams.dev.demo_report import Timeline, accuracy_between, plot
+from streams.dev.localrun import Collector, start_worker, stop_model_servers
+from streams.servers.deployers import LocalDeployer
+from streams.synthetic import drifting_stream
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ from schemas import (
     from_http,
     to_kafka,
 )
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 
 log = logging.getLogger("weir.ingress")
 

@@ -23,8 +23,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from connectors.kafka import ConsumedMessage, EventConsumer, EventProducer
 from schemas import ConfigurationError, DeadLetter, RawMessage, new_event, to_http
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 
 log = logging.getLogger("weir.egress")
 

@@ -28,7 +28,7 @@ from schemas import (
     RouteDecision,
 )
 from schemas.payloads import Alert
-from streams.cli_common import console
+from streams.cli.common import console
 
 
 def short_type(event_type: str) -> str:

@@ -1,6 +1,6 @@
 """``weir event-display``: a debugging CloudEvents sink that prints what it receives.
 
-The sink itself (decoding, answers) is ``connectors.event_display``; this module
+The sink itself (decoding, answers) is ``streams.servers.event_display``; this module
 is the command and how an event looks on stdout: one readable line, or with
 ``--json`` one JSON object (the CloudEvent attributes plus ``data``, as
 ``weir subscribe --json`` prints them). stdout carries nothing else and is
@@ -18,8 +18,8 @@ import click
 from rich.markup import escape
 
 from schemas import Event
-from streams.cli_common import _settings, err_console, one_line_errors
-from streams.event_view import describe, json_line
+from streams.cli.common import _settings, err_console, one_line_errors
+from streams.cli.event_view import describe, json_line
 
 
 def _one_line(text: str) -> str:
@@ -75,7 +75,7 @@ def event_display(
     400 with the reason for anything else (WEIR_EVENTS__MAX_BYTES bounds the
     size). Try it with `K_SINK=http://127.0.0.1:8099 weir egress`.
     """
-    from connectors.event_display import EventDisplay, run_event_display
+    from streams.servers.event_display import EventDisplay, run_event_display
 
     settings = _settings(ctx)
 

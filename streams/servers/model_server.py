@@ -1,7 +1,7 @@
 """Serve a registry model with ``kserve.ModelServer`` over REST (V1 and V2 protocols).
 
 Run one server per process: ``weir serve NAME --version V --port P`` or
-``python -m connectors.model_server NAME V PORT``. Two kserve 0.21 traps are
+``python -m streams.servers.model_server NAME V PORT``. Two kserve 0.21 traps are
 handled here, in this process only:
 
 * importing ``kserve`` parses ``sys.argv`` (``parse_known_args``, with prefix
@@ -27,9 +27,9 @@ import numpy as np
 
 from connectors.minio_store import ObjectStore
 from connectors.predictor import predict_batch
+from connectors.process import ServiceProcess
 from connectors.registry import LoadedModel, ModelRegistry
-from streams.settings import Settings, settings_env
-from streams.stack.process import ServiceProcess
+from schemas.settings import Settings, settings_env
 
 
 def _kserve_model_class() -> type:
@@ -116,19 +116,19 @@ def server_process(settings: Settings, name: str, version: str, port: int) -> Se
     return ServiceProcess(
         f"model-{name}-{version}-{port}",
         settings.stack.run_dir,
-        marker=f"connectors.model_server {name} {version} {port}",
+        marker=f"streams.servers.model_server {name} {version} {port}",
     )
 
 
 def start_server(settings: Settings, name: str, version: str, port: int) -> int:
-    """Start ``python -m connectors.model_server`` in the background; returns its PID."""
+    """Start ``python -m streams.servers.model_server`` in the background; returns its PID."""
     proc = server_process(settings, name, version, port)
-    argv = [sys.executable, "-m", "connectors.model_server", name, version, str(port)]
+    argv = [sys.executable, "-m", "streams.servers.model_server", name, version, str(port)]
     return proc.start(argv, env=settings_env(settings))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m connectors.model_server")
+    parser = argparse.ArgumentParser(prog="python -m streams.servers.model_server")
     parser.add_argument("name")
     parser.add_argument("version")
     parser.add_argument("port", type=int)

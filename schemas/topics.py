@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from streams.settings import KafkaSettings
+from schemas.settings import KafkaSettings
 
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
 _MONTH_MS = str(30 * 24 * 3600 * 1000)

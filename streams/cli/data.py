@@ -1,8 +1,8 @@
 """The everyday data commands: ``weir produce``, ``weir subscribe`` and ``weir dlq replay``.
 
 What they stand on lives elsewhere: settings, consoles and error reporting in
-``streams.cli_common``; reading input files in ``streams.record_files``; showing
-events in ``streams.event_view``; the group-less topic reader and the broker/topic
+``streams.cli.common``; reading input files in ``streams.cli.record_files``; showing
+events in ``streams.cli.event_view``; the group-less topic reader and the broker/topic
 preflight in ``connectors.kafka_tools``.
 """
 
@@ -30,10 +30,10 @@ from connectors.kafka_tools import (
     require_topics,
 )
 from schemas import DeadLetter, InputRecord, Label, new_event
-from streams.cli_common import _settings, console, err_console, one_line_errors
-from streams.event_view import _known_type, _show_json, _show_row, matches
-from streams.record_files import BadRow, RecordFile
-from streams.topics import Topic, topic_name
+from schemas.topics import Topic, topic_name
+from streams.cli.common import _settings, console, err_console, one_line_errors
+from streams.cli.event_view import _known_type, _show_json, _show_row, matches
+from streams.cli.record_files import BadRow, RecordFile
 
 SHOWN_BAD_ROWS = 20  # bad input rows reported one by one; the rest are counted
 
@@ -62,7 +62,7 @@ class Pacer:
 def _generated(
     n: int, drift_at: int | None, seed: int, labels: bool
 ) -> Iterator[tuple[InputRecord, Label | None]]:
-    from streams.demo_data import drifting_stream
+    from streams.synthetic import drifting_stream
 
     prefix = f"g{uuid.uuid4().hex[:8]}"
     for row in drifting_stream(n, n // 2 if drift_at is None else drift_at, seed=seed):

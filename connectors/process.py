@@ -1,9 +1,10 @@
-"""A service process the local stack started: its PID file, log, start and stop.
+"""Child processes weir starts: PID file, log, start and stop; waiting on a condition.
 
-Each service writes ``<run_dir>/<name>.pid`` and ``<run_dir>/<name>.log``. A PID
-is only trusted while ``/proc/<pid>/cmdline`` still mentions the service's own
-directory, so ``down`` never signals a recycled PID that now belongs to
-something else.
+Used by the local stack (Kafka, MinIO), the model host and the local deployer
+(model servers), and local runs of workers. Each service writes
+``<run_dir>/<name>.pid`` and ``<run_dir>/<name>.log``. A PID is only trusted
+while ``/proc/<pid>/cmdline`` still mentions the service's own directory, so
+``down`` never signals a recycled PID that now belongs to something else.
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import StackError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _state(pid: int) -> str | None:

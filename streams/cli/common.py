@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from schemas import ConfigurationError, WeirError
-from streams.settings import Settings
+from schemas.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(highlight=False)

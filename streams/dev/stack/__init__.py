@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from connectors.kafka import ensure_topics
 from connectors.minio_store import ObjectStore
+from connectors.process import ServiceProcess, wait_until
 from schemas import StackError
-from streams.settings import Settings
-from streams.stack import kafka, minio
-from streams.stack.process import ServiceProcess, wait_until
+from schemas.settings import Settings
+from streams.dev.stack import kafka, minio
 
 Say = Callable[[str], None]
 

@@ -1,4 +1,4 @@
-"""The ``weir`` command. Settings are built once (``streams.cli_common``) and passed down."""
+"""The ``weir`` command. Settings are built once (``streams.cli.common``) and passed down."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sys
 import click
 from rich.table import Table
 
-from streams.cli_common import _settings, console, weir_errors
-from streams.cli_data import dlq, produce, subscribe
-from streams.cli_knative import event_display
-from streams.cli_models import models
+from streams.cli.common import _settings, console, weir_errors
+from streams.cli.data import dlq, produce, subscribe
+from streams.cli.knative import event_display
+from streams.cli.models import models
 
 
 @click.group()
@@ -33,7 +33,7 @@ def stack() -> None:
 @weir_errors
 def stack_up(ctx: click.Context) -> None:
     """Fetch (first time only), start and wait for Kafka and MinIO; create topics and buckets."""
-    from streams.stack import Stack
+    from streams.dev.stack import Stack
 
     settings = _settings(ctx)
     with console.status("bringing the local stack up…"):
@@ -55,7 +55,7 @@ def stack_fetch(ctx: click.Context) -> None:
     """Download Kafka's jars (Maven) and build MinIO (go install) into the cache, once."""
     import time
 
-    from streams.stack import Stack
+    from streams.dev.stack import Stack
 
     settings = _settings(ctx)
     started = time.monotonic()
@@ -73,7 +73,7 @@ def stack_fetch(ctx: click.Context) -> None:
 @weir_errors
 def stack_down(ctx: click.Context) -> None:
     """Stop the processes `stack up` started (by their recorded PIDs)."""
-    from streams.stack import Stack
+    from streams.dev.stack import Stack
 
     stopped = Stack(_settings(ctx), say=console.print).down()
     if not any(stopped.values()):
@@ -85,7 +85,7 @@ def stack_down(ctx: click.Context) -> None:
 @weir_errors
 def stack_status(ctx: click.Context) -> None:
     """Show what runs where; exit 1 if a service is not ready."""
-    from streams.stack import Stack
+    from streams.dev.stack import Stack
 
     rows = Stack(_settings(ctx)).status()
     table = Table("service", "address", "managed", "pid", "ready", "log")
@@ -117,7 +117,7 @@ def topics() -> None:
 def topics_create(ctx: click.Context) -> None:
     """Create every weir topic with its partitions and configs (idempotent)."""
     from connectors.kafka import ensure_topics
-    from streams.topics import topic_specs
+    from schemas.topics import topic_specs
 
     settings = _settings(ctx)
     outcome = ensure_topics(settings)
@@ -159,7 +159,7 @@ def serve(ctx: click.Context, model: str, version: str, port: int) -> None:
 
     Binds WEIR_KSERVE__BIND_HOST (127.0.0.1 by default); runs until interrupted.
     """
-    from connectors.model_server import serve as run_server
+    from streams.servers.model_server import serve as run_server
 
     run_server(_settings(ctx), model, version, port)
 
@@ -178,7 +178,7 @@ def model_host(ctx: click.Context, port: int) -> None:
     WEIR_KSERVE__PORT_MIN..PORT_MAX (any free port when 0) and are named by
     WEIR_KSERVE__ADVERTISED_HOST in the URLs handed out.
     """
-    from connectors.model_host import run_model_host
+    from streams.servers.model_host import run_model_host
 
     run_model_host(_settings(ctx), port=port)
 
@@ -247,7 +247,7 @@ def worker(
 @weir_errors
 def ingress(ctx: click.Context, port: int | None) -> None:
     """Serve the CloudEvents HTTP ingress (a Knative sink) that produces to Kafka."""
-    from connectors.knative_ingress import run_ingress
+    from streams.servers.ingress import run_ingress
 
     run_ingress(_settings(ctx), port=port)
 
@@ -257,7 +257,7 @@ def ingress(ctx: click.Context, port: int | None) -> None:
 @weir_errors
 def egress(ctx: click.Context) -> None:
     """Forward predictions and alerts as CloudEvents to the Knative sink in K_SINK."""
-    from connectors.knative_egress import run_egress
+    from streams.servers.egress import run_egress
 
     run_egress(_settings(ctx))
 
@@ -271,7 +271,7 @@ def egress(ctx: click.Context) -> None:
 @weir_errors
 def demo(ctx: click.Context, keep: bool) -> None:
     """The main job: bring the stack up and show weir working end to end."""
-    from streams.demo import run_demo
+    from streams.dev.demo import run_demo
 
     run_demo(_settings(ctx), console=console, keep=keep)
 

@@ -26,9 +26,9 @@ from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.registry import CARD, ModelRegistry
 from schemas import Lineage, ModelVersionEvent, WeirError, new_event
 from schemas.model_card import ModelCard
-from streams.cli_common import _settings, console, one_line_errors
-from streams.settings import Settings
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
+from streams.cli.common import _settings, console, one_line_errors
 
 WATCH_HINT = (
     "workers switch once the endpoint answers ready: `weir subscribe alerts --type model.route`"
@@ -313,8 +313,8 @@ def models_bootstrap(ctx: click.Context, model: str | None, history: int, seed: 
     version is served and activated without training. Serving goes through
     WEIR_KSERVE__DEPLOYER (the model host in docker-compose).
     """
-    from connectors.deployers import deployer_for
     from streams.bootstrap import bootstrap_model, seeded_history
+    from streams.servers.deployers import deployer_for
 
     settings = _settings(ctx)
     model = model or settings.scoring.model

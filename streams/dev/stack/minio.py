@@ -16,10 +16,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from connectors.process import ServiceProcess
 from schemas import ConfigurationError, StackError
-from streams.settings import MINIO_MODULE, Settings
-from streams.stack.process import ServiceProcess
-from streams.stack.tools import is_loopback, require, run_logged
+from schemas.settings import MINIO_MODULE, Settings
+from streams.dev.stack.tools import is_loopback, require, run_logged
 
 
 def process(settings: Settings) -> ServiceProcess:

@@ -3,7 +3,7 @@
 1. The local stack comes up (Kafka in KRaft mode, MinIO) and a preflight proves
    it: CloudEvents through Kafka in both modes, a malformed message caught with
    its raw bytes, an object through MinIO.
-2. The closed loop runs (``streams/loop.py``): version 1 trained by the Kubeflow
+2. The closed loop runs (``streams/dev/loop.py``): version 1 trained by the Kubeflow
    pipeline and served by kserve, a worker scoring a seeded stream with an
    abrupt concept drift, the alert, the retraining run, version 2 activated on
    the control topic, and accuracy recovering — with progress on the terminal,
@@ -24,9 +24,9 @@ from rich.table import Table
 from connectors.kafka import EventProducer, read_at
 from connectors.minio_store import ObjectStore
 from schemas import InputRecord, new_event
-from streams.settings import Settings
-from streams.stack import Stack
-from streams.topics import Topic, topic_name
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
+from streams.dev.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def run_demo(
     rate: float = 300.0,
     out_dir: Path = Path("out"),
 ) -> None:
-    from streams.loop import LoopConfig, print_report, run_loop
+    from streams.dev.loop import LoopConfig, print_report, run_loop
 
     stack = Stack(settings, say=console.print)
     console.rule("[bold]weir demo")

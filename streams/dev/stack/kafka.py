@@ -15,10 +15,10 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.process import ServiceProcess
 from schemas import ConfigurationError
-from streams.settings import Settings
-from streams.stack.process import ServiceProcess
-from streams.stack.tools import REPO_ROOT, is_loopback, require, run_logged
+from schemas.settings import Settings
+from streams.dev.stack.tools import REPO_ROOT, is_loopback, require, run_logged
 
 POM = REPO_ROOT / "deploy" / "local" / "kafka" / "pom.xml"
 READINESS_TOPIC = "__weir_readiness"
