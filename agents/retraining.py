@@ -124,8 +124,7 @@ class Retrainer:
         run_pipeline: RunPipeline | None = None,
         policy: RetrainPolicy | None = None,
         now: Clock = utc_now,
-        labelled_rows: Callable[[], int] | None = None,
-        flush_archive: Callable[[], Awaitable[None]] | None = None,
+        gather_rows: Callable[[str, datetime, int], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
@@ -138,8 +137,7 @@ class Retrainer:
             retry_after_s=settings.retraining.retry_after_s,
         )
         self._now = now
-        self._labelled_rows = labelled_rows
-        self._flush_archive = flush_archive
+        self._gather = gather_rows
         self._sleep = sleep
         self.tasks: set[asyncio.Task[None]] = set()
         self._held: dict[str, Event[Any]] = {}  # model → newest alert that came during a run
@@ -197,19 +195,15 @@ class Retrainer:
         self.policy.start_held(model)
         await self._start(held, model, alert_id)
 
-    async def _gather_rows(self) -> None:
-        """Wait until ``collect_rows`` more labelled rows arrived, then flush the archive.
+    async def _gather_rows(self, model: str, since: datetime) -> None:
+        """Wait until ``collect_rows`` labelled rows from ``since`` on are in the archive.
 
         The new concept is only in the data after the alert: training right away
         would learn mostly the old one.
         """
         wanted = self._settings.retraining.collect_rows
-        if self._labelled_rows is not None and wanted > 0:
-            start = self._labelled_rows()
-            while self._labelled_rows() - start < wanted:
-                await self._sleep(0.5)
-        if self._flush_archive is not None:
-            await self._flush_archive()
+        if self._gather is not None and wanted > 0:
+            await self._gather(model, since, wanted)
 
     async def _run(
         self, model: str, run_id: str, alert_id: str, lineage: Lineage, since: datetime
@@ -240,7 +234,7 @@ class Retrainer:
                 min_gain=self._settings.retraining.min_gain,
                 since=since,
             )
-            await self._gather_rows()
+            await self._gather_rows(model, since)
             await self._emit("pipeline-runs", run_event("started"))
             result = await asyncio.to_thread(runner, self._settings, request)
             if result.status != "succeeded" or result.version is None:

@@ -2,10 +2,11 @@
 
 Layout (bucket ``WEIR_MINIO__DATA_BUCKET``)::
 
-    training/{model}/{UTC time, sortable}-{writer}-{seq:06d}.jsonl
+    training/{model}/{UTC time, sortable}-{writer}-{seq:06d}-n{rows}.jsonl
 
 Each object is JSON Lines of :class:`~schemas.training.TrainingRow`. Object
-names sort chronologically, so the most recent window is read from the end.
+names sort chronologically, so the most recent window is read from the end,
+and carry their row count, so rows can be counted from a listing alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 
 from connectors.minio_store import ObjectStore
 from schemas.training import TrainingRow
+
+STAMP = "%Y%m%dT%H%M%S.%f"
 
 
 def prefix(model: str) -> str:
@@ -33,7 +36,8 @@ def write_chunk(
 ) -> str:
     """Store ``rows`` as one JSONL object; returns its URI."""
     body = "".join(row.model_dump_json() + "\n" for row in rows).encode()
-    key = f"{prefix(model)}{at.strftime('%Y%m%dT%H%M%S.%f')}-{writer}-{seq:06d}.jsonl"
+    stamp = at.strftime(STAMP)
+    key = f"{prefix(model)}{stamp}-{writer}-{seq:06d}-n{len(rows)}.jsonl"
     return store.put_bytes(bucket, key, body, "application/x-ndjson")
 
 
@@ -53,10 +57,18 @@ def read_window(store: ObjectStore, bucket: str, model: str, max_rows: int) -> l
     return ordered[-max_rows:]
 
 
-def newest_chunk_time(store: ObjectStore, bucket: str, model: str) -> datetime | None:
-    """When the newest archived chunk of ``model`` was written (from its name), if any."""
-    keys = sorted(store.list_keys(bucket, prefix(model)))
-    if not keys:
-        return None
-    stamp = keys[-1].removeprefix(prefix(model)).split("-", 1)[0]
-    return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)
+def rows_since(store: ObjectStore, bucket: str, model: str, since: datetime) -> int:
+    """How many rows of ``model`` were archived in chunks written at or after ``since``.
+
+    Counted from the object names alone (chunks named before row counts were
+    part of the name count as 0).
+    """
+    total = 0
+    for key in store.list_keys(bucket, prefix(model)):
+        name = key.removeprefix(prefix(model)).removesuffix(".jsonl")
+        stamp, _, rest = name.partition("-")
+        written = datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
+        count = rest.rpartition("-n")[2]
+        if written >= since and count.isdigit():
+            total += int(count)
+    return total

@@ -193,6 +193,9 @@ class RetrainingSettings(_Group):
     collect_rows: int = Field(
         600, ge=0, description="labelled rows to gather after an alert before training on them"
     )
+    collect_timeout_s: float = Field(
+        600.0, gt=0, description="longest a run waits for those rows before training on fewer"
+    )
 
 
 class StackSettings(_Group):

@@ -4,9 +4,9 @@ Reads ``alerts`` (its own consumer group) and hands each one to
 :class:`agents.retraining.Retrainer` (dedupe, hold, cooldown; one run per model
 at a time). A run is a child process (:func:`connectors.pipeline.run_retrain_in_child`),
 never a thread of a role, so kfp's process-global state and a slow or
-crashing run touch nothing else. Before training, the run waits for
-``collect_rows`` labelled outcomes of the model after the alert (counted on
-``outcomes``) and for the feedback role's archive to have written them. The
+crashing run touch nothing else. Before training, the run waits until the
+feedback role archived ``collect_rows`` labelled rows from the alert on
+(counted from the archive's object names, at most ``collect_timeout_s``). The
 routes (which version serves now) come from the control fold; the retrainer
 emits no route decisions. The policy (seen alerts, cooldowns) is
 checkpointed (:mod:`streams.roles.state`).
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 from agents.retraining import Retrainer
 from agents.routing import RoutingTable
-from connectors.archive import newest_chunk_time
+from connectors.archive import rows_since
 from connectors.minio_store import ObjectStore
 from connectors.pipeline import run_retrain_in_child
-from schemas import Event, Outcome
-from schemas.events import utc_now
+from schemas import Event
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.control import attach_control
@@ -34,15 +34,13 @@ from streams.servers.deployers import deployer_for
 
 log = logging.getLogger("weir.retrainer")
 
-ARCHIVE_WAIT_S = 60.0  # longest a run waits for the archive to hold the newest rows
-ARCHIVE_POLL_S = 1.0
+ARCHIVE_POLL_S = 1.0  # how often a run waiting for rows counts the archive
 
 
 def attach_retrainer(ctx: RoleContext) -> None:
     settings, model = ctx.settings, ctx.settings.scoring.model
     routing = RoutingTable()
     attach_control(ctx, routing, emit=False)
-    outcomes = {"count": 0}
     store = ObjectStore(settings.minio)
 
     async def emit(kind: str, event: Event[Any]) -> None:
@@ -50,24 +48,27 @@ def attach_retrainer(ctx: RoleContext) -> None:
         await ctx.send_all([(topic, event)])
         ctx.live.record_event(event)
 
-    async def archive_caught_up() -> None:
-        """Wait until the feedback role archived what was labelled until now."""
-        wanted = utc_now()
+    async def gather_rows(model: str, since: datetime, wanted: int) -> None:
+        """Wait until the feedback role archived ``wanted`` labelled rows since ``since``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + ARCHIVE_WAIT_S
+        deadline = loop.time() + settings.retraining.collect_timeout_s
+        have = 0
         while loop.time() < deadline:
             try:
-                newest = await asyncio.to_thread(
-                    newest_chunk_time, store, settings.minio.data_bucket, model
+                have = await asyncio.to_thread(
+                    rows_since, store, settings.minio.data_bucket, model, since
                 )
-            except Exception as err:  # MinIO away: the run's fetch step will say so
-                log.warning("cannot read the archive (%s); training on what it holds", err)
-                return
-            if newest is not None and newest >= wanted:
+            except Exception as err:  # MinIO away: keep waiting; the deadline bounds it
+                log.warning("cannot count archived rows of %s (%s)", model, err)
+            if have >= wanted:
                 return
             await asyncio.sleep(ARCHIVE_POLL_S)
         log.warning(
-            "archive did not catch up within %.0fs; training on what it holds", ARCHIVE_WAIT_S
+            "%d of %d labelled rows of %s archived after %.0fs; training on what there is",
+            have,
+            wanted,
+            model,
+            settings.retraining.collect_timeout_s,
         )
 
     retrainer = Retrainer(
@@ -76,17 +77,9 @@ def attach_retrainer(ctx: RoleContext) -> None:
         deployer_for(settings),
         emit,
         run_pipeline=run_retrain_in_child,
-        labelled_rows=lambda: outcomes["count"],
-        flush_archive=archive_caught_up,
+        gather_rows=gather_rows,
     )
     restored = attach_state(ctx, "policy", retrainer.policy.checkpoint, retrainer.policy.restore)
-
-    @ctx.app.agent(ctx.topics[Topic.OUTCOMES])
-    async def count_outcomes(stream: Any) -> None:
-        async for event in stream.events():
-            found = decoded(ctx, event.message)
-            if found is not None and isinstance(found.data, Outcome) and found.data.model == model:
-                outcomes["count"] += 1
 
     @ctx.app.agent(ctx.topics[Topic.ALERTS])
     async def retraining(stream: Any) -> None:
