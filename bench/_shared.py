@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from confluent_kafka import TopicPartition
 from sklearn.linear_model import LogisticRegression
 
-from connectors.kafka import admin, list_topics
+from connectors.kafka import EventProducer, admin, list_topics
 from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
+from schemas import InputRecord, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings, StackSettings
 
@@ -31,6 +33,63 @@ def cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of a live process and all its descendants (live ones from /proc,
+    exited and reaped ones through the parent's cutime + cstime)."""
+    if pid is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    try:
+        own = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    total = (int(own[13]) + int(own[14])) / CLK_TCK  # reaped children
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        total += cpu_seconds(current) or 0.0
+        todo.extend(children.get(current, []))
+    return total
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """partition → high watermark."""
+    from confluent_kafka import Consumer
+
+    partitions = list_topics(settings)[topic]
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "weir-bench-hw"}
+    )
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def prefill(settings: Settings, topic: str, n: int) -> None:
+    """``n`` records ``r-<seq>`` with seeded features (binary-mode CloudEvents)."""
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(n, len(FEATURES))).round(6)
+    producer = EventProducer(settings)
+    for i in range(n):
+        record = InputRecord(
+            id=f"r-{i:07d}",
+            features=dict(zip(FEATURES, map(float, values[i]), strict=True)),
+            timestamp=datetime.now(UTC),
+        )
+        producer.produce(topic, new_event(record, source="bench-load"))
+    producer.flush(60)
 
 
 def publish_model(settings: Settings, model: str, version: str = "1") -> None:
@@ -67,6 +126,12 @@ def delete_groups(settings: Settings, groups: list[str]) -> None:
     for fut in client.delete_consumer_groups(groups, request_timeout=15).values():
         with contextlib.suppress(Exception):  # best effort
             fut.result(timeout=15)
+
+
+def groups_with_prefix(settings: Settings, prefix: str) -> list[str]:
+    """Consumer groups whose id starts with ``prefix`` (a run's own groups)."""
+    listed = admin(settings).list_consumer_groups(request_timeout=15).result(timeout=15)
+    return sorted(g.group_id for g in listed.valid if g.group_id.startswith(prefix))
 
 
 def delete_topics(settings: Settings, prefix: str) -> None:

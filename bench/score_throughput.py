@@ -35,11 +35,9 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from _shared import (
     FEATURES,
     bench_settings,
@@ -47,7 +45,9 @@ from _shared import (
     delete_groups,
     delete_models,
     delete_topics,
+    end_offsets,
     machine_line,
+    prefill,
     publish_model,
 )
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -55,9 +55,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.kafka import EventProducer, admin, ensure_topics, list_topics
+from connectors.kafka import EventProducer, admin, ensure_topics
 from connectors.process import free_port
-from schemas import InputRecord, ModelVersionEvent, new_event
+from schemas import ModelVersionEvent, new_event
 from schemas.settings import Settings, settings_env
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker
@@ -74,23 +74,6 @@ def self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """partition → high watermark."""
-    from confluent_kafka import Consumer
-
-    partitions = list_topics(settings)[topic]
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "weir-bench-hw"}
-    )
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-    finally:
-        consumer.close()
-
-
 def set_group_offsets(settings: Settings, group: str, offsets: dict[str, dict[int, int]]) -> None:
     """Commit ``offsets`` (topic → partition → offset) for an inactive or new group."""
     tps = [TopicPartition(t, p, o) for t, parts in offsets.items() for p, o in parts.items()]
@@ -98,20 +81,6 @@ def set_group_offsets(settings: Settings, group: str, offsets: dict[str, dict[in
     futures = client.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
     for fut in futures.values():
         fut.result(timeout=30)
-
-
-def prefill(settings: Settings, topic: str, n: int) -> None:
-    rng = np.random.default_rng(11)
-    values = rng.normal(size=(n, len(FEATURES))).round(6)
-    producer = EventProducer(settings)
-    for i in range(n):
-        record = InputRecord(
-            id=f"r-{i:07d}",
-            features=dict(zip(FEATURES, map(float, values[i]), strict=True)),
-            timestamp=datetime.now(UTC),
-        )
-        producer.produce(topic, new_event(record, source="bench-load"))
-    producer.flush(60)
 
 
 class Tally:
