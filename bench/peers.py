@@ -72,10 +72,9 @@ from _shared import (
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
-from streams.stack.process import ServiceProcess
 
 from connectors.kafka import EventProducer, ensure_topics, list_topics
-from connectors.process import free_port
+from connectors.process import ServiceProcess, free_port
 from schemas import InputRecord, ModelVersionEvent, new_event, to_kafka
 from schemas.settings import Settings, settings_env
 from schemas.topics import Topic, topic_name

@@ -129,6 +129,20 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def consumer_config(
+    settings: Settings, group_id: str, *, from_beginning: bool = True
+) -> dict[str, Any]:
+    """Every group consumer's config: the group, where a new group starts, liveness timeouts."""
+    k = settings.kafka
+    return base_config(settings) | {
+        "group.id": group_id,
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "session.timeout.ms": k.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, k.session_timeout_ms // 4),
+        "fetch.wait.max.ms": k.fetch_max_wait_ms,
+    }
+
+
 class EventProducer:
     """Produces weir events and waits for the broker's acknowledgement.
 
@@ -273,10 +287,10 @@ def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
     return list(raw.items()) if isinstance(raw, dict) else list(raw)
 
 
-def decode_message(settings: Settings, msg: Message) -> ConsumedMessage:
-    """A consumed message as a weir event, or with the decode error and its raw bytes."""
+def raw_message(msg: Message) -> RawMessage:
+    """A consumed message's bytes, key, headers and origin, as weir keeps them."""
     topic, partition, offset = astuple(_where(msg))
-    raw = RawMessage(
+    return RawMessage(
         value=msg.value() or b"",
         key=msg.key(),
         headers=tuple(
@@ -284,6 +298,12 @@ def decode_message(settings: Settings, msg: Message) -> ConsumedMessage:
         ),
         origin=Origin(topic=topic, partition=partition, offset=offset),
     )
+
+
+def decode_message(settings: Settings, msg: Message) -> ConsumedMessage:
+    """A consumed message as a weir event, or with the decode error and its raw bytes."""
+    topic, partition, offset = astuple(_where(msg))
+    raw = raw_message(msg)
     try:
         event = decode_raw(raw, max_bytes=settings.events.max_bytes)
     except EventDecodeError as err:
@@ -304,14 +324,8 @@ class EventConsumer:
         **overrides: Any,
     ) -> None:
         self._settings = settings
-        config = base_config(settings) | {
-            "group.id": group_id,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": settings.kafka.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, settings.kafka.session_timeout_ms // 4),
-        }
-        self._consumer = Consumer(config | overrides)
+        config = consumer_config(settings, group_id, from_beginning=from_beginning)
+        self._consumer = Consumer(config | {"enable.auto.commit": False} | overrides)
         self._consumer.subscribe(list(topics))
 
     def poll(self, timeout_s: float = 1.0) -> ConsumedMessage | None:

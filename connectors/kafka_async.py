@@ -1,4 +1,4 @@
-"""A confluent-kafka producer for asyncio code: queue a batch, await the broker's acks.
+"""confluent-kafka for asyncio code: a producer that awaits a batch's acks, a batch consumer.
 
 The roles' event loops send through this instead of Faust's ``topic.send``
 (aiokafka, one coroutine per message): librdkafka batches, compresses
@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from connectors.kafka import producer_config, unreachable
-from schemas import KafkaRecord
+from connectors.kafka import consumer_config, producer_config, raw_message, unreachable
+from schemas import KafkaRecord, RawMessage
 from schemas.settings import Settings
 
-log = logging.getLogger("weir.producer")
+log = logging.getLogger("weir.kafka")
+_T = TypeVar("_T")
 
 POLL_S = 0.05  # how often the poll thread serves delivery callbacks when idle
 FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: let the poll thread drain it
@@ -119,3 +122,72 @@ class AsyncProducer:
         await asyncio.to_thread(self._producer.flush, timeout_s)
         self._stop.set()
         await asyncio.to_thread(self._thread.join, 1.0)
+
+
+class BatchConsumer:
+    """A librdkafka group consumer for asyncio code: whole batches in, offsets stored after.
+
+    The scoring role's hot path. :meth:`take` returns up to ``count``
+    messages, waiting at most ``wait_s`` for the first; :meth:`done` stores
+    their offsets once their outputs are acknowledged, and librdkafka commits
+    stored offsets every ``commit_interval_ms`` and on close — so an offset is
+    committed only after its record was handled (at-least-once). Every call
+    runs on one thread of its own (librdkafka's consumer is not thread-safe),
+    so the event loop never blocks on the broker.
+    """
+
+    def __init__(
+        self, settings: Settings, topics: Sequence[str], group_id: str, *, commit_interval_ms: int
+    ) -> None:
+        self._settings = settings
+        config = consumer_config(settings, group_id) | {
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": commit_interval_ms,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+        self._consumer = Consumer(config)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="weir-consumer")
+        self._topics = list(topics)
+        self._subscribed = False
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def take(self, count: int, wait_s: float) -> list[RawMessage]:
+        if not self._subscribed:
+            await self._call(self._consumer.subscribe, self._topics)
+            self._subscribed = True
+        messages = await self._call(self._consumer.consume, count, wait_s)
+        out = []
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.retriable() or not err.fatal():
+                    log.warning("consumer: %s", err)
+                    continue
+                raise unreachable(self._settings, "consuming", err)
+            out.append(raw_message(m))
+        return out
+
+    async def done(self, messages: Sequence[RawMessage]) -> None:
+        """Mark ``messages`` handled: their offsets are committed with the next commit."""
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            o = m.origin
+            if o.topic is None or o.partition is None or o.offset is None:
+                continue
+            last[(o.topic, o.partition)] = max(last.get((o.topic, o.partition), -1), o.offset)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        if offsets:
+            try:
+                await self._call(self._consumer.store_offsets, None, offsets)
+            except KafkaException as err:  # the partition moved meanwhile: its new owner redoes it
+                log.warning("offsets not stored (%s); those records are delivered again", err)
+
+    async def close(self) -> None:
+        """Commit what is stored and leave the group."""
+        await self._call(self._consumer.close)
+        self._thread.shutdown(wait=False)

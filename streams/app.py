@@ -47,8 +47,11 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     k = settings.kafka
     datadir = settings.stack.run_dir / "faust" / role
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    group = f"{k.topic_prefix}-{role}-{settings.scoring.model}"
     app = faust.App(
-        f"{k.topic_prefix}-{role}-{settings.scoring.model}",
+        # the app id is its agents' consumer group; scoring reads through a consumer of
+        # its own (streams/roles/scoring.py), so its app must not join that group
+        f"{group}-app" if role == "scoring" else group,
         broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
         value_serializer="raw",
         key_serializer="raw",
@@ -73,6 +76,7 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
         app=app,
         settings=settings,
         role=role,
+        group=group,
         topics={t: _raw_topic(app, topic_name(k, t)) for t in Topic},
         live=LiveView(settings, role=role),
     )

@@ -36,6 +36,7 @@ class RoleContext:
     app: faust.App
     settings: Settings
     role: str
+    group: str  # the role's consumer group
     topics: dict[Topic, Any]
     live: LiveView
     ready: asyncio.Event = field(default_factory=asyncio.Event)

@@ -112,7 +112,7 @@ def attach_live(ctx: RoleContext) -> None:
 
     def sample() -> dict[int, int]:
         # Faust's consumer group is the app id
-        return group_lag(client, w.app.conf.id, records, address=settings.kafka.bootstrap_servers)
+        return group_lag(client, ctx.group, records, address=settings.kafka.bootstrap_servers)
 
     @w.app.timer(interval=live.lag_interval_s)
     async def sample_lag() -> None:
