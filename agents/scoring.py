@@ -177,6 +177,7 @@ class Scorer:
             return []
         lineage = Lineage(modelname=route.model, modelversion=route.version, runid=route.run_id)
         per_row_ms = result.latency_ms
+        at = self._now()  # one timestamp per model call: these predictions were made together
         for i, item in enumerate(ok):
             prediction = Prediction(
                 record_id=item.event.data.id,
@@ -189,7 +190,7 @@ class Scorer:
             )
             outcome.predictions.append(
                 new_event(
-                    prediction, source=self._settings.events.source, now=self._now, lineage=lineage
+                    prediction, source=self._settings.events.source, now=lambda: at, lineage=lineage
                 )
             )
         outcome.by_version[route.version] += len(ok)

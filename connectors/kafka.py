@@ -289,14 +289,14 @@ def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
 
 def raw_message(msg: Message) -> RawMessage:
     """A consumed message's bytes, key, headers and origin, as weir keeps them."""
-    topic, partition, offset = astuple(_where(msg))
+    where = _where(msg)
     return RawMessage(
         value=msg.value() or b"",
         key=msg.key(),
         headers=tuple(
             (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in _headers(msg)
         ),
-        origin=Origin(topic=topic, partition=partition, offset=offset),
+        origin=Origin(topic=where.topic, partition=where.partition, offset=where.offset),
     )
 
 
