@@ -13,7 +13,7 @@ with a fresh consumer group and writes one ``io.weir.prediction.v1`` per record:
   (``peer_quix.py``, run from its own venv under ``~/.cache/weir/bench/quix-venv``,
   created on first use; commit_every / commit_interval = ``--batch-size`` / ``--batch-wait``);
 * **weir-scoring** / **weir-all**: the weir worker, scoring role alone / every role
-  (``WEIR_COMMANDS``), batch ``--batch-size`` / ``--batch-wait``, V2 protocol.
+  (``WEIR_COMMANDS``) at weir's default batch size and wait, V2 protocol.
 
 Measured per system, with the process started once and kept running:
 
@@ -76,7 +76,7 @@ from rich.table import Table
 from connectors.kafka import EventProducer, ensure_topics, list_topics
 from connectors.process import ServiceProcess, free_port
 from schemas import InputRecord, ModelVersionEvent, new_event, to_kafka
-from schemas.settings import Settings, settings_env
+from schemas.settings import ScoringSettings, Settings, settings_env
 from schemas.topics import Topic, topic_name
 from streams.servers.deployers import serve
 
@@ -84,6 +84,7 @@ SYSTEMS = ("bare", "naive", "quix", "weir-scoring", "weir-all")
 # The weir rows' command after `weir`. Until `weir worker --role` exists on this
 # branch both rows run the full worker; then weir-scoring is ["worker", "--role", "scoring"].
 WEIR_COMMANDS = {"weir-scoring": ["worker", "--role", "scoring"], "weir-all": ["worker"]}
+WEIR_BATCH = ScoringSettings()  # weir's batch size and wait as a user gets them
 QUIX_PINS = ("quixstreams==3.28.1", "httpx==0.28.1")
 QUIX_VENV = Path.home() / ".cache" / "weir" / "bench" / "quix-venv"
 HERE = Path(__file__).resolve().parent
@@ -263,8 +264,9 @@ class Bench:
             prefix=prefix,
             model=self.model,
             state_dir=self.state_dir,
-            batch_size=a.batch_size,
-            batch_wait=a.batch_wait,
+            # weir runs at the defaults a user gets; --batch-size/--batch-wait are Quix's
+            batch_size=WEIR_BATCH.batch_size,
+            batch_wait=WEIR_BATCH.batch_wait_s,
             partitions=a.partitions,
         )
 
@@ -477,7 +479,8 @@ def report(console: Console, results: list[Result], args: argparse.Namespace) ->
         "server CPU ms/rec",
         *(f"p50 / p99 ms @{rate}/s" for rate in args.rates),
         title=f"beside the peers: {args.records} records drained, open loop {args.seconds:g} s per "
-        f"rate; batch {args.batch_size} / {args.batch_wait * 1000:.0f} ms (quix, weir)",
+        f"rate; quix batch {args.batch_size} / {args.batch_wait * 1000:.0f} ms; weir at its "
+        f"defaults ({WEIR_BATCH.batch_size} / {WEIR_BATCH.batch_wait_s * 1000:.0f} ms)",
     )
     for system, runs in by.items():
         name = system
@@ -556,10 +559,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured s before each rate")
     parser.add_argument("--grace", type=float, default=5.0, help="s to wait after the last send")
     parser.add_argument("--reps", type=int, default=1, help="repetitions, order alternating")
-    parser.add_argument("--batch-size", type=int, default=256, help="weir and quix batch size")
-    parser.add_argument(
-        "--batch-wait", type=float, default=0.05, help="weir and quix batch wait, s"
-    )
+    parser.add_argument("--batch-size", type=int, default=256, help="quix batch size")
+    parser.add_argument("--batch-wait", type=float, default=0.05, help="quix batch wait, s")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of data topics")
     parser.add_argument("--deadline", type=float, default=600.0, help="bound per drain, s")
     parser.add_argument("--csv", type=Path, help="write raw results here")

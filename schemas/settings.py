@@ -151,8 +151,10 @@ class KnativeSettings(_Group):
 
 class ScoringSettings(_Group):
     model: str = Field("weir-demo", description="the model this scoring worker serves")
-    batch_size: int = Field(64, ge=1, le=10_000, description="records per model call at most")
-    batch_wait_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    batch_size: int = Field(256, ge=1, le=10_000, description="records per model call at most")
+    batch_wait_s: float = Field(
+        0.01, gt=0, description="longest wait to fill a batch (a full batch goes at once)"
+    )
     backoff_initial_s: float = Field(0.2, gt=0, description="first wait when the server is down")
     backoff_max_s: float = Field(5.0, gt=0, description="longest wait between retries")
     control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")

@@ -1,27 +1,22 @@
-"""One module per role; :func:`attach_role` wires a role's agents onto its app."""
+"""One module per role; :func:`attach_role` wires a role's agents onto its app.
+
+A role's module is imported only in the process that runs it, so the scoring
+process never loads river, kfp or MinIO's client (about 2 s of start-up).
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from streams.context import ROLES, RoleContext
-from streams.roles.feedback import attach_feedback
-from streams.roles.monitor import attach_monitor
-from streams.roles.performance import attach_performance
-from streams.roles.retrainer import attach_retrainer
-from streams.roles.scoring import attach_scoring
 from streams.status_page import attach_live
 
-ATTACH: dict[str, Callable[[RoleContext], None]] = {
-    "scoring": attach_scoring,
-    "monitor": attach_monitor,
-    "feedback": attach_feedback,
-    "performance": attach_performance,
-    "retrainer": attach_retrainer,
-}
-assert tuple(ATTACH) == ROLES
+ATTACH = {role: (f"streams.roles.{role}", f"attach_{role}") for role in ROLES}
 
 
 def attach_role(ctx: RoleContext) -> None:
-    ATTACH[ctx.role](ctx)
+    module, name = ATTACH[ctx.role]
+    attach: Callable[[RoleContext], None] = getattr(importlib.import_module(module), name)
+    attach(ctx)
     attach_live(ctx)
