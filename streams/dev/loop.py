@@ -76,7 +76,7 @@ def loop_settings(settings: Settings, stamp: str) -> Settings:
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": f"demo-{stamp}"}),
             "scoring": settings.scoring.model_copy(
-                update={"model": f"sea-{stamp}", "worker_id": f"demo-{stamp}", "batch_size": 64}
+                update={"model": f"sea-{stamp}", "worker_id": f"demo-{stamp}"}
             ),
             "retraining": settings.retraining.model_copy(
                 update={"cooldown_s": 600.0, "window_rows": 1500, "min_gain": 0.02}

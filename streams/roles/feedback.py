@@ -35,7 +35,9 @@ def attach_feedback(ctx: RoleContext) -> None:
     joiner = FeedbackJoiner(window=settings.monitor.join_window)
     archive = ArchiveWriter(settings)
     state = {"joiner": joiner}
-    restored = attach_state(ctx, "join", lambda: state["joiner"], lambda j: state.update(joiner=j))
+    restored = attach_state(
+        ctx, "join", lambda: state["joiner"], lambda j: state.update(joiner=j), marks_ready=True
+    )
 
     @ctx.app.task
     async def archive_rows() -> None:

@@ -29,7 +29,7 @@ def attach_monitor(ctx: RoleContext) -> None:
         "outliers": OutlierScorer(threshold=m.outlier_threshold),
         "predictions": StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown),
     }
-    restored = attach_state(ctx, "detectors", lambda: state, state.update)
+    restored = attach_state(ctx, "detectors", lambda: state, state.update, marks_ready=True)
 
     @ctx.app.agent(ctx.channel(Topic.RECORDS, Topic.PREDICTIONS))
     async def monitor(stream: Any) -> None:

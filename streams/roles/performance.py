@@ -31,7 +31,7 @@ def attach_performance(ctx: RoleContext) -> None:
         )
     }
     restored = attach_state(
-        ctx, "errors", lambda: state["errors"], lambda e: state.update(errors=e)
+        ctx, "errors", lambda: state["errors"], lambda e: state.update(errors=e), marks_ready=True
     )
 
     @ctx.app.agent(ctx.topics[Topic.OUTCOMES])

@@ -29,9 +29,18 @@ log = logging.getLogger("weir.state")
 
 
 def attach_state(
-    ctx: RoleContext, name: str, get: Callable[[], Any], put: Callable[[Any], None]
+    ctx: RoleContext,
+    name: str,
+    get: Callable[[], Any],
+    put: Callable[[Any], None],
+    *,
+    marks_ready: bool = False,
 ) -> asyncio.Event:
-    """Restore ``name`` at start and checkpoint it; returns the event set once restored."""
+    """Restore ``name`` at start and checkpoint it; returns the event set once restored.
+
+    With ``marks_ready`` the role counts as ready (``/readyz``) once restored:
+    for the roles whose readiness is nothing but their state.
+    """
     store = CheckpointStore(ctx.settings)
     key = f"{ctx.role}/{ctx.settings.scoring.model}/{name}"
     restored = asyncio.Event()
@@ -59,6 +68,8 @@ def attach_state(
             put(states[key])
             log.info("%s restored from its checkpoint", key)
         restored.set()
+        if marks_ready:
+            ctx.ready.set()
 
     @ctx.app.timer(interval=interval)
     async def checkpoint() -> None:
