@@ -168,7 +168,7 @@ class MonitorSettings(_Group):
     drift_detector: Literal["adwin", "page-hinkley"] = "adwin"
     drift_cooldown: int = Field(1000, ge=1, description="updates per stream between drift alerts")
     outlier_threshold: float = Field(0.95, gt=0, le=1)
-    performance_detector: Literal["ddm", "eddm", "hddm-a", "adwin"] = "ddm"
+    performance_detector: Literal["ddm", "eddm", "hddm-a", "adwin"] = "adwin"
     performance_window: int = Field(500, ge=10, description="outcomes in rolling accuracy")
     performance_cooldown: int = Field(1000, ge=1)
     join_window: int = Field(50_000, ge=100, description="record ids kept for late labels")

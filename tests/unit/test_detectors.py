@@ -272,7 +272,7 @@ def demo_outcomes() -> list[bool]:
 
 def test_error_rate_monitor_on_the_demo_drift(demo_outcomes: list[bool]):
     """v1 serves from row 1500 on: only those outcomes reach the monitor."""
-    monitor = ErrorRateMonitor()  # DDM, window 500, cooldown 1000
+    monitor = ErrorRateMonitor()  # ADWIN, window 500, cooldown 1000
     signals = []
     for row in range(TRAIN_ROWS, len(demo_outcomes)):
         signal = monitor.update("v1", demo_outcomes[row])
@@ -287,8 +287,8 @@ def test_error_rate_monitor_on_the_demo_drift(demo_outcomes: list[bool]):
 
     assert len(signals) == 1
     row, signal = signals[0]
-    assert row == 3118  # 118 outcomes after the drift
-    assert (signal.version, signal.detector, signal.window) == ("v1", "ddm", 500)
+    assert row == 3131  # 131 outcomes after the drift
+    assert (signal.version, signal.detector, signal.window) == ("v1", "adwin", 500)
     assert signal.outcomes_seen == row - TRAIN_ROWS + 1
     assert before > signal.accuracy > after
 
