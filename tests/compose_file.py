@@ -40,6 +40,11 @@ def weir_services() -> dict[str, dict[str, Any]]:
     return {n: s for n, s in services().items() if is_weir_service(s)}
 
 
+def role_services() -> dict[str, dict[str, Any]]:
+    """The services that run weir's roles (``weir worker --role R``), by name."""
+    return {n: s for n, s in weir_services().items() if as_list(s["command"])[:1] == ["worker"]}
+
+
 def as_list(command: Any) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
 
@@ -81,3 +86,13 @@ def published_targets(service: dict[str, Any]) -> set[int]:
         low, _, high = str(p).rsplit(":", 1)[1].partition("-")
         targets.update(range(int(low), int(high or low) + 1))
     return targets
+
+
+def host_ports(service: dict[str, Any]) -> list[range]:
+    """The host ports a service publishes, one range per ``ports`` entry."""
+    out = []
+    for p in service.get("ports", []):
+        published = str(p).rsplit(":", 1)[0].rsplit(":", 1)[-1]
+        low, _, high = published.partition("-")
+        out.append(range(int(low), int(high or low) + 1))
+    return out

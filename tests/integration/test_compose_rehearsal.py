@@ -18,10 +18,14 @@ What a container network provides is translated, and nothing else:
   its own filesystem and host name);
 * topics and the model name get this run's prefix, so the registry starts empty.
 
-Then the loop must close as ``weir demo``'s does: bootstrap trains version 1
-and the model host serves it; the producer's stream drifts; a worker's
-retraining agent has the model host serve version 2; both workers switch, and
-every record is scored.
+The roles run as the file runs them: one service per role (``weir worker
+--role R``), two ``scoring`` replicas and one of each other role, each in a
+consumer group of its own, connected only by topics. Then the loop must close
+as ``weir demo``'s does: bootstrap trains version 1 and the model host serves
+it; the producer's stream drifts; the monitor and performance roles alert; the
+retrainer trains version 2 on what feedback archived and has the model host
+serve it; both scoring replicas switch (their own ``/metrics`` and
+``/status.json`` say so), and every record is scored.
 """
 
 from __future__ import annotations
@@ -41,11 +45,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.kafka import admin
 from connectors.process import free_port
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
+from streams.context import ROLES
 from streams.dev.localrun import Collector
-from tests.compose_file import as_list, compose_env, resolve, services
+from tests.compose_file import as_list, compose_env, resolve, role_services, services
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +227,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
     )
 
 
+def _live(replica: Replica, path: str) -> str:
+    """A URL of the replica's live view (WEIR_LIVE__PORT, already a free local port)."""
+    return f"http://127.0.0.1:{replica.env['WEIR_LIVE__PORT']}{path}"
+
+
 def test_compose_services_close_the_loop(rehearsal: Rehearsal):
     order = start_order()
     assert order.index("bootstrap") < order.index("producer")
@@ -278,7 +289,21 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal):
     assert set(by_version) == {"1", "2"}, by_version
     assert collector.events("io.weir.deadletter.v1") == []
 
-    # version 1 from bootstrap, version 2 from a worker's retraining run; both on the host
+    # the roles ran as services of their own: two scoring replicas, one of each other
+    # role, each in its own consumer group
+    assert set(role_services()) == set(ROLES)
+    scorers = rehearsal.replicas["scoring"]
+    assert len(scorers) == int(services()["scoring"]["deploy"]["replicas"]) >= 2
+    assert {r: len(rehearsal.replicas[r]) for r in ROLES if r != "scoring"} == {
+        r: 1 for r in ROLES if r != "scoring"
+    }
+    client = admin(s)  # referenced until the answer is in: a freed client cancels it
+    listed = client.list_consumer_groups(request_timeout=30).result()
+    groups = {g.group_id for g in listed.valid}
+    expected = {f"{rehearsal.prefix}-{role}-{rehearsal.model}" for role in ROLES}
+    assert expected <= groups, sorted(groups)
+
+    # version 1 from bootstrap, version 2 from the retrainer's run; both on the host
     host = rehearsal.replicas["model-host"][0]
     activations = [e.data for e in collector.events("io.weir.model.version.v1")]
     assert [(a.action, a.version) for a in activations] == [("activate", "1"), ("activate", "2")]
@@ -287,14 +312,22 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal):
     assert {(d["version"], d["url"]) for d in served} == {(a.version, a.url) for a in activations}
     assert all(a.url.startswith("http://127.0.0.1:") for a in activations), host.env
 
-    # both workers took the swap and scored with version 2
-    workers = rehearsal.replicas["worker"]
-    assert len(workers) == int(services()["worker"]["deploy"]["replicas"]) >= 2
+    # the retrainer's live view counts the run that promoted version 2
+    (retrainer,) = rehearsal.replicas["retrainer"]
+    text = httpx.get(_live(retrainer, "/metrics"), timeout=10).text
+    assert _metric(text, "weir_retraining_runs_total", status="succeeded") >= 1
+
+    # both scoring replicas took the swap and scored with version 2 (only scoring
+    # emits route decisions)
     decisions = [e.data for e in collector.events("io.weir.model.route.v1")]
     accepted = {d.worker for d in decisions if d.version == "2" and d.accepted}
-    assert accepted == {w.env["WEIR_SCORING__WORKER_ID"] for w in workers}
-    for w in workers:
-        live = f"http://127.0.0.1:{w.env['WEIR_LIVE__PORT']}/metrics"
-        text = httpx.get(live, timeout=10).text
+    assert accepted == {w.env["WEIR_SCORING__WORKER_ID"] for w in scorers}
+    for w in scorers:
+        who = w.env["WEIR_SCORING__WORKER_ID"]
+        text = httpx.get(_live(w, "/metrics"), timeout=10).text
         v2 = _metric(text, "weir_predictions_total", model=rehearsal.model, version="2")
-        assert v2 > 0, f"{w.env['WEIR_SCORING__WORKER_ID']} scored nothing with version 2"
+        assert v2 > 0, f"{who} scored nothing with version 2"
+        status = httpx.get(_live(w, "/status.json"), timeout=10).json()
+        routes = {r["model"]: r["active"] for r in status["routes"]}
+        assert routes.get(rehearsal.model) == "2", f"{who} routes: {routes}"
+        assert status["predictions"].get("2", 0) > 0, f"{who}: {status['predictions']}"

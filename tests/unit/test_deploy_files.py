@@ -33,16 +33,20 @@ from schemas import PAYLOAD_BY_TYPE
 from schemas.settings import KAFKA_VERSION, KafkaSettings, MinioSettings, Settings
 from schemas.topics import Topic, topic_name, topic_specs
 from streams.cli import cli
+from streams.context import ROLES
 from streams.servers.ingress import ACCEPTED as INGRESS_ACCEPTS
+from streams.status_page import LAG_TOPIC
 from tests.compose_file import (
     _INTERPOLATION,
     COMPOSE,
     as_list,
     compose,
     compose_env,
+    host_ports,
     option,
     published_targets,
     resolve,
+    role_services,
     services,
     weir_services,
 )
@@ -62,6 +66,16 @@ BIND_HOST_SETTING = {
     "model-host": "WEIR_KSERVE__BIND_HOST",
     "ingress": "WEIR_KNATIVE__INGRESS_HOST",
 }
+
+# How many of each role run (`weir worker --role R`), in compose and on Kubernetes:
+# scoring is the one that scales out in the demo.
+ROLE_REPLICAS = {"scoring": 2, "monitor": 1, "feedback": 1, "performance": 1, "retrainer": 1}
+# The roles that call the model host or the servers it starts: scoring calls the
+# served versions, the retrainer has new versions served (WEIR_KSERVE__DEPLOYER=host).
+MODEL_HOST_CLIENTS = {"scoring", "retrainer"}
+# The roles that talk to MinIO: feedback archives training rows, the retrainer
+# counts them, runs the pipeline and reads the registry. Only they get the secret.
+MINIO_ROLES = {"feedback", "retrainer"}
 
 
 # ----------------------------------------------------------------- helpers
@@ -112,6 +126,17 @@ def build_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Sett
     return Settings()
 
 
+def role_of(args: list[str]) -> str | None:
+    """The role ``weir worker --role R`` runs, or None for anything else."""
+    return option(args, "--role") if args[:1] == ["worker"] else None
+
+
+def partitions_read(role: str, kafka: KafkaSettings) -> int:
+    """Partitions of the topic a role's consumer group reads (and reports lag on)."""
+    (spec,) = [s for s in topic_specs(kafka) if s.topic == LAG_TOPIC[role]]
+    return spec.partitions
+
+
 def weir_args_problems(args: list[str]) -> list[str]:
     """Why ``weir *args`` is not a real invocation: unknown subcommand or option."""
     if not args:
@@ -148,7 +173,7 @@ def test_compose_structure_is_valid():
     for key in doc:
         assert key in top_level or key.startswith("x-"), f"unknown top-level key {key}"
     names = set(services())
-    assert {"kafka", "minio", "init", "model-host", "bootstrap", "worker", "ingress"} <= names
+    assert {"kafka", "minio", "init", "model-host", "bootstrap", "ingress", *ROLES} <= names
     assert "producer" in names
     declared_volumes = set(doc.get("volumes") or {})
     for name, service in services().items():
@@ -265,6 +290,38 @@ def test_compose_ports_match_the_commands():
             assert live in targets and env.get("WEIR_LIVE__HOST") == "0.0.0.0", name
 
 
+def test_compose_runs_every_role_as_a_service_of_its_own(monkeypatch):
+    roles = role_services()
+    assert set(roles) == set(ROLES), "one service per role, named after it, and no other worker"
+    header = COMPOSE.read_text().split("\nname:", 1)[0]
+    for name, service in roles.items():
+        args = as_list(service["command"])
+        assert args == ["worker", "--role", name], f"{name}: runs `weir worker --role {name}`"
+        replicas = int((service.get("deploy") or {}).get("replicas", 1))
+        assert replicas == ROLE_REPLICAS[name], name
+        env = {k: resolve(v) for k, v in compose_env(service).items()}
+        s = build_settings(env, monkeypatch)
+        assert replicas <= partitions_read(name, s.kafka), f"{name}: replicas would sit idle"
+        assert service.get("restart") == "on-failure", f"{name} comes back after a crash"
+        # a live view per replica: the published host range has room for every replica
+        assert s.live.port and s.live.host == "0.0.0.0", f"{name}: no live view"
+        (published,) = host_ports(service)
+        assert len(published) >= replicas, f"{name}: {replicas} replicas, ports {published}"
+        # and the header comment tells where to find it
+        first, last = published[0], published[-1]
+        where = f":{first}-{last}" if last != first else f":{first}"
+        assert re.search(rf"^#\s+{re.escape(name)}\s+{where}\b", header, re.M), (
+            f"{name}: document its live view's host ports ({where}) in the file's header"
+        )
+    # no two services publish the same host port
+    seen: dict[int, str] = {}
+    for name, service in services().items():
+        for published in host_ports(service):
+            for port in published:
+                assert port not in seen, f"host port {port}: {seen.get(port)} and {name}"
+                seen[port] = name
+
+
 def test_compose_model_host_serves_where_workers_and_bootstrap_reach_it(monkeypatch):
     hosts = {
         n: s for n, s in weir_services().items() if as_list(s["command"])[:1] == ["model-host"]
@@ -297,9 +354,10 @@ def test_compose_model_host_serves_where_workers_and_bootstrap_reach_it(monkeypa
         s = build_settings({k: resolve(v) for k, v in compose_env(service).items()}, monkeypatch)
         assert s.kserve.deployer == "host", f"{name}: new versions go to the model host"
         assert s.kserve.host_url == f"http://{host_name}:{host_port}", name
-        assert (service.get("depends_on") or {}).get(host_name, {}).get("condition") == (
-            "service_healthy"
-        ), f"{name} waits for the model host"
+        if role_of(as_list(service["command"])) in MODEL_HOST_CLIENTS | {None}:
+            assert (service.get("depends_on") or {}).get(host_name, {}).get("condition") == (
+                "service_healthy"
+            ), f"{name} waits for the model host"
         scored.add(s.scoring.model)
     assert len(scored) == 1, f"bootstrap and workers name one model: {scored}"
 
@@ -309,6 +367,8 @@ def test_compose_producer_streams_after_bootstrap_activated_version_1():
     deps = producer["depends_on"]
     assert deps["bootstrap"]["condition"] == "service_completed_successfully"
     assert services()["bootstrap"].get("restart") == "no"
+    # and once every role runs, so the demo's loop is whole from the first record
+    assert set(role_services()) <= set(deps)
 
 
 def _compose_cli() -> list[str] | None:
@@ -541,7 +601,7 @@ def test_k8s_env_names_are_settings_fields_and_build_settings(monkeypatch):
     assert all(isinstance(v, str) for v in data.values()), "ConfigMap values are strings"
     containers = list(weir_containers())
     assert {obj["metadata"]["name"] for obj, _ in containers} >= {
-        "weir-worker",
+        *(f"weir-{role}" for role in ROLES),
         "weir-ingress",
         "weir-egress",
         "weir-demo-v1",
@@ -566,7 +626,11 @@ def test_k8s_secret_is_referenced_never_inlined():
                 ref = var["valueFrom"]["secretKeyRef"]
                 assert ref["key"] == var["name"] and ref["name"] == "weir-minio"
                 referenced += 1
-    assert referenced >= 2, "the worker and the model server read the MinIO secret"
+    assert referenced >= 2, "the roles and the model server read the MinIO secret"
+    for role in ROLES:
+        (container,) = pod_containers(one("Deployment", f"weir-{role}"))
+        reads = {v["name"] for v in container.get("env", [])} & secrets
+        assert bool(reads) == (role in MINIO_ROLES), f"weir-{role}: the MinIO secret"
     for path in sorted(K8S.glob("*.yaml")):
         assert DEFAULT_SECRET not in path.read_text(), f"{path.name} holds the default secret"
 
@@ -647,14 +711,41 @@ def test_config_map_matches_the_topics_and_the_cluster(monkeypatch):
     assert layout(s.kafka) == layout(KafkaSettings())
 
 
-def test_worker_replicas_at_most_record_partitions(monkeypatch):
-    worker = one("Deployment", "weir-worker")
-    (container,) = pod_containers(worker)
-    assert container["args"][0] == "worker"
-    partitions = build_settings(config_map(), monkeypatch).kafka.record_partitions
+def test_k8s_runs_every_role_as_a_deployment_of_its_own(monkeypatch):
+    workers = {
+        obj["metadata"]["name"]: (obj, container)
+        for obj, container in weir_containers()
+        if [str(a) for a in container["args"]][:1] == ["worker"]
+    }
+    assert set(workers) == {f"weir-{role}" for role in ROLES}, "one Deployment per role"
+    settings = build_settings(config_map(), monkeypatch)
     records = one("KafkaTopic", topic_name(KafkaSettings(), Topic.RECORDS))
-    assert records["spec"]["partitions"] == partitions
-    assert 1 <= worker["spec"]["replicas"] <= partitions
+    assert records["spec"]["partitions"] == settings.kafka.record_partitions
+    compose_roles = role_services()
+    for role in ROLES:
+        deployment, container = workers[f"weir-{role}"]
+        where = f"Deployment weir-{role}"
+        assert deployment["kind"] == "Deployment", where
+        assert [str(a) for a in container["args"]] == ["worker", "--role", role], where
+        replicas = deployment["spec"]["replicas"]
+        assert replicas == ROLE_REPLICAS[role], where
+        assert 1 <= replicas <= partitions_read(role, settings.kafka), f"{where}: idle replicas"
+        in_compose = int((compose_roles[role].get("deploy") or {}).get("replicas", 1))
+        assert replicas == in_compose, f"{where}: as many as docker-compose.yml runs"
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == role, where
+        # the roles that checkpoint state hand it over: the old pod's last checkpoint
+        # is written before the new pod restores it
+        strategy = deployment["spec"].get("strategy", {}).get("type", "RollingUpdate")
+        assert strategy == ("RollingUpdate" if role == "scoring" else "Recreate"), where
+        # probes ask the role's live view
+        env = container_env(container)
+        live = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert live.get("live") == int(env["WEIR_LIVE__PORT"]), where
+        for kind, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            probe = container.get(kind, {}).get("httpGet")
+            if probe:
+                assert probe["path"] == path and probe["port"] in ("live", live["live"]), where
 
 
 def test_k8s_model_host_serves_where_every_worker_reaches_it(monkeypatch):
@@ -684,10 +775,10 @@ def test_k8s_model_host_serves_where_every_worker_reaches_it(monkeypatch):
     assert one("PersistentVolumeClaim", claim)
     home = re.search(r"^ENV HOME=(\S+)", DOCKERFILE.read_text(), flags=re.M)
     assert home and mount["mountPath"] == f"{home.group(1)}/.cache", "the image's cache dir"
-    # workers and the bootstrap Job hand new versions to it
-    users = [one("Deployment", "weir-worker"), one("Job", "weir-bootstrap")]
-    assert [c["args"][:2] for u in users for c in pod_containers(u)] == [
-        ["worker"],
+    # the roles (the retrainer) and the bootstrap Job hand new versions to it
+    users = [one("Deployment", f"weir-{role}") for role in ROLES] + [one("Job", "weir-bootstrap")]
+    assert [c["args"][:3] for u in users for c in pod_containers(u)] == [
+        *(["worker", "--role", role] for role in ROLES),
         ["models", "bootstrap"],
     ]
     for user in users:
