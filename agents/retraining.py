@@ -220,6 +220,7 @@ class Retrainer:
             return self._event(payload, lineage)
 
         promoted = False
+        cancelled = False
         try:
             from connectors.pipeline import RetrainRequest, run_retrain
 
@@ -268,13 +269,19 @@ class Retrainer:
                     reason=result.reason,
                 ),
             )
+        except asyncio.CancelledError:  # the retrainer is stopping: start nothing new
+            cancelled = True
+            raise
         except Exception as exc:  # a failed run is reported, and the loop goes on
             log.exception("retraining run %s failed", run_id)
             await self._emit(
                 "pipeline-runs", run_event("failed", reason=f"{type(exc).__name__}: {exc}")
             )
         finally:
-            await self._finish(model, promoted=promoted)
+            if cancelled:
+                self.policy.finished(model, promoted=False)
+            else:
+                await self._finish(model, promoted=promoted)
 
     def _features(self, model: str, version: str) -> list[str] | None:
         from connectors.minio_store import ObjectStore

@@ -44,6 +44,10 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     """The Faust app of one role, its agents attached."""
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    if role == "retrainer" and not settings.retraining.enabled:
+        raise ConfigurationError(
+            "the retrainer role is off: WEIR_RETRAINING__ENABLED=false; unset it to run it"
+        )
     k = settings.kafka
     datadir = settings.stack.run_dir / "faust" / role
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level

@@ -66,6 +66,9 @@ class Supervisor:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ConfigurationError(f"unknown roles {sorted(unknown)}; roles: {', '.join(ROLES)}")
+        if not settings.retraining.enabled and "retrainer" in roles:
+            log.info("retraining is disabled (WEIR_RETRAINING__ENABLED=false): no retrainer role")
+            roles = tuple(r for r in roles if r != "retrainer")
         self.settings = settings
         self.loglevel = loglevel
         live = settings.live.port != 0

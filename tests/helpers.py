@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 from connectors.kafka import admin, ensure_topics, list_topics
-from connectors.process import wait_until
-from schemas.settings import Settings
+from connectors.process import ServiceProcess, wait_until
+from schemas.settings import Settings, settings_env
 from schemas.topics import topic_specs
 
 
@@ -46,3 +48,52 @@ def own_topics(settings: Settings, prefix: str) -> Iterator[Settings]:
         client = admin(settings)  # kept referenced until its futures are done
         for future in client.delete_topics(names, operation_timeout=30).values():
             future.result(timeout=30)
+
+
+def start_roles(
+    settings: Settings, worker_id: str, roles: Sequence[str] = (), *, name: str | None = None
+) -> ServiceProcess:
+    """``weir worker [--role R ...] --worker-id ID`` as a process with a PID file and a log.
+
+    One role runs in that process; several (or none: every role) run under the
+    supervisor, as its children. ``streams.dev.localrun.start_worker`` is the
+    every-role case.
+    """
+    weir = str(Path(sys.executable).parent / "weir")
+    argv = [weir, "worker", *(a for r in roles for a in ("--role", r)), "--worker-id", worker_id]
+    proc = ServiceProcess(
+        name or f"worker-{worker_id}", settings.stack.run_dir, marker=f"--worker-id {worker_id}"
+    )
+    proc.start(argv, env=settings_env(settings))
+    return proc
+
+
+def role_pids(supervisor_pid: int) -> dict[str, int]:
+    """The live children of a ``weir worker`` supervisor, by role (``--role R`` in argv)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = next(
+            (line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), ""
+        )
+        state = next(
+            (line.split()[1] for line in status.splitlines() if line.startswith("State:")), ""
+        )
+        if ppid != str(supervisor_pid) or state in ("Z", "X") or b"--role" not in argv:
+            continue
+        found[argv[argv.index(b"--role") + 1].decode()] = int(entry.name)
+    return found
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> httpx.Response | None:
+    """The answer at ``url``, or None when nothing answers."""
+    try:
+        return httpx.get(url, timeout=timeout_s)
+    except httpx.TransportError:
+        return None

@@ -48,6 +48,7 @@ class ArchiveWriter:
         self.failures = 0
         self._seq = 0
         self._outage_since: datetime | None = None
+        self._flushing = asyncio.Lock()
 
     def add(self, rows: list[TrainingRow]) -> None:
         self.buffer.extend(rows)
@@ -57,7 +58,15 @@ class ArchiveWriter:
             self.dropped += 1
 
     async def flush(self) -> bool:
-        """Write every buffered row; False (rows kept) when MinIO did not take them."""
+        """Write every buffered row; False (rows kept) when MinIO did not take them.
+
+        One flush at a time (the timer and the shutdown hook may both call it):
+        a second caller waits for the first, then writes whatever is left.
+        """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> bool:
         m, minio = self._settings.monitor, self._settings.minio
         while self.buffer:
             rows = [self.buffer[i] for i in range(min(m.archive_chunk_rows, len(self.buffer)))]

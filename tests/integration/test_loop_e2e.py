@@ -1,4 +1,5 @@
-"""End to end: the full loop on a seeded drifting stream reaches version 2 without a human."""
+"""End to end: the full loop on a seeded drifting stream reaches version 2 without a human,
+while both cores are kept busy by a CPU hog (the roles must not depend on an idle machine)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from rich.console import Console
 
 from schemas.settings import Settings
 from streams.dev.loop import LoopConfig, print_report, run_loop
+from tests.load import busy_seconds, cpu_hog
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +16,10 @@ pytestmark = pytest.mark.integration
 def test_drift_alert_retrain_swap_and_recovery(live_stack: Settings, tmp_path, capsys):
     console = Console(force_terminal=False, width=120)
     cfg = LoopConfig(min_records=5000, drift_at=2000, after_swap=1000, rate=400.0, out_dir=tmp_path)
-    report = run_loop(live_stack, cfg, console=console)
+    with cpu_hog() as hogs:
+        report = run_loop(live_stack, cfg, console=console)
+        hogged = [busy_seconds(pid) for pid in hogs]
+    assert min(hogged) > 10, f"the hogs really competed for the CPU: {hogged}"
     with capsys.disabled():
         print_report(report, Console(width=120))
 

@@ -1,0 +1,159 @@
+"""The roles' framework-free parts: archive buffering, policy checkpoints, run cancellation,
+the supervisor's role list. No broker, no MinIO, no sleeps (time and writes are injected)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from agents.retraining import Retrainer, RetrainPolicy
+from agents.routing import RoutingTable
+from schemas import PerformanceAlert, new_event
+from schemas.settings import MonitorSettings, RetrainingSettings, Settings
+from schemas.training import TrainingRow
+from streams.roles.archive import ArchiveWriter
+from streams.supervisor import Supervisor
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def rows(n: int, start: int = 0) -> list[TrainingRow]:
+    return [
+        TrainingRow(record_id=f"r{i}", features={"a": 1.0}, label=1, time=AT)
+        for i in range(start, start + n)
+    ]
+
+
+class Store:
+    """Stands in for MinIO: records what was written, or fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.written: list[list[str]] = []
+        self.down = False
+        self.gate: threading.Event | None = None
+
+    def write(self, _store, _bucket, _model, chunk, **_kw) -> str:
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.down:
+            raise ConnectionError("MinIO at 127.0.0.1:9000 refused the connection")
+        self.written.append([r.record_id for r in chunk])
+        return f"s3://data/chunk-{len(self.written)}"
+
+
+def writer(store: Store, **monitor) -> ArchiveWriter:
+    settings = Settings(monitor=MonitorSettings(**monitor))
+    return ArchiveWriter(settings, store=object(), now=lambda: AT, write=store.write)  # type: ignore[arg-type]
+
+
+def test_archive_keeps_rows_while_minio_is_away_and_writes_them_after():
+    store = Store()
+    w = writer(store, archive_chunk_rows=4)
+    w.add(rows(6))
+    store.down = True
+    assert asyncio.run(w.flush()) is False
+    assert len(w.buffer) == 6 and w.failures == 1 and store.written == []
+    store.down = False
+    assert asyncio.run(w.flush()) is True
+    assert store.written == [["r0", "r1", "r2", "r3"], ["r4", "r5"]] and w.archived == 6
+
+
+def test_archive_buffer_is_bounded_and_drops_the_oldest_counted():
+    w = writer(Store(), archive_buffer_rows=5)
+    w.add(rows(8))
+    assert [r.record_id for r in w.buffer] == ["r3", "r4", "r5", "r6", "r7"] and w.dropped == 3
+
+
+def test_two_flushes_at_once_write_each_row_once():
+    # the timer's flush and the shutdown hook's flush can overlap
+    store = Store()
+    store.gate = threading.Event()
+    w = writer(store, archive_chunk_rows=4)
+    w.add(rows(10))
+
+    async def both() -> list[bool]:
+        first = asyncio.create_task(w.flush())
+        second = asyncio.create_task(w.flush())
+        await asyncio.sleep(0)  # both have started; the first holds the lock
+        store.gate.set()
+        return list(await asyncio.gather(first, second))
+
+    assert asyncio.run(both()) == [True, True]
+    assert [r for chunk in store.written for r in chunk] == [f"r{i}" for i in range(10)]
+
+
+def test_policy_checkpoint_keeps_handled_alerts_and_time_left():
+    clock = {"t": 100.0}
+    policy = RetrainPolicy(cooldown_s=300, retry_after_s=30, monotonic=lambda: clock["t"])
+    assert policy.consider("io.weir.alert.performance.v1", "a-1", "m").start
+    policy.finished("m", promoted=True)
+    clock["t"] = 160.0
+    saved = policy.checkpoint()
+    # a new process: another monotonic clock altogether
+    other = {"t": 5.0}
+    restored = RetrainPolicy(cooldown_s=300, retry_after_s=30, monotonic=lambda: other["t"])
+    restored.restore(saved)
+    assert not restored.consider("io.weir.alert.performance.v1", "a-1", "m").start  # handled
+    decision = restored.consider("io.weir.alert.performance.v1", "a-2", "m")
+    assert not decision.start and "cooling down for 240s" in decision.reason
+    other["t"] = 5.0 + 241
+    assert restored.consider("io.weir.alert.performance.v1", "a-3", "m").start
+
+
+def test_a_run_cancelled_at_shutdown_starts_no_held_run():
+    started: list[str] = []
+    blocked = threading.Event()
+    running = asyncio.Event()
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    def pipeline(settings, request):  # runs in a thread, like the child-process runner
+        started.append(request.alert_id)
+        loop[0].call_soon_threadsafe(running.set)
+        blocked.wait(5)
+        raise AssertionError("never reached: the run is cancelled first")
+
+    async def emit(kind, event) -> None:
+        pass
+
+    retrainer = Retrainer(Settings(), RoutingTable(), None, emit, run_pipeline=pipeline)  # type: ignore[arg-type]
+
+    def alert(alert_id: str):
+        return new_event(
+            PerformanceAlert(
+                alert_id=alert_id,
+                model="m",
+                version="1",
+                metric="accuracy",
+                value=0.8,
+                window=500,
+                detector="adwin",
+            ),
+            source="t",
+        )
+
+    async def go() -> None:
+        loop.append(asyncio.get_running_loop())
+        assert (await retrainer.on_alert(alert("first"))).start
+        assert (await retrainer.on_alert(alert("held"))).held
+        await asyncio.wait_for(running.wait(), 5)  # the first run is in its pipeline
+        for task in list(retrainer.tasks):
+            task.cancel()
+        await asyncio.gather(*list(retrainer.tasks), return_exceptions=True)
+        blocked.set()
+        assert not retrainer.tasks, "a cancelled run must not start the held alert's run"
+
+    asyncio.run(go())
+    assert started == ["first"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_supervisor_runs_every_role_but_the_retrainer_when_retraining_is_off(enabled: bool):
+    settings = Settings(retraining=RetrainingSettings(enabled=enabled))
+    roles = list(Supervisor(settings).children)
+    expected = ["scoring", "monitor", "feedback", "performance"] + (
+        ["retrainer"] if enabled else []
+    )
+    assert roles == expected
