@@ -41,3 +41,12 @@ def live_stack(stack_settings: Settings) -> Iterator[Settings]:
 def unique() -> str:
     """A short unique suffix for consumer groups, keys and object names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[list[int]]:
+    """Both cores kept busy by CPU hogs for the whole test (tests/load.py); their PIDs."""
+    from tests.load import cpu_hog
+
+    with cpu_hog() as pids:
+        yield pids

@@ -25,7 +25,8 @@ as ``weir demo``'s does: bootstrap trains version 1 and the model host serves
 it; the producer's stream drifts; the monitor and performance roles alert; the
 retrainer trains version 2 on what feedback archived and has the model host
 serve it; both scoring replicas switch (their own ``/metrics`` and
-``/status.json`` say so), and every record is scored.
+``/status.json`` say so), and every record is scored — all of it while CPU
+hogs keep both cores busy, as on a loaded machine.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from schemas.topics import Topic, topic_name
 from streams.context import ROLES
 from streams.dev.localrun import Collector
 from tests.compose_file import as_list, compose_env, resolve, role_services, services
+from tests.load import busy_seconds
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +61,7 @@ WEIR = str(Path(sys.executable).parent / "weir")
 STAND_INS = ("kafka", "minio")  # the local stack plays these
 ONE_SHOT_S = 300  # bootstrap: the pipeline's local runner plus a model server start
 HEALTHY_S = 120
-LOOP_S = 420  # the producer's 60 s stream, then the last predictions
+LOOP_S = 480  # the producer's 120 s stream, then the last predictions
 
 
 @dataclass
@@ -232,7 +234,8 @@ def _live(replica: Replica, path: str) -> str:
     return f"http://127.0.0.1:{replica.env['WEIR_LIVE__PORT']}{path}"
 
 
-def test_compose_services_close_the_loop(rehearsal: Rehearsal):
+def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[int]):
+    """The loop closes while a CPU hog keeps both cores busy (``busy_cores``)."""
     order = start_order()
     assert order.index("bootstrap") < order.index("producer")
     for name in order:
@@ -331,3 +334,7 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal):
         routes = {r["model"]: r["active"] for r in status["routes"]}
         assert routes.get(rehearsal.model) == "2", f"{who} routes: {routes}"
         assert status["predictions"].get("2", 0) > 0, f"{who}: {status['predictions']}"
+
+    # the hogs really competed with the services for the CPU the whole time
+    hogged = [busy_seconds(pid) for pid in busy_cores]
+    assert min(hogged) > 10, f"CPU hogs ran {hogged} s"
