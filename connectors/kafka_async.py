@@ -28,6 +28,7 @@ from schemas.settings import Settings
 
 log = logging.getLogger("weir.kafka")
 _T = TypeVar("_T")
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 POLL_S = 0.05  # how often the poll thread serves delivery callbacks when idle
 FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: let the poll thread drain it
@@ -67,24 +68,34 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(POLL_S)
 
+    def _produce(
+        self,
+        topic: str,
+        rec: KafkaRecord,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> bool:
+        """Queue one message; False when librdkafka's queue is full (try again shortly)."""
+        try:
+            self._producer.produce(
+                topic,
+                value=rec.value,
+                key=rec.key,
+                headers=list(rec.headers),
+                on_delivery=on_delivery,
+            )
+        except BufferError:
+            return False
+        return True
+
     async def send(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
         """Produce ``(topic, record)`` pairs; return once Kafka acknowledged all of them."""
         if not records:
             return
         batch = _Batch(asyncio.get_running_loop(), len(records))
         for topic, rec in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        topic,
-                        value=rec.value,
-                        key=rec.key,
-                        headers=list(rec.headers),
-                        on_delivery=batch.delivered,
-                    )
-                    break
-                except BufferError:
-                    await asyncio.sleep(FULL_QUEUE_WAIT_S)
+            # librdkafka's queue is full: nothing signals room, so look again shortly
+            while not self._produce(topic, rec, batch.delivered):  # noqa: ASYNC110
+                await asyncio.sleep(FULL_QUEUE_WAIT_S)
         await batch.done
         if batch.errors:
             raise unreachable(self._settings, "delivering events", "; ".join(batch.errors[:3]))
@@ -97,18 +108,8 @@ class AsyncProducer:
         fails after that is counted in ``failed`` and logged, not raised.
         """
         for topic, rec in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        topic,
-                        value=rec.value,
-                        key=rec.key,
-                        headers=list(rec.headers),
-                        on_delivery=self._delivered_nowait,
-                    )
-                    break
-                except BufferError:  # the queue is full: give librdkafka a moment to drain
-                    self._producer.poll(FULL_QUEUE_WAIT_S)
+            while not self._produce(topic, rec, self._delivered_nowait):
+                self._producer.poll(FULL_QUEUE_WAIT_S)  # the queue is full: let it drain
 
     def _delivered_nowait(self, err: KafkaError | None, _msg: Message) -> None:  # poll thread
         if err is None:

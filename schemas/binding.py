@@ -42,7 +42,7 @@ from schemas.errors import (
     UnknownEventTypeError,
 )
 from schemas.events import JSON_CONTENT_TYPE, SPEC_VERSION, Event, Lineage
-from schemas.payloads import PAYLOAD_BY_TYPE
+from schemas.payloads import PAYLOAD_BY_TYPE, Payload
 
 Mode = Literal["binary", "structured"]
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -178,39 +178,23 @@ def _build(attrs: Mapping[str, Any], data: Any, raw: RawMessage) -> Event[Any]:
     if data is None:
         _fail(SchemaViolationError, f"{ctx.type} event has no data", raw, event_id=event_id)
     lineage_attrs = {k: attrs[k] for k in LINEAGE_KEYS if k in attrs}
-    if isinstance(data, bytes):
-        # Fast path (the scoring role decodes every record): validate the bytes in one
-        # pydantic-core call. Whatever it rejects goes through the strict path below,
-        # which says why in weir's own terms (malformed JSON vs. schema violation).
+    payload, lineage = _fast_payload(payload_cls, data, lineage_attrs)
+    if payload is None:
+        if isinstance(data, bytes):
+            try:
+                data = _strict_json(data)
+            except (ValueError, UnicodeDecodeError, RecursionError) as err:
+                _fail(MalformedEventError, f"data is not valid JSON: {err}", raw, event_id=event_id)
         try:
-            fast = payload_cls.model_validate_json(data)
-            lineage = Lineage.model_validate(lineage_attrs) if lineage_attrs else _NO_LINEAGE
-        except ValidationError:
-            pass
-        else:
-            return Event(
-                id=ctx.id,
-                source=ctx.source,
-                time=ctx.time,
-                subject=ctx.subject,
-                data=fast,
-                lineage=lineage,
+            payload = payload_cls.model_validate(data)
+            lineage = Lineage.model_validate(lineage_attrs)
+        except ValidationError as err:
+            _fail(
+                SchemaViolationError,
+                f"{ctx.type} data does not match its schema: {_validation_reason(err)}",
+                raw,
+                event_id=event_id,
             )
-    if isinstance(data, bytes):
-        try:
-            data = _strict_json(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as err:
-            _fail(MalformedEventError, f"data is not valid JSON: {err}", raw, event_id=event_id)
-    try:
-        payload = payload_cls.model_validate(data)
-        lineage = Lineage.model_validate(lineage_attrs)
-    except ValidationError as err:
-        _fail(
-            SchemaViolationError,
-            f"{ctx.type} data does not match its schema: {_validation_reason(err)}",
-            raw,
-            event_id=event_id,
-        )
     return Event(
         id=ctx.id,
         source=ctx.source,
@@ -219,6 +203,21 @@ def _build(attrs: Mapping[str, Any], data: Any, raw: RawMessage) -> Event[Any]:
         data=payload,
         lineage=lineage,
     )
+
+
+def _fast_payload(
+    payload_cls: type[Payload], data: Any, lineage_attrs: dict[str, Any]
+) -> tuple[Payload | None, Lineage]:
+    """The fast path (the scoring role decodes every record): the data's bytes validated
+    in one pydantic-core call; ``(None, …)`` for whatever it rejects, which the strict
+    path then explains in weir's own terms (malformed JSON vs. schema violation)."""
+    if not isinstance(data, bytes):
+        return None, _NO_LINEAGE
+    try:
+        payload = payload_cls.model_validate_json(data)
+        return payload, Lineage.model_validate(lineage_attrs) if lineage_attrs else _NO_LINEAGE
+    except ValidationError:
+        return None, _NO_LINEAGE
 
 
 def _check_size(raw: RawMessage, max_bytes: int) -> None:

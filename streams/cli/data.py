@@ -247,7 +247,7 @@ def _send_rows(
 
 
 @click.command()
-@click.argument("topic", type=click.Choice([t.value for t in Topic]))
+@click.argument("topic", type=click.Choice([t.value for t in Topic if t is not Topic.CHECKPOINTS]))
 @click.option(
     "--json",
     "as_json",
