@@ -86,8 +86,10 @@ class Scrape:
     def value(self, name: str, **labels: str) -> float | None:
         return self.samples.get((name, frozenset(labels.items())))
 
-    def all(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
-        return {labels: v for (n, labels), v in self.samples.items() if n == name}
+    def all(self, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+        """Every sample of ``name`` carrying ``labels`` (the others are left out)."""
+        want = frozenset(labels.items())
+        return {ls: v for (n, ls), v in self.samples.items() if n == name and want <= ls}
 
 
 def chromium(url: str, profile: Path, *extra: str) -> str:
@@ -188,20 +190,29 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
         # /metrics matches what was stored (counted after Kafka acked the outputs)
         metrics = f"{base}/metrics"
         wait_until(
-            lambda: Scrape(metrics).value("weir_predictions_total", model=model, version="1") == N,
+            lambda: (
+                Scrape(metrics).value(
+                    "weir_predictions_total", role="scoring", model=model, version="1"
+                )
+                == N
+            ),
             timeout_s=SCORED_S,
             what=f"weir_predictions_total = {N}",
         )
         scrape = Scrape(metrics)
-        assert scrape.value("weir_records_consumed_total", model=model) == N + 1
-        assert scrape.all("weir_predictions_total") == {
-            frozenset({("model", model), ("version", "1")}): N
+        # every sample says which role reported it (the supervisor merges the roles' views)
+        scoring = {"role": "scoring"}
+        assert scrape.value("weir_records_consumed_total", **scoring, model=model) == N + 1
+        assert {ls: v for ls, v in scrape.all("weir_predictions_total").items() if v} == {
+            frozenset({("role", "scoring"), ("model", model), ("version", "1")}): N
         }
-        assert scrape.all("weir_dead_letters_total") == {
-            frozenset({("error_class", letter.data.error_class)}): 1
+        assert {ls: v for ls, v in scrape.all("weir_dead_letters_total").items() if v} == {
+            frozenset({("role", "scoring"), ("error_class", letter.data.error_class)}): 1
         }
-        assert scrape.value("weir_model_active_version", model=model, version="1") == 1
-        assert scrape.value("weir_model_call_seconds_count", model=model, version="1") >= 1
+        assert scrape.value("weir_model_active_version", **scoring, model=model, version="1") == 1
+        assert (
+            scrape.value("weir_model_call_seconds_count", **scoring, model=model, version="1") >= 1
+        )
 
         # status.json: the route, the counts and throughput over the (60 s) window
         status = LiveStatus.model_validate_json(httpx.get(f"{base}/status.json").text)
@@ -213,7 +224,9 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
 
         # rolling accuracy from the labels: 9 in 10 agree with v1
         def accuracy_of_v1() -> float | None:
-            return Scrape(metrics).value("weir_rolling_accuracy", model=model, version="1")
+            return Scrape(metrics).value(
+                "weir_rolling_accuracy", role="performance", model=model, version="1"
+            )
 
         wait_until(
             lambda: (
@@ -230,7 +243,7 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
 
         # consumer lag: sampled off the hot path, drains to 0 on every partition
         def lag() -> dict[frozenset[tuple[str, str]], float]:
-            return Scrape(metrics).all("weir_consumer_lag_records")
+            return Scrape(metrics).all("weir_consumer_lag_records", role="scoring")
 
         wait_until(
             lambda: len(lag()) == kafka.record_partitions and sum(lag().values()) == 0,
@@ -251,7 +264,12 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
         )
         [rejected] = [h for h in swaps() if h.version == "2"]
         assert rejected.ok is False and "not ready" in rejected.summary
-        assert Scrape(metrics).value("weir_model_active_version", model=model, version="1") == 1
+        assert (
+            Scrape(metrics).value(
+                "weir_model_active_version", role="scoring", model=model, version="1"
+            )
+            == 1
+        )
 
         # a real browser runs the page's script: the DOM shows the active version
         dom = chromium(f"{base}/", tmp_path / "profile-dom", "--dump-dom")
