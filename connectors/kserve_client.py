@@ -12,6 +12,7 @@ whether to wait and try again or to dead-letter.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -80,9 +81,32 @@ def _parse(protocol: Protocol, body: dict[str, Any], n: int) -> tuple[list[Any],
     if protocol == "v1":
         labels = list(body["predictions"])
         return labels, body.get("probabilities"), body.get("model_version")
-    outputs = body["outputs"]
-    labels = list(outputs[0]["data"])
-    return labels, None, body.get("model_version")
+    outputs = {o["name"]: o for o in body["outputs"]}
+    first = body["outputs"][0]
+    labels = list(outputs.get("label", first)["data"])
+    return labels, _v2_probabilities(outputs.get("probabilities"), n), body.get("model_version")
+
+
+def _v2_probabilities(output: dict[str, Any] | None, n: int) -> list[dict[str, float]] | None:
+    """A V2 ``probabilities`` output ([n, classes], flat data) as one dict per row.
+
+    Class names come from the output's ``classes`` parameter (a JSON list, as
+    weir's model server sends it), else ``"0"``..``"k-1"``.
+    """
+    if output is None:
+        return None
+    rows, width = output["shape"]
+    data = output["data"]
+    if rows != n or len(data) != rows * width:
+        raise ValueError(f"probabilities of shape {output['shape']} for {n} rows")
+    raw = (output.get("parameters") or {}).get("classes")
+    classes = [str(c) for c in json.loads(raw)] if raw else [str(i) for i in range(width)]
+    if len(classes) != width:
+        raise ValueError(f"{len(classes)} class names for {width} probability columns")
+    return [
+        dict(zip(classes, map(float, data[i * width : (i + 1) * width]), strict=True))
+        for i in range(rows)
+    ]
 
 
 class InferenceClient:

@@ -56,7 +56,7 @@ def _kserve_model_class() -> type:
             assert self._model is not None
             if isinstance(payload, InferRequest):
                 rows = payload.inputs[0].as_numpy().astype(np.float64)
-                labels, _ = predict_batch(self._model, rows.reshape(len(rows), -1))
+                labels, probs = predict_batch(self._model, rows.reshape(len(rows), -1))
                 arr = np.asarray(labels)
                 out = InferOutput(
                     name="label",
@@ -66,11 +66,23 @@ def _kserve_model_class() -> type:
                 out.set_data_from_numpy(
                     arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float64)
                 )
+                outputs = [out]
+                if probs:  # one row per record, one column per class (named in parameters)
+                    classes = list(probs[0])
+                    table = np.array([[p[c] for c in classes] for p in probs], dtype=np.float64)
+                    scores = InferOutput(
+                        name="probabilities",
+                        shape=[len(probs), len(classes)],
+                        datatype="FP64",
+                        parameters={"classes": json.dumps(classes)},
+                    )
+                    scores.set_data_from_numpy(table)
+                    outputs.append(scores)
                 return InferResponse(
                     response_id=payload.id or "",
                     model_name=self.name,
                     model_version=self.version,
-                    infer_outputs=[out],
+                    infer_outputs=outputs,
                 )
             if isinstance(payload, bytes | str):  # sent without a JSON content type
                 payload = json.loads(payload)

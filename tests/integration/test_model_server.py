@@ -70,6 +70,7 @@ def test_model_server_serves_v1_and_v2_on_loopback_only(
             v1 = await client.predict(url, name, "v1", rows)
             v2 = await client.predict(url, name, "v2", rows)
             assert v1.labels == v2.labels == [1, 0]
+            assert v2.probabilities == v1.probabilities is not None  # V2 keeps them too
             assert v1.model_version == v2.model_version == "1"
             assert v1.probabilities is not None and v1.probabilities[0]["1"] > 0.5
 

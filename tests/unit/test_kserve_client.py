@@ -70,6 +70,32 @@ def test_v2_request_and_response():
     assert body["inputs"][0]["data"] == [1.0, 2.0, 3.0, 4.0]
     assert body["inputs"][0]["datatype"] == "FP64"
     assert (result.labels, result.model_version) == ([0, 1], "8")
+    assert result.probabilities is None  # a server that sends no probabilities output
+
+
+def test_v2_probabilities_are_kept_with_their_class_names():
+    output = {"name": "probabilities", "shape": [2, 2], "datatype": "FP64"}
+    outputs = [
+        {"name": "label", "shape": [2], "datatype": "INT64", "data": [0, 1]},
+        output | {"data": [0.9, 0.1, 0.2, 0.8], "parameters": {"classes": '["no", "yes"]'}},
+    ]
+    rec = Recorder(httpx.Response(200, json={"outputs": outputs}))
+    result = run(client(rec).predict(URL, "churn", "v2", [[1.0], [2.0]]))
+    assert result.probabilities == [{"no": 0.9, "yes": 0.1}, {"no": 0.2, "yes": 0.8}]
+    # without class names the columns are numbered; a wrong shape is a malformed answer
+    unnamed = [outputs[0], output | {"data": [0.9, 0.1, 0.2, 0.8]}]
+    rec = Recorder(httpx.Response(200, json={"outputs": unnamed}))
+    assert run(client(rec).predict(URL, "churn", "v2", [[1.0], [2.0]])).probabilities == [
+        {"0": 0.9, "1": 0.1},
+        {"0": 0.2, "1": 0.8},
+    ]
+    short = [outputs[0], output | {"data": [0.9, 0.1]}]
+    with pytest.raises(ModelServerError, match="unexpected v2 response"):
+        run(
+            client(Recorder(httpx.Response(200, json={"outputs": short}))).predict(
+                URL, "churn", "v2", [[1.0], [2.0]]
+            )
+        )
 
 
 def test_retriable_failures_are_retried_with_growing_backoff():
