@@ -28,31 +28,39 @@ from schemas.settings import Settings
 
 log = logging.getLogger("weir.kafka")
 _T = TypeVar("_T")
-DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 POLL_S = 0.05  # how often the poll thread serves delivery callbacks when idle
-FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: let the poll thread drain it
+FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: serve callbacks this long, look again
 
 
 class _Batch:
-    """Counts one send's deliveries down; resolves its future on the loop."""
+    """Counts one queue's deliveries down; resolves its future with the errors, on the loop.
+
+    Delivery callbacks run on whichever thread polls librdkafka (the poll thread,
+    or the loop's thread while it waits for room in a full queue), hence the lock.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.left = count
         self.errors: list[str] = []
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[list[str]] = loop.create_future()
+        self._lock = threading.Lock()
+        if count == 0:
+            self.done.set_result([])
 
-    def delivered(self, err: KafkaError | None, _msg: Message) -> None:  # poll thread
-        if err is not None:
-            self.errors.append(str(err))
-        self.left -= 1
-        if self.left == 0:
+    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        with self._lock:
+            if err is not None:
+                self.errors.append(str(err))
+            self.left -= 1
+            last = self.left == 0
+        if last:
             self.loop.call_soon_threadsafe(self._resolve)
 
     def _resolve(self) -> None:
         if not self.done.done():
-            self.done.set_result(None)
+            self.done.set_result(self.errors)
 
 
 class AsyncProducer:
@@ -68,37 +76,37 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(POLL_S)
 
-    def _produce(
-        self,
-        topic: str,
-        rec: KafkaRecord,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-    ) -> bool:
-        """Queue one message; False when librdkafka's queue is full (try again shortly)."""
-        try:
-            self._producer.produce(
-                topic,
-                value=rec.value,
-                key=rec.key,
-                headers=list(rec.headers),
-                on_delivery=on_delivery,
-            )
-        except BufferError:
-            return False
-        return True
+    def queue(self, records: Sequence[tuple[str, KafkaRecord]]) -> asyncio.Future[list[str]]:
+        """Produce ``(topic, record)`` pairs now, in order; the future resolves once Kafka
+        acknowledged (or finally refused) every one of them, with the errors, if any.
+
+        Call it from the event loop. A full librdkafka queue is waited out right
+        here (polling briefly), so batches queued one after another keep their order.
+        """
+        batch = _Batch(asyncio.get_running_loop(), len(records))
+        for topic, rec in records:
+            while True:
+                try:
+                    self._producer.produce(
+                        topic,
+                        value=rec.value,
+                        key=rec.key,
+                        headers=list(rec.headers),
+                        on_delivery=batch.delivered,
+                    )
+                    break
+                except BufferError:  # the queue is full: serve callbacks until there is room
+                    self._producer.poll(FULL_QUEUE_WAIT_S)
+        return batch.done
+
+    def check(self, errors: list[str]) -> None:
+        """Raise the one broker error for a queue's delivery errors, if there were any."""
+        if errors:
+            raise unreachable(self._settings, "delivering events", "; ".join(errors[:3]))
 
     async def send(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
         """Produce ``(topic, record)`` pairs; return once Kafka acknowledged all of them."""
-        if not records:
-            return
-        batch = _Batch(asyncio.get_running_loop(), len(records))
-        for topic, rec in records:
-            # librdkafka's queue is full: nothing signals room, so look again shortly
-            while not self._produce(topic, rec, batch.delivered):  # noqa: ASYNC110
-                await asyncio.sleep(FULL_QUEUE_WAIT_S)
-        await batch.done
-        if batch.errors:
-            raise unreachable(self._settings, "delivering events", "; ".join(batch.errors[:3]))
+        self.check(await self.queue(records))
 
     def send_nowait(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
         """Queue ``(topic, record)`` pairs without waiting for the broker (best effort).
@@ -107,16 +115,15 @@ class AsyncProducer:
         retries each message until ``WEIR_KAFKA__DELIVERY_TIMEOUT_MS``; one that
         fails after that is counted in ``failed`` and logged, not raised.
         """
-        for topic, rec in records:
-            while not self._produce(topic, rec, self._delivered_nowait):
-                self._producer.poll(FULL_QUEUE_WAIT_S)  # the queue is full: let it drain
+        self.queue(records).add_done_callback(self._count_failures)
 
-    def _delivered_nowait(self, err: KafkaError | None, _msg: Message) -> None:  # poll thread
-        if err is None:
+    def _count_failures(self, done: asyncio.Future[list[str]]) -> None:
+        errors = done.result()
+        if not errors:
             return
-        self.failed += 1
-        if self.failed == 1 or self.failed % 1000 == 0:
-            log.error("%d events not delivered, latest: %s", self.failed, err)
+        before, self.failed = self.failed, self.failed + len(errors)
+        if before == 0 or before // 1000 != self.failed // 1000:
+            log.error("%d events not delivered, latest: %s", self.failed, errors[-1])
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``), then stop the poll thread."""

@@ -155,6 +155,9 @@ class ScoringSettings(_Group):
     batch_wait_s: float = Field(
         0.01, gt=0, description="longest wait to fill a batch (a full batch goes at once)"
     )
+    batches_in_flight: int = Field(
+        4, ge=1, le=64, description="scored batches whose outputs may await Kafka's ack at once"
+    )
     backoff_initial_s: float = Field(0.2, gt=0, description="first wait when the server is down")
     backoff_max_s: float = Field(5.0, gt=0, description="longest wait between retries")
     control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")

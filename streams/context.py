@@ -11,7 +11,7 @@ import faust
 
 from connectors.kafka_async import AsyncProducer
 from connectors.kserve_client import InferenceClient
-from schemas import Event, Origin, RawMessage, to_kafka
+from schemas import Event, KafkaRecord, Origin, RawMessage, to_kafka
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.live import LiveView
@@ -59,15 +59,21 @@ class RoleContext:
     def name(self, topic: Topic) -> str:
         return topic_name(self.settings.kafka, topic)
 
+    def _records(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> list[tuple[str, KafkaRecord]]:
+        mode = self.settings.events.mode
+        return [(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs]
+
     async def send_all(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> None:
         """Send events and wait until Kafka acknowledged every one of them."""
-        mode = self.settings.events.mode
-        await self.producer.send([(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs])
+        await self.producer.send(self._records(pairs))
+
+    def queue_all(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> asyncio.Future[list[str]]:
+        """Produce events now, in order; the future resolves once Kafka acknowledged them."""
+        return self.producer.queue(self._records(pairs))
 
     def send_nowait(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> None:
         """Queue events without waiting for the broker: best-effort outputs (outcomes)."""
-        mode = self.settings.events.mode
-        self.producer.send_nowait([(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs])
+        self.producer.send_nowait(self._records(pairs))
 
     def channel(self, *logical: Topic) -> Any:
         """A Faust topic (raw bytes) over one or more weir topics."""

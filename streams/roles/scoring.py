@@ -7,9 +7,11 @@ Records are read in micro-batches by a librdkafka group consumer
 (:class:`connectors.kafka_async.BatchConsumer`, group
 ``<prefix>-scoring-<model>``): up to ``WEIR_SCORING__BATCH_SIZE`` records,
 waiting at most ``WEIR_SCORING__BATCH_WAIT_S`` for them. Each batch is scored by
-:class:`agents.scoring.Scorer`, its predictions and dead letters are sent
-through the librdkafka producer, and only once Kafka acknowledged them are the
-records' offsets stored for the next commit — at-least-once. Scoring starts
+:class:`agents.scoring.Scorer` and its predictions and dead letters are queued
+on the librdkafka producer; while Kafka acknowledges them the next batch is
+read and scored (at most ``WEIR_SCORING__BATCHES_IN_FLIGHT`` unacknowledged),
+and a batch's offsets are stored for the next commit only once its outputs are
+acknowledged, in order — at-least-once. Scoring starts
 once the control fold has caught up.
 
 Why not a Faust agent: measured with ``bench/peers.py``, Faust's stream
@@ -25,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from agents.routing import RoutingTable
-from agents.scoring import Scorer
+from agents.scoring import BatchOutcome, Scorer
 from connectors.kafka_async import BatchConsumer
+from schemas import RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.control import attach_control
@@ -61,21 +65,29 @@ def attach_scoring(ctx: RoleContext) -> None:
             ctx.group,
             commit_interval_ms=COMMIT_INTERVAL_MS,
         )
+        # Batches whose outputs are queued but not yet acknowledged, oldest first: the
+        # next batch is read and scored while Kafka acks the last ones, and offsets are
+        # stored strictly in order, each only after its batch's outputs are stored.
+        acking: deque[tuple[asyncio.Future[list[str]], list[RawMessage], BatchOutcome, float]]
+        acking = deque()
         try:
             await ctx.ready.wait()
             while True:
                 batch = await consumer.take(s.batch_size, s.batch_wait_s)
-                if not batch:
-                    continue
-                started = time.perf_counter()
-                outcome = await scorer.score(batch)
-                seconds = time.perf_counter() - started
-                await ctx.send_all(
-                    [(Topic.PREDICTIONS, p) for p in outcome.predictions]
-                    + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
-                )
-                await consumer.done(batch)
-                ctx.live.record_batch(outcome, consumed=len(batch), seconds=seconds)
+                if batch:
+                    started = time.perf_counter()
+                    outcome = await scorer.score(batch)
+                    seconds = time.perf_counter() - started
+                    acked = ctx.queue_all(
+                        [(Topic.PREDICTIONS, p) for p in outcome.predictions]
+                        + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
+                    )
+                    acking.append((acked, batch, outcome, seconds))
+                while acking and (acking[0][0].done() or len(acking) > s.batches_in_flight):
+                    acked, done, outcome, seconds = acking.popleft()
+                    ctx.producer.check(await acked)  # a refused output crashes the role
+                    await consumer.done(done)
+                    ctx.live.record_batch(outcome, consumed=len(done), seconds=seconds)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never a silent, stalled hot path: crash, be restarted
