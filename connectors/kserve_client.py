@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+from pydantic_core import from_json, to_json
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -51,6 +52,9 @@ class InferenceResult:
     probabilities: list[dict[str, float]] | None
     model_version: str | None
     latency_ms: float
+
+
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 def predict_path(model: str, protocol: Protocol) -> str:
@@ -143,7 +147,11 @@ class InferenceClient:
         target = url.rstrip("/") + predict_path(model, protocol)
         started = time.perf_counter()
         try:
-            resp = await self._http.post(target, json=_request_body(protocol, rows))
+            # pydantic-core's JSON (Rust) both ways: a few times faster than the stdlib's
+            # on a 256-row body, and this runs once per batch on the scoring path
+            resp = await self._http.post(
+                target, content=to_json(_request_body(protocol, rows)), headers=JSON_HEADERS
+            )
         except httpx.TimeoutException as exc:
             raise ModelServerError(
                 f"model {model} at {url} timed out after {self._settings.timeout_s}s",
@@ -170,7 +178,7 @@ class InferenceClient:
                 retriable=resp.status_code in RETRIABLE_STATUS,
             )
         try:
-            labels, probs, version = _parse(protocol, resp.json(), len(rows))
+            labels, probs, version = _parse(protocol, from_json(resp.content), len(rows))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ModelServerError(
                 f"model {model} at {url} sent an unexpected {protocol} response: {exc!r}",
