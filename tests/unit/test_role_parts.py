@@ -157,3 +157,11 @@ def test_supervisor_runs_every_role_but_the_retrainer_when_retraining_is_off(ena
         ["retrainer"] if enabled else []
     )
     assert roles == expected
+
+
+def test_the_cli_offers_exactly_the_roles_there_are():
+    # the CLI names the roles itself so that `weir --help` does not import Faust
+    from streams.cli.main import ROLE_NAMES
+    from streams.context import ROLES
+
+    assert ROLE_NAMES == ROLES
