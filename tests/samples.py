@@ -208,3 +208,16 @@ PAYLOADS: st.SearchStrategy[Payload] = st.one_of(
         offset=st.none() | st.integers(0, 2**40),
     ),
 )
+
+
+def performance_alert(alert_id: str, model: str = "m", version: str = "1") -> PerformanceAlert:
+    """A performance alert as the performance role raises it, for retraining tests."""
+    return PerformanceAlert(
+        alert_id=alert_id,
+        model=model,
+        version=version,
+        metric="accuracy",
+        value=0.8,
+        window=500,
+        detector="adwin",
+    )

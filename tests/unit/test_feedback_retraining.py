@@ -20,7 +20,7 @@ from schemas import (
     new_event,
 )
 from schemas.settings import Settings
-from tests.samples import FIXED_TIME
+from tests.samples import FIXED_TIME, performance_alert
 
 
 def pred(rid: str, output: int, version: str = "1") -> Prediction:
@@ -207,18 +207,8 @@ def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
     retrainer = Retrainer(Settings(), table, Deployer(), emit, run_pipeline=pipeline)
     retrainer._features = lambda model, version: ["a"]
 
-    def alert(alert_id: str) -> PerformanceAlert:
-        return PerformanceAlert(
-            alert_id=alert_id,
-            model="m",
-            version="1",
-            metric="accuracy",
-            value=0.8,
-            window=500,
-            detector="DDM",
-        )
-
     async def go() -> None:
+        alert = performance_alert
         assert (await retrainer.on_alert(new_event(alert("false-alarm"), source="t"))).start
         held = await retrainer.on_alert(new_event(alert("real-drift"), source="t"))
         assert held.held and not held.start

@@ -11,11 +11,12 @@ import pytest
 
 from agents.retraining import Retrainer, RetrainPolicy
 from agents.routing import RoutingTable
-from schemas import PerformanceAlert, new_event
+from schemas import new_event
 from schemas.settings import MonitorSettings, RetrainingSettings, Settings
 from schemas.training import TrainingRow
 from streams.roles.archive import ArchiveWriter
 from streams.supervisor import Supervisor
+from tests.samples import performance_alert
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -121,18 +122,7 @@ def test_a_run_cancelled_at_shutdown_starts_no_held_run():
     retrainer = Retrainer(Settings(), RoutingTable(), None, emit, run_pipeline=pipeline)  # type: ignore[arg-type]
 
     def alert(alert_id: str):
-        return new_event(
-            PerformanceAlert(
-                alert_id=alert_id,
-                model="m",
-                version="1",
-                metric="accuracy",
-                value=0.8,
-                window=500,
-                detector="adwin",
-            ),
-            source="t",
-        )
+        return new_event(performance_alert(alert_id), source="t")
 
     async def go() -> None:
         loop.append(asyncio.get_running_loop())
