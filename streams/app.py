@@ -39,6 +39,8 @@ from streams.roles import attach_role
 
 log = logging.getLogger("weir.app")
 
+LIBRDKAFKA_ROLES = frozenset({"scoring", "feedback"})  # roles reading via streams/roles/batches
+
 
 def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     """The Faust app of one role, its agents attached."""
@@ -53,9 +55,10 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     group = f"{k.topic_prefix}-{role}-{settings.scoring.model}"
     app = faust.App(
-        # the app id is its agents' consumer group; scoring reads through a consumer of
-        # its own (streams/roles/scoring.py), so its app must not join that group
-        f"{group}-app" if role == "scoring" else group,
+        # the app id is its agents' consumer group; the roles that read through a
+        # librdkafka consumer of their own (streams/roles/batches.py) use the role's
+        # group there, so their app joins another
+        f"{group}-app" if role in LIBRDKAFKA_ROLES else group,
         broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
         value_serializer="raw",
         key_serializer="raw",

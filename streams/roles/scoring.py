@@ -17,7 +17,8 @@ once the control fold has caught up.
 Why not a Faust agent: measured with ``bench/peers.py``, Faust's stream
 machinery (fetcher, conductor, per-event acks) cost more CPU per record than
 all of weir's own work on a batch; the Faust app still runs this loop as a
-task, with the control fold, the live view, signals and crash handling. An
+task, with the control fold, the live view, signals and crash handling
+(:mod:`streams.roles.batches` says how its own consumer is kept apart). An
 unexpected error crashes the app (and the supervisor starts the role again)
 instead of leaving a silent, stalled loop behind.
 """
@@ -28,7 +29,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any
 
 from agents.routing import RoutingTable
 from agents.scoring import BatchOutcome, Scorer
@@ -36,6 +36,7 @@ from connectors.kafka_async import BatchConsumer
 from schemas import RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
+from streams.roles.batches import keep_faust_subscribed
 from streams.roles.control import attach_control
 
 log = logging.getLogger("weir.scoring")
@@ -48,13 +49,7 @@ def attach_scoring(ctx: RoleContext) -> None:
     routing = RoutingTable()
     attach_control(ctx, routing, emit=True)
 
-    @ctx.app.agent(ctx.topics[Topic.MODELS])
-    async def keep_faust_subscribed(stream: Any) -> None:
-        # Faust's own consumer refuses to start with no topic at all; this idle agent of
-        # the app's group gives it the small control topic. Routes come from the
-        # group-less control fold above, which every scoring process reads in full.
-        async for _ in stream.events():
-            pass
+    keep_faust_subscribed(ctx)
 
     @ctx.app.task
     async def score() -> None:
