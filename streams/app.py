@@ -39,7 +39,9 @@ from streams.roles import attach_role
 
 log = logging.getLogger("weir.app")
 
-LIBRDKAFKA_ROLES = frozenset({"scoring", "feedback"})  # roles reading via streams/roles/batches
+LIBRDKAFKA_ROLES = frozenset(
+    {"scoring", "monitor", "feedback"}
+)  # roles reading via streams/roles/batches
 
 
 def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:

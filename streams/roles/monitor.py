@@ -4,9 +4,11 @@ Its own consumer group over ``records`` and ``predictions``, so it may lag or
 restart without holding scoring back. Per record: a river drift detector per
 input feature and a HalfSpaceTrees outlier scorer; per prediction of the
 role's model: a drift detector on the predicted value. Alerts go to
-``alerts``. Several monitor processes split the partitions, each watching its
-share; one process (the default) watches the whole stream. Detector state is
-checkpointed (:mod:`streams.roles.state`).
+``alerts``. Both topics are read in batches through librdkafka
+(:mod:`streams.roles.batches`), as scoring and feedback read theirs. Several
+monitor processes split the partitions, each watching its share; one process
+(the default) watches the whole stream. Detector state is checkpointed
+(:mod:`streams.roles.state`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from agents.detectors import OutlierScorer, StreamDriftMonitor
-from schemas import InputRecord, OutlierAlert, Prediction
+from schemas import InputRecord, OutlierAlert, Prediction, RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.alerts import alert_id, drift_alert, send_alerts
+from streams.roles.batches import attach_batches
 from streams.roles.decode import decoded
 from streams.roles.state import attach_state
+
+BATCH_SIZE = 500  # events per read; the monitor is not latency-bound
+BATCH_WAIT_S = 0.1
 
 
 def attach_monitor(ctx: RoleContext) -> None:
@@ -31,38 +37,49 @@ def attach_monitor(ctx: RoleContext) -> None:
     }
     restored = attach_state(ctx, "detectors", lambda: state, state.update, marks_ready=True)
 
-    @ctx.app.agent(ctx.channel(Topic.RECORDS, Topic.PREDICTIONS))
-    async def monitor(stream: Any) -> None:
-        await restored.wait()
-        async for event in stream.events():
-            found = decoded(ctx, event.message)
-            if found is None:
-                continue
-            data = found.data
-            alerts: list[Any] = []
-            if isinstance(data, InputRecord):
-                for name, value in data.features.items():
-                    signal = state["features"].update(name, value)
-                    if signal is not None:
-                        alerts.append(drift_alert(model, signal))
-                outlier = state["outliers"].check(data.id, data.features)
-                if outlier is not None:
-                    alerts.append(
-                        OutlierAlert(
-                            alert_id=alert_id(),
-                            model=model,
-                            record_id=data.id,
-                            score=outlier.score,
-                            threshold=outlier.threshold,
-                        )
-                    )
-            elif (
-                isinstance(data, Prediction)
-                and data.model == model
-                and isinstance(data.output, int | float)
-            ):
-                signal = state["predictions"].update("prediction", float(data.output))
+    def watch(raw: RawMessage) -> list[Any]:
+        """The alerts one record or prediction raises (none for anything else)."""
+        found = decoded(ctx, raw)
+        if found is None:
+            return []
+        data = found.data
+        alerts: list[Any] = []
+        if isinstance(data, InputRecord):
+            for name, value in data.features.items():
+                signal = state["features"].update(name, value)
                 if signal is not None:
-                    alerts.append(drift_alert(model, signal, version=data.version))
-            if alerts:
-                await send_alerts(ctx, alerts)
+                    alerts.append(drift_alert(model, signal))
+            outlier = state["outliers"].check(data.id, data.features)
+            if outlier is not None:
+                alerts.append(
+                    OutlierAlert(
+                        alert_id=alert_id(),
+                        model=model,
+                        record_id=data.id,
+                        score=outlier.score,
+                        threshold=outlier.threshold,
+                    )
+                )
+        elif (
+            isinstance(data, Prediction)
+            and data.model == model
+            and isinstance(data.output, int | float)
+        ):
+            signal = state["predictions"].update("prediction", float(data.output))
+            if signal is not None:
+                alerts.append(drift_alert(model, signal, version=data.version))
+        return alerts
+
+    async def handle(batch: list[RawMessage]) -> None:
+        alerts = [alert for raw in batch for alert in watch(raw)]
+        if alerts:
+            await send_alerts(ctx, alerts)
+
+    attach_batches(
+        ctx,
+        (Topic.RECORDS, Topic.PREDICTIONS),
+        handle,
+        size=BATCH_SIZE,
+        wait_s=BATCH_WAIT_S,
+        after=restored,
+    )
