@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.kafka_async import BatchConsumer
@@ -37,20 +39,35 @@ def keep_faust_subscribed(ctx: RoleContext) -> None:
             pass
 
 
+@dataclass
+class Pending:
+    """What a handled batch still waits for before its offsets may be stored."""
+
+    acked: asyncio.Future[list[str]]  # Kafka's answer for the batch's outputs (errors, if any)
+    then: Callable[[], None] = lambda: None  # once acknowledged (e.g. the live view's count)
+
+
+Handle = Callable[[list[RawMessage]], Awaitable[Pending | None]]
+
+
 def attach_batches(
     ctx: RoleContext,
     topics: Sequence[Topic],
-    handle: Callable[[list[RawMessage]], Awaitable[None]],
+    handle: Handle,
     *,
     size: int,
     wait_s: float,
     after: asyncio.Event,
+    in_flight: int = 1,
 ) -> None:
     """A task that hands batches of ``topics`` to ``handle`` once ``after`` is set.
 
-    A batch's offsets are stored (committed within a second) only after
-    ``handle`` returned; an error in ``handle`` crashes the role instead of
-    leaving it stalled (the supervisor starts it again).
+    ``handle`` returns None when it is done with a batch, or a :class:`Pending`
+    for outputs Kafka has yet to acknowledge; then the next batches are read and
+    handled meanwhile, at most ``in_flight`` of them unacknowledged. A batch's
+    offsets are stored (committed within a second) only once it is done, strictly
+    in order. An error in ``handle`` or a refused output crashes the role instead
+    of leaving it stalled (the supervisor starts it again).
     """
     keep_faust_subscribed(ctx)
 
@@ -62,13 +79,21 @@ def attach_batches(
             ctx.group,
             commit_interval_ms=COMMIT_INTERVAL_MS,
         )
+        waiting: deque[tuple[Pending | None, list[RawMessage]]] = deque()  # oldest first
         try:
             await after.wait()
             while True:
                 batch = await consumer.take(size, wait_s)
                 if batch:
-                    await handle(batch)
-                    await consumer.done(batch)
+                    waiting.append((await handle(batch), batch))
+                while waiting and (
+                    waiting[0][0] is None or waiting[0][0].acked.done() or len(waiting) > in_flight
+                ):
+                    pending, done = waiting.popleft()
+                    if pending is not None:
+                        ctx.producer.check(await pending.acked)
+                        pending.then()
+                    await consumer.done(done)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
