@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.kafka_async import BatchConsumer
-from schemas import RawMessage
+from schemas import ConfigurationError, RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
 
@@ -69,6 +69,10 @@ def attach_batches(
     in order. An error in ``handle`` or a refused output crashes the role instead
     of leaving it stalled (the supervisor starts it again).
     """
+    if ctx.app.conf.id == ctx.group:  # the app's own consumer would join our group
+        raise ConfigurationError(
+            f"role {ctx.role} reads through librdkafka: list it in streams.app.LIBRDKAFKA_ROLES"
+        )
     keep_faust_subscribed(ctx)
 
     @ctx.app.task

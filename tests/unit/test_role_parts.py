@@ -155,3 +155,12 @@ def test_the_cli_offers_exactly_the_roles_there_are():
     from streams.context import ROLES
 
     assert ROLE_NAMES == ROLES
+
+
+def test_a_librdkafka_role_whose_app_would_share_its_group_refuses_to_start(monkeypatch):
+    import streams.app
+    from schemas import ConfigurationError
+
+    monkeypatch.setattr(streams.app, "LIBRDKAFKA_ROLES", frozenset({"scoring", "feedback"}))
+    with pytest.raises(ConfigurationError, match="list it in streams.app.LIBRDKAFKA_ROLES"):
+        streams.app.create_app(Settings(), "monitor")
