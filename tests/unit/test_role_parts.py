@@ -162,5 +162,5 @@ def test_a_librdkafka_role_whose_app_would_share_its_group_refuses_to_start(monk
     from schemas import ConfigurationError
 
     monkeypatch.setattr(streams.app, "LIBRDKAFKA_ROLES", frozenset({"scoring", "feedback"}))
-    with pytest.raises(ConfigurationError, match="list it in streams.app.LIBRDKAFKA_ROLES"):
+    with pytest.raises(ConfigurationError, match=r"list it in streams\.app\.LIBRDKAFKA_ROLES"):
         streams.app.create_app(Settings(), "monitor")
