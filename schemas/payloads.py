@@ -15,7 +15,7 @@ import base64
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from schemas.errors import EventDecodeError, RawMessage
 
@@ -24,6 +24,29 @@ ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-
 Version = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
 Output = int | float | str
+
+# A feature value is a JSON number, nothing else: no strings ("1.5"), no booleans,
+# no NaN or infinities, and no magnitude whose square overflows a float in a
+# detector's running variance (1e308 is finite, its square is not).
+MAX_ABS_FEATURE = 1e150
+# At most this many features per record: every name a record brings costs the
+# monitor detector state, so the schema caps it (JSON Schema ``maxProperties``).
+MAX_FEATURES = 256
+
+
+def _bounded(value: float) -> float:
+    if abs(value) > MAX_ABS_FEATURE:
+        raise ValueError(f"{value!r} is beyond ±{MAX_ABS_FEATURE:g}")
+    return value
+
+
+FeatureValue = Annotated[
+    float,
+    Strict(),
+    AfterValidator(_bounded),
+    Field(json_schema_extra={"minimum": -MAX_ABS_FEATURE, "maximum": MAX_ABS_FEATURE}),
+]
+Features = Annotated[dict[FeatureName, FeatureValue], Field(min_length=1, max_length=MAX_FEATURES)]
 
 
 class Payload(BaseModel):
@@ -45,7 +68,7 @@ class InputRecord(Payload):
     event_type: ClassVar[str] = "io.weir.record.v1"
 
     id: Identifier
-    features: dict[FeatureName, float] = Field(min_length=1)
+    features: Features
     entity: Identifier | None = None
     timestamp: datetime | None = None
 

@@ -170,6 +170,9 @@ class ScoringSettings(_Group):
 class MonitorSettings(_Group):
     drift_detector: Literal["adwin", "page-hinkley"] = "adwin"
     drift_cooldown: int = Field(1000, ge=1, description="updates per stream between drift alerts")
+    max_tracked_features: int = Field(
+        64, ge=1, description="feature names that get a drift detector; later new names are not"
+    )
     outlier_threshold: float = Field(0.95, gt=0, le=1)
     performance_detector: Literal["ddm", "eddm", "hddm-a", "adwin"] = "adwin"
     performance_window: int = Field(500, ge=10, description="outcomes in rolling accuracy")
