@@ -126,6 +126,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "linger.ms": k.linger_ms,
         "compression.type": k.compression,
         "message.timeout.ms": k.delivery_timeout_ms,
+        "message.max.bytes": k.message_max_bytes,
     }
 
 

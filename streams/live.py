@@ -200,16 +200,16 @@ class LiveView:
         for model, routes in sorted(routing.models.items()):
             if routes.active is not None:
                 current[("active", model, routes.active.version)] = 1.0
-            if routes.canary is not None:
-                current[("canary", model, routes.canary.version)] = routes.canary_weight
+            if routes.serving_canary is not None:
+                current[("canary", model, routes.serving_canary.version)] = routes.canary_weight
             if routes.shadow is not None:
                 current[("shadow", model, routes.shadow.version)] = 1.0
             views.append(
                 RouteView(
                     model=model,
                     active=routes.active.version if routes.active else None,
-                    canary=routes.canary.version if routes.canary else None,
-                    canary_weight=routes.canary_weight if routes.canary else 0.0,
+                    canary=routes.serving_canary.version if routes.serving_canary else None,
+                    canary_weight=routes.canary_weight if routes.serving_canary else 0.0,
                     shadow=routes.shadow.version if routes.shadow else None,
                 )
             )
