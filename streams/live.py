@@ -89,6 +89,7 @@ class LiveStatus(BaseModel):
     alerts: list[Happening]
     swaps: list[Happening]
     retraining_runs: dict[str, int]  # by status
+    problems: list[str] = []  # why the role is not ready now (broker, model server)
 
 
 def _summary(data: Any) -> tuple[str, str | None, str, bool | None]:
@@ -302,4 +303,5 @@ def merge_status(parts: dict[str, LiveStatus], *, recent: int) -> LiveStatus:
         alerts=newest([a for v in views for a in v.alerts]),
         swaps=newest([s for v in views for s in v.swaps]),
         retraining_runs=dict(sorted(runs.items())),
+        problems=[f"{r}: {p}" for v in views for r in v.roles[:1] for p in v.problems],
     )

@@ -33,6 +33,7 @@ RECHECK_S = 2.0
 
 def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> None:
     app, settings, k = ctx.app, ctx.settings, ctx.settings.kafka
+    ctx.routing = routing
 
     @app.task
     async def control() -> None:
