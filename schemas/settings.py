@@ -124,7 +124,7 @@ class KServeSettings(_Group):
         "process; `host` asks the model host at WEIR_KSERVE__HOST_URL",
     )
     host_url: str | None = Field(
-        None, description="the model host's API, e.g. http://model-host:9000 (deployer=host)"
+        None, description="the model host's API, e.g. http://model-host:8070 (deployer=host)"
     )
     advertised_host: str = Field(
         "127.0.0.1", description="host name in the URLs the model host hands out"
