@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from agents.letters import dead_letter
 from agents.routing import RoutingTable
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, ModelServerError
@@ -91,22 +92,19 @@ class Controller:
     async def _dead(
         self, raw: RawMessage, error_class: str, reason: str, event_id: str | None
     ) -> Event[DeadLetter]:
-        letter = DeadLetter.from_raw(
-            raw,
-            error_class=error_class,
-            reason=reason,
-            event_id=event_id,
-            inline_max=self._settings.events.dead_letter_inline_bytes,
-        )
-        if self._oversize is not None:
-            letter = await self._oversize.complete(letter, raw.value)
         o = raw.origin
-        return new_event(
-            letter,
-            source=self._settings.events.source,
+        out = dead_letter(
+            self._settings,
+            raw,
+            error_class,
+            reason,
             now=self._now,
-            event_id=f"deadletter:{o.topic}:{o.partition}:{o.offset}",
+            event_id=event_id,
+            letter_id=f"deadletter:{o.topic}:{o.partition}:{o.offset}",
         )
+        if self._oversize is None:
+            return out
+        return out.model_copy(update={"data": await self._oversize.complete(out.data, raw.value)})
 
     async def handle(
         self, raw: RawMessage, *, replaying: bool

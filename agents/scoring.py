@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agents.letters import dead_letter
 from agents.routing import Route, RoutingTable
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, InferenceResult, ModelServerError
@@ -104,18 +105,10 @@ class Scorer:
         reason: str,
         **kw: Any,
     ) -> None:
-        letter = DeadLetter.from_raw(
-            raw,
-            error_class=error_class,
-            reason=reason,
-            inline_max=self._settings.events.dead_letter_inline_bytes,
-            **kw,
-        )
-        if letter.raw_truncated:
+        letter = dead_letter(self._settings, raw, error_class, reason, now=self._now, **kw)
+        if letter.data.raw_truncated:
             outcome.oversized.append((len(outcome.dead_letters), raw.value))
-        outcome.dead_letters.append(
-            new_event(letter, source=self._settings.events.source, now=self._now)
-        )
+        outcome.dead_letters.append(letter)
 
     def _decode(self, messages: Sequence[RawMessage], outcome: BatchOutcome) -> list[_Pending]:
         pending = []
