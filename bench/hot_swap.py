@@ -66,6 +66,7 @@ from connectors.kafka import EventProducer, ensure_topics
 from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
@@ -243,7 +244,9 @@ class Bench:
             features=FEATURES,
         )
         assert self.producer is not None
-        self.producer.send(self.models_t, new_event(change, source="bench-swap"))
+        self.producer.send(
+            self.models_t, signed(self.settings, new_event(change, source="bench-swap"))
+        )
 
     def start_worker(self) -> ServiceProcess:
         worker = start_worker(self.settings, f"{self.uid}-{len(self.workers) + 1}")

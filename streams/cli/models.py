@@ -24,6 +24,7 @@ from agents.routing import ModelRoutes, Route, RoutingTable
 from connectors.kafka_tools import open_reader, quiet_producer, require_topics
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.registry import CARD, ModelRegistry
+from connectors.signing import Verifier, signed
 from schemas import Lineage, ModelVersionEvent, WeirError, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
@@ -36,13 +37,20 @@ WATCH_HINT = (
 
 
 def fold_routes(settings: Settings) -> tuple[RoutingTable, int]:
-    """The routes on the control topic, read from its beginning; and how many messages were not
-    model-version events. Every endpoint counts as ready."""
+    """The routes on the control topic, read from its beginning; and how many messages were
+    not model-version events a worker would act on (not one, or not signed by an accepted
+    key). Every endpoint counts as ready."""
     table, ignored = RoutingTable(), 0
+    verifier = Verifier(settings) if settings.control.require_signatures else None
     with open_reader(settings, topic_name(settings.kafka, Topic.MODELS), start="beginning") as r:
         for msg in r.read_to_end():
-            if msg.event is not None and isinstance(msg.event.data, ModelVersionEvent):
-                table.apply(msg.event.data, ready=True)
+            event = msg.event
+            if (
+                event is not None
+                and isinstance(event.data, ModelVersionEvent)
+                and (verifier is None or verifier.problem(event) is None)
+            ):
+                table.apply(event.data, ready=True)
             else:
                 ignored += 1
     return table, ignored
@@ -140,7 +148,9 @@ def models_list(ctx: click.Context, model: str | None) -> None:
             table.add_row(name, version, Text("\n".join(notes[version])), "(not in registry)")
     console.print(table)
     if ignored:
-        console.print(f"{ignored} messages on {control} were not model-version events (ignored)")
+        console.print(
+            f"{ignored} messages on {control} were not signed model-version events (ignored)"
+        )
 
 
 def _url(value: str) -> str:
@@ -151,14 +161,17 @@ def _url(value: str) -> str:
 
 
 def _publish(settings: Settings, change: ModelVersionEvent, run_id: str | None = None) -> str:
-    """Send a control event (with the events it implies: an activate clears the canary)
-    and wait for the broker; returns where the change itself was stored."""
+    """Sign and send a control event (with the events it implies: an activate clears the
+    canary) and wait for the broker; returns where the change itself was stored."""
     lineage = Lineage(modelname=change.model, modelversion=change.version, runid=run_id)
     producer = quiet_producer(settings)
     stored = [
         producer.send(
             topic_name(settings.kafka, Topic.MODELS),
-            new_event(routed, source=f"{settings.events.source}/cli", lineage=lineage),
+            signed(
+                settings,
+                new_event(routed, source=f"{settings.events.source}/cli", lineage=lineage),
+            ),
         )
         for routed in change.implied()
     ]
