@@ -63,7 +63,6 @@ from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import EventProducer, ensure_topics
-from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
 from connectors.signing import signed
@@ -94,7 +93,7 @@ def publish_tagged_models(settings: Settings, model: str) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2000, len(FEATURES)))
     side = (x @ rng.normal(size=len(FEATURES)) > 0).astype(int)
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     for version, classes in CLASSES.items():
         card = ModelCard(
             name=model,

@@ -150,13 +150,15 @@ def accepted_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
     return {key_id(r): Ed25519PublicKey.from_public_bytes(r) for r in raws}
 
 
+def signature_of(pair: KeyPair, payload: bytes) -> str:
+    """``<key id>:<base64 Ed25519 signature>`` of ``payload``."""
+    return f"{pair.id}:{base64.b64encode(pair.private.sign(payload)).decode()}"
+
+
 def sign(pair: KeyPair, event: Event[Any]) -> Event[Any]:
     """``event`` with its signature attribute set."""
     unsigned = event.model_copy(update={"signature": None})
-    signature = pair.private.sign(unsigned.signed_bytes())
-    return unsigned.model_copy(
-        update={"signature": f"{pair.id}:{base64.b64encode(signature).decode()}"}
-    )
+    return unsigned.model_copy(update={"signature": signature_of(pair, unsigned.signed_bytes())})
 
 
 def signed(settings: Settings, event: Event[Any]) -> Event[Any]:
@@ -188,7 +190,11 @@ class Verifier:
         """Why ``event``'s signature is not acceptable, or None when it is."""
         if event.signature is None:
             return "unsigned: a route must be signed by a key the workers accept"
-        key, _, b64 = event.signature.partition(":")
+        return self.check(event.signature, event.signed_bytes())
+
+    def check(self, signature: str, payload: bytes) -> str | None:
+        """Why ``signature`` (``<key id>:<base64>``) does not sign ``payload``, or None."""
+        key, _, b64 = signature.partition(":")
         if key not in self.keys and self._clock() - self._read_at >= self._reload_s:
             self.keys, self._read_at = accepted_keys(self._settings), self._clock()
         public = self.keys.get(key)
@@ -196,7 +202,7 @@ class Verifier:
             known = ", ".join(sorted(self.keys)) or "none"
             return f"signed by unknown key {key[:16]!r} (accepted: {known})"
         try:
-            public.verify(base64.b64decode(b64, validate=True), event.signed_bytes())
+            public.verify(base64.b64decode(b64, validate=True), payload)
         except (InvalidSignature, binascii.Error, ValueError):
-            return f"bad signature for key {key}: the event was altered or not signed by it"
+            return f"bad signature for key {key}: altered, or not signed by it"
         return None

@@ -41,7 +41,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess
 from connectors.registry import ModelRegistry
 from schemas import ServiceError, WeirError
@@ -84,7 +83,7 @@ class ModelHost:
         self.settings = settings
         self._serve = serve or serve_and_wait
         if registered is None:
-            registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+            registry = ModelRegistry.for_settings(settings)
             registered = registry.versions
         self._registered = registered
         self._deployments: dict[tuple[str, str], Deployment] = {}

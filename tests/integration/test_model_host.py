@@ -29,7 +29,6 @@ from sklearn.linear_model import LogisticRegression
 
 from connectors.deployers import HostDeployer
 from connectors.kserve_client import InferenceClient
-from connectors.minio_store import ObjectStore
 from connectors.process import free_port, is_running
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
@@ -72,7 +71,7 @@ def publish_third_version(settings: Settings, model: str) -> None:
         classes=[0, 1],
         created_at=datetime.now(UTC),
     )
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     registry.publish(card, LogisticRegression().fit(x, (x[:, 0] < 0).astype(int)))
 
 
