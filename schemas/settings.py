@@ -128,6 +128,9 @@ class KServeSettings(_Group):
         description="how a new version is served: `local` starts a kserve.ModelServer child "
         "process; `host` asks the model host at WEIR_KSERVE__HOST_URL",
     )
+    host_token: SecretStr | None = Field(
+        None, description="bearer token the model host's POST/DELETE need (and deployers send)"
+    )
     host_url: str | None = Field(
         None, description="the model host's API, e.g. http://model-host:8070 (deployer=host)"
     )
@@ -136,6 +139,8 @@ class KServeSettings(_Group):
     )
     port_min: int = Field(0, ge=0, le=65535, description="lowest model server port; 0 = any")
     port_max: int = Field(0, ge=0, le=65535, description="highest model server port; 0 = any")
+
+    _empty_is_none = field_validator("host_token")(_unset_if_empty)
 
     @model_validator(mode="after")
     def _deployer_complete(self) -> KServeSettings:

@@ -20,40 +20,21 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from agents.routing import ModelRoutes, Route, RoutingTable
-from connectors.kafka_tools import open_reader, quiet_producer, require_topics
+from agents.routing import ModelRoutes, Route
+from connectors.kafka_tools import quiet_producer, require_topics
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.registry import CARD, ModelRegistry
-from connectors.signing import Verifier, signed
+from connectors.signing import signed
 from schemas import Lineage, ModelVersionEvent, WeirError, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.cli.common import _settings, console, one_line_errors
+from streams.routes import fold_routes
 
 WATCH_HINT = (
     "workers switch once the endpoint answers ready: `weir subscribe alerts --type model.route`"
 )
-
-
-def fold_routes(settings: Settings) -> tuple[RoutingTable, int]:
-    """The routes on the control topic, read from its beginning; and how many messages were
-    not model-version events a worker would act on (not one, or not signed by an accepted
-    key). Every endpoint counts as ready."""
-    table, ignored = RoutingTable(), 0
-    verifier = Verifier(settings) if settings.control.require_signatures else None
-    with open_reader(settings, topic_name(settings.kafka, Topic.MODELS), start="beginning") as r:
-        for msg in r.read_to_end():
-            event = msg.event
-            if (
-                event is not None
-                and isinstance(event.data, ModelVersionEvent)
-                and (verifier is None or verifier.problem(event) is None)
-            ):
-                table.apply(event.data, ready=True)
-            else:
-                ignored += 1
-    return table, ignored
 
 
 def _registry(settings: Settings) -> tuple[ObjectStore, ModelRegistry]:

@@ -168,6 +168,7 @@ def test_env_names_are_computed_from_the_settings_model():
         "WEIR_MINIO__SECRET_KEY",
         "WEIR_CONTROL__SIGNING_KEY",
         "WEIR_KNATIVE__ADMIN_TOKEN",
+        "WEIR_KSERVE__HOST_TOKEN",
     }
 
 
