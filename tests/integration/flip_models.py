@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from connectors.kafka import EventProducer
 from connectors.registry import ModelRegistry
+from connectors.signing import signed
+from schemas import ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 
 FEATURES = ["a", "b"]
 
@@ -33,3 +37,18 @@ def publish_flip_models(settings: Settings, model: str) -> None:
 
 def expected_output(version: str, a: float) -> int:
     return int(a > 0) if version == "1" else int(a < 0)
+
+
+def activation(model: str, version: str, url: str) -> ModelVersionEvent:
+    """The route that sends all of ``model``'s traffic to ``version`` at ``url`` (V1)."""
+    return ModelVersionEvent(
+        action="activate", model=model, version=version, url=url, protocol="v1", features=FEATURES
+    )
+
+
+def publish_route(
+    settings: Settings, change: ModelVersionEvent, producer: EventProducer | None = None
+) -> None:
+    """Sign ``change`` with the stack's key and put it on the control topic, as the CLI does."""
+    event = signed(settings, new_event(change, source="test"))
+    (producer or EventProducer(settings)).send(topic_name(settings.kafka, Topic.MODELS), event)

@@ -24,8 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import free_port, wait_until
-from connectors.signing import signed
-from schemas import InputRecord, Label, ModelVersionEvent, new_event
+from schemas import InputRecord, Label, new_event
 from schemas.settings import (
     KServeSettings,
     LiveSettings,
@@ -38,7 +37,12 @@ from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker
 from streams.live import LiveStatus
 from streams.servers.deployers import serve
-from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
+from tests.integration.flip_models import (
+    activation,
+    expected_output,
+    publish_flip_models,
+    publish_route,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -136,17 +140,7 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
     producer = EventProducer(settings)
 
     def control(version: str, port: int) -> None:
-        change = ModelVersionEvent(
-            action="activate",
-            model=model,
-            version=version,
-            url=f"http://127.0.0.1:{port}",
-            protocol="v1",
-            features=FEATURES,
-        )
-        producer.send(
-            topic_name(kafka, Topic.MODELS), signed(settings, new_event(change, source="test"))
-        )
+        publish_route(settings, activation(model, version, f"http://127.0.0.1:{port}"), producer)
 
     control("1", v1_port)
     worker = start_worker(settings, unique)

@@ -29,18 +29,14 @@ from pydantic import SecretStr
 from sklearn.linear_model import LogisticRegression
 
 from connectors.deployers import HostDeployer
-from connectors.kafka import EventProducer
 from connectors.kserve_client import InferenceClient
 from connectors.process import free_port, is_running
 from connectors.registry import ModelRegistry
-from connectors.signing import signed
-from schemas import ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import KServeSettings, Settings, StackSettings
-from schemas.topics import Topic, topic_name
 from streams.dev.localrun import stop_model_servers
 from streams.servers.model_host import ModelHost, create_model_host_app
-from tests.integration.flip_models import publish_flip_models
+from tests.integration.flip_models import activation, publish_flip_models, publish_route
 
 pytestmark = pytest.mark.integration
 
@@ -224,25 +220,11 @@ def test_model_host_deploys_restores_and_retires_real_servers(
             assert predict(settings, v2["url"], model) == ([0, 1], "2")
 
             # a version a route points at is not stopped: v2 active on the control topic
-            producer = EventProducer(settings)
-
-            def route(version: str, url: str) -> None:
-                change = ModelVersionEvent(
-                    action="activate",
-                    model=model,
-                    version=version,
-                    url=url,
-                    protocol="v1",
-                    features=["a", "b"],
-                )
-                event = signed(settings, new_event(change, source="test"))
-                producer.send(topic_name(settings.kafka, Topic.MODELS), event)
-
-            route("2", v2["url"])
+            publish_route(settings, activation(model, "2", v2["url"]))
             busy = http.delete(f"/v1/deployments/{model}/2")
             assert busy.status_code == 409 and "is routed (active)" in busy.text, busy.text
             assert is_running(r2["pid"])
-            route("1", v1["url"])  # v2 serves nothing any more
+            publish_route(settings, activation(model, "1", v1["url"]))  # v2 serves nothing now
 
             # a worker's keep-alive connection to v2, open while v2 is retired: the server
             # closes it first, so v2's port is left in TIME_WAIT on the server side

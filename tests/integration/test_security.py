@@ -31,7 +31,7 @@ from streams.dev.localrun import Collector, start_worker
 from streams.servers.deployers import serve
 from streams.servers.model_server import server_process, start_server
 from tests.helpers import own_topics
-from tests.integration.flip_models import FEATURES, publish_flip_models
+from tests.integration.flip_models import activation, publish_flip_models
 
 pytestmark = pytest.mark.integration
 
@@ -67,14 +67,7 @@ def route_attacks(live_stack: Settings, unique: str, tmp_path) -> str:
     producer = EventProducer(settings)
 
     def route(version: str, port: int, host: str = "127.0.0.1") -> ModelVersionEvent:
-        return ModelVersionEvent(
-            action="activate",
-            model=model,
-            version=version,
-            url=f"http://{host}:{port}",
-            protocol="v1",
-            features=FEATURES,
-        )
+        return activation(model, version, f"http://{host}:{port}")
 
     def produce(start: int, count: int) -> None:
         for i in range(start, start + count):
