@@ -24,6 +24,7 @@ Every role sends through one :class:`~connectors.kafka_async.AsyncProducer`
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 from typing import Any
 
@@ -103,6 +104,7 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 
 def run_role(settings: Settings, role: str, *, loglevel: str = "info") -> None:
     """Run one role in the foreground until interrupted."""
+    faulthandler.enable()  # a crash in a C extension leaves every thread's Python stack
     app, _ = create_app(settings, role)
 
     @app.task

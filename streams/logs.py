@@ -31,8 +31,8 @@ class RateLimit(logging.Filter):
     def __init__(
         self,
         *,
-        burst: int = 5,
-        window_s: float = 10.0,
+        burst: int = 3,
+        window_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -63,7 +63,7 @@ class RateLimit(logging.Filter):
         return False
 
 
-def limit_logs(*, burst: int = 5, window_s: float = 10.0) -> RateLimit:
+def limit_logs(*, burst: int = 3, window_s: float = 30.0) -> RateLimit:
     """Rate-limit every handler of the root logger (once); returns the filter."""
     root = logging.getLogger()
     for handler in root.handlers:
