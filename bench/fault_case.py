@@ -36,6 +36,12 @@ MODEL = "faults"
 START_S = 150.0  # a worker's start: imports, group join, the control fold (2 busy cores)
 DRAIN_S = 60.0  # the last outcomes after the stream stops
 HERE = Path(__file__).resolve().parent
+CRASH_LOOP = 3  # role exits that end a scenario early: it will not recover by itself
+
+
+class Stuck(Exception):
+    """The scenario cannot go on: the product is stuck or crash-looping."""
+
 
 Say = Callable[[str], None]
 
@@ -115,6 +121,7 @@ class Case:
         self.tally = Tally(self.settings).start()
         self.workers: list[Worker] = []
         self.started_workers = 0
+        self.settled = False
         self.helpers: list[ServiceProcess] = []
         self.streams: list[Stream] = []
         self.fault_at = time.time()
@@ -130,13 +137,35 @@ class Case:
     def left_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
-    def wait(self, check: Callable[[], bool], what: str, timeout_s: float | None = None) -> bool:
-        """Poll ``check`` (bounded by the deadline); False, and a failure noted, at the bound."""
+    def wait(
+        self,
+        check: Callable[[], bool],
+        what: str,
+        timeout_s: float | None = None,
+        *,
+        required: bool = True,
+    ) -> bool:
+        """Poll ``check``, bounded by ``timeout_s`` and the deadline.
+
+        At the bound a required wait ends the scenario (:class:`Stuck`); another
+        is noted and returns False. A worker in a crash loop ends it at once.
+        """
         bound = self.left_s() if timeout_s is None else min(timeout_s, self.left_s())
+
+        def probe() -> bool:
+            looping = {
+                r: n for w in self.workers for r, n in w.restarts().items() if n >= CRASH_LOOP
+            }
+            if looping:
+                raise Stuck(f"crash loop: {looping} restarts while waiting for {what}")
+            return check()
+
         try:
-            wait_until(check, timeout_s=bound, what=what, interval_s=0.2)
+            wait_until(probe, timeout_s=bound, what=what, interval_s=0.2)
         except StackError:
-            self.row.failures.append(f"timed out after {bound:.0f}s: {what}")
+            if required:
+                raise Stuck(f"stuck: {what} (not within {bound:.0f}s)") from None
+            self.row.notes.append(f"not within {bound:.0f}s: {what}")
             return False
         return True
 
@@ -283,6 +312,8 @@ class Case:
         """Let the stream reach ``at_least`` records, stop it, wait for every outcome."""
         if at_least is not None:
             self.wait(lambda: stream.produced >= at_least, f"{at_least} records produced")
+        elif stream.limit is not None:
+            self.wait(lambda: not stream.running, f"the stream's {stream.limit} records sent")
         stream.stop(timeout_s=min(60.0, self.left_s() + 1))
         self.wait(
             lambda: accounted(stream, self.tally),
@@ -307,10 +338,20 @@ class Case:
             self.row.notes.append(f"{len(stream.failed)} not sent: {stream.failed[0][:80]}")
         return f
 
+    def abandon(self) -> None:
+        """The figures as they stand, when the scenario cannot finish."""
+        for stream in self.streams:
+            stream.stop(timeout_s=10)
+        if self.streams:
+            f = self.measure(self.streams[0])
+            if f.missing:
+                self.row.failures.append(f"{f.missing} records neither scored nor dead-lettered")
+
     def settle_workers(self) -> None:
         """Alive and restarts of every worker still running, for the row."""
-        if not self.workers:
+        if self.settled or not self.workers:
             return
+        self.settled = True  # restarts are counted once
         self.row.alive = all(w.alive() for w in self.workers)
         for w in self.workers:
             self.record_restarts(w)
@@ -321,14 +362,16 @@ def run_case(suite: Suite, name: str, deadline_s: float, body: Callable[[Case], 
     case = Case(suite, name, deadline_s)
     try:
         body(case)
-        case.settle_workers()
+    except Stuck as stuck:
+        case.row.failures.insert(0, str(stuck))
+        case.abandon()
     except Exception as exc:
-        case.row.failures.append(f"error: {type(exc).__name__}: {str(exc)[:200]}")
+        case.row.failures.insert(0, f"error: {type(exc).__name__}: {str(exc)[:200]}")
+        with contextlib.suppress(Exception):
+            case.abandon()
+    finally:
         with contextlib.suppress(Exception):
             case.settle_workers()
-            if case.streams and not case.row.figures.sent:
-                case.measure(case.streams[0])
-    finally:
         case.close()
     case.row.seconds = time.monotonic() - case.started
     return case.row

@@ -25,6 +25,9 @@ COLUMNS = (
 )
 
 
+NOTE_CHARS = 240  # the whole of every failure is in faults.json
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -32,7 +35,9 @@ def _num(value: float | None) -> str:
 def cells(row: Row) -> list[str]:
     f = row.figures
     dead = str(f.dead) + (f" (+{f.dead_dupes} again)" if f.dead_dupes else "")
-    note = "; ".join(row.failures + row.notes)
+    note = "; ".join(row.failures[:3] + row.notes)
+    if len(note) > NOTE_CHARS:
+        note = note[: NOTE_CHARS - 1] + "…"
     return [
         row.name,
         str(f.sent),

@@ -284,12 +284,18 @@ def control_garbage(case: Case) -> None:
         lambda: control_letters(case, "garbage-big") > 0 or bool(worker.restarts()),
         "the big garbage to be dead-lettered (or the role to exit)",
         20.0,
+        required=False,
     )
     scored_after: list[bool] = []
     worker = case.restart(worker)
     scored_after.append(case.wait_predictions(WARMUP, "predictions after restart 1", 60.0))
     produce_one(case.settings, Topic.MODELS, Msg("garbage-small", b"small garbage", []))
-    case.wait(lambda: control_letters(case, "garbage-small") > 0, "small garbage dead letter", 20)
+    case.wait(
+        lambda: control_letters(case, "garbage-small") > 0,
+        "small garbage dead letter",
+        20,
+        required=False,
+    )
     for k in (2, 3):
         worker = case.restart(worker)
         scored_after.append(case.wait_predictions(WARMUP, f"predictions after restart {k}", 60.0))
@@ -492,14 +498,19 @@ def fresh_name_waves(
     case: Case, worker: Worker, *, waves: int, records: int, per_record: int
 ) -> list[float]:
     """Monitor RSS growth (MB) per wave of records with fresh feature names."""
-    if not case.wait(lambda: monitor_caught_up(case), "the monitor to catch up", 60):
+    if not case.wait(
+        lambda: monitor_caught_up(case), "the monitor to catch up", 60, required=False
+    ):
         return []
     before = rss_mb(worker.role_pid("monitor"))
     growth = []
     for wave in range(waves):
         s = case.stream(fresh_names(wave, per_record), rate=500, limit=records)
-        case.wait(lambda s=s: not s.running, f"wave {wave} sent", 60)
-        if not case.wait(lambda: monitor_caught_up(case), f"the monitor to read wave {wave}", 90):
+        case.wait(lambda s=s: not s.running, f"wave {wave} sent", 60, required=False)
+        caught_up = case.wait(
+            lambda: monitor_caught_up(case), f"the monitor to read wave {wave}", 90, required=False
+        )
+        if not caught_up:
             break
         now = rss_mb(worker.role_pid("monitor"))
         if before is None or now is None:

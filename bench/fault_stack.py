@@ -37,12 +37,10 @@ Say = Callable[[str], None]
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port`` (a socket in TIME_WAIT does not count)."""
     with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def private_settings(state_dir: Path = STATE_DIR) -> Settings:
