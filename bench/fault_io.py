@@ -41,7 +41,7 @@ from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 
 FEATURES = [f"x{i}" for i in range(8)]  # bench/_shared.py's model
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def record_msg(rid: str, features: dict[str, float], *, kind: str = "good") -> M
     """A valid ``io.weir.record.v1`` (binary mode), labelled with the sign of x0."""
     rec = to_kafka(new_event(InputRecord(id=rid, features=features), source="faults"))
     label = int(features.get("x0", 0.0) > 0)
-    return Msg(rid, rec.value, list(rec.headers), kind, label)
+    headers: Headers = [(k, v) for k, v in rec.headers]
+    return Msg(rid, rec.value, headers, kind, label)
 
 
 def record_headers(rid: str, type_: str = "io.weir.record.v1") -> Headers:
@@ -135,6 +136,9 @@ class Stream:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def finished(self) -> bool:
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
         producer = Producer(self.config)
         start = time.monotonic()
@@ -174,7 +178,8 @@ class Stream:
                 return
         if msg.label is not None:
             label = to_kafka(new_event(Label(record_id=msg.id, label=msg.label), source="faults"))
-            producer.produce(self.labels_topic, label.value, label.key, headers=list(label.headers))
+            headers: Headers = [(k, v) for k, v in label.headers]
+            producer.produce(self.labels_topic, label.value, label.key, headers=headers)
         producer.poll(0)
 
 
@@ -338,8 +343,8 @@ def figures(stream: Stream, tally: Tally, *, fault_at: float, now: float | None 
         end = max(times, default=now) if not missing else now
         f.stall_s = largest_gap(times, fault_at, max(end, fault_at))
         waits = []
-        for rid, s in sent.items():
+        for rid, message in sent.items():
             outs = [o.at for o in preds.get(rid, []) + dead.get(rid, [])]
-            waits.append((min(outs) if outs else now) - s.at)
+            waits.append((min(outs) if outs else now) - message.at)
         f.max_wait_s = max(waits)
     return f

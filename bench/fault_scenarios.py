@@ -312,7 +312,7 @@ def control_garbage(case: Case) -> None:
 
 def clear_actions() -> list[str]:
     actions = typing.get_args(ModelVersionEvent.model_fields["action"].annotation)
-    return [a for a in actions if "clear" in a]
+    return sorted((a for a in actions if "clear" in a), key=lambda a: "canary" not in a)
 
 
 def clear_event(url: str) -> ModelVersionEvent | str:
@@ -505,8 +505,8 @@ def fresh_name_waves(
     before = rss_mb(worker.role_pid("monitor"))
     growth = []
     for wave in range(waves):
-        s = case.stream(fresh_names(wave, per_record), rate=500, limit=records)
-        case.wait(lambda s=s: not s.running, f"wave {wave} sent", 60, required=False)
+        stream = case.stream(fresh_names(wave, per_record), rate=500, limit=records)
+        case.wait(stream.finished, f"wave {wave} sent", 60, required=False)
         caught_up = case.wait(
             lambda: monitor_caught_up(case), f"the monitor to read wave {wave}", 90, required=False
         )
