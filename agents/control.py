@@ -3,24 +3,38 @@
 Every worker reads the whole compacted control topic (no consumer group) and
 folds it into its own :class:`~agents.routing.RoutingTable`, so a new model
 goes live on all workers with no redeploy. Before a route is switched to a
-new endpoint the endpoint must answer ready; otherwise the current route stays
-and a rejected :class:`~schemas.RouteDecision` is emitted.
+new endpoint the endpoint must answer ready and the route must carry the
+feature order the model expects; otherwise the current route stays and a
+rejected :class:`~schemas.RouteDecision` is emitted. A clear needs neither.
 
 While replaying history at start-up each endpoint is probed once (old servers
-may be gone) and no decisions are emitted; live events wait up to
-``scoring.control_ready_timeout_s`` for the endpoint.
+may be gone) and nothing is emitted. A replayed route whose endpoint is not
+ready is held and probed again by :meth:`Controller.recheck` until it is ready
+(then applied, with a decision saying so) or a newer event of its slot
+replaces it. Live events wait up to ``scoring.control_ready_timeout_s`` for
+the endpoint.
+
+A control message that does not decode cannot crash the fold: live, it is
+dead-lettered (cut to the inline limit, the whole value kept in MinIO when it
+answers) under an event id derived from its topic, partition and offset, so
+the workers that all read it report it under one id; in a replay it was
+reported when it arrived and is only counted (``skipped``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from agents.letters import dead_letter
 from agents.routing import RoutingTable
+from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, ModelServerError
 from schemas import (
     DeadLetter,
     Event,
     EventDecodeError,
+    Lineage,
     ModelVersionEvent,
     RawMessage,
     RouteDecision,
@@ -28,9 +42,16 @@ from schemas import (
     new_event,
 )
 from schemas.events import Clock, utc_now
+from schemas.payloads import CLEARS
 from schemas.settings import Settings
 
 log = logging.getLogger("weir.control")
+
+
+@dataclass(frozen=True)
+class _Held:
+    change: ModelVersionEvent
+    lineage: Lineage
 
 
 class Controller:
@@ -41,13 +62,20 @@ class Controller:
         client: InferenceClient,
         *,
         now: Clock = utc_now,
+        oversize: OversizeStore | None = None,
     ) -> None:
         self._settings = settings
         self.routing = routing
         self._client = client
         self._now = now
+        self._oversize = oversize
+        self.held: dict[tuple[str, str], _Held] = {}  # (model, slot) → replayed, not ready yet
+        self.skipped = 0  # undecodable messages met in a replay
 
     async def _ready(self, event: ModelVersionEvent, *, replaying: bool) -> bool:
+        if event.action in CLEARS:
+            return True
+        assert event.url is not None  # the schema requires it for every other action
         if replaying:
             return await self._client.ready(event.url, event.model, event.protocol)
         try:
@@ -61,6 +89,23 @@ class Controller:
             return False
         return True
 
+    async def _dead(
+        self, raw: RawMessage, error_class: str, reason: str, event_id: str | None
+    ) -> Event[DeadLetter]:
+        o = raw.origin
+        out = dead_letter(
+            self._settings,
+            raw,
+            error_class,
+            reason,
+            now=self._now,
+            event_id=event_id,
+            letter_id=f"deadletter:{o.topic}:{o.partition}:{o.offset}",
+        )
+        if self._oversize is None:
+            return out
+        return out.model_copy(update={"data": await self._oversize.complete(out.data, raw.value)})
+
     async def handle(
         self, raw: RawMessage, *, replaying: bool
     ) -> Event[RouteDecision] | Event[DeadLetter] | None:
@@ -68,42 +113,81 @@ class Controller:
         try:
             event = decode_raw(raw, max_bytes=self._settings.events.max_bytes)
         except EventDecodeError as err:
-            log.error("undecodable control message: %s", err)
-            return new_event(
-                DeadLetter.from_error(err), source=self._settings.events.source, now=self._now
-            )
+            if replaying:
+                self.skipped += 1
+                return None
+            log.error("undecodable control message: %s", err.reason[:300])
+            return await self._dead(err.raw, err.error_class, err.reason, err.event_id)
         if not isinstance(event.data, ModelVersionEvent):
-            letter = DeadLetter.from_raw(
+            if replaying:
+                self.skipped += 1
+                return None
+            return await self._dead(
                 raw,
-                error_class="WrongTopic",
-                event_id=event.id,
-                reason=f"{event.type} on the control topic; expected io.weir.model.version.v1",
+                "WrongTopic",
+                f"{event.type} on the control topic; expected io.weir.model.version.v1",
+                event.id,
             )
-            return new_event(letter, source=self._settings.events.source, now=self._now)
         change = event.data
-        ready = await self._ready(change, replaying=replaying)
-        decision = self.routing.apply(change, ready=ready)
+        self.held.pop((change.model, change.slot), None)  # a newer event of its slot decides
+        if change.action not in CLEARS and not change.features:
+            ready, decision = (
+                False,
+                self.routing.reject(
+                    change,
+                    "the route names no feature order (`features`); `weir models publish` "
+                    "takes it from the model card",
+                ),
+            )
+        else:
+            ready = await self._ready(change, replaying=replaying)
+            decision = self.routing.apply(change, ready=ready)
+            if replaying and not ready:
+                self.held[(change.model, change.slot)] = _Held(change, event.lineage)
+        self._log(change, decision.accepted, decision.reason)
+        if replaying:
+            return None
+        return self._decision(change, decision.accepted, decision.reason, event.lineage)
+
+    async def recheck(self) -> list[Event[RouteDecision]]:
+        """Probe the replayed routes that were not ready; apply those that are now."""
+        out = []
+        for key, held in list(self.held.items()):
+            change = held.change
+            if not await self._ready(change, replaying=True):
+                continue
+            del self.held[key]
+            decision = self.routing.apply(change, ready=True)
+            reason = f"{decision.reason} (replayed route, ready now)"
+            self._log(change, decision.accepted, reason)
+            out.append(self._decision(change, decision.accepted, reason, held.lineage))
+        return out
+
+    def _log(self, change: ModelVersionEvent, accepted: bool, reason: str) -> None:
         log.log(
-            logging.INFO if decision.accepted else logging.WARNING,
+            logging.INFO if accepted else logging.WARNING,
             "%s %s %s -> %s: %s",
             change.action,
             change.model,
             change.version,
-            "accepted" if decision.accepted else "rejected",
-            decision.reason,
+            "accepted" if accepted else "rejected",
+            reason,
         )
-        if replaying:
-            return None
+
+    def _decision(
+        self, change: ModelVersionEvent, accepted: bool, reason: str, lineage: Lineage
+    ) -> Event[RouteDecision]:
+        routes = self.routing.get(change.model)
         payload = RouteDecision(
             model=change.model,
             action=change.action,
             version=change.version,
             url=change.url,
-            accepted=decision.accepted,
-            reason=decision.reason,
-            active_version=decision.active_version,
+            accepted=accepted,
+            reason=reason,
+            active_version=routes.active.version if routes.active else None,
             worker=self._settings.scoring.worker_id,
         )
         return new_event(
-            payload, source=self._settings.events.source, now=self._now, lineage=event.lineage
+            payload, source=self._settings.events.source, now=self._now, lineage=lineage
         )

@@ -202,10 +202,17 @@ class _Stream:
 class StreamDriftMonitor:
     """One drift detector per named stream, created on the stream's first value.
 
+    At most ``max_streams`` streams get a detector; values of streams first seen
+    after that are counted in ``untracked`` and otherwise ignored, so records
+    that bring ever new feature names cannot grow the state without bound.
+
     After an alarm the stream's detector and its reference period restart, so
     one change gives one signal; alarms in the ``cooldown`` updates of that
     stream after a signal are dropped (the detector still learns and restarts).
     """
+
+    max_streams: int = 64
+    untracked: int = 0
 
     def __init__(
         self,
@@ -213,6 +220,7 @@ class StreamDriftMonitor:
         *,
         cooldown: int = 1000,
         mean_window: int = 200,
+        max_streams: int = 64,
         **params: Param,
     ) -> None:
         if mean_window < 1:
@@ -222,6 +230,8 @@ class StreamDriftMonitor:
         self.cooldown = cooldown
         self.mean_window = mean_window
         self._params = params
+        self.max_streams = max_streams
+        self.untracked = 0
         self._streams: dict[str, _Stream] = {}
 
     def records_seen(self, stream: str) -> int:
@@ -234,6 +244,9 @@ class StreamDriftMonitor:
             raise ValueError(f"stream {stream!r}: value must be finite, got {value!r}")
         state = self._streams.get(stream)
         if state is None:
+            if len(self._streams) >= self.max_streams:
+                self.untracked += 1
+                return None
             state = _Stream(
                 make_detector(self.kind, **self._params),
                 Cooldown(self.cooldown),
@@ -293,7 +306,13 @@ class OutlierScorer:
 
     No record is flagged during the first ``warmup`` records (default: one
     tree window, the first window scores 0 anyway).
+
+    The trees are built on the feature names of the first record; later records
+    are scored on those names only (a name they lack counts as unseen), so new
+    names never add state to the scaler or the trees.
     """
+
+    _names: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -339,7 +358,12 @@ class OutlierScorer:
             if not math.isfinite(value):
                 raise ValueError(f"feature {name!r} must be finite, got {value!r}")
         if self._trees is None:
+            self._names = frozenset(features)
             self._trees = self._build(sorted(features))
+        elif not self._names:  # restored from a checkpoint pickled before the names were kept
+            self._names = frozenset(features)
+        elif not features.keys() <= self._names:
+            features = {k: v for k, v in features.items() if k in self._names}
         score = float(self._trees.score_one(self._scaler.transform_one(features)))
         self.records_seen += 1
         if score <= self.threshold:

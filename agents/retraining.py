@@ -258,7 +258,8 @@ class Retrainer:
                 alert_id=alert_id,
             )
             version_lineage = lineage.model_copy(update={"modelversion": result.version})
-            await self._emit("models", self._event(change, version_lineage))
+            for routed in change.implied():  # with the clear of a canary it replaces
+                await self._emit("models", self._event(routed, version_lineage))
             promoted = True
             await self._emit(
                 "pipeline-runs",

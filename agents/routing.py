@@ -7,8 +7,12 @@ the same compacted control topic ends with the same routes.
 
 Per model it keeps the active route, the history of earlier active routes
 (for rollback), an optional canary with a weight, and an optional shadow.
+Each slot changes only through the events of its own key on the control topic
+(see :class:`~schemas.ModelVersionEvent`), so a table folded from the compacted
+topic — whose partitions replay in any order — equals the live workers' table.
 A canary split is decided by a stable hash of the record id, so a record is
-routed the same way on every worker and on every retry.
+routed the same way on every worker and on every retry; a canary of the active
+version serves nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from schemas import ModelVersionEvent
+from schemas.payloads import CLEARS
 
 Protocol = Literal["v1", "v2"]
 
@@ -40,6 +45,14 @@ class ModelRoutes:
     canary_weight: float = 0.0
     shadow: Route | None = None
 
+    @property
+    def serving_canary(self) -> Route | None:
+        """The canary, unless it is the active version (promoted, its clear not seen yet)."""
+        canary = self.canary
+        if canary is None or (self.active is not None and canary.version == self.active.version):
+            return None
+        return canary
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -49,6 +62,8 @@ class Decision:
 
 
 def route_of(event: ModelVersionEvent) -> Route:
+    if event.url is None:
+        raise ValueError(f"{event.action} {event.model} {event.version} names no url")
     return Route(
         model=event.model,
         version=event.version,
@@ -78,10 +93,24 @@ class RoutingTable:
         ``activate`` and ``rollback`` both name the version that should serve
         from now on, so the latest of them alone decides the active route — which
         is what survives compaction of the control topic. A rollback also drops
-        the versions after its target from the history.
+        the versions after its target from the history. A clear needs no
+        endpoint and empties its slot.
         """
         current = self.get(event.model)
         active_version = current.active.version if current.active else None
+        if event.action in CLEARS:
+            slot = CLEARS[event.action]
+            held = current.canary if slot == "canary" else current.shadow
+            if held is None:
+                return Decision(True, f"no {slot} to clear", active_version)
+            cleared = (
+                replace(current, canary=None, canary_weight=0.0)
+                if slot == "canary"
+                else replace(current, shadow=None)
+            )
+            self.models[event.model] = cleared
+            self.changes += 1
+            return Decision(True, f"{slot} {held.version} cleared", active_version)
         if not ready:
             return Decision(
                 False,
@@ -103,8 +132,6 @@ class RoutingTable:
             else:
                 history = (current.history + ((current.active,) if current.active else ()))[-20:]
             updated = replace(current, active=new, history=history)
-            if current.canary is not None and current.canary.version == new.version:
-                updated = replace(updated, canary=None, canary_weight=0.0)
         elif event.action == "canary":
             updated = replace(current, canary=new, canary_weight=float(event.weight or 0.0))
         else:  # shadow
@@ -114,6 +141,16 @@ class RoutingTable:
         now_active = updated.active.version if updated.active else None
         return Decision(True, f"{event.action} {event.version}", now_active)
 
+    def reject(self, event: ModelVersionEvent, why: str) -> Decision:
+        """Refuse ``event`` for ``why``, keeping the current routes."""
+        active = self.get(event.model).active
+        version = active.version if active else None
+        return Decision(
+            False,
+            f"{event.action} {event.version} refused: {why}; keeping version {version}",
+            version,
+        )
+
     def previous(self, model: str) -> Route | None:
         """The route a rollback of ``model`` would return to, if any."""
         history = self.get(model).history
@@ -122,6 +159,7 @@ class RoutingTable:
     def route(self, model: str, record_id: str) -> Route | None:
         """Where to send ``record_id`` now: the canary for its share, else the active route."""
         routes = self.get(model)
-        if routes.canary is not None and _bucket(record_id) < routes.canary_weight:
-            return routes.canary
+        canary = routes.serving_canary
+        if canary is not None and _bucket(record_id) < routes.canary_weight:
+            return canary
         return routes.active

@@ -1,8 +1,8 @@
 """The scoring agent's core: a batch of raw records in, predictions and dead letters out.
 
-Framework-free so it is tested without a broker; the Faust agent in
-``streams/roles/scoring.py`` feeds it micro-batches and acknowledges the records only
-after everything it returned is stored in Kafka.
+Framework-free so it is tested without a broker; the scoring role
+(``streams/roles/scoring.py``) feeds it micro-batches and acknowledges the
+records only after everything it returned is stored in Kafka.
 
 Per batch:
 
@@ -10,12 +10,19 @@ Per batch:
   event becomes a dead letter with its raw bytes and the reason;
 * each record is routed by the routing table *at that moment* (active route or
   its canary share) and the records of one route go to the server in one call;
-* a server that is down or slow is retried with backoff (the client's own
-  retries, then this loop's, without end): the records wait and are never
-  skipped. Routes are looked up again before every retry, so a hot swap during
-  an outage takes effect at once. A record with no route waits the same way;
-* a server that rejects a batch (4xx, a malformed answer) dead-letters that
-  batch's records, with the server's reason.
+* a server that is **unavailable** — no answer, a timeout, 408/425/429/502/503/504
+  — is retried with backoff without end (the client's own retries, then this
+  loop's): the records wait and are never skipped. Routes are looked up again
+  before every retry, so a hot swap during an outage takes effect at once. A
+  record with no route waits the same way;
+* a server that **answers with an error** — 500, another 4xx, a malformed body —
+  may be failing on one input, so the batch is split in halves until the records
+  that fail are alone; the rest are scored at once. A record that fails alone is
+  tried again with backoff (500) up to ``WEIR_SCORING__RECORD_ATTEMPTS`` calls, a
+  4xx or malformed answer is final, and then it is dead-lettered with the
+  server's reason: one poison record never holds its partition longer than that;
+* an answer row that is not a valid prediction (a null, NaN or list label, a
+  NaN probability) dead-letters that record alone.
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from agents.letters import dead_letter
 from agents.routing import Route, RoutingTable
-from connectors.kserve_client import InferenceClient, ModelServerError
+from connectors.dead_letters import OversizeStore
+from connectors.kserve_client import InferenceClient, InferenceResult, ModelServerError
 from connectors.predictor import rows_from_features
 from schemas import (
     DeadLetter,
@@ -55,13 +66,16 @@ class BatchOutcome:
     dead_letters: list[Event[DeadLetter]] = field(default_factory=list)
     by_version: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    # dead letters cut to the inline limit, with their whole raw values (for the OversizeStore)
+    oversized: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass
 class _Pending:
     raw: RawMessage
     event: Event[InputRecord]
-    attempts: int = 0
+    attempts: int = 0  # model calls that included this record
+    failures: int = 0  # calls that failed with this record alone
 
 
 class Scorer:
@@ -73,17 +87,28 @@ class Scorer:
         *,
         now: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
+        oversize: OversizeStore | None = None,
     ) -> None:
         self._settings = settings
         self._routing = routing
         self._client = client
         self._now = now
         self._sleep = sleep
+        self._oversize = oversize
         self.model = settings.scoring.model
 
-    def _dead(self, raw: RawMessage, error_class: str, reason: str, **kw: Any) -> Event[DeadLetter]:
-        letter = DeadLetter.from_raw(raw, error_class=error_class, reason=reason, **kw)
-        return new_event(letter, source=self._settings.events.source, now=self._now)
+    def _dead(
+        self,
+        outcome: BatchOutcome,
+        raw: RawMessage,
+        error_class: str,
+        reason: str,
+        **kw: Any,
+    ) -> None:
+        letter = dead_letter(self._settings, raw, error_class, reason, now=self._now, **kw)
+        if letter.data.raw_truncated:
+            outcome.oversized.append((len(outcome.dead_letters), raw.value))
+        outcome.dead_letters.append(letter)
 
     def _decode(self, messages: Sequence[RawMessage], outcome: BatchOutcome) -> list[_Pending]:
         pending = []
@@ -91,26 +116,28 @@ class Scorer:
             try:
                 event = decode_raw(raw, max_bytes=self._settings.events.max_bytes)
             except EventDecodeError as err:
-                outcome.dead_letters.append(
-                    new_event(
-                        DeadLetter.from_error(err),
-                        source=self._settings.events.source,
-                        now=self._now,
-                    )
-                )
+                self._dead(outcome, err.raw, err.error_class, err.reason, event_id=err.event_id)
                 continue
             if not isinstance(event.data, InputRecord):
-                outcome.dead_letters.append(
-                    self._dead(
-                        raw,
-                        "WrongTopic",
-                        f"{event.type} event on the records topic; expected io.weir.record.v1",
-                        event_id=event.id,
-                    )
+                self._dead(
+                    outcome,
+                    raw,
+                    "WrongTopic",
+                    f"{event.type} event on the records topic; expected io.weir.record.v1",
+                    event_id=event.id,
                 )
                 continue
             pending.append(_Pending(raw, event))
         return pending
+
+    async def _store_oversized(self, outcome: BatchOutcome) -> None:
+        """Keep the whole values of cut dead letters in MinIO, when it answers."""
+        if self._oversize is None:
+            return
+        for index, value in outcome.oversized:
+            event = outcome.dead_letters[index]
+            letter = await self._oversize.complete(event.data, value)
+            outcome.dead_letters[index] = event.model_copy(update={"data": letter})
 
     async def score(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Score one micro-batch. Returns only when every record is predicted or dead-lettered."""
@@ -132,6 +159,7 @@ class Scorer:
                 outcome.retries += 1
                 await self._sleep(delay)
                 delay = min(delay * 2, self._settings.scoring.backoff_max_s)
+        await self._store_oversized(outcome)
         return outcome
 
     async def _score_group(
@@ -146,52 +174,81 @@ class Scorer:
                 rows.append(rows_from_features(features, [item.event.data.features])[0])
                 ok.append(item)
             except ValueError as err:
-                outcome.dead_letters.append(
-                    self._dead(
-                        item.raw,
-                        "SchemaViolation",
-                        f"record does not fit {route.model} {route.version}: {err}",
-                        event_id=item.event.id,
-                    )
+                self._dead(
+                    outcome,
+                    item.raw,
+                    "SchemaViolation",
+                    f"record does not fit {route.model} {route.version}: {err}",
+                    event_id=item.event.id,
                 )
-        if not ok:
-            return []
-        for item in ok:
+        return await self._call(route, ok, rows, outcome) if ok else []
+
+    async def _call(
+        self, route: Route, items: list[_Pending], rows: list[Any], outcome: BatchOutcome
+    ) -> list[_Pending]:
+        """One model call for ``items``; on an error answer, split to find the records at fault."""
+        for item in items:
             item.attempts += 1
         try:
             result = await self._client.predict(route.url, route.model, route.protocol, rows)
         except ModelServerError as err:
-            if err.retriable:
-                log.warning("%s; %d records wait and retry", err, len(ok))
-                return ok
-            for item in ok:
-                outcome.dead_letters.append(
-                    self._dead(
-                        item.raw,
-                        "ModelServerRejected",
-                        str(err),
-                        attempts=item.attempts,
-                        event_id=item.event.id,
-                    )
-                )
+            if err.unavailable:
+                log.warning("%s; %d records wait and retry", err, len(items))
+                return items
+            if len(items) > 1:
+                half = len(items) // 2
+                return await self._call(
+                    route, items[:half], rows[:half], outcome
+                ) + await self._call(route, items[half:], rows[half:], outcome)
+            item = items[0]
+            item.failures += 1
+            if err.retriable and item.failures < self._settings.scoring.record_attempts:
+                return items
+            self._dead(
+                outcome,
+                item.raw,
+                "ModelServerRejected" if not err.retriable else "ModelServerFailed",
+                f"{err} (record {item.event.data.id}, {item.failures} failed calls alone)",
+                attempts=item.attempts,
+                event_id=item.event.id,
+            )
+            log.warning("record %s dead-lettered: %s", item.event.data.id, err)
             return []
-        lineage = Lineage(modelname=route.model, modelversion=route.version, runid=route.run_id)
-        per_row_ms = result.latency_ms
-        at = self._now()  # one timestamp per model call: these predictions were made together
-        for i, item in enumerate(ok):
-            prediction = Prediction(
-                record_id=item.event.data.id,
-                model=route.model,
-                version=route.version,
-                url=route.url,
-                output=result.labels[i],
-                scores=result.probabilities[i] if result.probabilities else None,
-                latency_ms=per_row_ms,
-            )
-            outcome.predictions.append(
-                new_event(
-                    prediction, source=self._settings.events.source, now=lambda: at, lineage=lineage
-                )
-            )
-        outcome.by_version[route.version] += len(ok)
+        self._predictions(route, items, result, outcome)
         return []
+
+    def _predictions(
+        self, route: Route, items: list[_Pending], result: InferenceResult, outcome: BatchOutcome
+    ) -> None:
+        lineage = Lineage(modelname=route.model, modelversion=route.version, runid=route.run_id)
+        at = self._now()  # one timestamp per model call: these predictions were made together
+        source = self._settings.events.source
+        scored = 0
+        for i, item in enumerate(items):
+            try:
+                prediction = Prediction(
+                    record_id=item.event.data.id,
+                    model=route.model,
+                    version=route.version,
+                    url=route.url,
+                    output=result.labels[i],
+                    scores=result.probabilities[i] if result.probabilities else None,
+                    latency_ms=result.latency_ms,
+                )
+            except ValidationError as err:
+                self._dead(
+                    outcome,
+                    item.raw,
+                    "ModelAnswerInvalid",
+                    f"{route.model} {route.version} at {route.url} answered "
+                    f"{result.labels[i]!r} for record {item.event.data.id}: "
+                    + "; ".join(e["msg"] for e in err.errors()[:3]),
+                    attempts=item.attempts,
+                    event_id=item.event.id,
+                )
+                continue
+            outcome.predictions.append(
+                new_event(prediction, source=source, now=lambda: at, lineage=lineage)
+            )
+            scored += 1
+        outcome.by_version[route.version] += scored

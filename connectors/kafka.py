@@ -9,6 +9,7 @@ crashes).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass
@@ -49,11 +50,16 @@ def unreachable(settings: Settings, what: str, err: object) -> ServiceError:
     )
 
 
+LIBRDKAFKA_LOG = logging.getLogger("weir.librdkafka")
+
+
 def base_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "client.id": settings.kafka.client_id,
         "log_level": 3,  # errors only; librdkafka warnings are retried internally
+        # through Python's logging (served by poll), so its lines are rate-limited like ours
+        "logger": LIBRDKAFKA_LOG,
     }
 
 
@@ -126,6 +132,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "linger.ms": k.linger_ms,
         "compression.type": k.compression,
         "message.timeout.ms": k.delivery_timeout_ms,
+        "message.max.bytes": k.message_max_bytes,
     }
 
 

@@ -6,7 +6,12 @@ state, so a hot swap is a data change, never a global. One pooled
 retries with exponential backoff and jitter (tenacity) on retriable failures
 only: connection errors, timeouts, 429 and 5xx. Everything else is translated
 into :class:`ModelServerError` here, with ``retriable`` telling the caller
-whether to wait and try again or to dead-letter.
+whether to wait and try again or to dead-letter, and ``unavailable`` telling a
+server that is down or busy (no answer, a timeout, 408/425/429/502/503/504 —
+worth waiting for without limit) from one that answered with an error (500, a
+4xx, a malformed body — maybe because of the input, so a caller isolates the
+records and gives each a bounded number of attempts). Only unavailability is
+retried here.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from schemas import ServiceError
 from schemas.settings import KServeSettings
 
 Protocol = Literal["v1", "v2"]
-RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+UNAVAILABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
+RETRIABLE_STATUS = UNAVAILABLE_STATUS | {500}
 
 
 class ModelServerError(ServiceError):
@@ -44,6 +50,11 @@ class ModelServerError(ServiceError):
         self.model = model
         self.url = url
         self.status = status
+
+    @property
+    def unavailable(self) -> bool:
+        """The server is down or busy (rather than failing on what it was sent)."""
+        return self.retriable and (self.status is None or self.status in UNAVAILABLE_STATUS)
 
 
 @dataclass(frozen=True)
@@ -206,13 +217,13 @@ class InferenceClient:
         *,
         attempts: int | None = None,
     ) -> InferenceResult:
-        """Score ``rows``; retries retriable failures with backoff, then raises the last one."""
+        """Score ``rows``; retries while the server is unavailable, then raises the last error."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(
                 1 + (self._settings.max_retries if attempts is None else attempts - 1)
             ),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
-            retry=retry_if_exception(lambda e: isinstance(e, ModelServerError) and e.retriable),
+            retry=retry_if_exception(lambda e: isinstance(e, ModelServerError) and e.unavailable),
             reraise=True,
             sleep=self._sleep,
         )

@@ -12,10 +12,11 @@ JSON Schema of every type is exported to ``schemas/jsonschema/``.
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from schemas.errors import EventDecodeError, RawMessage
 
@@ -24,6 +25,29 @@ ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-
 Version = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
 Output = int | float | str
+
+# A feature value is a JSON number, nothing else: no strings ("1.5"), no booleans,
+# no NaN or infinities, and no magnitude whose square overflows a float in a
+# detector's running variance (1e308 is finite, its square is not).
+MAX_ABS_FEATURE = 1e150
+# At most this many features per record: every name a record brings costs the
+# monitor detector state, so the schema caps it (JSON Schema ``maxProperties``).
+MAX_FEATURES = 256
+
+
+def _bounded(value: float) -> float:
+    if abs(value) > MAX_ABS_FEATURE:
+        raise ValueError(f"{value!r} is beyond ±{MAX_ABS_FEATURE:g}")
+    return value
+
+
+FeatureValue = Annotated[
+    float,
+    Strict(),
+    AfterValidator(_bounded),
+    Field(json_schema_extra={"minimum": -MAX_ABS_FEATURE, "maximum": MAX_ABS_FEATURE}),
+]
+Features = Annotated[dict[FeatureName, FeatureValue], Field(min_length=1, max_length=MAX_FEATURES)]
 
 
 class Payload(BaseModel):
@@ -45,7 +69,7 @@ class InputRecord(Payload):
     event_type: ClassVar[str] = "io.weir.record.v1"
 
     id: Identifier
-    features: dict[FeatureName, float] = Field(min_length=1)
+    features: Features
     entity: Identifier | None = None
     timestamp: datetime | None = None
 
@@ -153,64 +177,94 @@ class PerformanceAlert(Alert):
     detector: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+RouteAction = Literal["activate", "canary", "shadow", "rollback", "clear-canary", "clear-shadow"]
+CLEARS: dict[str, str] = {"clear-canary": "canary", "clear-shadow": "shadow"}
+
+
 class ModelVersionEvent(Payload):
-    """A routing change on the compacted control topic (topic: models, keyed by model).
+    """A routing change on the compacted control topic (topic: models, keyed by slot).
 
-    ``activate`` moves all traffic to ``url``; ``rollback`` does the same for an
-    earlier version (``version`` and ``url`` name the version to return to);
-    ``canary`` sends ``weight`` of the traffic to ``url``; ``shadow`` mirrors
-    traffic without serving its answers.
+    A model has three route slots, each with a key of its own, so compaction
+    keeps exactly the latest event of each and a replay yields the routes live
+    workers hold:
 
-    The Kafka key is the model name for ``activate`` and ``rollback`` (so
-    compaction keeps the latest route decision) and ``<model>:canary`` /
-    ``<model>:shadow`` for the others.
+    * ``<model>``: ``activate`` moves all traffic to ``url``; ``rollback`` does
+      the same for an earlier version (``version`` and ``url`` name the version
+      to return to);
+    * ``<model>:canary``: ``canary`` sends ``weight`` of the traffic to ``url``;
+      ``clear-canary`` removes it;
+    * ``<model>:shadow``: ``shadow`` mirrors traffic without serving its
+      answers; ``clear-shadow`` removes it.
+
+    An event changes only its own slot. Because an activate means all traffic,
+    weir's tools publish it with a ``clear-canary`` (:meth:`implied`); a canary
+    whose version is the active one serves nothing either way. A clear names
+    the version it retires and needs no ``url``.
     """
 
     event_type: ClassVar[str] = "io.weir.model.version.v1"
 
-    action: Literal["activate", "canary", "shadow", "rollback"]
+    action: RouteAction
     model: ModelName
     version: Version
-    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
     protocol: Literal["v1", "v2"] = "v2"
     weight: float | None = Field(default=None, gt=0, le=1)
     storage_uri: Annotated[str, Field(max_length=2048)] | None = None
     features: list[FeatureName] | None = Field(
-        default=None, description="feature order the model expects; default: sorted names"
+        default=None,
+        max_length=MAX_FEATURES,
+        description="feature order the model expects; required to serve traffic",
     )
     metrics: dict[str, float] = Field(default_factory=dict)
     run_id: Identifier | None = None
     alert_id: Identifier | None = None
 
     @model_validator(mode="after")
-    def _weight_only_for_canary(self) -> ModelVersionEvent:
+    def _fields_fit_the_action(self) -> ModelVersionEvent:
         if self.action == "canary" and self.weight is None:
             raise ValueError("a canary needs a weight in (0, 1]")
         if self.action != "canary" and self.weight is not None:
             raise ValueError(f"weight is only meaningful for a canary, not for {self.action!r}")
+        if self.action not in CLEARS and self.url is None:
+            raise ValueError(f"{self.action!r} needs the url of the version's server")
         return self
 
     @property
-    def partition_key(self) -> str:
+    def slot(self) -> Literal["active", "canary", "shadow"]:
+        """The route slot this event sets or clears."""
         if self.action in ("activate", "rollback"):
-            return self.model
-        return f"{self.model}:{self.action}"
+            return "active"
+        return "canary" if self.action in ("canary", "clear-canary") else "shadow"
+
+    @property
+    def partition_key(self) -> str:
+        return self.model if self.slot == "active" else f"{self.model}:{self.slot}"
+
+    def implied(self) -> list[ModelVersionEvent]:
+        """The events to publish for this change: an activate or rollback clears the canary."""
+        if self.slot != "active":
+            return [self]
+        clear = ModelVersionEvent(
+            action="clear-canary", model=self.model, version=self.version, run_id=self.run_id
+        )
+        return [self, clear]
 
 
 class RouteDecision(Payload):
     """A worker's answer to a model-version event (topic: alerts, keyed by model).
 
     ``accepted`` is false when the routing change was refused — the endpoint
-    was not ready, or there was nothing to roll back to — and the worker kept
-    its current route.
+    was not ready, the route lacks its feature list, or there was nothing to
+    roll back to — and the worker kept its current route.
     """
 
     event_type: ClassVar[str] = "io.weir.model.route.v1"
 
     model: ModelName
-    action: Literal["activate", "canary", "shadow", "rollback"]
+    action: RouteAction
     version: Version
-    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
     accepted: bool
     reason: Annotated[str, Field(max_length=4096)]
     active_version: Version | None = None
@@ -240,11 +294,29 @@ class PipelineRunEvent(Payload):
         return self.model
 
 
+# What a dead letter carries inline: the raw value up to this many bytes (larger
+# values are stored by reference, see DeadLetter), the key and each header value
+# up to INLINE_META_BYTES, at most INLINE_HEADERS headers. So a dead letter always
+# fits in a Kafka message whatever it reports.
+DEAD_LETTER_INLINE_BYTES = 65_536
+INLINE_META_BYTES = 4096
+INLINE_HEADERS = 64
+
+
+def _text(value: bytes) -> str:
+    return value[:INLINE_META_BYTES].decode("utf-8", "replace")
+
+
 class DeadLetter(Payload):
     """Anything that could not be processed, with its raw bytes (topic: dead-letter).
 
-    ``raw_base64`` holds the original message value exactly as received, so it
-    can be inspected and replayed; ``key_base64`` and ``headers`` likewise.
+    ``raw_base64`` holds the original message value exactly as received when it
+    is at most ``inline_max`` bytes (default 64 KiB); a larger value is cut to
+    that prefix (``raw_truncated``) and, when the object store answers, kept
+    whole at ``raw_ref`` (``s3://bucket/key``). ``raw_size`` and ``raw_sha256``
+    always describe the whole original value, so a truncated letter still says
+    exactly what it stood for. The key and header values are kept up to 4 KiB
+    each (``meta_truncated`` says when any was cut).
     """
 
     event_type: ClassVar[str] = "io.weir.deadletter.v1"
@@ -259,6 +331,11 @@ class DeadLetter(Payload):
     offset: int | None = Field(default=None, ge=0)
     attempts: int = Field(default=1, ge=1)
     original_event_id: str | None = None
+    raw_size: int | None = Field(default=None, ge=0, description="bytes of the original value")
+    raw_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    raw_truncated: bool = False
+    raw_ref: Annotated[str, Field(max_length=2048)] | None = None
+    meta_truncated: bool = False
 
     @classmethod
     def from_raw(
@@ -269,23 +346,43 @@ class DeadLetter(Payload):
         reason: str,
         attempts: int = 1,
         event_id: str | None = None,
+        inline_max: int = DEAD_LETTER_INLINE_BYTES,
     ) -> DeadLetter:
-        """The dead-letter payload for a message, kept byte for byte."""
+        """The dead-letter payload for a message: byte for byte up to ``inline_max``."""
+        value, key = raw.value, raw.key
+        headers = raw.headers[:INLINE_HEADERS]
+        cut = (
+            len(raw.headers) > INLINE_HEADERS
+            or (key is not None and len(key) > INLINE_META_BYTES)
+            or any(len(k) > 256 or len(v) > INLINE_META_BYTES for k, v in headers)
+        )
         return cls(
-            raw_base64=base64.b64encode(raw.value).decode("ascii"),
-            key_base64=None if raw.key is None else base64.b64encode(raw.key).decode("ascii"),
-            headers={k: v.decode("utf-8", "replace") for k, v in raw.headers},
-            error_class=error_class,
+            raw_base64=base64.b64encode(value[:inline_max]).decode("ascii"),
+            key_base64=(
+                None if key is None else base64.b64encode(key[:INLINE_META_BYTES]).decode("ascii")
+            ),
+            headers={k[:256]: _text(v) for k, v in headers},
+            error_class=error_class[:128],
             reason=reason[:8192] or error_class,
             source_topic=raw.origin.topic,
             partition=raw.origin.partition,
             offset=raw.origin.offset,
             attempts=attempts,
-            original_event_id=event_id,
+            original_event_id=None if event_id is None else event_id[:1024],
+            raw_size=len(value),
+            raw_sha256=hashlib.sha256(value).hexdigest(),
+            raw_truncated=len(value) > inline_max,
+            meta_truncated=cut,
         )
 
     @classmethod
-    def from_error(cls, err: EventDecodeError, *, attempts: int = 1) -> DeadLetter:
+    def from_error(
+        cls,
+        err: EventDecodeError,
+        *,
+        attempts: int = 1,
+        inline_max: int = DEAD_LETTER_INLINE_BYTES,
+    ) -> DeadLetter:
         """The dead-letter payload for bytes that failed to decode."""
         return cls.from_raw(
             err.raw,
@@ -293,10 +390,17 @@ class DeadLetter(Payload):
             reason=err.reason,
             attempts=attempts,
             event_id=err.event_id,
+            inline_max=inline_max,
         )
 
     @property
+    def complete(self) -> bool:
+        """Whether ``raw`` is the whole original value (else fetch ``raw_ref``)."""
+        return not self.raw_truncated
+
+    @property
     def raw(self) -> bytes:
+        """The inline bytes: the whole value when :attr:`complete`, else its prefix."""
         return base64.b64decode(self.raw_base64)
 
     @property

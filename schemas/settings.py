@@ -21,6 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.payloads import DEAD_LETTER_INLINE_BYTES
+
 # The MinIO server is built from this Go module version (the last source
 # release published to the Go module proxy; MinIO tags are not semver).
 MINIO_MODULE = "github.com/minio/minio"
@@ -66,6 +68,12 @@ class KafkaSettings(_Group):
     delivery_timeout_ms: int = Field(
         120_000, ge=1000, description="producer: how long a message may wait for the broker"
     )
+    message_max_bytes: int = Field(
+        1_048_588,
+        ge=65_536,
+        description="largest message: the producer's limit, set to the broker's "
+        "message.max.bytes (Kafka's default; the local broker is started with it)",
+    )
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -86,10 +94,18 @@ class MinioSettings(_Group):
     models_bucket: str = "models"
     data_bucket: str = "data"
     pipelines_bucket: str = "pipelines"
+    dead_letter_bucket: str = Field(
+        "dead-letters", description="whole raw values of dead letters too large to carry inline"
+    )
 
     @property
     def buckets(self) -> tuple[str, ...]:
-        return (self.models_bucket, self.data_bucket, self.pipelines_bucket)
+        return (
+            self.models_bucket,
+            self.data_bucket,
+            self.pipelines_bucket,
+            self.dead_letter_bucket,
+        )
 
     @property
     def url(self) -> str:
@@ -108,7 +124,7 @@ class KServeSettings(_Group):
         "process; `host` asks the model host at WEIR_KSERVE__HOST_URL",
     )
     host_url: str | None = Field(
-        None, description="the model host's API, e.g. http://model-host:9000 (deployer=host)"
+        None, description="the model host's API, e.g. http://model-host:8070 (deployer=host)"
     )
     advertised_host: str = Field(
         "127.0.0.1", description="host name in the URLs the model host hands out"
@@ -137,6 +153,15 @@ class EventSettings(_Group):
     source: str = Field("weir", description="CloudEvents `source` of events weir emits")
     max_bytes: int = Field(1_048_576, ge=1024, description="largest accepted event, in bytes")
     mode: Literal["binary", "structured"] = "binary"
+    dead_letter_inline_bytes: int = Field(
+        DEAD_LETTER_INLINE_BYTES,
+        ge=1024,
+        le=524_288,
+        description="raw bytes a dead letter carries inline; the whole value goes to MinIO",
+    )
+    dead_letter_store_timeout_s: float = Field(
+        2.0, gt=0, description="longest wait to store a large dead letter's value in MinIO"
+    )
 
 
 class KnativeSettings(_Group):
@@ -160,6 +185,12 @@ class ScoringSettings(_Group):
     )
     backoff_initial_s: float = Field(0.2, gt=0, description="first wait when the server is down")
     backoff_max_s: float = Field(5.0, gt=0, description="longest wait between retries")
+    record_attempts: int = Field(
+        4,
+        ge=1,
+        description="calls a record may fail alone (HTTP 500) before it is dead-lettered; "
+        "a server that is down or busy is waited for without limit",
+    )
     control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")
     worker_id: str = Field(
         default_factory=socket.gethostname,
@@ -170,6 +201,9 @@ class ScoringSettings(_Group):
 class MonitorSettings(_Group):
     drift_detector: Literal["adwin", "page-hinkley"] = "adwin"
     drift_cooldown: int = Field(1000, ge=1, description="updates per stream between drift alerts")
+    max_tracked_features: int = Field(
+        64, ge=1, description="feature names that get a drift detector; later new names are not"
+    )
     outlier_threshold: float = Field(0.95, gt=0, le=1)
     performance_detector: Literal["ddm", "eddm", "hddm-a", "adwin"] = "adwin"
     performance_window: int = Field(500, ge=10, description="outcomes in rolling accuracy")

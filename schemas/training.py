@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from schemas.payloads import FeatureName, Identifier, Output
+from schemas.payloads import Features, Identifier, Output
 
 
 class TrainingRow(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     record_id: Identifier
-    features: dict[FeatureName, float] = Field(min_length=1)
+    features: Features
     label: Output
     time: datetime

@@ -35,6 +35,7 @@ from schemas.topics import Topic, topic_name
 from streams import faust_transport
 from streams.context import ROLES, RoleContext
 from streams.live import LiveView
+from streams.logs import limit_logs
 from streams.roles import attach_role
 
 log = logging.getLogger("weir.app")
@@ -103,6 +104,10 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 def run_role(settings: Settings, role: str, *, loglevel: str = "info") -> None:
     """Run one role in the foreground until interrupted."""
     app, _ = create_app(settings, role)
+
+    @app.task
+    async def limit_log_floods() -> None:  # once Faust's worker has set up its log handlers
+        limit_logs()
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from agents.routing import RoutingTable
 from connectors.kafka_async import AsyncProducer
 from connectors.kserve_client import InferenceClient
 from schemas import Event, KafkaRecord, Origin, RawMessage, to_kafka
@@ -40,6 +41,10 @@ class RoleContext:
     topics: dict[Topic, Any]
     live: LiveView
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # what keeps the role from working now, by check ("broker", "model-server"); /readyz is
+    # 503 while any is here
+    problems: dict[str, str] = field(default_factory=dict)
+    routing: RoutingTable | None = None  # the routes, in the roles that fold the control topic
     _producer: AsyncProducer | None = None
     _client: InferenceClient | None = None
 

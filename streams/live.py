@@ -89,6 +89,7 @@ class LiveStatus(BaseModel):
     alerts: list[Happening]
     swaps: list[Happening]
     retraining_runs: dict[str, int]  # by status
+    problems: list[str] = []  # why the role is not ready now (broker, model server)
 
 
 def _summary(data: Any) -> tuple[str, str | None, str, bool | None]:
@@ -200,16 +201,16 @@ class LiveView:
         for model, routes in sorted(routing.models.items()):
             if routes.active is not None:
                 current[("active", model, routes.active.version)] = 1.0
-            if routes.canary is not None:
-                current[("canary", model, routes.canary.version)] = routes.canary_weight
+            if routes.serving_canary is not None:
+                current[("canary", model, routes.serving_canary.version)] = routes.canary_weight
             if routes.shadow is not None:
                 current[("shadow", model, routes.shadow.version)] = 1.0
             views.append(
                 RouteView(
                     model=model,
                     active=routes.active.version if routes.active else None,
-                    canary=routes.canary.version if routes.canary else None,
-                    canary_weight=routes.canary_weight if routes.canary else 0.0,
+                    canary=routes.serving_canary.version if routes.serving_canary else None,
+                    canary_weight=routes.canary_weight if routes.serving_canary else 0.0,
                     shadow=routes.shadow.version if routes.shadow else None,
                 )
             )
@@ -302,4 +303,5 @@ def merge_status(parts: dict[str, LiveStatus], *, recent: int) -> LiveStatus:
         alerts=newest([a for v in views for a in v.alerts]),
         swaps=newest([s for v in views for s in v.swaps]),
         retraining_runs=dict(sorted(runs.items())),
+        problems=[f"{r}: {p}" for v in views for r in v.roles[:1] for p in v.problems],
     )

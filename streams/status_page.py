@@ -11,20 +11,28 @@ Faust app:
   ``GET /status.json``      :class:`streams.live.LiveStatus`
   ``GET /metrics``          Prometheus text format, the worker's own registry
   ``GET /healthz``          200 while the event loop answers (liveness)
-  ``GET /readyz``           200 once the control task caught up, else 503
+  ``GET /readyz``           200 when the role can work, else 503 and why
   ========================  ====================================================
 
-* a timer that samples the scoring group's consumer lag on the records topic
-  every ``WEIR_LIVE__LAG_INTERVAL_S`` seconds with an admin call in a thread.
+* a timer that, every ``WEIR_LIVE__LAG_INTERVAL_S`` seconds, checks that the
+  broker answers and the control topic exists, that the active model server of
+  the role's model answers ready (roles that hold routes), and samples the
+  role's consumer lag — the admin calls in a thread.
+
+Ready means: the role caught up (routes folded, state restored) and the last
+checks found nothing wrong. A role that is not ready keeps working as far as it
+can (scoring waits for its server with backoff); readiness tells a load
+balancer or an operator, honestly, that it cannot serve now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from confluent_kafka import KafkaException
 
 from connectors.kafka import admin
 from schemas import ConfigurationError, ServiceError
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
     from streams.context import RoleContext
 
 log = logging.getLogger("weir.live")
+
+BROKER_TIMEOUT_S = 3.0
 
 
 # the topic whose consumer lag each role reports
@@ -57,8 +67,9 @@ def build_app(ctx: RoleContext) -> web.Application:
         return web.Response(text=PAGE, content_type="text/html")
 
     async def status(_: web.Request) -> web.Response:
-        body = live.snapshot(ready=ctx.ready.is_set()).model_dump_json()
-        return web.Response(text=body, content_type="application/json")
+        snapshot = live.snapshot(ready=ctx.ready.is_set() and not ctx.problems)
+        body = snapshot.model_copy(update={"problems": list(ctx.problems.values())})
+        return web.Response(text=body.model_dump_json(), content_type="application/json")
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -69,9 +80,12 @@ def build_app(ctx: RoleContext) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ctx.ready.is_set():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"{ctx.role} not ready yet (routes or state)\n")
+        if not ctx.ready.is_set():
+            return web.Response(status=503, text=f"{ctx.role} not ready yet (routes or state)\n")
+        if ctx.problems:
+            why = "; ".join(ctx.problems.values())
+            return web.Response(status=503, text=f"{ctx.role} not ready: {why}\n")
+        return web.Response(text="ready\n")
 
     app = web.Application()
     app.router.add_get("/", page)
@@ -108,17 +122,53 @@ def attach_live(ctx: RoleContext) -> None:
             await runner.cleanup()
 
     records = topic_name(settings.kafka, LAG_TOPIC[ctx.role])
+    control = topic_name(settings.kafka, Topic.MODELS)
     client = admin(settings)
+    address = settings.kafka.bootstrap_servers
 
     def sample() -> dict[int, int]:
-        # Faust's consumer group is the app id
-        return group_lag(client, ctx.group, records, address=settings.kafka.bootstrap_servers)
+        problem = broker_problem(client, control, address=address)
+        if problem is not None:
+            raise ServiceError(problem, service="kafka", address=address)
+        return group_lag(client, ctx.group, records, address=address)
 
     @w.app.timer(interval=live.lag_interval_s)
-    async def sample_lag() -> None:
+    async def check_and_sample_lag() -> None:
+        await check_model_server(ctx)
         try:
             lag = await asyncio.to_thread(sample)
-        except ServiceError as err:  # monitoring is best effort: keep the last sample
-            log.warning("%s", err)
+        except ServiceError as err:  # keep the last lag sample; say why not ready
+            if ctx.problems.get("broker") != err.message:
+                log.warning("%s", err.message)
+            ctx.problems["broker"] = err.message
             return
+        if ctx.problems.pop("broker", None) is not None:
+            log.info("broker at %s answers again", address)
         ctx.live.record_lag(records, lag)
+
+
+def broker_problem(client: Any, control: str, *, address: str) -> str | None:
+    """Why the broker cannot serve this role now (unreachable, no control topic), or None."""
+    try:
+        topics = client.list_topics(timeout=BROKER_TIMEOUT_S).topics
+    except KafkaException as err:
+        return f"broker at {address} does not answer: {err.args[0] if err.args else err}"
+    if control not in topics:
+        return f"control topic {control} does not exist on {address}"
+    return None
+
+
+async def check_model_server(ctx: RoleContext) -> None:
+    """Whether the active model server of the role's model answers ready (routing roles)."""
+    if ctx.routing is None or ctx.role != "scoring":
+        return
+    active = ctx.routing.get(ctx.settings.scoring.model).active
+    if active is None:
+        ctx.problems["model-server"] = f"no route for model {ctx.settings.scoring.model} yet"
+        return
+    if await ctx.client.ready(active.url, active.model, active.protocol):
+        ctx.problems.pop("model-server", None)
+        return
+    ctx.problems["model-server"] = (
+        f"the active model server of {active.model} {active.version} at {active.url} is not ready"
+    )

@@ -34,6 +34,7 @@ from schemas import ConfigurationError
 from schemas.settings import Settings, settings_env
 from streams.context import ROLES
 from streams.live import LiveStatus, merge_status
+from streams.logs import limit_logs
 from streams.metrics import CONTENT_TYPE_LATEST, merge_expositions
 from streams.status_html import PAGE
 
@@ -145,16 +146,24 @@ class Supervisor:
 
     # ------------------------------------------------------------------ live view
 
-    async def _gather(self, client: httpx.AsyncClient, path: str) -> dict[str, bytes]:
-        async def one(child: Child) -> tuple[str, bytes | None]:
+    async def _gather(
+        self, client: httpx.AsyncClient, path: str, *, failures: dict[str, str] | None = None
+    ) -> dict[str, bytes]:
+        """Each child's 200 answer on ``path``; the others' reasons go to ``failures``."""
+
+        async def one(child: Child) -> tuple[str, bytes | None, str]:
             try:
                 r = await client.get(f"http://127.0.0.1:{child.live_port}{path}")
-            except httpx.HTTPError:
-                return child.role, None
-            return child.role, r.content if r.status_code == 200 else None
+            except httpx.HTTPError as err:
+                return child.role, None, f"{child.role} does not answer ({type(err).__name__})"
+            if r.status_code == 200:
+                return child.role, r.content, ""
+            return child.role, None, r.text.strip() or f"{child.role}: HTTP {r.status_code}"
 
         answers = await asyncio.gather(*(one(c) for c in self.children.values()))
-        return {role: body for role, body in answers if body is not None}
+        if failures is not None:
+            failures.update({role: why for role, body, why in answers if body is None})
+        return {role: body for role, body, _ in answers if body is not None}
 
     async def _serve_live(self) -> web.AppRunner | None:
         live = self.settings.live
@@ -184,10 +193,11 @@ class Supervisor:
             return web.Response(text="ok\n")
 
         async def readyz(_: web.Request) -> web.Response:
-            ready = await self._gather(client, "/readyz")
-            missing = sorted(set(self.children) - set(ready))
-            if missing:
-                return web.Response(status=503, text=f"not ready: {', '.join(missing)}\n")
+            failures: dict[str, str] = {}
+            await self._gather(client, "/readyz", failures=failures)
+            if failures:
+                why = "; ".join(failures[role] for role in sorted(failures))
+                return web.Response(status=503, text=f"not ready: {why}\n")
             return web.Response(text="ready\n")
 
         app = web.Application()
@@ -214,4 +224,5 @@ def run_supervisor(
     settings: Settings, roles: tuple[str, ...] = ROLES, *, loglevel: str = "info"
 ) -> None:
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(name)s: %(message)s")
+    limit_logs()
     asyncio.run(Supervisor(settings, roles, loglevel=loglevel).run())

@@ -21,6 +21,7 @@ from schemas import (
     Prediction,
     RouteDecision,
 )
+from schemas.payloads import MAX_ABS_FEATURE
 
 FIXED_TIME = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -125,7 +126,12 @@ PAYLOADS: st.SearchStrategy[Payload] = st.one_of(
     st.builds(
         InputRecord,
         id=ident,
-        features=st.dictionaries(ident, finite, min_size=1, max_size=6),
+        features=st.dictionaries(
+            ident,
+            st.floats(min_value=-MAX_ABS_FEATURE, max_value=MAX_ABS_FEATURE),
+            min_size=1,
+            max_size=6,
+        ),
         entity=st.none() | ident,
         timestamp=st.none() | when,
     ),

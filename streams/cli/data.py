@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from connectors.dead_letters import whole_value
 from connectors.kafka import ConsumedMessage, EventProducer
 from connectors.kafka_tools import (
     Start,
@@ -29,6 +30,7 @@ from connectors.kafka_tools import (
     quiet_producer,
     require_topics,
 )
+from connectors.minio_store import ObjectStore
 from schemas import DeadLetter, InputRecord, Label, new_event
 from schemas.topics import Topic, topic_name
 from streams.cli.common import _settings, console, err_console, one_line_errors
@@ -389,15 +391,22 @@ def dlq_replay(
                     f"{msg.partition}@{msg.offset}: source topic "
                     f"{letter.source_topic or '(none)'} does not exist"
                 )
+            elif not letter.complete and letter.raw_ref is None:
+                unplayable.append(
+                    f"{msg.partition}@{msg.offset}: holds {len(letter.raw)} of its "
+                    f"{letter.raw_size} bytes (sha256 {letter.raw_sha256}); the whole value "
+                    "could not be stored"
+                )
             else:
                 chosen.append((msg, letter, letter.source_topic))
             if max_letters is not None and len(chosen) >= max_letters:
                 break
         if not dry_run:
             producer = quiet_producer(settings)
+            store = ObjectStore(settings.minio)
             for _msg, letter, target in chosen:
                 headers = [(k, v.encode("utf-8")) for k, v in letter.headers.items()]
-                producer.produce_raw(target, letter.raw, letter.key, headers)
+                producer.produce_raw(target, whole_value(letter, store), letter.key, headers)
             producer.flush()
             if not (error_class or wanted_source):
                 reader.commit()

@@ -165,7 +165,7 @@ def serve(ctx: click.Context, model: str, version: str, port: int) -> None:
 
 
 @cli.command("model-host")
-@click.option("--port", type=int, default=9000, show_default=True, help="the host's API port")
+@click.option("--port", type=int, default=8070, show_default=True, help="the host's API port")
 @click.pass_context
 @weir_errors
 def model_host(ctx: click.Context, port: int) -> None:

@@ -76,8 +76,8 @@ def _route_notes(routes: ModelRoutes) -> dict[str, list[str]]:
 
     if routes.active is not None:
         note("active", routes.active)
-    if routes.canary is not None:
-        note(f"canary {routes.canary_weight:.0%}", routes.canary)
+    if routes.serving_canary is not None:
+        note(f"canary {routes.canary_weight:.0%}", routes.serving_canary)
     if routes.shadow is not None:
         note("shadow", routes.shadow)
     for i, route in enumerate(reversed(routes.history)):
@@ -151,10 +151,18 @@ def _url(value: str) -> str:
 
 
 def _publish(settings: Settings, change: ModelVersionEvent, run_id: str | None = None) -> str:
-    """Send a control event and wait for the broker; returns where it was stored."""
+    """Send a control event (with the events it implies: an activate clears the canary)
+    and wait for the broker; returns where the change itself was stored."""
     lineage = Lineage(modelname=change.model, modelversion=change.version, runid=run_id)
-    event = new_event(change, source=f"{settings.events.source}/cli", lineage=lineage)
-    where = quiet_producer(settings).send(topic_name(settings.kafka, Topic.MODELS), event)
+    producer = quiet_producer(settings)
+    stored = [
+        producer.send(
+            topic_name(settings.kafka, Topic.MODELS),
+            new_event(routed, source=f"{settings.events.source}/cli", lineage=lineage),
+        )
+        for routed in change.implied()
+    ]
+    where = stored[0]
     return f"{where.topic} partition {where.partition} offset {where.offset}"
 
 
@@ -289,6 +297,33 @@ def models_rollback(ctx: click.Context, model: str, to_version: str | None) -> N
     console.print(
         f"[green]rollback[/] {model}: {active} → {target.version} ({target.url}) at {where}; "
         f"{WATCH_HINT}",
+        soft_wrap=True,
+    )
+
+
+@models.command("clear")
+@click.argument("model")
+@click.option(
+    "--slot", type=click.Choice(["canary", "shadow"]), required=True, help="the route to remove"
+)
+@click.pass_context
+@one_line_errors
+def models_clear(ctx: click.Context, model: str, slot: str) -> None:
+    """Remove MODEL's canary or shadow route: publish a clear-canary / clear-shadow event.
+
+    The event has the slot's own key on the compacted control topic, so a worker
+    that starts later holds no stale canary or shadow either.
+    """
+    settings = _settings(ctx)
+    control = topic_name(settings.kafka, Topic.MODELS)
+    routes = fold_routes(settings)[0].get(model)
+    held = routes.canary if slot == "canary" else routes.shadow
+    if held is None:
+        raise WeirError(f"{model} has no {slot} route on {control}; nothing to clear")
+    change = ModelVersionEvent(action=f"clear-{slot}", model=model, version=held.version)
+    where = _publish(settings, change, held.run_id)
+    console.print(
+        f"[green]cleared[/] {slot} {model} {held.version} at {where}; {WATCH_HINT}",
         soft_wrap=True,
     )
 

@@ -3,36 +3,54 @@
 A Faust task that reads the whole ``models`` topic from the beginning with its
 own group-less consumer (every process needs every route), folds it into a
 :class:`~agents.routing.RoutingTable` through :class:`~agents.control.Controller`,
-and sets ``ready`` once it has caught up with the topic's end. The scoring role
-emits its route decisions (to ``alerts``) and dead letters; the retrainer only
-reads the routes (which version is active) and emits nothing.
+and sets ``ready`` once it has caught up with the topic's end. Replayed routes
+whose endpoint was not ready are probed again every ``RECHECK_S`` seconds. The
+scoring role emits its route decisions (to ``alerts``) and dead letters; the
+retrainer only reads the routes (which version is active) and emits nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.control import Controller
 from agents.routing import RoutingTable
+from connectors.dead_letters import OversizeStore
 from connectors.kafka import list_topics
-from schemas import ConfigurationError
+from schemas import ConfigurationError, Event
 from schemas.topics import Topic
 from streams.context import RoleContext, raw_message
 
 log = logging.getLogger("weir.control")
 
 POLL_MS = 200
+RECHECK_S = 2.0
 
 
 def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> None:
     app, settings, k = ctx.app, ctx.settings, ctx.settings.kafka
+    ctx.routing = routing
 
     @app.task
     async def control() -> None:
-        controller = Controller(settings, routing, ctx.client)
+        controller = Controller(
+            settings, routing, ctx.client, oversize=OversizeStore(settings) if emit else None
+        )
+
+        async def publish(out: Event[Any] | None) -> None:
+            ctx.live.record_routes(routing)
+            if out is None or not emit:
+                return
+            dead = out.type == "io.weir.deadletter.v1"
+            await ctx.send_all([(Topic.DEAD_LETTER if dead else Topic.ALERTS, out)])
+            ctx.live.record_event(out)
+
+        loop = asyncio.get_running_loop()
+        rechecked = loop.time()
         name = ctx.name(Topic.MODELS)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=k.bootstrap_servers,
@@ -59,6 +77,13 @@ def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> No
                     if all(positions[tp] >= end[tp] for tp in partitions):
                         ctx.ready.set()
                         log.info("control caught up: %s", routing.models)
+                        if controller.skipped:
+                            log.warning(
+                                "%d undecodable messages on %s were skipped in the replay "
+                                "(dead-lettered when they arrived)",
+                                controller.skipped,
+                                name,
+                            )
                 batches = await consumer.getmany(timeout_ms=POLL_MS)
                 for msgs in batches.values():
                     for m in msgs:
@@ -66,17 +91,11 @@ def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> No
                             not ctx.ready.is_set()
                             and m.offset < end[TopicPartition(m.topic, m.partition)]
                         )
-                        out = await controller.handle(raw_message(m), replaying=replaying)
-                        ctx.live.record_routes(routing)
-                        if out is None or not emit:
-                            continue
-                        target = (
-                            Topic.DEAD_LETTER
-                            if out.type == "io.weir.deadletter.v1"
-                            else Topic.ALERTS
-                        )
-                        await ctx.send_all([(target, out)])
-                        ctx.live.record_event(out)
+                        await publish(await controller.handle(raw_message(m), replaying=replaying))
+                if controller.held and loop.time() - rechecked >= RECHECK_S:
+                    rechecked = loop.time()
+                    for decision in await controller.recheck():
+                        await publish(decision)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a role must not act on a dead control loop

@@ -1,23 +1,71 @@
-"""Decoding for the insight roles: a bad message is the scoring role's to dead-letter."""
+"""Decoding for the insight roles: each topic's bad messages are dead-lettered by one role.
+
+Records are dead-lettered by the scoring role, which reads them first; the
+monitor, feedback and performance roles skip bad records and predictions
+instead of dead-lettering them again. Labels are read by the feedback role
+alone, so it dead-letters theirs (:class:`Letters`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from schemas import Event, EventDecodeError, RawMessage, decode_raw
+from agents.letters import dead_letter
+from connectors.dead_letters import OversizeStore
+from schemas import DeadLetter, Event, EventDecodeError, Payload, RawMessage, decode_raw
+from schemas.topics import Topic
 from streams.context import RoleContext, raw_message
 
 
 def decoded(ctx: RoleContext, message: Any) -> Event[Any] | None:
     """The event in ``message`` (a Faust message or a RawMessage), or None when it does not
-    decode.
-
-    Records and predictions that do not decode are dead-lettered once, by the
-    scoring role that reads them first; the monitor, feedback and performance
-    roles skip them instead of dead-lettering them again.
-    """
+    decode."""
     raw = message if isinstance(message, RawMessage) else raw_message(message)
     try:
         return decode_raw(raw, max_bytes=ctx.settings.events.max_bytes)
     except EventDecodeError:
         return None
+
+
+class Letters:
+    """Dead letters of one batch for the topics a role owns, sent before the batch is done."""
+
+    def __init__(self, ctx: RoleContext, owned: dict[Topic, type[Payload]]) -> None:
+        self._ctx = ctx
+        self._owned = {ctx.name(t): kind for t, kind in owned.items()}
+        self._oversize = OversizeStore(ctx.settings)
+        self._pending: list[tuple[Event[DeadLetter], bytes]] = []
+
+    def decode(self, raw: RawMessage) -> Event[Any] | None:
+        """The event in ``raw``, or None when it does not decode (or is of the wrong type
+        for an owned topic): then, if ``raw`` came from an owned topic, it is dead-lettered."""
+        settings = self._ctx.settings
+        kind = self._owned.get(raw.origin.topic or "")
+        try:
+            event = decode_raw(raw, max_bytes=settings.events.max_bytes)
+        except EventDecodeError as err:
+            if kind is not None:
+                letter = dead_letter(
+                    settings, err.raw, err.error_class, err.reason, event_id=err.event_id
+                )
+                self._pending.append((letter, raw.value))
+            return None
+        if kind is None or isinstance(event.data, kind):
+            return event
+        reason = f"{event.type} on {raw.origin.topic}; expected {kind.event_type}"
+        letter = dead_letter(settings, raw, "WrongTopic", reason, event_id=event.id)
+        self._pending.append((letter, raw.value))
+        return None
+
+    async def send(self) -> None:
+        """Store the batch's dead letters in Kafka (whole values of cut ones in MinIO)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        events = []
+        for event, value in pending:
+            letter = await self._oversize.complete(event.data, value)
+            events.append(event.model_copy(update={"data": letter}))
+        await self._ctx.send_all([(Topic.DEAD_LETTER, e) for e in events])
+        for event in events:
+            self._ctx.live.record_event(event)

@@ -10,7 +10,8 @@ equal partition counts one feedback process sees all three for a record
 * a training row for the archive (:class:`~streams.roles.archive.ArchiveWriter`),
   written to MinIO off this agent's path, buffered while MinIO is away.
 
-The three topics are read in batches through librdkafka
+Bad labels are dead-lettered here (no other role reads them). The three
+topics are read in batches through librdkafka
 (:mod:`streams.roles.batches`): Faust's per-event machinery was 60 % of this
 role's CPU. The join window is checkpointed (:mod:`streams.roles.state`).
 """
@@ -26,7 +27,7 @@ from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.archive import ArchiveWriter
 from streams.roles.batches import attach_batches
-from streams.roles.decode import decoded
+from streams.roles.decode import Letters
 from streams.roles.state import attach_state
 
 log = logging.getLogger("weir.feedback")
@@ -49,11 +50,12 @@ def attach_feedback(ctx: RoleContext) -> None:
         await archive.run()
 
     ctx.on_shutdown(archive.flush)
+    letters = Letters(ctx, {Topic.LABELS: Label})  # labels are read by this role alone
 
     async def handle(batch: list[RawMessage]) -> None:
         source, outcomes = settings.events.source, []
         for raw in batch:
-            found = decoded(ctx, raw)
+            found = letters.decode(raw)
             if found is None:
                 continue
             data, join = found.data, state["joiner"]
@@ -76,6 +78,7 @@ def attach_feedback(ctx: RoleContext) -> None:
                     for o, line in zip(outcomes, lineage, strict=True)
                 ]
             )
+        await letters.send()  # before the batch's offsets are stored
 
     attach_batches(
         ctx,

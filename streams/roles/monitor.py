@@ -31,7 +31,9 @@ BATCH_WAIT_S = 0.1
 def attach_monitor(ctx: RoleContext) -> None:
     m, model = ctx.settings.monitor, ctx.settings.scoring.model
     state: dict[str, Any] = {
-        "features": StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown),
+        "features": StreamDriftMonitor(
+            kind=m.drift_detector, cooldown=m.drift_cooldown, max_streams=m.max_tracked_features
+        ),
         "outliers": OutlierScorer(threshold=m.outlier_threshold),
         "predictions": StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown),
     }

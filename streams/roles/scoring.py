@@ -29,6 +29,7 @@ import time
 
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
+from connectors.dead_letters import OversizeStore
 from schemas import RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
@@ -44,7 +45,7 @@ def attach_scoring(ctx: RoleContext) -> None:
 
     async def handle(batch: list[RawMessage]) -> Pending:
         if not scorers:
-            scorers.append(Scorer(settings, routing, ctx.client))
+            scorers.append(Scorer(settings, routing, ctx.client, oversize=OversizeStore(settings)))
         started = time.perf_counter()
         outcome = await scorers[0].score(batch)
         seconds = time.perf_counter() - started

@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,7 +291,14 @@ def test_models_publish_list_rollback_round_trip(own_topics: Settings, unique: s
     forward = run(own_topics, "models", "rollback", name, "--to", "2")
     assert forward.exit_code == 1 and "no URL known" in forward.stderr
 
-    events = json_lines(
+    # a canary can be removed again; with none left, clearing says so
+    assert publish("2", "--action", "canary", "--weight", "0.5").exit_code == 0
+    cleared = run(own_topics, "models", "clear", name, "--slot", "canary")
+    assert cleared.exit_code == 0 and "cleared" in cleared.stdout, cleared.output
+    none_left = run(own_topics, "models", "clear", name, "--slot", "canary")
+    assert none_left.exit_code == 1 and "no canary route" in none_left.stderr
+
+    everything = json_lines(
         run(
             own_topics,
             "subscribe",
@@ -300,11 +308,14 @@ def test_models_publish_list_rollback_round_trip(own_topics: Settings, unique: s
             "--model",
             name,
             "--max",
-            "3",
+            "8",  # three route changes, each activate/rollback with its clear, a canary, a clear
             "--timeout",
             WAIT,
         )
     )
+    slots = Counter(e["data"]["action"] for e in everything)
+    assert slots == {"activate": 2, "rollback": 1, "clear-canary": 4, "canary": 1}
+    events = [e for e in everything if e["data"]["action"] in ("activate", "rollback")]
     assert [(e["data"]["action"], e["data"]["version"]) for e in events] == [
         ("activate", "1"),
         ("activate", "2"),

@@ -311,7 +311,7 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[
     activations = [e.data for e in collector.events("io.weir.model.version.v1")]
     assert [(a.action, a.version) for a in activations] == [("activate", "1"), ("activate", "2")]
     assert activations[1].run_id and activations[1].alert_id, "lineage: alert → run → version"
-    served = httpx.get(rehearsal.local_url("model-host", 9000) + "/v1/deployments").json()
+    served = httpx.get(rehearsal.local_url("model-host", 8070) + "/v1/deployments").json()
     assert {(d["version"], d["url"]) for d in served} == {(a.version, a.url) for a in activations}
     assert all(a.url.startswith("http://127.0.0.1:") for a in activations), host.env
 

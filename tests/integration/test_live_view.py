@@ -281,6 +281,17 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
         chromium(f"{base}/", tmp_path / "profile-shot", f"--screenshot={SCREENSHOT}")
         assert png_size(SCREENSHOT) == (1200, 800)
         assert SCREENSHOT.stat().st_size > 20_000, "a rendered page, not a blank one"
+
+        # readiness is honest: the active model server stops, /readyz says so and why
+        v1_server.stop()
+        wait_until(
+            lambda: http_status(f"{base}/readyz") == 503,
+            timeout_s=ROUTE_DECISION_S,
+            what="/readyz 503 with the active model server gone",
+        )
+        why = httpx.get(f"{base}/readyz").text
+        assert f"model server of {model} 1" in why and "not ready" in why, why
+        assert http_status(f"{base}/healthz") == 200, "alive, just not ready"
     finally:
         out.close()
         worker.stop()

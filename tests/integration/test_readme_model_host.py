@@ -1,9 +1,10 @@
 """The README's model-host example runs as written, against the real stack.
 
-The block is read from README.md; only the port (a free one instead of 9000)
-and the model name (a fresh one, so the registry has no version yet and the
-pipeline really trains) are substituted, and the session's topic prefix and a
-temporary state directory come from the environment.
+The block is read from README.md and run with the ports a user gets (the model
+host's 8070, beside the running stack's MinIO on 9000). Only the model name (a
+fresh one, so the registry has no version yet and the pipeline really trains)
+is substituted; the session's topic prefix and a temporary state directory come
+from the environment.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.process import free_port, is_running
+from connectors.process import is_running
 from schemas.settings import Settings, settings_env
 from tests.integration.test_readme import bash_blocks
 
@@ -28,15 +29,15 @@ BIN = Path(sys.executable).parent
 
 
 def example() -> list[str]:
-    block = next(b for b in bash_blocks() if "weir model-host --port 9000 &" in b)
+    block = next(b for b in bash_blocks() if "weir model-host --port 8070 &" in b)
     return [line.split("  #")[0].strip() for line in block.splitlines() if line[:1] not in "#"]
 
 
 def test_readme_model_host_and_bootstrap_example(
     live_stack: Settings, unique: str, tmp_path: Path
 ) -> None:
-    port, model = free_port(), f"r{unique}"
-    lines = [line.replace("9000", str(port)).replace(" fraud", f" {model}") for line in example()]
+    port, model = 8070, f"r{unique}"
+    lines = [line.replace(" fraud", f" {model}") for line in example()]
     assert [line.split()[:2] for line in lines] == [
         ["weir", "model-host"],
         ["export", "WEIR_KSERVE__DEPLOYER=host"],

@@ -367,6 +367,12 @@ def test_minio_away_scoring_never_pauses_archive_catches_up(
                 what="the scoring role to be ready",
             )
             stream.start()
+            # bad labels: the feedback role, their only reader, dead-letters them
+            labels_t = topic_name(k, Topic.LABELS)
+            bad = EventProducer(settings)
+            bad.produce_raw(labels_t, b"{not a label", key=f"bad-{unique}".encode())
+            wrong = InputRecord(id=f"x-{unique}", features={"a": 1.0})
+            bad.send(labels_t, new_event(wrong, source="t"))
             out.until(
                 lambda: len(predicted()) >= 300 and len(joined()) >= 100,
                 deadline_s=START_S,
@@ -414,7 +420,11 @@ def test_minio_away_scoring_never_pauses_archive_catches_up(
     assert outcome_gap < MAX_GAP_S, f"no outcome for {outcome_gap:.1f}s while MinIO was {how}"
     # nothing lost: a prediction per record, a training row per labelled record
     assert set(predicted.counts) == labelled
-    assert out.events("io.weir.deadletter.v1") == []
+    letters = sorted(
+        (e.data.source_topic, e.data.error_class) for e in out.events("io.weir.deadletter.v1")
+    )
+    labels_t = topic_name(settings.kafka, Topic.LABELS)
+    assert letters == [(labels_t, "MalformedEvent"), (labels_t, "WrongTopic")]
     assert archived >= labelled, f"{len(labelled - archived)} labelled records not archived"
     if how == "stopped":  # a refused connection fails fast: the writer saw the outage
         assert "archive paused" in log and "archive resumed after an outage" in log

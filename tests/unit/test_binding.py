@@ -212,6 +212,30 @@ BAD_INPUTS = {
         SchemaViolationError,
         "features.x",
     ),
+    "number as a string": (
+        b'{"id":"r","features":{"x":"1.5"}}',
+        _binary(b""),
+        SchemaViolationError,
+        "features.x: Input should be a valid number",
+    ),
+    "boolean as a number": (
+        b'{"id":"r","features":{"x":true}}',
+        _binary(b""),
+        SchemaViolationError,
+        "features.x: Input should be a valid number",
+    ),
+    "finite but squares to inf": (
+        b'{"id":"r","features":{"x":-1e308}}',
+        _binary(b""),
+        SchemaViolationError,
+        "beyond",
+    ),
+    "too many features": (
+        json.dumps({"id": "r", "features": {f"f{i}": 1.0 for i in range(257)}}).encode(),
+        _binary(b""),
+        SchemaViolationError,
+        "at most 256 items",
+    ),
     "unknown type": (
         b"{}",
         _binary(b"", type="com.example.unknown.v1"),

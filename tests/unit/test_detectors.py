@@ -192,6 +192,15 @@ def test_stream_monitor_streams_are_independent():
     assert together.records_seen("never") == 0
 
 
+def test_stream_monitor_keeps_at_most_max_streams_detectors():
+    monitor = StreamDriftMonitor("adwin", max_streams=3)
+    for i in range(10):
+        monitor.update(f"fresh-{i}", 1.0)
+    monitor.update("fresh-0", 2.0)  # a tracked stream keeps learning
+    assert [monitor.records_seen(f"fresh-{i}") for i in range(5)] == [2, 1, 1, 0, 0]
+    assert monitor.untracked == 7
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_stream_monitor_rejects_non_finite(bad: float):
     monitor = StreamDriftMonitor()
@@ -201,6 +210,16 @@ def test_stream_monitor_rejects_non_finite(bad: float):
 
 
 # --- OutlierScorer --------------------------------------------------------------------
+
+
+def test_outlier_scorer_ignores_feature_names_it_was_not_built_on():
+    scorer = OutlierScorer(warmup=0)
+    scorer.score({"a": 0.1, "b": 0.2})
+    state = scorer._scaler.min.copy()
+    for i in range(50):
+        scorer.score({"a": 0.3, "b": 0.1, f"new-{i}": 5.0})
+    assert set(scorer._scaler.min) == set(state) == {"a", "b"}
+
 
 FAR = {"x0": 30.0, "x1": 30.0, "x2": 30.0}  # three times the demo's range in every feature
 

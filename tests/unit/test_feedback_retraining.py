@@ -160,6 +160,7 @@ def test_successful_run_deploys_and_activates_with_lineage():
         ("pipeline-runs", "requested"),
         ("pipeline-runs", "started"),
         ("models", "activate"),
+        ("models", "clear-canary"),  # an activate means all traffic
         ("pipeline-runs", "succeeded"),
     ]
     activate = emitted[2][1]
@@ -222,14 +223,15 @@ def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
 def test_alert_held_during_a_run_that_promoted_nothing_starts_the_next_run():
     emitted, alerts_run = held_alert_runs(FakeResult("not-promoted", None, reason="no gain"))
     assert alerts_run == ["false-alarm", "real-drift"]
-    activations = [e.data for kind, e in emitted if kind == "models"]
+    activations = [e.data for kind, e in emitted if kind == "models" and e.data.url]
     assert [(a.version, a.alert_id) for a in activations] == [("2", "real-drift")]
 
 
 def test_alert_held_during_a_run_that_promoted_a_version_is_dropped():
     emitted, alerts_run = held_alert_runs(FakeResult("succeeded", "2", {"candidate_accuracy": 1}))
     assert alerts_run == ["false-alarm"], "the held alert was about the replaced version"
-    assert [e.data.version for kind, e in emitted if kind == "models"] == ["2"]
+    routed = [(e.data.action, e.data.version) for kind, e in emitted if kind == "models"]
+    assert routed == [("activate", "2"), ("clear-canary", "2")]
 
 
 def test_outlier_alerts_do_not_start_runs():

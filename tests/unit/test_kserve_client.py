@@ -128,6 +128,15 @@ def test_client_errors_are_not_retried():
     assert len(rec.requests) == 1
 
 
+def test_an_internal_error_goes_back_to_the_caller_at_once():
+    """A 500 may be the input's fault: the scorer isolates records, the client does not retry."""
+    rec = Recorder(httpx.Response(500, text="boom"))
+    with pytest.raises(ModelServerError, match="answered 500: boom") as info:
+        run(client(rec).predict(URL, "m", "v1", [[0.0]]))
+    assert info.value.retriable and not info.value.unavailable
+    assert len(rec.requests) == 1
+
+
 def test_timeouts_are_retriable():
     rec = Recorder(httpx.ReadTimeout("slow"), httpx.Response(200, json={"predictions": [3]}))
     assert run(client(rec).predict(URL, "m", "v1", [[0.0]])).labels == [3]

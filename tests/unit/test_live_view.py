@@ -188,7 +188,9 @@ def test_rolling_accuracy_comes_from_the_error_rate_monitor():
 
 def role_view(role: str = "scoring") -> Any:
     """What the live view reads of a role process: its LiveView, readiness and name."""
-    return SimpleNamespace(live=LiveView(SETTINGS, role=role), ready=asyncio.Event(), role=role)
+    return SimpleNamespace(
+        live=LiveView(SETTINGS, role=role), ready=asyncio.Event(), role=role, problems={}
+    )
 
 
 def test_the_http_endpoints_serve_page_status_metrics_and_health():
@@ -201,6 +203,12 @@ def test_the_http_endpoints_serve_page_status_metrics_and_health():
             assert (await client.get("/readyz")).status == 503
             state.ready.set()
             assert (await client.get("/readyz")).status == 200
+            state.problems["broker"] = "broker at 127.0.0.1:9092 does not answer"
+            answer = await client.get("/readyz")
+            assert answer.status == 503 and "does not answer" in await answer.text()
+            down = LiveStatus.model_validate_json(await (await client.get("/status.json")).text())
+            assert not down.ready and down.problems == [state.problems["broker"]]
+            del state.problems["broker"]
             page = await client.get("/")
             assert page.content_type == "text/html"
             assert "status.json" in await page.text()

@@ -71,10 +71,53 @@ def test_canary_takes_about_its_weight_stably_per_record():
     share = picks.count("2") / len(picks)
     assert 0.17 < share < 0.23
     assert [table.route("churn", f"r{i}").version for i in range(50)] == picks[:50]
-    # promoting the canary clears it
-    table.apply(ev("activate", "2", port=8082), ready=True)
-    assert table.get("churn").canary is None
+    # promoting the canary: a canary of the active version serves nothing ...
+    promote = ev("activate", "2", port=8082)
+    table.apply(promote, ready=True)
     assert {table.route("churn", f"r{i}").version for i in range(200)} == {"2"}
+    # ... and the clear published with the activate empties the slot
+    for change in promote.implied()[1:]:
+        assert table.apply(change, ready=False).accepted  # a clear probes no endpoint
+    assert table.get("churn").canary is None
+
+
+def test_a_canary_or_shadow_can_be_cleared():
+    table = RoutingTable()
+    table.apply(ev("activate", "1"), ready=True)
+    table.apply(ev("canary", "2", port=8082, weight=1.0), ready=True)
+    table.apply(ev("shadow", "3", port=8083), ready=True)
+    assert table.route("churn", "r").version == "2"
+    clear = ModelVersionEvent(action="clear-canary", model="churn", version="2")
+    assert clear.partition_key == "churn:canary" and clear.url is None
+    assert table.apply(clear, ready=False).reason == "canary 2 cleared"
+    assert table.route("churn", "r").version == "1"
+    shadow = ModelVersionEvent(action="clear-shadow", model="churn", version="3")
+    assert shadow.partition_key == "churn:shadow"
+    table.apply(shadow, ready=False)
+    assert table.get("churn").shadow is None
+    assert table.apply(clear, ready=False).reason == "no canary to clear"
+
+
+def test_compacted_replay_in_any_partition_order_gives_the_live_routes():
+    """Live: canary 2, promoted (activate 2 + clear), then activate 3. After compaction only
+    the last event of each key is left, and the keys' partitions replay in any order."""
+    live = RoutingTable()
+    history = [
+        ev("activate", "1"),
+        ev("canary", "2", port=8082, weight=0.3),
+        *ev("activate", "2", port=8082).implied(),
+        *ev("activate", "3", port=8083).implied(),
+    ]
+    for change in history:
+        live.apply(change, ready=True)
+    latest = {change.partition_key: change for change in history}
+    for order in (list(latest.values()), list(reversed(latest.values()))):
+        replayed = RoutingTable()
+        for change in order:
+            replayed.apply(change, ready=True)
+        assert replayed.get("churn").canary is live.get("churn").canary is None
+        assert replayed.route("churn", "r") == live.route("churn", "r")
+        assert {replayed.route("churn", f"r{i}").version for i in range(300)} == {"3"}
 
 
 def test_replaying_the_same_events_gives_the_same_state():

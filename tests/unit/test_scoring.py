@@ -30,8 +30,16 @@ def raw_record(i: int, features: dict[str, float] | None = None) -> RawMessage:
     return RawMessage(rec.value, rec.key, rec.headers, Origin("weir.records", 0, i))
 
 
-def activate(version: str, url: str, action: str = "activate") -> ModelVersionEvent:
-    return ModelVersionEvent(action=action, model="churn", version=version, url=url, protocol="v1")
+def activate(version: str, url: str, action: str = "activate", **kw) -> ModelVersionEvent:
+    return ModelVersionEvent(
+        action=action,
+        model="churn",
+        version=version,
+        url=url,
+        protocol="v1",
+        features=["a", "b"],
+        **kw,
+    )
 
 
 class FakeServers:
@@ -40,6 +48,8 @@ class FakeServers:
     def __init__(self) -> None:
         self.state = {V1: "up", V2: "up"}
         self.calls: list[tuple[str, int]] = []
+        self.poison: set[float] = set()  # a row whose first value is here fails its call (500)
+        self.labels: dict[float, object] = {}  # first value -> the label to answer
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
@@ -49,10 +59,11 @@ class FakeServers:
             raise httpx.ConnectError("refused")
         if self.state[base] == "reject":
             return httpx.Response(400, text="bad input")
+        if any(r[0] in self.poison for r in rows):
+            return httpx.Response(500, text="cannot score that")
         version = "1" if base == V1 else "2"
-        return httpx.Response(
-            200, json={"predictions": [int(r[0]) % 2 for r in rows], "model_version": version}
-        )
+        labels = [self.labels.get(r[0], int(r[0]) % 2) for r in rows]
+        return httpx.Response(200, json={"predictions": labels, "model_version": version})
 
 
 def make(servers: FakeServers, on_sleep=None) -> tuple[Scorer, RoutingTable, list[float]]:
@@ -149,7 +160,72 @@ def test_a_rejecting_server_dead_letters_the_batch_with_its_reason():
     assert out.predictions == []
     assert [d.data.error_class for d in out.dead_letters] == ["ModelServerRejected"] * 2
     assert "answered 400: bad input" in out.dead_letters[0].data.reason
-    assert out.dead_letters[0].data.attempts == 1
+    # the batch was split to find the records at fault; a 4xx alone is final
+    assert servers.calls == [(V1, 2), (V1, 1), (V1, 1)]
+    assert [d.data.attempts for d in out.dead_letters] == [2, 2]
+
+
+def test_a_poison_record_is_isolated_tried_a_bounded_number_of_times_and_dead_lettered():
+    servers = FakeServers()
+    servers.poison = {5.0}
+    scorer, table, delays = make(servers)
+    table.apply(activate("1", V1), ready=True)
+    out = asyncio.run(scorer.score([raw_record(i) for i in range(8)]))
+    assert sorted(p.data.record_id for p in out.predictions) == [
+        f"r{i}" for i in range(8) if i != 5
+    ]
+    [letter] = [d.data for d in out.dead_letters]
+    assert letter.error_class == "ModelServerFailed" and letter.offset == 5
+    assert "answered 500: cannot score that" in letter.reason
+    attempts = SETTINGS.scoring.record_attempts
+    assert "4 failed calls alone" in letter.reason and attempts == 4
+    assert len(delays) == attempts - 1, "backoff between its lone attempts, then dead-lettered"
+    # 8 → 4+4 → 2+2 → 1+1: seven calls to isolate it, then one per retry
+    assert servers.calls.count((V1, 1)) == 2 + attempts - 1
+
+
+def test_invalid_answer_rows_dead_letter_only_their_records():
+    servers = FakeServers()
+    servers.labels = {1.0: None, 2.0: [1, 2], 3.0: "ok"}
+    scorer, table, _ = make(servers)
+    table.apply(activate("1", V1), ready=True)
+    out = asyncio.run(scorer.score([raw_record(i) for i in range(5)]))
+    assert [(p.data.record_id, p.data.output) for p in out.predictions] == [
+        ("r0", 0),
+        ("r3", "ok"),
+        ("r4", 0),
+    ]
+    assert {d.data.offset: d.data.error_class for d in out.dead_letters} == {
+        1: "ModelAnswerInvalid",
+        2: "ModelAnswerInvalid",
+    }
+    assert "answered None for record r1" in out.dead_letters[0].data.reason
+    assert out.by_version == {"1": 3}
+
+
+def test_a_huge_dead_letter_is_cut_to_the_inline_limit_and_completed_by_the_store():
+    class Store:
+        def __init__(self) -> None:
+            self.values: list[bytes] = []
+
+        async def complete(self, letter, value):
+            self.values.append(value)
+            return letter.model_copy(update={"raw_ref": "s3://dead-letters/x"})
+
+    servers = FakeServers()
+    scorer, table, _ = make(servers)
+    store = Store()
+    scorer._oversize = store  # type: ignore[assignment]
+    table.apply(activate("1", V1), ready=True)
+    huge = RawMessage(b"\xff" * 800_000, b"k", (), Origin("weir.records", 0, 9))
+    out = asyncio.run(scorer.score([huge, raw_record(1)]))
+    assert [p.data.record_id for p in out.predictions] == ["r1"]
+    [letter] = [d.data for d in out.dead_letters]
+    inline = SETTINGS.events.dead_letter_inline_bytes
+    assert letter.raw == b"\xff" * inline and letter.raw_truncated and not letter.complete
+    assert letter.raw_size == 800_000 and letter.raw_ref == "s3://dead-letters/x"
+    assert store.values == [huge.value]
+    assert len(to_kafka(out.dead_letters[0]).value) < 100_000
 
 
 def test_control_rejects_a_swap_to_an_endpoint_that_is_not_ready():
@@ -188,3 +264,48 @@ def test_control_rejects_a_swap_to_an_endpoint_that_is_not_ready():
     servers.state[V2] = "up"
     assert asyncio.run(control.handle(control_msg(activate("2", V2), 1), replaying=True)) is None
     assert table.route("churn", "r1").version == "2"
+    # a route without its feature order is refused at activation
+    bare = activate("3", V1).model_copy(update={"features": None})
+    third = asyncio.run(control.handle(control_msg(bare, 2), replaying=False))
+    assert third is not None and not third.data.accepted and "feature order" in third.data.reason
+    assert table.route("churn", "r1").version == "2"
+
+
+def test_control_garbage_is_dead_lettered_once_under_one_id_and_skipped_in_replay():
+    from agents.control import Controller
+
+    client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(lambda r: None))
+    garbage = RawMessage(b"\x00" * 900_000, b"churn", (), Origin("weir.models", 0, 7))
+    letters = []
+    for _worker in range(2):
+        control = Controller(SETTINGS, RoutingTable(), client, now=lambda: FIXED_TIME)
+        assert asyncio.run(control.handle(garbage, replaying=True)) is None
+        assert control.skipped == 1
+        live = asyncio.run(control.handle(garbage, replaying=False))
+        assert live is not None and live.data.error_class == "MalformedEvent"
+        letters.append(live)
+    assert letters[0].id == letters[1].id == "deadletter:weir.models:0:7"
+    assert letters[0].data.raw_truncated and letters[0].data.raw_size == 900_000
+    assert len(to_kafka(letters[0]).value) < 100_000
+
+
+def test_a_replayed_route_that_was_not_ready_is_applied_once_its_server_is():
+    from agents.control import Controller
+
+    up = {"ready": False}
+
+    def ready_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ready": up["ready"]})
+
+    table = RoutingTable()
+    client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(ready_handler))
+    control = Controller(SETTINGS, table, client, now=lambda: FIXED_TIME)
+    rec = to_kafka(new_event(activate("4", V2), source="t"))
+    msg = RawMessage(rec.value, rec.key, rec.headers, Origin("weir.models", 0, 0))
+    assert asyncio.run(control.handle(msg, replaying=True)) is None
+    assert table.route("churn", "r") is None and list(control.held) == [("churn", "active")]
+    assert asyncio.run(control.recheck()) == []
+    up["ready"] = True
+    [decision] = asyncio.run(control.recheck())
+    assert decision.data.accepted and "ready now" in decision.data.reason
+    assert table.route("churn", "r").version == "4" and control.held == {}

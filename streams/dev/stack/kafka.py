@@ -100,6 +100,7 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "log.cleaner.backoff.ms=1000",
+            f"message.max.bytes={settings.kafka.message_max_bytes}",
             "",
         ]
     )
