@@ -347,6 +347,16 @@ class Case:
             if f.missing:
                 self.row.failures.append(f"{f.missing} records neither scored nor dead-lettered")
 
+    def log_lines(self, text: str) -> list[str]:
+        """Lines of every worker's log (of this case) that contain ``text``."""
+        logs = sorted(self.run_dir.glob("worker-*.log"))
+        return [
+            line
+            for log in logs
+            for line in log.read_text(errors="replace").splitlines()
+            if text in line
+        ]
+
     def settle_workers(self) -> None:
         """Alive and restarts of every worker still running, for the row."""
         if self.settled or not self.workers:

@@ -131,7 +131,8 @@ def start_worker(
     else:
         argv = [sys.executable, str(Path(__file__).resolve()), *tail, *roles]
     proc = ServiceProcess(f"worker-{worker_id}", run_dir, marker=f"--worker-id {worker_id}")
-    proc.start(argv, env=settings_env(settings))
+    # a crash in C (librdkafka, a segfault) leaves the Python stacks in the log
+    proc.start(argv, env=settings_env(settings) | {"PYTHONFAULTHANDLER": "1"})
     return Worker(proc, roles, supervised, settings.live.port)
 
 

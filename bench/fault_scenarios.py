@@ -397,7 +397,11 @@ def route_without_features(case: Case) -> None:
     f = case.finish(
         stream, at_least=tail_target(case, stream.produced), drain_s=RETRY_BUDGET_S + 20
     )
-    case.row.measured = ", ".join(f"{k} {v}" for k, v in sorted(f.dead_classes.items()))
+    decisions = [line.partition("faults 1 -> ")[2][:60] for line in case.log_lines("activate")]
+    case.row.measured = "; ".join(
+        [f"route: {decisions[-1]}" if len(decisions) > 1 else "no decision logged"]
+        + [f"{k} {v}" for k, v in sorted(f.dead_classes.items())]
+    )
     expect_healthy(case, f, dead=None)
     if f.max_wait_s is not None:
         case.row.expect(
