@@ -64,7 +64,9 @@ def print_table(console: Console, rows: list[Row], footer: str) -> None:
     console.print(table)
 
 
-def write_markdown(path: Path, rows: list[Row], footer: str) -> None:
+def write_markdown(
+    path: Path, rows: list[Row], footer: str, expects: dict[str, str], command: str
+) -> None:
     def line(values: list[str]) -> str:
         return "| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in values) + " |"
 
@@ -76,6 +78,15 @@ def write_markdown(path: Path, rows: list[Row], footer: str) -> None:
         *(line(cells(r)) for r in rows),
         "",
         footer,
+        "",
+        f"Command: `{command}`. Every failure in full, and the figures, are in",
+        "`faults.json` under the suite's state directory (/tmp/weir-faults-stack).",
+        "",
+        "## What each scenario expects",
+        "",
+        line(["scenario", "ok when"]),
+        line(["---", "---"]),
+        *(line([r.name, expects.get(r.name, "")]) for r in rows),
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

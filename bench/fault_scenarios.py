@@ -39,14 +39,17 @@ ERROR_LINES_MAX = 30  # ERROR lines a worker may log over a 30 s broker outage (
 class Scenario:
     deadline_s: float
     body: Callable[[Case], None]
+    expects: str  # the pass criterion, in words (the markdown's second table)
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(name: str, deadline_s: float = 180.0) -> Callable[[Callable[[Case], None]], Any]:
+def scenario(
+    name: str, expects: str, deadline_s: float = 180.0
+) -> Callable[[Callable[[Case], None]], Any]:
     def register(body: Callable[[Case], None]) -> Callable[[Case], None]:
-        SCENARIOS[name] = Scenario(deadline_s, body)
+        SCENARIOS[name] = Scenario(deadline_s, body, expects)
         return body
 
     return register
@@ -99,7 +102,13 @@ def steady_fault(
 # ------------------------------------------------------------ processes and brokers
 
 
-@scenario("sigkill-scoring")
+@scenario(
+    "sigkill-scoring",
+    (
+        "two scoring workers of one group, A SIGKILLed mid-stream: B finishes; 0 missing,"
+        " no dead letters, stall <= 30 s"
+    ),
+)
 def sigkill_scoring(case: Case) -> None:
     """Two scoring workers of one group; A is SIGKILLed mid-stream, B finishes."""
     case.activate()
@@ -118,7 +127,10 @@ def sigkill_scoring(case: Case) -> None:
     expect_healthy(case, f, stall_max=30.0)
 
 
-@scenario("model-server-paused")
+@scenario(
+    "model-server-paused",
+    ("model server SIGSTOPped 10 s: 0 missing, 0 dead letters, no restart, stall <= 25 s"),
+)
 def model_server_paused(case: Case) -> None:
     pid = case.suite.model_server.pid()
     assert pid is not None, "the suite's model server is not running"
@@ -131,7 +143,10 @@ def model_server_paused(case: Case) -> None:
     case.row.measured = "SIGSTOP 10 s"
 
 
-@scenario("broker-paused")
+@scenario(
+    "broker-paused",
+    ("private Kafka SIGSTOPped 10 s: 0 missing, 0 dead letters, no restart, stall <= 40 s"),
+)
 def broker_paused(case: Case) -> None:
     def fault() -> None:
         with case.suite.stack.paused("kafka"):
@@ -141,7 +156,10 @@ def broker_paused(case: Case) -> None:
     case.row.measured = "SIGSTOP 10 s"
 
 
-@scenario("broker-restart")
+@scenario(
+    "broker-restart",
+    ("private Kafka stopped and started: 0 missing, 0 dead letters, no restart, stall <= 60 s"),
+)
 def broker_restart(case: Case) -> None:
     took: list[float] = []
 
@@ -155,7 +173,14 @@ def broker_restart(case: Case) -> None:
     case.row.measured = f"down+up {took[0]:.0f}s" if took else ""
 
 
-@scenario("minio-stopped", deadline_s=300.0)
+@scenario(
+    "minio-stopped",
+    (
+        "MinIO stopped 20 s under `weir worker` (all roles): scoring never pauses (stall "
+        "<= 5 s), no role restarts, 0 missing"
+    ),
+    deadline_s=300.0,
+)
 def minio_stopped(case: Case) -> None:
     def fault() -> None:
         with case.suite.stack.stopped("minio"):
@@ -171,7 +196,14 @@ def minio_stopped(case: Case) -> None:
     case.row.measured = "stopped 20 s, all roles"
 
 
-@scenario("minio-paused", deadline_s=300.0)
+@scenario(
+    "minio-paused",
+    (
+        "MinIO SIGSTOPped 20 s under `weir worker` (all roles): stall <= 5 s, no role "
+        "restarts, 0 missing"
+    ),
+    deadline_s=300.0,
+)
 def minio_paused(case: Case) -> None:
     def fault() -> None:
         with case.suite.stack.paused("minio"):
@@ -209,7 +241,14 @@ def bad_record(rid: str, i: int) -> Msg:
     return raw_record(rid, json.dumps({"id": rid, "features": features}), kind)
 
 
-@scenario("malformed-flood")
+@scenario(
+    "malformed-flood",
+    (
+        'N malformed records (bad JSON, extra field, no features, NaN token, "NaN" '
+        "string, unknown type) among N good: each dead-lettered exactly once, none "
+        "scored, every good one scored"
+    ),
+)
 def malformed_flood(case: Case) -> None:
     """As many malformed records as good ones, interleaved."""
     n = case.suite.records
@@ -250,12 +289,24 @@ def huge_case(case: Case, value: bytes, producer_config: dict[str, Any] | None =
     case.row.expect(f.dead_dupes == 0, f"the huge record was dead-lettered {1 + f.dead_dupes}x")
 
 
-@scenario("huge-record")
+@scenario(
+    "huge-record",
+    (
+        "one ~800 KB non-JSON record mid-stream: dead-lettered once, every record behind "
+        "it scored, no restart"
+    ),
+)
 def huge_record(case: Case) -> None:
     huge_case(case, b"\xffnot json " * 80_000)  # 800 KB, under Kafka's 1 MiB
 
 
-@scenario("huge-gzip")
+@scenario(
+    "huge-gzip",
+    (
+        "one 1.44 MB record from a gzip producer: dead-lettered once, every record behind"
+        " it scored, no restart"
+    ),
+)
 def huge_gzip(case: Case) -> None:
     huge_case(
         case,
@@ -271,7 +322,14 @@ def control_letters(case: Case, key: str) -> int:
     return len(case.tally.dead_from(case.topic(Topic.MODELS)).get(key, []))
 
 
-@scenario("control-garbage", deadline_s=300.0)
+@scenario(
+    "control-garbage",
+    (
+        "800 KB of garbage on the control topic, then restarts: every worker starts and "
+        "scores, no crash; small garbage dead-lettered once across two restarts"
+    ),
+    deadline_s=300.0,
+)
 def control_garbage(case: Case) -> None:
     """800 KB of garbage on the control topic, a restart; small garbage, two restarts."""
     case.activate()
@@ -332,7 +390,14 @@ def clear_event(url: str) -> ModelVersionEvent | str:
     return f"no clear event validates: {errors[0]}"
 
 
-@scenario("stale-canary", deadline_s=240.0)
+@scenario(
+    "stale-canary",
+    (
+        "activate v1, canary v2 at 0.5, clear-canary, restart: no record routed to v2 "
+        "after the clear"
+    ),
+    deadline_s=240.0,
+)
 def stale_canary(case: Case) -> None:
     """activate v1, canary v2 at 0.5, clear it, restart: nothing may reach v2 afterwards."""
     case.activate()
@@ -377,7 +442,14 @@ def stale_canary(case: Case) -> None:
     expect_healthy(case, f, stall_max=None)
 
 
-@scenario("route-without-features", deadline_s=240.0)
+@scenario(
+    "route-without-features",
+    (
+        "an activate with no `features` while records (1 in 7 with an extra feature) "
+        "flow: nothing lost, no record waits > 60 s"
+    ),
+    deadline_s=240.0,
+)
 def route_without_features(case: Case) -> None:
     """An activate with no ``features`` while records (some with an extra feature) flow."""
 
@@ -442,13 +514,28 @@ def poison_case(case: Case, mode: str, magic: tuple[float, ...], every: int) -> 
     return f
 
 
-@scenario("model-fails-one-input", deadline_s=240.0)
+@scenario(
+    "model-fails-one-input",
+    (
+        "a V2 server answering 500 for one magic input: poison records dead-lettered, "
+        "every other record scored, no record waits > 60 s"
+    ),
+    deadline_s=240.0,
+)
 def model_fails_one_input(case: Case) -> None:
     f = poison_case(case, "fail-one", (POISON,), every=50)
     case.row.expect(f.good_dead == 0, f"{f.good_dead} good records dead-lettered with a poison")
 
 
-@scenario("model-bad-answer", deadline_s=240.0)
+@scenario(
+    "model-bad-answer",
+    (
+        "a V2 server answering 200 with a null label, a NaN label or short probabilities "
+        "for some rows: those rows not scored, nothing lost, no crash (good records dead-"
+        "lettered with them are noted)"
+    ),
+    deadline_s=240.0,
+)
 def model_bad_answer(case: Case) -> None:
     f = poison_case(case, "bad-answer", (NULL_LABEL, NAN_LABEL, SHORT_PROBS), every=40)
     if f.good_dead:
@@ -482,7 +569,14 @@ def monitor_caught_up(case: Case) -> bool:
     )
 
 
-@scenario("lax-inputs", deadline_s=300.0)
+@scenario(
+    "lax-inputs",
+    (
+        "features '1.5' (a string), true, 1e308 dead-lettered, not scored; the monitor's RSS"
+        " grows <= 10 MB on a second wave of 10,000 fresh feature names"
+    ),
+    deadline_s=300.0,
+)
 def lax_inputs(case: Case) -> None:
     """Strings, booleans and 1e308 as features; then waves of fresh feature names."""
     case.activate()
@@ -529,7 +623,14 @@ def fresh_name_waves(
 ERROR_LINE = re.compile(r"^(\[[^\]]*\] \[\d+\] \[(ERROR|CRITICAL)\]|%[0-3]\|)", re.MULTILINE)
 
 
-@scenario("broker-down-noise", deadline_s=240.0)
+@scenario(
+    "broker-down-noise",
+    (
+        "private Kafka stopped 30 s: /readyz not ready while down, <= 30 ERROR lines "
+        "(1/s), no crash, 0 missing"
+    ),
+    deadline_s=240.0,
+)
 def broker_down_noise(case: Case) -> None:
     """The broker stopped for 30 s: ERROR lines logged, and /readyz while it is down."""
     case.activate()

@@ -130,7 +130,9 @@ def main() -> None:
     footer = f"{len(rows)} scenarios in {total / 60:.1f} min; {machine_line(settings)}"
     print_table(console, rows, footer)
     if args.markdown:
-        write_markdown(args.markdown, rows, footer)
+        expects = {name: s.expects for name, s in SCENARIOS.items()}
+        command = "PYTHONPATH=. python " + " ".join(["bench/faults.py", *sys.argv[1:]])
+        write_markdown(args.markdown, rows, footer, expects, command)
         console.print(f"markdown: {args.markdown}")
     raw = settings.stack.run_dir / "faults.json"
     raw.write_text(json.dumps([row_dict(r) for r in rows], indent=1, default=str))
