@@ -14,6 +14,13 @@ ready is held and probed again by :meth:`Controller.recheck` until it is ready
 replaces it. Live events wait up to ``scoring.control_ready_timeout_s`` for
 the endpoint.
 
+**Who may change a route.** With ``WEIR_CONTROL__REQUIRE_SIGNATURES`` (the
+default) an event must carry a valid signature by an accepted key
+(:class:`~connectors.signing.Verifier`); it must not be older than the event
+last applied to its slot (a replayed old event, or the same one again); and
+its URL's host must match ``WEIR_CONTROL__ALLOWED_HOSTS``. Otherwise it is
+refused with a route decision saying why, and the current route stays.
+
 A control message that does not decode cannot crash the fold: live, it is
 dead-lettered (cut to the inline limit, the whole value kept in MinIO when it
 answers) under an event id derived from its topic, partition and offset, so
@@ -23,13 +30,17 @@ reported when it arrived and is only counted (``skipped``).
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
 
 from agents.letters import dead_letter
 from agents.routing import RoutingTable
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, ModelServerError
+from connectors.signing import Verifier
 from schemas import (
     DeadLetter,
     Event,
@@ -50,8 +61,7 @@ log = logging.getLogger("weir.control")
 
 @dataclass(frozen=True)
 class _Held:
-    change: ModelVersionEvent
-    lineage: Lineage
+    event: Event[ModelVersionEvent]
 
 
 class Controller:
@@ -71,6 +81,46 @@ class Controller:
         self._oversize = oversize
         self.held: dict[tuple[str, str], _Held] = {}  # (model, slot) → replayed, not ready yet
         self.skipped = 0  # undecodable messages met in a replay
+        self._verifier = Verifier(settings) if settings.control.require_signatures else None
+        if self._verifier is None:
+            log.warning(
+                "WEIR_CONTROL__REQUIRE_SIGNATURES is off: anyone who can write the "
+                "control topic can change routes"
+            )
+        # (model, slot) → (time, id) of the event last applied to the slot
+        self.applied: dict[tuple[str, str], tuple[datetime, str]] = {}
+
+    def refusal(self, event: Event[ModelVersionEvent]) -> str | None:
+        """Why this route change may not be acted on at all, or None."""
+        change = event.data
+        if self._verifier is not None:
+            problem = self._verifier.problem(event)
+            if problem is not None:
+                return problem
+        last = self.applied.get((change.model, change.slot))
+        if (
+            last is not None
+            and event.time is not None
+            and (event.time < last[0] or (event.time == last[0] and event.id == last[1]))
+        ):
+            return (
+                f"replayed: event {event.id} of {event.time.isoformat()} is not newer than "
+                f"event {last[1]} of {last[0].isoformat()} already applied to this route"
+            )
+        if change.url is not None:
+            host = urlsplit(change.url).hostname or ""
+            allowed = self._settings.control.allowed_hosts
+            if not any(fnmatch.fnmatch(host, pattern) for pattern in allowed):
+                return (
+                    f"url host {host!r} is not in WEIR_CONTROL__ALLOWED_HOSTS "
+                    f"({', '.join(allowed)})"
+                )
+        if change.action not in CLEARS and not change.features:
+            return (
+                "the route names no feature order (`features`); `weir models publish` takes "
+                "it from the model card"
+            )
+        return None
 
     async def _ready(self, event: ModelVersionEvent, *, replaying: bool) -> bool:
         if event.action in CLEARS:
@@ -129,21 +179,17 @@ class Controller:
                 event.id,
             )
         change = event.data
-        self.held.pop((change.model, change.slot), None)  # a newer event of its slot decides
-        if change.action not in CLEARS and not change.features:
-            ready, decision = (
-                False,
-                self.routing.reject(
-                    change,
-                    "the route names no feature order (`features`); `weir models publish` "
-                    "takes it from the model card",
-                ),
-            )
+        refusal = self.refusal(event)
+        if refusal is not None:
+            decision = self.routing.reject(change, refusal)
         else:
+            self.held.pop((change.model, change.slot), None)  # a newer event of its slot decides
             ready = await self._ready(change, replaying=replaying)
             decision = self.routing.apply(change, ready=ready)
+            if decision.accepted and event.time is not None:
+                self.applied[(change.model, change.slot)] = (event.time, event.id)
             if replaying and not ready:
-                self.held[(change.model, change.slot)] = _Held(change, event.lineage)
+                self.held[(change.model, change.slot)] = _Held(event)
         self._log(change, decision.accepted, decision.reason)
         if replaying:
             return None
@@ -153,14 +199,16 @@ class Controller:
         """Probe the replayed routes that were not ready; apply those that are now."""
         out = []
         for key, held in list(self.held.items()):
-            change = held.change
+            change = held.event.data
             if not await self._ready(change, replaying=True):
                 continue
             del self.held[key]
             decision = self.routing.apply(change, ready=True)
+            if decision.accepted and held.event.time is not None:
+                self.applied[key] = (held.event.time, held.event.id)
             reason = f"{decision.reason} (replayed route, ready now)"
             self._log(change, decision.accepted, reason)
-            out.append(self._decision(change, decision.accepted, reason, held.lineage))
+            out.append(self._decision(change, decision.accepted, reason, held.event.lineage))
         return out
 
     def _log(self, change: ModelVersionEvent, accepted: bool, reason: str) -> None:

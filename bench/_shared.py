@@ -105,9 +105,7 @@ def publish_model(settings: Settings, model: str, version: str = "1") -> None:
         classes=[0, 1],
         created_at=datetime.now(UTC),
     )
-    ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket).publish(
-        card, LogisticRegression().fit(x, y)
-    )
+    ModelRegistry.for_settings(settings).publish(card, LogisticRegression().fit(x, y))
 
 
 def machine_line(settings: Settings) -> str:

@@ -63,9 +63,9 @@ from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import EventProducer, ensure_topics
-from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
@@ -93,7 +93,7 @@ def publish_tagged_models(settings: Settings, model: str) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2000, len(FEATURES)))
     side = (x @ rng.normal(size=len(FEATURES)) > 0).astype(int)
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     for version, classes in CLASSES.items():
         card = ModelCard(
             name=model,
@@ -243,7 +243,9 @@ class Bench:
             features=FEATURES,
         )
         assert self.producer is not None
-        self.producer.send(self.models_t, new_event(change, source="bench-swap"))
+        self.producer.send(
+            self.models_t, signed(self.settings, new_event(change, source="bench-swap"))
+        )
 
     def start_worker(self) -> ServiceProcess:
         worker = start_worker(self.settings, f"{self.uid}-{len(self.workers) + 1}")

@@ -58,6 +58,7 @@ from rich.table import Table
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import ServiceProcess, free_port
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.settings import KafkaSettings, ScoringSettings, Settings
 from schemas.topics import Topic, topic_name
@@ -303,7 +304,8 @@ class Run:
         )
         self.producer = EventProducer(self.settings, **{"linger.ms": 0})
         self.producer.send(
-            topic_name(self.settings.kafka, Topic.MODELS), new_event(change, source="bench-lat")
+            topic_name(self.settings.kafka, Topic.MODELS),
+            signed(self.settings, new_event(change, source="bench-lat")),
         )
         self.out = Collector(self.settings, [self.predictions_t], group=f"{self.prefix}-collect")
         self.tally = Tally(self.out, self.model)

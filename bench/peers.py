@@ -75,6 +75,7 @@ from rich.table import Table
 
 from connectors.kafka import EventProducer, ensure_topics, list_topics
 from connectors.process import ServiceProcess, free_port
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event, to_kafka
 from schemas.settings import ScoringSettings, Settings, settings_env
 from schemas.topics import Topic, topic_name
@@ -329,7 +330,9 @@ class Bench:
                 protocol="v2",
                 features=FEATURES,
             )
-            EventProducer(settings).send(topic_name(k, Topic.MODELS), new_event(change, source="b"))
+            EventProducer(settings).send(
+                topic_name(k, Topic.MODELS), signed(settings, new_event(change, source="b"))
+            )
         copy_topic(
             settings, topic_name(self.settings.kafka, Topic.RECORDS), topic_name(k, Topic.RECORDS)
         )

@@ -57,6 +57,7 @@ from rich.table import Table
 
 from connectors.kafka import EventProducer, admin, ensure_topics
 from connectors.process import free_port
+from connectors.signing import signed
 from schemas import ModelVersionEvent, new_event
 from schemas.settings import Settings, settings_env
 from schemas.topics import Topic, topic_name
@@ -284,7 +285,10 @@ class Bench:
             features=FEATURES,
         )
         producer = EventProducer(self.settings)
-        producer.send(topic_name(self.settings.kafka, Topic.MODELS), new_event(change, source="b"))
+        producer.send(
+            topic_name(self.settings.kafka, Topic.MODELS),
+            signed(self.settings, new_event(change, source="b")),
+        )
         prefill(self.settings, self.records_t, a.records)
         took = time.monotonic() - t
         self.log(f"{a.records} records pre-filled in {self.records_t}; setup {took:.1f}s")

@@ -49,6 +49,10 @@ class HostDeployer:
     ) -> None:
         assert settings.kserve.host_url is not None  # the settings validator requires it
         self._base = settings.kserve.host_url.rstrip("/")
+        token = settings.kserve.host_token
+        self._headers = (
+            {} if token is None else {"authorization": f"Bearer {token.get_secret_value()}"}
+        )
         self._attempts = settings.kserve.max_retries + 1
         self._transport = transport
         self._sleep = sleep  # injectable so tests do not wait out the backoff
@@ -57,7 +61,7 @@ class HostDeployer:
         url = f"{self._base}/v1/deployments"
         try:
             with httpx.Client(timeout=HOST_TIMEOUT_S, transport=self._transport) as client:
-                answer = client.post(url, json=body.model_dump())
+                answer = client.post(url, json=body.model_dump(), headers=self._headers)
         except httpx.TransportError as exc:
             raise ServiceError(
                 f"model host at {self._base} did not answer ({type(exc).__name__}: {exc}); "

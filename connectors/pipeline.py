@@ -259,7 +259,6 @@ def evaluate(
     import joblib
     import numpy as np
 
-    from connectors.minio_store import ObjectStore
     from connectors.predictor import predict_batch, rows_from_features
     from connectors.registry import LoadedModel, ModelRegistry
     from schemas.events import utc_now
@@ -287,7 +286,7 @@ def evaluate(
     scores.log_metric("candidate_accuracy", accuracy(predicted, labels))
     if current_version:
         settings = Settings()
-        registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+        registry = ModelRegistry.for_settings(settings)
         current = registry.load(model, current_version)
         records = [dict(zip(features, row, strict=True)) for row in data["rows"]]
         predicted_now, _ = predict_batch(
@@ -336,7 +335,7 @@ def register(
             f"{current_version} accuracy {old:.4f} + min_gain {min_gain:g}"
         )
     else:
-        registry = ModelRegistry(store, settings.minio.models_bucket)
+        registry = ModelRegistry.for_settings(settings)
         numbers = [int(v) for v in registry.versions(model) if v.isdigit()]
         version = str(max(numbers) + 1) if numbers else "1"
         estimator = joblib.load(candidate.path)

@@ -5,11 +5,18 @@ Layout (bucket ``WEIR_MINIO__MODELS_BUCKET``)::
     {name}/{version}/model.joblib   the estimator (scikit-learn or river), joblib-pickled
     {name}/{version}/card.json      its ModelCard
 
-Artifacts are pickles: load only from a registry you control.
+Artifacts are pickles, so loading one runs its code. The registry therefore
+writes the artifact's sha256 into the card and signs the card with the route
+signing key (:mod:`connectors.signing`); where signatures are required
+(``WEIR_CONTROL__REQUIRE_SIGNATURES``, the default) :meth:`ModelRegistry.load`
+refuses a card that is unsigned or signed by an unknown key, and an artifact
+whose digest does not match the card — before unpickling anything. Write
+access to the bucket alone is no longer enough to run code in a model server.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +24,10 @@ from typing import Any
 import joblib
 
 from connectors.minio_store import ObjectStore
+from connectors.signing import KeyPair, Verifier, load_signer, signature_of
+from schemas import ConfigurationError, ServiceError
 from schemas.model_card import ModelCard
+from schemas.settings import Settings
 
 ARTIFACT = "model.joblib"
 CARD = "card.json"
@@ -29,20 +39,60 @@ class LoadedModel:
     estimator: Any
 
 
+class ArtifactRefused(ServiceError):
+    """A model artifact that may not be loaded: unsigned card, bad signature, wrong digest."""
+
+    retriable = False
+
+
 class ModelRegistry:
-    def __init__(self, store: ObjectStore, bucket: str) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        bucket: str,
+        *,
+        signer: KeyPair | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
         self._store = store
         self._bucket = bucket
+        self._signer = signer
+        self._verifier = verifier
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ModelRegistry:
+        """The registry of ``settings``: it signs cards when this process holds the signing
+        key, and checks cards and artifacts when signatures are required."""
+        try:
+            signer: KeyPair | None = load_signer(settings)
+        except ConfigurationError:  # a reader: it does not publish
+            signer = None
+        required = settings.control.require_signatures
+        return cls(
+            ObjectStore(settings.minio),
+            settings.minio.models_bucket,
+            signer=signer,
+            verifier=Verifier(settings) if required else None,
+        )
 
     def uri(self, name: str, version: str) -> str:
         return f"s3://{self._bucket}/{name}/{version}/"
 
     def publish(self, card: ModelCard, estimator: Any) -> str:
-        """Store the artifact, then the card (the card's presence marks it complete)."""
+        """Store the artifact, then its card with the artifact's digest, signed when this
+        registry has a signer (the card's presence marks the version complete)."""
         buf = io.BytesIO()
         joblib.dump(estimator, buf)
+        blob = buf.getvalue()
+        card = card.model_copy(
+            update={"artifact_sha256": hashlib.sha256(blob).hexdigest(), "signature": None}
+        )
+        if self._signer is not None:
+            card = card.model_copy(
+                update={"signature": signature_of(self._signer, card.signed_bytes())}
+            )
         prefix = f"{card.name}/{card.version}/"
-        self._store.put_bytes(self._bucket, prefix + ARTIFACT, buf.getvalue())
+        self._store.put_bytes(self._bucket, prefix + ARTIFACT, blob)
         self._store.put_bytes(
             self._bucket, prefix + CARD, card.model_dump_json(indent=2).encode(), "application/json"
         )
@@ -53,8 +103,34 @@ class ModelRegistry:
         return ModelCard.model_validate_json(raw)
 
     def load(self, name: str, version: str) -> LoadedModel:
+        """The estimator of ``name`` ``version``, checked before it is unpickled."""
         card = self.card(name, version)
+        where = f"s3://{self._bucket}/{name}/{version}/"
+        if self._verifier is not None:
+            problem = (
+                "its card is unsigned"
+                if card.signature is None
+                else self._verifier.check(card.signature, card.signed_bytes())
+            )
+            if problem is not None:
+                raise ArtifactRefused(
+                    f"refusing to load {where}: {problem}", service="minio", address=where
+                )
+            if card.artifact_sha256 is None:
+                raise ArtifactRefused(
+                    f"refusing to load {where}: its card has no artifact digest",
+                    service="minio",
+                    address=where,
+                )
         blob = self._store.get_bytes(self._bucket, f"{name}/{version}/{ARTIFACT}")
+        digest = hashlib.sha256(blob).hexdigest()
+        if card.artifact_sha256 is not None and digest != card.artifact_sha256:
+            raise ArtifactRefused(
+                f"refusing to load {where}{ARTIFACT}: its sha256 {digest} is not the card's "
+                f"{card.artifact_sha256} (the artifact was replaced)",
+                service="minio",
+                address=where,
+            )
         return LoadedModel(card=card, estimator=joblib.load(io.BytesIO(blob)))
 
     def versions(self, name: str) -> list[str]:

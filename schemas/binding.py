@@ -41,7 +41,7 @@ from schemas.errors import (
     SchemaViolationError,
     UnknownEventTypeError,
 )
-from schemas.events import JSON_CONTENT_TYPE, SPEC_VERSION, Event, Lineage
+from schemas.events import JSON_CONTENT_TYPE, SIGNATURE_ATTRIBUTE, SPEC_VERSION, Event, Lineage
 from schemas.payloads import PAYLOAD_BY_TYPE, Payload
 
 Mode = Literal["binary", "structured"]
@@ -195,6 +195,7 @@ def _build(attrs: Mapping[str, Any], data: Any, raw: RawMessage) -> Event[Any]:
                 raw,
                 event_id=event_id,
             )
+    signature = attrs.get(SIGNATURE_ATTRIBUTE)
     return Event(
         id=ctx.id,
         source=ctx.source,
@@ -202,6 +203,7 @@ def _build(attrs: Mapping[str, Any], data: Any, raw: RawMessage) -> Event[Any]:
         subject=ctx.subject,
         data=payload,
         lineage=lineage,
+        signature=signature if isinstance(signature, str) and 0 < len(signature) <= 512 else None,
     )
 
 

@@ -9,6 +9,7 @@ Time is injected (``now``) so tests never depend on the wall clock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from random import getrandbits
@@ -54,6 +55,7 @@ class Lineage(BaseModel):
 
 
 LINEAGE_ATTRIBUTES: frozenset[str] = frozenset(Lineage.model_fields)
+SIGNATURE_ATTRIBUTE = "weirsig"
 
 
 class Event(BaseModel, Generic[P]):
@@ -67,6 +69,8 @@ class Event(BaseModel, Generic[P]):
     subject: Annotated[str, Field(max_length=1024)] | None = None
     data: SerializeAsAny[P]
     lineage: Lineage = Lineage()
+    # the publisher's signature (extension attribute ``weirsig``), on control events
+    signature: Annotated[str, Field(min_length=1, max_length=512)] | None = None
 
     @property
     def type(self) -> str:
@@ -90,7 +94,19 @@ class Event(BaseModel, Generic[P]):
         if self.subject is not None:
             attrs["subject"] = self.subject
         attrs.update(self.lineage.attributes())
+        if self.signature is not None:
+            attrs[SIGNATURE_ATTRIBUTE] = self.signature
         return attrs
+
+    def signed_bytes(self) -> bytes:
+        """What a signature covers: id, type, source, time, subject, lineage and the data,
+        as canonical JSON (sorted keys, no spaces) — the same bytes on both ends, however
+        the event travelled (binary or structured, Kafka or HTTP)."""
+        attrs = self.attributes()
+        attrs.pop(SIGNATURE_ATTRIBUTE, None)
+        attrs.pop("datacontenttype", None)
+        body = {"attributes": attrs, "data": self.data.model_dump(mode="json")}
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def new_id() -> str:

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,3 +30,13 @@ class ModelCard(BaseModel):
     training_rows: int | None = Field(default=None, ge=0)
     run_id: Identifier | None = None
     alert_id: Identifier | None = None
+    # set by the registry when it stores the artifact: its sha256, and the publisher's
+    # signature over the card (connectors/registry.py); a card without them is refused
+    # where signatures are required
+    artifact_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    signature: Annotated[str, Field(max_length=512)] | None = None
+
+    def signed_bytes(self) -> bytes:
+        """What the card's signature covers: every field but the signature, canonical JSON."""
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

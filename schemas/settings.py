@@ -36,6 +36,11 @@ def _default_cache_dir() -> Path:
     return Path(base) / "weir"
 
 
+def _unset_if_empty(value: SecretStr | None) -> SecretStr | None:
+    # `${VAR:-}` in a deployment file means: not given
+    return None if value is None or not value.get_secret_value().strip() else value
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -123,6 +128,9 @@ class KServeSettings(_Group):
         description="how a new version is served: `local` starts a kserve.ModelServer child "
         "process; `host` asks the model host at WEIR_KSERVE__HOST_URL",
     )
+    host_token: SecretStr | None = Field(
+        None, description="bearer token the model host's POST/DELETE need (and deployers send)"
+    )
     host_url: str | None = Field(
         None, description="the model host's API, e.g. http://model-host:8070 (deployer=host)"
     )
@@ -131,6 +139,8 @@ class KServeSettings(_Group):
     )
     port_min: int = Field(0, ge=0, le=65535, description="lowest model server port; 0 = any")
     port_max: int = Field(0, ge=0, le=65535, description="highest model server port; 0 = any")
+
+    _empty_is_none = field_validator("host_token")(_unset_if_empty)
 
     @model_validator(mode="after")
     def _deployer_complete(self) -> KServeSettings:
@@ -164,14 +174,47 @@ class EventSettings(_Group):
     )
 
 
+class ControlSettings(_Group):
+    """Who may change routes: signed model-version events, and where routes may point."""
+
+    require_signatures: bool = Field(
+        True, description="refuse model-version events without a valid signature"
+    )
+    keys_dir: Path | None = Field(
+        None, description="the key pair's directory; default <cache>/keys (`weir keys`)"
+    )
+    signing_key: SecretStr | None = Field(
+        None, description="Ed25519 private key (base64, 32 bytes) that signs routes; else keys_dir"
+    )
+    public_keys: tuple[str, ...] = Field(
+        (), description="Ed25519 public keys (base64) accepted besides those in keys_dir"
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        ("127.0.0.1", "localhost", "::1"),
+        description="host patterns (fnmatch) a route's URL may point at",
+    )
+
+    @field_validator("keys_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    _empty_is_none = field_validator("signing_key")(_unset_if_empty)
+
+
 class KnativeSettings(_Group):
     ingress_host: str = Field("127.0.0.1", description="address the CloudEvents ingress binds")
     ingress_port: int = Field(8080, ge=1, le=65535)
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the ingress' /admin route (route events); unset: off"
+    )
     egress_attempts: int = Field(5, ge=1, description="tries per event before dead-lettering")
     egress_timeout_s: float = Field(10.0, gt=0)
     egress_topics: tuple[str, ...] = Field(
         ("predictions", "alerts"), description="logical topics forwarded to the sink"
     )
+
+    _empty_is_none = field_validator("admin_token")(_unset_if_empty)
 
 
 class ScoringSettings(_Group):
@@ -280,6 +323,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     monitor: MonitorSettings = MonitorSettings()
     knative: KnativeSettings = KnativeSettings()
+    control: ControlSettings = ControlSettings()
     k_sink: str | None = Field(
         None,
         validation_alias="K_SINK",

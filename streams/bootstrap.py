@@ -87,7 +87,7 @@ def bootstrap_model(
     console: Console,
 ) -> tuple[ModelVersionEvent, bool]:
     """Train (unless registered) and serve; the ``activate`` event and whether it trained."""
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     versions = registry.versions(model)
     trained = not versions
     if trained:

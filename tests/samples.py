@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from schemas import (
     DeadLetter,
@@ -22,8 +26,23 @@ from schemas import (
     RouteDecision,
 )
 from schemas.payloads import MAX_ABS_FEATURE
+from schemas.settings import ControlSettings
 
 FIXED_TIME = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+# A fixed Ed25519 key pair for unit tests (never used outside them): routes signed with
+# it verify under TEST_CONTROL, which reads no keys directory.
+_TEST_PRIVATE = bytes(range(32))
+_TEST_PUBLIC = (
+    Ed25519PrivateKey.from_private_bytes(_TEST_PRIVATE)
+    .public_key()
+    .public_bytes(Encoding.Raw, PublicFormat.Raw)
+)
+TEST_CONTROL = ControlSettings(
+    signing_key=SecretStr(base64.b64encode(_TEST_PRIVATE).decode()),
+    public_keys=(base64.b64encode(_TEST_PUBLIC).decode(),),
+    keys_dir=Path("/nonexistent/weir-test-keys"),
+)
 
 SAMPLES: list[Payload] = [
     InputRecord(id="r-1", features={"x0": 0.25, "x1": -3.0}, entity="user-7", timestamp=FIXED_TIME),

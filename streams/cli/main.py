@@ -9,6 +9,7 @@ from rich.table import Table
 
 from streams.cli.common import _settings, console, weir_errors
 from streams.cli.data import dlq, produce, subscribe
+from streams.cli.keys import keys
 from streams.cli.knative import event_display
 from streams.cli.models import models
 
@@ -44,7 +45,8 @@ def stack_up(ctx: click.Context) -> None:
         f"[green]stack up[/] in {report.total_s:.1f}s "
         f"(fetch {report.fetch_s:.1f}s, {cache}"
         f", start {report.start_s:.1f}s, ready {report.ready_s:.1f}s); "
-        f"{len(report.topics)} topics, {len(report.buckets)} buckets"
+        f"{len(report.topics)} topics, {len(report.buckets)} buckets; routes signed by key "
+        f"{report.signing_key}{' (made now, `weir keys`)' if report.key_made else ''}"
     )
 
 
@@ -276,7 +278,7 @@ def demo(ctx: click.Context, keep: bool) -> None:
     run_demo(_settings(ctx), console=console, keep=keep)
 
 
-for _command in (produce, subscribe, models, dlq, event_display):
+for _command in (produce, subscribe, models, dlq, event_display, keys):
     cli.add_command(_command)
 
 

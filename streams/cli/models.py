@@ -20,32 +20,21 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from agents.routing import ModelRoutes, Route, RoutingTable
-from connectors.kafka_tools import open_reader, quiet_producer, require_topics
+from agents.routing import ModelRoutes, Route
+from connectors.kafka_tools import quiet_producer, require_topics
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.registry import CARD, ModelRegistry
+from connectors.signing import signed
 from schemas import Lineage, ModelVersionEvent, WeirError, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.cli.common import _settings, console, one_line_errors
+from streams.routes import fold_routes
 
 WATCH_HINT = (
     "workers switch once the endpoint answers ready: `weir subscribe alerts --type model.route`"
 )
-
-
-def fold_routes(settings: Settings) -> tuple[RoutingTable, int]:
-    """The routes on the control topic, read from its beginning; and how many messages were not
-    model-version events. Every endpoint counts as ready."""
-    table, ignored = RoutingTable(), 0
-    with open_reader(settings, topic_name(settings.kafka, Topic.MODELS), start="beginning") as r:
-        for msg in r.read_to_end():
-            if msg.event is not None and isinstance(msg.event.data, ModelVersionEvent):
-                table.apply(msg.event.data, ready=True)
-            else:
-                ignored += 1
-    return table, ignored
 
 
 def _registry(settings: Settings) -> tuple[ObjectStore, ModelRegistry]:
@@ -140,7 +129,9 @@ def models_list(ctx: click.Context, model: str | None) -> None:
             table.add_row(name, version, Text("\n".join(notes[version])), "(not in registry)")
     console.print(table)
     if ignored:
-        console.print(f"{ignored} messages on {control} were not model-version events (ignored)")
+        console.print(
+            f"{ignored} messages on {control} were not signed model-version events (ignored)"
+        )
 
 
 def _url(value: str) -> str:
@@ -151,14 +142,17 @@ def _url(value: str) -> str:
 
 
 def _publish(settings: Settings, change: ModelVersionEvent, run_id: str | None = None) -> str:
-    """Send a control event (with the events it implies: an activate clears the canary)
-    and wait for the broker; returns where the change itself was stored."""
+    """Sign and send a control event (with the events it implies: an activate clears the
+    canary) and wait for the broker; returns where the change itself was stored."""
     lineage = Lineage(modelname=change.model, modelversion=change.version, runid=run_id)
     producer = quiet_producer(settings)
     stored = [
         producer.send(
             topic_name(settings.kafka, Topic.MODELS),
-            new_event(routed, source=f"{settings.events.source}/cli", lineage=lineage),
+            signed(
+                settings,
+                new_event(routed, source=f"{settings.events.source}/cli", lineage=lineage),
+            ),
         )
         for routed in change.implied()
     ]

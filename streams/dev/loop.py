@@ -26,6 +26,7 @@ from rich.table import Table
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import free_port
+from connectors.signing import signed
 from schemas import InputRecord, Label, new_event
 from schemas.events import utc_now
 from schemas.settings import Settings
@@ -111,7 +112,7 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
             f"version {v1} of {model} registered at {first.storage_uri} ({first.metrics}), "
             f"served at {first.url}"
         )
-        producer.send(topic_name(s.kafka, Topic.MODELS), new_event(first, source="demo"))
+        producer.send(topic_name(s.kafka, Topic.MODELS), signed(s, new_event(first, source="demo")))
         worker = start_worker(s, s.scoring.worker_id)
         console.print(
             f"worker started; live view at [bold]http://127.0.0.1:{s.live.port}/[/] "

@@ -24,6 +24,7 @@ from agents.routing import RoutingTable
 from connectors.archive import rows_since
 from connectors.minio_store import ObjectStore
 from connectors.pipeline import run_retrain_in_child
+from connectors.signing import signed
 from schemas import Event
 from schemas.topics import Topic
 from streams.context import RoleContext
@@ -44,6 +45,8 @@ def attach_retrainer(ctx: RoleContext) -> None:
     store = ObjectStore(settings.minio)
 
     async def emit(kind: str, event: Event[Any]) -> None:
+        if kind == "models":  # a route: signed, or no worker acts on it
+            event = await asyncio.to_thread(signed, settings, event)
         topic = Topic.MODELS if kind == "models" else Topic.PIPELINE_RUNS
         await ctx.send_all([(topic, event)])
         ctx.live.record_event(event)

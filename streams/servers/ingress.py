@@ -5,17 +5,23 @@ a ``Trigger``, a ``SinkBinding``-injected producer, ``curl`` — can POST to it,
 in binary or structured content mode. Each event is validated against weir's
 schemas and produced to the topic its type belongs to:
 
-=========================  ==========
-CloudEvents ``type``       topic
-=========================  ==========
-``io.weir.record.v1``      records
-``io.weir.label.v1``       labels
-``io.weir.model.version.v1``  models
-=========================  ==========
+=============================  ==========  =======================================
+CloudEvents ``type``           topic       route
+=============================  ==========  =======================================
+``io.weir.record.v1``          records     ``POST /``
+``io.weir.label.v1``           labels      ``POST /``
+``io.weir.model.version.v1``   models      ``POST /admin``, with a bearer token
+=============================  ==========  =======================================
+
+Routes change only through ``POST /admin`` with ``Authorization: Bearer
+<WEIR_KNATIVE__ADMIN_TOKEN>`` (without that setting the admin route refuses
+everything), and only signed route events have any effect: every worker
+verifies the signature (docs/security.md). The ingress never signs.
 
 Answers: **202** only after Kafka acknowledged the event (the body says where
 it was stored); **400** with the reason for anything that is not a valid weir
-event of an accepted type; **413** over ``WEIR_EVENTS__MAX_BYTES``; **503**
+event of an accepted type; **401**/**403** for a control event without the
+admin token; **413** over ``WEIR_EVENTS__MAX_BYTES``; **503**
 when Kafka did not acknowledge (retriable: Knative's delivery retries it).
 The event keeps its ``id`` — the ingress relays the same event, it does not
 make a new one.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,9 +54,11 @@ from schemas.topics import Topic, topic_name
 
 log = logging.getLogger("weir.ingress")
 
-ACCEPTED: dict[str, Topic] = {
+ACCEPTED: dict[str, Topic] = {  # on POST /
     "io.weir.record.v1": Topic.RECORDS,
     "io.weir.label.v1": Topic.LABELS,
+}
+ADMIN: dict[str, Topic] = {  # on POST /admin, with the admin token
     "io.weir.model.version.v1": Topic.MODELS,
 }
 
@@ -111,6 +120,21 @@ class Ingress:
         return await asyncio.wait_for(done, timeout=30)
 
     async def handle(self, request: Request) -> JSONResponse:
+        return await self._relay(request, ACCEPTED)
+
+    async def handle_admin(self, request: Request) -> JSONResponse:
+        token = self.settings.knative.admin_token
+        if token is None:
+            return _problem(
+                403, "AdminOff", "the admin route is off: WEIR_KNATIVE__ADMIN_TOKEN is not set"
+            )
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return _problem(401, "Unauthorized", "the admin route needs its bearer token")
+        return await self._relay(request, ADMIN)
+
+    async def _relay(self, request: Request, accepted: dict[str, Topic]) -> JSONResponse:
         limit = self.settings.events.max_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -122,11 +146,18 @@ class Ingress:
             return _problem(413, err.error_class, err.reason)
         except EventDecodeError as err:
             return _problem(400, err.error_class, err.reason)
-        target = ACCEPTED.get(event.type)
-        if target is None:
-            accepted = ", ".join(sorted(ACCEPTED))
+        target = accepted.get(event.type)
+        if target is None and event.type in ADMIN:
             return _problem(
-                400, "NotAccepted", f"{event.type} is not accepted here; send one of: {accepted}"
+                403,
+                "ControlNotAccepted",
+                f"{event.type} changes routes: POST it to /admin with the admin token "
+                "(WEIR_KNATIVE__ADMIN_TOKEN), signed (`weir keys`)",
+            )
+        if target is None:
+            names = ", ".join(sorted(accepted))
+            return _problem(
+                400, "NotAccepted", f"{event.type} is not accepted here; send one of: {names}"
             )
         topic = topic_name(self.settings.kafka, target)
         try:
@@ -161,6 +192,7 @@ def create_ingress_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/", ingress.handle, methods=["POST"]),
+            Route("/admin", ingress.handle_admin, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,

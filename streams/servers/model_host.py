@@ -17,7 +17,13 @@ API (JSON, schemas in :mod:`schemas.deployments`):
   such version, **400** for a bad body, **503** if the server did not come up
   (the reason includes its log's last lines);
 * ``GET /v1/deployments`` — what is served; ``DELETE
-  /v1/deployments/{model}/{version}`` stops one; ``GET /healthz``.
+  /v1/deployments/{model}/{version}`` stops one — **409** while a route on the
+  control topic (active, canary or shadow) points at it; ``GET /healthz``.
+
+With ``WEIR_KSERVE__HOST_TOKEN`` set, ``POST`` and ``DELETE`` need
+``Authorization: Bearer <token>`` (**401** otherwise; the host deployer sends
+it); without it they are open to whoever reaches the port, which the host
+says in a warning when it starts.
 
 What it serves is desired state, kept in ``<state dir>/model-host.json``: a
 host that restarts serves the same versions on the same ports again, so routes
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import socket
@@ -41,12 +48,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess
 from connectors.registry import ModelRegistry
 from schemas import ServiceError, WeirError
 from schemas.deployments import Deployment, DeploymentRequest
 from schemas.settings import Settings
+from streams.routes import fold_routes
 from streams.servers.deployers import serve as serve_and_wait
 from streams.servers.model_server import server_process
 
@@ -84,7 +91,7 @@ class ModelHost:
         self.settings = settings
         self._serve = serve or serve_and_wait
         if registered is None:
-            registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+            registry = ModelRegistry.for_settings(settings)
             registered = registry.versions
         self._registered = registered
         self._deployments: dict[tuple[str, str], Deployment] = {}
@@ -201,8 +208,28 @@ def _problem(status: int, error: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status)
 
 
+def routed_to(settings: Settings, model: str, version: str) -> list[str]:
+    """The route slots of ``model`` that point at ``version`` now (per the control topic)."""
+    routes = fold_routes(settings)[0].get(model)
+    slots = {"active": routes.active, "canary": routes.serving_canary, "shadow": routes.shadow}
+    return [slot for slot, route in slots.items() if route is not None and route.version == version]
+
+
 def create_model_host_app(host: ModelHost) -> Starlette:
+    token = host.settings.kserve.host_token
+
+    def unauthorized(request: Request) -> JSONResponse | None:
+        if token is None:
+            return None
+        given = request.headers.get("authorization", "").encode()
+        if hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+            return None
+        return _problem(401, "Unauthorized", "this call needs WEIR_KSERVE__HOST_TOKEN")
+
     async def post(request: Request) -> JSONResponse:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         try:
             wanted = DeploymentRequest.model_validate_json(await request.body())
         except ValidationError as err:
@@ -219,7 +246,21 @@ def create_model_host_app(host: ModelHost) -> Starlette:
         return JSONResponse([d.model_dump() for d in host.deployments()])
 
     async def delete(request: Request) -> JSONResponse:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         model, version = request.path_params["model"], request.path_params["version"]
+        try:
+            slots = await asyncio.to_thread(routed_to, host.settings, model, version)
+        except WeirError as err:  # cannot tell: do not stop what may be serving
+            return _problem(503, "RoutesUnknown", f"cannot read the routes: {err.message}")
+        if slots:
+            return _problem(
+                409,
+                "Routed",
+                f"{model} version {version} is routed ({', '.join(slots)}); publish another "
+                "route (or clear it) before stopping its server",
+            )
         gone = await host.retire(model, version)
         if gone is None:
             return _problem(404, "NotServed", f"{model} version {version} is not served here")
@@ -251,6 +292,12 @@ def run_model_host(settings: Settings, *, port: int) -> None:
     """Serve the model host's API until interrupted (binds ``WEIR_KSERVE__BIND_HOST``)."""
     import uvicorn
 
+    if settings.kserve.host_token is None:
+        log.warning(
+            "WEIR_KSERVE__HOST_TOKEN is not set: anyone who reaches port %d can ask for "
+            "servers or stop unrouted ones",
+            port,
+        )
     uvicorn.run(
         create_model_host_app(ModelHost(settings)),
         host=settings.kserve.bind_host,

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from connectors.minio_store import ObjectStore
 from connectors.predictor import predict_batch
 from connectors.process import ServiceProcess
 from connectors.registry import LoadedModel, ModelRegistry
@@ -115,7 +114,7 @@ def serve(settings: Settings, name: str, version: str, port: int) -> None:
             self.config.host = bind_host
 
     kms.RESTServer = BoundRESTServer
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     model = _kserve_model_class()(name, version, registry)
     model.load()
     kserve.ModelServer(

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
@@ -19,7 +18,7 @@ def publish_flip_models(settings: Settings, model: str) -> None:
     """v1 predicts a > 0, v2 predicts a < 0: an output tells which version scored it."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, 2))
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     for version, y in (("1", x[:, 0] > 0), ("2", x[:, 0] < 0)):
         card = ModelCard(
             name=model,

@@ -27,7 +27,6 @@ from connectors.kafka import (
     EventProducer,
     read_at,
 )
-from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from schemas import (
     DeadLetter,
@@ -81,7 +80,7 @@ def register_two_versions(settings: Settings, name: str) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 3))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     for version, accuracy in (("1", 0.81), ("2", 0.93)):
         card = ModelCard(
             name=name,

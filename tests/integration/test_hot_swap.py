@@ -15,6 +15,7 @@ import pytest
 
 from connectors.kafka import EventProducer
 from connectors.process import free_port
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.settings import KServeSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
@@ -59,7 +60,7 @@ def test_hot_swap_rejection_and_outage(live_stack: Settings, unique: str, tmp_pa
             protocol="v1",
             features=FEATURES,
         )
-        producer.send(models_t, new_event(change, source="test"))
+        producer.send(models_t, signed(settings, new_event(change, source="test")))
 
     features_of: dict[str, float] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -10,18 +11,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from connectors.kafka import Delivered, EventProducer, read_at
 from connectors.process import free_port
+from connectors.signing import signed
 from schemas import (
     InputRecord,
+    ModelVersionEvent,
     OutlierAlert,
     Prediction,
     from_http,
     new_event,
     to_http,
 )
-from schemas.settings import EventSettings, Settings
+from schemas.settings import EventSettings, KnativeSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams.servers.egress import Egress
 from streams.servers.ingress import create_ingress_app
@@ -31,9 +35,17 @@ pytestmark = pytest.mark.integration
 START_S = 30  # uvicorn start-up on loopback
 
 
+ADMIN_TOKEN = "test-admin-token"
+
+
 @pytest.fixture
 def ingress_url(live_stack: Settings) -> Iterator[str]:
-    settings = live_stack.model_copy(update={"events": EventSettings(max_bytes=4096)})
+    settings = live_stack.model_copy(
+        update={
+            "events": EventSettings(max_bytes=4096),
+            "knative": KnativeSettings(admin_token=SecretStr(ADMIN_TOKEN)),
+        }
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -91,6 +103,56 @@ def test_ingress_rejects_bad_events_with_reasons(ingress_url: str):
         resp = httpx.post(ingress_url, headers=headers, content=body)
         assert resp.status_code == status, (name, resp.text)
         assert words in json.dumps(resp.json()), (name, resp.json())
+
+
+def test_routes_change_only_through_the_admin_route_with_its_token(
+    live_stack: Settings, ingress_url: str, unique: str
+):
+    """The attack of the security issue: a POSTed activate pointing at a stranger's server."""
+    change = ModelVersionEvent(
+        action="activate",
+        model=f"m{unique}",
+        version="666",
+        url="http://127.0.0.1:6666",
+        features=["x"],
+    )
+    headers, body = to_http(signed(live_stack, new_event(change, source="curl")))
+    on_data_route = httpx.post(ingress_url, headers=headers, content=body)
+    assert on_data_route.status_code == 403, on_data_route.text
+    assert "POST it to /admin" in on_data_route.json()["reason"]
+    no_token = httpx.post(ingress_url + "/admin", headers=headers, content=body)
+    wrong = httpx.post(
+        ingress_url + "/admin", headers=headers | {"authorization": "Bearer nope"}, content=body
+    )
+    assert no_token.status_code == wrong.status_code == 401
+    ok = httpx.post(
+        ingress_url + "/admin",
+        headers=headers | {"authorization": f"Bearer {ADMIN_TOKEN}"},
+        content=body,
+    )
+    assert ok.status_code == 202 and ok.json()["topic"] == topic_name(
+        live_stack.kafka, Topic.MODELS
+    )
+    # records are not taken on the admin route
+    record_event = new_event(InputRecord(id="r", features={"x": 1.0}), source="t")
+    record_headers, record = to_http(record_event)
+    admin_record = httpx.post(
+        ingress_url + "/admin",
+        headers=record_headers | {"authorization": f"Bearer {ADMIN_TOKEN}"},
+        content=record,
+    )
+    assert admin_record.status_code == 400
+
+
+def test_the_admin_route_is_off_without_a_token(live_stack: Settings):
+    async def post() -> httpx.Response:
+        app = create_ingress_app(live_stack)  # no admin token in these settings
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            return await client.post("/admin", content=b"{}")
+
+    answer = asyncio.run(post())
+    assert answer.status_code == 403 and "WEIR_KNATIVE__ADMIN_TOKEN" in answer.json()["reason"]
 
 
 class Receiver:

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import free_port, wait_until
+from connectors.signing import signed
 from schemas import InputRecord, Label, ModelVersionEvent, new_event
 from schemas.settings import (
     KServeSettings,
@@ -143,7 +144,9 @@ def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: 
             protocol="v1",
             features=FEATURES,
         )
-        producer.send(topic_name(kafka, Topic.MODELS), new_event(change, source="test"))
+        producer.send(
+            topic_name(kafka, Topic.MODELS), signed(settings, new_event(change, source="test"))
+        )
 
     control("1", v1_port)
     worker = start_worker(settings, unique)

@@ -25,15 +25,19 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from sklearn.linear_model import LogisticRegression
 
 from connectors.deployers import HostDeployer
+from connectors.kafka import EventProducer
 from connectors.kserve_client import InferenceClient
-from connectors.minio_store import ObjectStore
 from connectors.process import free_port, is_running
 from connectors.registry import ModelRegistry
+from connectors.signing import signed
+from schemas import ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import KServeSettings, Settings, StackSettings
+from schemas.topics import Topic, topic_name
 from streams.dev.localrun import stop_model_servers
 from streams.servers.model_host import ModelHost, create_model_host_app
 from tests.integration.flip_models import publish_flip_models
@@ -72,7 +76,7 @@ def publish_third_version(settings: Settings, model: str) -> None:
         classes=[0, 1],
         created_at=datetime.now(UTC),
     )
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     registry.publish(card, LogisticRegression().fit(x, (x[:, 0] < 0).astype(int)))
 
 
@@ -219,6 +223,27 @@ def test_model_host_deploys_restores_and_retires_real_servers(
             assert predict(settings, v1["url"], model) == ([1, 0], "1")
             assert predict(settings, v2["url"], model) == ([0, 1], "2")
 
+            # a version a route points at is not stopped: v2 active on the control topic
+            producer = EventProducer(settings)
+
+            def route(version: str, url: str) -> None:
+                change = ModelVersionEvent(
+                    action="activate",
+                    model=model,
+                    version=version,
+                    url=url,
+                    protocol="v1",
+                    features=["a", "b"],
+                )
+                event = signed(settings, new_event(change, source="test"))
+                producer.send(topic_name(settings.kafka, Topic.MODELS), event)
+
+            route("2", v2["url"])
+            busy = http.delete(f"/v1/deployments/{model}/2")
+            assert busy.status_code == 409 and "is routed (active)" in busy.text, busy.text
+            assert is_running(r2["pid"])
+            route("1", v1["url"])  # v2 serves nothing any more
+
             # a worker's keep-alive connection to v2, open while v2 is retired: the server
             # closes it first, so v2's port is left in TIME_WAIT on the server side
             with httpx.Client(timeout=10) as pool:
@@ -248,3 +273,22 @@ def test_model_host_deploys_restores_and_retires_real_servers(
         assert len(served(state_file)) == 2
     finally:
         stop_model_servers(settings)
+
+
+def test_model_host_changes_need_its_token_when_one_is_set(live_stack: Settings):
+    settings = live_stack.model_copy(
+        update={"kserve": KServeSettings(host_token=SecretStr("host-secret"))}
+    )
+
+    async def call(method: str, path: str, token: str | None) -> httpx.Response:
+        app = create_model_host_app(ModelHost(settings))  # no lifespan: nothing is restored
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://host") as client:
+            return await client.request(method, path, headers=headers, json={})
+
+    assert asyncio.run(call("DELETE", "/v1/deployments/m/1", None)).status_code == 401
+    assert asyncio.run(call("POST", "/v1/deployments", "wrong")).status_code == 401
+    assert asyncio.run(call("GET", "/v1/deployments", None)).status_code == 200  # reads are open
+    authorized = asyncio.run(call("POST", "/v1/deployments", "host-secret"))
+    assert authorized.status_code == 400, "past the token check: the empty body is refused"

@@ -11,7 +11,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from connectors.kserve_client import InferenceClient, ModelServerError
-from connectors.minio_store import ObjectStore
 from connectors.process import free_port
 from connectors.registry import ModelRegistry
 from schemas.model_card import ModelCard
@@ -42,7 +41,7 @@ def test_model_server_serves_v1_and_v2_on_loopback_only(
     x = rng.normal(size=(300, 3))
     y = (x[:, 0] > 0).astype(int)
     name = f"m{unique}"
-    registry = ModelRegistry(ObjectStore(live_stack.minio), live_stack.minio.models_bucket)
+    registry = ModelRegistry.for_settings(live_stack)
     card = ModelCard(
         name=name,
         version="1",

@@ -67,7 +67,7 @@ def test_registers_v1_then_a_better_v2_then_keeps_v2(
     live_stack: Settings, unique: str, tmp_path: Path
 ) -> None:
     settings = pipeline_settings(live_stack, tmp_path)
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     model = f"p{unique}"
     stream = list(drifting_stream(3000, drift_at=1500))
     old_concept, new_concept = stream[:1500], stream[1500:]
@@ -166,7 +166,7 @@ def test_empty_archive_fails_with_a_reason_using_the_callers_settings(
         storage_uri=None,
     )
     assert os.environ["WEIR_MINIO__DATA_BUCKET"] == "no-such-bucket"  # restored
-    registry = ModelRegistry(ObjectStore(settings.minio), settings.minio.models_bucket)
+    registry = ModelRegistry.for_settings(settings)
     assert registry.versions(model) == []
 
 

@@ -40,6 +40,7 @@ from connectors.archive import prefix as archive_prefix
 from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, free_port, is_running, wait_until
+from connectors.signing import signed
 from schemas import InputRecord, Label, ModelVersionEvent, PerformanceAlert, new_event
 from schemas.events import utc_now
 from schemas.settings import ScoringSettings, Settings, StackSettings
@@ -108,7 +109,7 @@ def with_source(settings: Settings, source: str) -> Settings:
 
 def activate(settings: Settings, change: ModelVersionEvent) -> None:
     EventProducer(settings).send(
-        topic_name(settings.kafka, Topic.MODELS), new_event(change, source="test")
+        topic_name(settings.kafka, Topic.MODELS), signed(settings, new_event(change, source="test"))
     )
 
 

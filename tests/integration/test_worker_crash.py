@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import free_port, is_running, wait_until
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
@@ -124,20 +125,15 @@ def test_sigkilled_worker_loses_nothing(
     port = free_port()
     serve(settings, model, "1", port)
     control = EventProducer(settings)
-    control.send(
-        models_t,
-        new_event(
-            ModelVersionEvent(
-                action="activate",
-                model=model,
-                version="1",
-                url=f"http://127.0.0.1:{port}",
-                protocol="v1",
-                features=FEATURES,
-            ),
-            source="test",
-        ),
+    change = ModelVersionEvent(
+        action="activate",
+        model=model,
+        version="1",
+        url=f"http://127.0.0.1:{port}",
+        protocol="v1",
+        features=FEATURES,
     )
+    control.send(models_t, signed(settings, new_event(change, source="test")))
 
     def feature_a(i: int) -> float:
         return ((i * 7919) % 2001 - 1000) / 100.0 or 0.5

@@ -164,7 +164,12 @@ def test_env_names_are_computed_from_the_settings_model():
     names = settings_env_names()
     assert {"WEIR_KAFKA__BOOTSTRAP_SERVERS", "WEIR_MINIO__SECRET_KEY", "K_SINK"} <= names
     assert "WEIR_SCORING__WORKER_ID" in names
-    assert secret_env_names() == {"WEIR_MINIO__SECRET_KEY"}
+    assert secret_env_names() == {
+        "WEIR_MINIO__SECRET_KEY",
+        "WEIR_CONTROL__SIGNING_KEY",
+        "WEIR_KNATIVE__ADMIN_TOKEN",
+        "WEIR_KSERVE__HOST_TOKEN",
+    }
 
 
 def test_compose_structure_is_valid():
@@ -265,7 +270,8 @@ def test_compose_secret_is_interpolated_never_inlined():
             assert match and match.group("var") == key, f"{name}: {key} must be ${{{key}:-…}}"
             expressions.add(value)
     minio = compose_env(services()["minio"])
-    assert {minio["MINIO_ROOT_PASSWORD"]} == expressions, "MinIO and weir share one secret"
+    minio_secret = {e for e in expressions if "WEIR_MINIO__SECRET_KEY" in e}
+    assert {minio["MINIO_ROOT_PASSWORD"]} == minio_secret, "MinIO and weir share one secret"
     access = {compose_env(s)["WEIR_MINIO__ACCESS_KEY"] for s in weir_services().values()}
     assert {minio["MINIO_ROOT_USER"]} == access
     # the secret's literal appears nowhere but inside a ${VAR:-default} interpolation
@@ -535,7 +541,9 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
             assert isinstance(var["value"], str), f"{var['name']}: env values are strings"
             env[var["name"]] = var["value"]
         elif "secretKeyRef" in var["valueFrom"]:
-            env[var["name"]] = "placeholder-from-a-secret"
+            # a list setting (the accepted public keys) is JSON
+            plural = var["name"].endswith("_KEYS")
+            env[var["name"]] = '["placeholder"]' if plural else "placeholder-from-a-secret"
         elif "fieldRef" in var["valueFrom"]:
             env[var["name"]] = "pod-name"
     return env
@@ -615,6 +623,9 @@ def test_k8s_env_names_are_settings_fields_and_build_settings(monkeypatch):
         assert built.kafka.bootstrap_servers == kafka_bootstrap(), where
 
 
+SECRET_OF = {"WEIR_MINIO__SECRET_KEY": "weir-minio", "WEIR_CONTROL__SIGNING_KEY": "weir-control"}
+
+
 def test_k8s_secret_is_referenced_never_inlined():
     secrets = secret_env_names()
     assert not objects("Secret"), "the Secret is created out of band, not committed"
@@ -624,12 +635,16 @@ def test_k8s_secret_is_referenced_never_inlined():
             if var["name"] in secrets:
                 assert "value" not in var, f"{obj['metadata']['name']}: inlined {var['name']}"
                 ref = var["valueFrom"]["secretKeyRef"]
-                assert ref["key"] == var["name"] and ref["name"] == "weir-minio"
+                assert ref["key"] == var["name"] and ref["name"] == SECRET_OF[var["name"]]
                 referenced += 1
     assert referenced >= 2, "the roles and the model server read the MinIO secret"
     for role in ROLES:
         (container,) = pod_containers(one("Deployment", f"weir-{role}"))
-        reads = {v["name"] for v in container.get("env", [])} & secrets
+        env_names = {v["name"] for v in container.get("env", [])}
+        # routes are signed: who verifies them gets the public keys, who publishes the key
+        assert ("WEIR_CONTROL__PUBLIC_KEYS" in env_names) == (role in ("scoring", "retrainer"))
+        assert ("WEIR_CONTROL__SIGNING_KEY" in env_names) == (role == "retrainer")
+        reads = env_names & {"WEIR_MINIO__SECRET_KEY"}
         assert bool(reads) == (role in MINIO_ROLES), f"weir-{role}: the MinIO secret"
     for path in sorted(K8S.glob("*.yaml")):
         assert DEFAULT_SECRET not in path.read_text(), f"{path.name} holds the default secret"

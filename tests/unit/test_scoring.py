@@ -10,11 +10,16 @@ import httpx
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
 from connectors.kserve_client import InferenceClient
+from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, Origin, RawMessage, new_event, to_kafka
 from schemas.settings import KServeSettings, ScoringSettings, Settings
-from tests.samples import FIXED_TIME
+from tests.samples import FIXED_TIME, TEST_CONTROL
 
-SETTINGS = Settings(scoring=ScoringSettings(model="churn"), kserve=KServeSettings(max_retries=0))
+SETTINGS = Settings(
+    scoring=ScoringSettings(model="churn"),
+    kserve=KServeSettings(max_retries=0),
+    control=TEST_CONTROL,
+)
 V1 = "http://127.0.0.1:8081"
 V2 = "http://127.0.0.1:8082"
 
@@ -250,7 +255,7 @@ def test_control_rejects_a_swap_to_an_endpoint_that_is_not_ready():
     control = Controller(settings, table, client, now=lambda: FIXED_TIME)
 
     def control_msg(change: ModelVersionEvent, offset: int) -> RawMessage:
-        rec = to_kafka(new_event(change, source="t"))
+        rec = to_kafka(signed(settings, new_event(change, source="t")))
         return RawMessage(rec.value, rec.key, rec.headers, Origin("weir.models", 0, offset))
 
     first = asyncio.run(control.handle(control_msg(activate("1", V1), 0), replaying=False))
@@ -300,7 +305,7 @@ def test_a_replayed_route_that_was_not_ready_is_applied_once_its_server_is():
     table = RoutingTable()
     client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(ready_handler))
     control = Controller(SETTINGS, table, client, now=lambda: FIXED_TIME)
-    rec = to_kafka(new_event(activate("4", V2), source="t"))
+    rec = to_kafka(signed(SETTINGS, new_event(activate("4", V2), source="t")))
     msg = RawMessage(rec.value, rec.key, rec.headers, Origin("weir.models", 0, 0))
     assert asyncio.run(control.handle(msg, replaying=True)) is None
     assert table.route("churn", "r") is None and list(control.held) == [("churn", "active")]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from connectors.kafka import ensure_topics
 from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, wait_until
+from connectors.signing import ensure_keys
 from schemas import StackError
 from schemas.settings import Settings
 from streams.dev.stack import kafka, minio
@@ -45,6 +46,8 @@ class UpReport:
     already_running: dict[str, int] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
+    signing_key: str = ""  # id of the key that signs routes
+    key_made: bool = False  # made now (first start)
 
     @property
     def total_s(self) -> float:
@@ -115,6 +118,8 @@ class Stack:
             self._wait_ready(name, check, procs[name] if managed[name] else None)
         report.topics = ensure_topics(s)
         report.buckets = ObjectStore(s.minio).ensure_buckets()
+        pair, report.key_made = ensure_keys(s)  # routes are signed: a key pair on first start
+        report.signing_key = pair.id
         report.ready_s = time.monotonic() - t2
         return report
 
