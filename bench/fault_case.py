@@ -28,6 +28,7 @@ from fault_stack import PrivateStack
 
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import ServiceProcess, free_port, is_running, wait_until
+from connectors.signing import signed
 from schemas import ModelVersionEvent, StackError, new_event
 from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
@@ -191,9 +192,8 @@ class Case:
     # ------------------------------------------------------------------ routes
 
     def publish(self, change: ModelVersionEvent) -> None:
-        EventProducer(self.settings).send(
-            self.topic(Topic.MODELS), new_event(change, source="faults")
-        )
+        event = signed(self.settings, new_event(change, source="faults"))
+        EventProducer(self.settings).send(self.topic(Topic.MODELS), event)
 
     def activate(
         self, url: str | None = None, *, version: str = "1", features: list[str] | None = FEATURES

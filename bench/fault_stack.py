@@ -19,6 +19,7 @@ from pathlib import Path
 
 from schemas import StackError
 from schemas.settings import (
+    ControlSettings,
     KafkaSettings,
     MinioSettings,
     RetrainingSettings,
@@ -52,6 +53,8 @@ def private_settings(state_dir: Path = STATE_DIR) -> Settings:
         # a false drift alarm must not start a training run that swaps the model mid-fault
         retraining=RetrainingSettings(collect_rows=10**9, collect_timeout_s=3600.0),
         stack=StackSettings(state_dir=state_dir),
+        # routes are signed: a key pair of the suite's own, made by Stack.up
+        control=ControlSettings(keys_dir=state_dir / "keys"),
     )
 
 
