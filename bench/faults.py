@@ -37,8 +37,8 @@ from pathlib import Path
 
 from _shared import machine_line, publish_model
 from fault_case import MODEL, Row, Suite, run_case
+from fault_inputs import SCENARIOS  # fault_scenarios' table, the input scenarios added
 from fault_report import print_table, write_markdown
-from fault_scenarios import SCENARIOS
 from fault_stack import PrivateStack, private_settings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
