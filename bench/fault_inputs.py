@@ -397,6 +397,7 @@ def lax_inputs(case: Case) -> None:
     """Strings, booleans and 1e308 as features; then waves of fresh feature names."""
     case.activate()
     worker = case.worker(("scoring", "monitor"))
+    case.mark_fault()
     stream = case.stream(lambda i: lax_record(i // 4) if i % 4 == 1 else good(i), limit=400)
     f = case.finish(stream)
     case.row.expect(f.bad_scored == 0, f"{f.bad_scored} lax records scored (not dead-lettered)")
