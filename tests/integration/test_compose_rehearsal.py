@@ -308,8 +308,11 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[
 
     # version 1 from bootstrap, version 2 from the retrainer's run; both on the host
     host = rehearsal.replicas["model-host"][0]
-    activations = [e.data for e in collector.events("io.weir.model.version.v1")]
+    routes = [e.data for e in collector.events("io.weir.model.version.v1")]
+    activations = [a for a in routes if a.action == "activate"]
     assert [(a.action, a.version) for a in activations] == [("activate", "1"), ("activate", "2")]
+    # each activate comes with the clear of the canary slot (an activate means all traffic)
+    assert sorted(a.version for a in routes if a.action == "clear-canary") == ["1", "2"]
     assert activations[1].run_id and activations[1].alert_id, "lineage: alert → run → version"
     served = httpx.get(rehearsal.local_url("model-host", 8070) + "/v1/deployments").json()
     assert {(d["version"], d["url"]) for d in served} == {(a.version, a.url) for a in activations}
