@@ -64,7 +64,11 @@ def base_config(settings: Settings) -> dict[str, Any]:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(base_config(settings))
+    # Without the Python logger: an admin client serves its logs from librdkafka's own
+    # background thread, not from a poll() of ours (confluent-kafka-python #1734, #1758).
+    config = base_config(settings)
+    del config["logger"]
+    return AdminClient(config)
 
 
 def ensure_topics(
