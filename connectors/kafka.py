@@ -64,11 +64,7 @@ def base_config(settings: Settings) -> dict[str, Any]:
 
 
 def admin(settings: Settings) -> AdminClient:
-    # Without the Python logger: an admin client serves its logs from librdkafka's own
-    # background thread, not from a poll() of ours (confluent-kafka-python #1734, #1758).
-    config = base_config(settings)
-    del config["logger"]
-    return AdminClient(config)
+    return AdminClient(base_config(settings))
 
 
 def ensure_topics(
