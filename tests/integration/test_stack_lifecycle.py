@@ -77,7 +77,13 @@ def test_existing_endpoints_are_used_instead_of_starting_local_ones(
     stack = Stack(settings)
     report = stack.up()
     assert report.fetched == {} and report.started == {}
-    assert not (tmp_path / "empty-cache").exists(), "nothing was downloaded or built"
+    # nothing was downloaded or built: the cache holds only the route-signing key pair
+    cache = tmp_path / "empty-cache"
+    assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*")) == [
+        "keys",
+        "keys/control.key",
+        "keys/control.pub",
+    ]
     status = {s.name: s for s in stack.status()}
     assert status["kafka"].ready and not status["kafka"].managed and status["kafka"].pid is None
     assert stack.down() == {"kafka": None, "minio": None}
