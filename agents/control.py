@@ -154,7 +154,7 @@ class Controller:
         )
         if self._oversize is None:
             return out
-        return out.model_copy(update={"data": await self._oversize.complete(out.data, raw.value)})
+        return await self._oversize.complete(out, raw.value)
 
     async def handle(
         self, raw: RawMessage, *, replaying: bool

@@ -135,9 +135,9 @@ class Scorer:
         if self._oversize is None:
             return
         for index, value in outcome.oversized:
-            event = outcome.dead_letters[index]
-            letter = await self._oversize.complete(event.data, value)
-            outcome.dead_letters[index] = event.model_copy(update={"data": letter})
+            outcome.dead_letters[index] = await self._oversize.complete(
+                outcome.dead_letters[index], value
+            )
 
     async def score(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Score one micro-batch. Returns only when every record is predicted or dead-lettered."""

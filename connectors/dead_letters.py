@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from connectors.minio_store import ObjectStore
-from schemas import DeadLetter, ServiceError
+from schemas import DeadLetter, Event, ServiceError
 from schemas.settings import Settings
 
 log = logging.getLogger("weir.dead_letters")
@@ -43,13 +43,15 @@ class OversizeStore:
         self.stored = 0
         self.failed = 0
 
-    async def complete(self, letter: DeadLetter, value: bytes) -> DeadLetter:
-        """``letter`` with ``raw_ref`` set when its value was cut and could be stored."""
+    async def complete(self, event: Event[DeadLetter], value: bytes) -> Event[DeadLetter]:
+        """``event`` with its letter's ``raw_ref`` set when the value was cut and could be
+        stored (``value``: the whole raw value the letter stands for)."""
+        letter = event.data
         if letter.complete or letter.raw_ref is not None:
-            return letter
+            return event
         if self._clock() < self._paused_until:
             self.failed += 1
-            return letter
+            return event
         key = letter.raw_sha256 or hashlib.sha256(value).hexdigest()
         try:
             ref = await asyncio.wait_for(
@@ -66,9 +68,9 @@ class OversizeStore:
                 exc,
                 self._retry_after_s,
             )
-            return letter
+            return event
         self.stored += 1
-        return letter.model_copy(update={"raw_ref": ref})
+        return event.model_copy(update={"data": letter.model_copy(update={"raw_ref": ref})})
 
 
 def whole_value(letter: DeadLetter, store: ObjectStore) -> bytes:

@@ -62,10 +62,7 @@ class Letters:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        events = []
-        for event, value in pending:
-            letter = await self._oversize.complete(event.data, value)
-            events.append(event.model_copy(update={"data": letter}))
+        events = [await self._oversize.complete(event, value) for event, value in pending]
         await self._ctx.send_all([(Topic.DEAD_LETTER, e) for e in events])
         for event in events:
             self._ctx.live.record_event(event)

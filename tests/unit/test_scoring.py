@@ -213,9 +213,10 @@ def test_a_huge_dead_letter_is_cut_to_the_inline_limit_and_completed_by_the_stor
         def __init__(self) -> None:
             self.values: list[bytes] = []
 
-        async def complete(self, letter, value):
+        async def complete(self, event, value):
             self.values.append(value)
-            return letter.model_copy(update={"raw_ref": "s3://dead-letters/x"})
+            letter = event.data.model_copy(update={"raw_ref": "s3://dead-letters/x"})
+            return event.model_copy(update={"data": letter})
 
     servers = FakeServers()
     scorer, table, _ = make(servers)
