@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from connectors.kafka import (
@@ -147,3 +149,29 @@ def test_object_round_trip_through_minio(live_stack: Settings, unique: str):
     store.delete(live_stack.minio.data_bucket, key)
     with pytest.raises(ObjectNotFound):
         store.get_bytes(live_stack.minio.data_bucket, key)
+
+
+def test_a_cut_dead_letter_keeps_its_whole_value_in_minio(live_stack: Settings, unique: str):
+    from agents.letters import dead_letter
+    from connectors.dead_letters import OversizeStore, whole_value
+    from schemas import Origin, RawMessage
+    from schemas.settings import MinioSettings
+
+    value = unique.encode() + bytes(range(256)) * 1000  # 256 KB, over the 64 KiB inline
+    raw = RawMessage(value, b"k", (), Origin("weir.records", 0, 1))
+    event = dead_letter(live_stack, raw, "MalformedEvent", "not JSON")
+    assert event.data.raw_truncated and event.data.raw_ref is None
+    store = ObjectStore(live_stack.minio)
+    done = asyncio.run(OversizeStore(live_stack).complete(event, value))
+    assert done.id == event.id and done.data.raw_ref == (
+        f"s3://{live_stack.minio.dead_letter_bucket}/{event.data.raw_sha256}"
+    )
+    assert whole_value(done.data, store) == value
+    # MinIO away: the letter goes out cut, with its digest, and MinIO is left alone a while
+    away = live_stack.model_copy(
+        update={"minio": MinioSettings(endpoint="127.0.0.1:1", console_port=2)}
+    )
+    offline = OversizeStore(away)
+    assert asyncio.run(offline.complete(event, value)) == event
+    assert asyncio.run(offline.complete(event, value)) == event
+    assert offline.failed == 2 and offline.stored == 0
