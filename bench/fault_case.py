@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from fault_io import FEATURES, Figures, Msg, Stream, Tally, accounted, figures
 from fault_procs import Worker, start_worker
 from fault_stack import PrivateStack
@@ -29,9 +29,10 @@ from fault_stack import PrivateStack
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import ServiceProcess, free_port, is_running, wait_until
 from connectors.signing import signed
-from schemas import ModelVersionEvent, StackError, new_event
+from schemas import ModelVersionEvent, ServiceError, StackError, new_event
 from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
+from streams import lag
 
 MODEL = "faults"
 START_S = 150.0  # a worker's start: imports, group join, the control fold (2 busy cores)
@@ -83,24 +84,13 @@ class Suite:
 
 def group_lag(settings: Settings, group: str, topic: str) -> int | None:
     """Records of ``topic`` the group has not committed (None: the broker did not answer)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
+    address = settings.kafka.bootstrap_servers
+    # a quiet admin client of its own: the broker faults are deliberate, their noise is not news
+    client = AdminClient({"bootstrap.servers": address, "log_level": 0})
     try:
-        meta = consumer.list_topics(topic, timeout=5).topics[topic]
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
-        committed = consumer.committed(parts, timeout=5)
-        ends = [consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in parts]
-        return sum(end - max(tp.offset, 0) for tp, end in zip(committed, ends, strict=True))
-    except Exception:  # the broker is paused or down: nothing to say yet
+        return sum(lag.group_lag(client, group, topic, address=address).values())
+    except ServiceError:  # the broker is paused or down: nothing to say yet
         return None
-    finally:
-        consumer.close()
 
 
 class Case:

@@ -13,11 +13,14 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from fault_case import Case, signalled
 from fault_io import Figures, Msg, features_for, record_msg
+
+from streams.context import ROLES
 
 RATE = 100.0  # records/s of every stream
 WARMUP = 100  # predictions before the fault: the stream is flowing
@@ -165,6 +168,17 @@ def broker_restart(case: Case) -> None:
     case.row.measured = f"down+up {took[0]:.0f}s" if took else ""
 
 
+def minio_away(case: Case, outage: Callable[[], AbstractContextManager[None]], how: str) -> None:
+    """MinIO away for 20 s under every role: scoring must not notice."""
+
+    def fault() -> None:
+        with outage():
+            case.hold(20.0)
+
+    steady_fault(case, fault, stall_max=QUIET_GAP_S, roles=ROLES, live=True)
+    case.row.measured = f"{how} 20 s, all roles"
+
+
 @scenario(
     "minio-stopped",
     (
@@ -174,18 +188,7 @@ def broker_restart(case: Case) -> None:
     deadline_s=300.0,
 )
 def minio_stopped(case: Case) -> None:
-    def fault() -> None:
-        with case.suite.stack.stopped("minio"):
-            case.hold(20.0)
-
-    steady_fault(
-        case,
-        fault,
-        stall_max=QUIET_GAP_S,
-        roles=("scoring", "monitor", "feedback", "performance", "retrainer"),
-        live=True,
-    )
-    case.row.measured = "stopped 20 s, all roles"
+    minio_away(case, lambda: case.suite.stack.stopped("minio"), "stopped")
 
 
 @scenario(
@@ -197,18 +200,7 @@ def minio_stopped(case: Case) -> None:
     deadline_s=300.0,
 )
 def minio_paused(case: Case) -> None:
-    def fault() -> None:
-        with case.suite.stack.paused("minio"):
-            case.hold(20.0)
-
-    steady_fault(
-        case,
-        fault,
-        stall_max=QUIET_GAP_S,
-        roles=("scoring", "monitor", "feedback", "performance", "retrainer"),
-        live=True,
-    )
-    case.row.measured = "SIGSTOP 20 s, all roles"
+    minio_away(case, lambda: case.suite.stack.paused("minio"), "SIGSTOP")
 
 
 # ------------------------------------------------------------------ broker down, noise
