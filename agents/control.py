@@ -64,31 +64,25 @@ class _Held:
     event: Event[ModelVersionEvent]
 
 
-class Controller:
-    def __init__(
-        self,
-        settings: Settings,
-        routing: RoutingTable,
-        client: InferenceClient,
-        *,
-        now: Clock = utc_now,
-        oversize: OversizeStore | None = None,
-    ) -> None:
+class RouteGate:
+    """Who may change a route: the checks every fold of the control topic applies.
+
+    Signature (when required), not older than the event last applied to its
+    slot, URL host on the allow-list, a feature order. Used by the workers'
+    :class:`Controller` and by the CLI's and model host's fold
+    (:func:`streams.routes.fold_routes`), so both see the same routes.
+    """
+
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.routing = routing
-        self._client = client
-        self._now = now
-        self._oversize = oversize
-        self.held: dict[tuple[str, str], _Held] = {}  # (model, slot) → replayed, not ready yet
-        self.skipped = 0  # undecodable messages met in a replay
         self._verifier = Verifier(settings) if settings.control.require_signatures else None
-        if self._verifier is None:
-            log.warning(
-                "WEIR_CONTROL__REQUIRE_SIGNATURES is off: anyone who can write the "
-                "control topic can change routes"
-            )
         # (model, slot) → (time, id) of the event last applied to the slot
         self.applied: dict[tuple[str, str], tuple[datetime, str]] = {}
+
+    @property
+    def open(self) -> bool:
+        """Signatures are not required: anyone who can write the topic changes routes."""
+        return self._verifier is None
 
     def refusal(self, event: Event[ModelVersionEvent]) -> str | None:
         """Why this route change may not be acted on at all, or None."""
@@ -121,6 +115,36 @@ class Controller:
                 "it from the model card"
             )
         return None
+
+    def applied_now(self, event: Event[ModelVersionEvent]) -> None:
+        """Record that ``event`` changed its slot: older ones are replays from now on."""
+        if event.time is not None:
+            self.applied[(event.data.model, event.data.slot)] = (event.time, event.id)
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        routing: RoutingTable,
+        client: InferenceClient,
+        *,
+        now: Clock = utc_now,
+        oversize: OversizeStore | None = None,
+    ) -> None:
+        self._settings = settings
+        self.routing = routing
+        self._client = client
+        self._now = now
+        self._oversize = oversize
+        self.held: dict[tuple[str, str], _Held] = {}  # (model, slot) → replayed, not ready yet
+        self.skipped = 0  # undecodable messages met in a replay
+        self.gate = RouteGate(settings)
+        if self.gate.open:
+            log.warning(
+                "WEIR_CONTROL__REQUIRE_SIGNATURES is off: anyone who can write the "
+                "control topic can change routes"
+            )
 
     async def _ready(self, event: ModelVersionEvent, *, replaying: bool) -> bool:
         if event.action in CLEARS:
@@ -179,15 +203,15 @@ class Controller:
                 event.id,
             )
         change = event.data
-        refusal = self.refusal(event)
+        refusal = self.gate.refusal(event)
         if refusal is not None:
             decision = self.routing.reject(change, refusal)
         else:
             self.held.pop((change.model, change.slot), None)  # a newer event of its slot decides
             ready = await self._ready(change, replaying=replaying)
             decision = self.routing.apply(change, ready=ready)
-            if decision.accepted and event.time is not None:
-                self.applied[(change.model, change.slot)] = (event.time, event.id)
+            if decision.accepted:
+                self.gate.applied_now(event)
             if replaying and not ready:
                 self.held[(change.model, change.slot)] = _Held(event)
         self._log(change, decision.accepted, decision.reason)
@@ -204,8 +228,8 @@ class Controller:
                 continue
             del self.held[key]
             decision = self.routing.apply(change, ready=True)
-            if decision.accepted and held.event.time is not None:
-                self.applied[key] = (held.event.time, held.event.id)
+            if decision.accepted:
+                self.gate.applied_now(held.event)
             reason = f"{decision.reason} (replayed route, ready now)"
             self._log(change, decision.accepted, reason)
             out.append(self._decision(change, decision.accepted, reason, held.event.lineage))

@@ -2,15 +2,15 @@
 
 For the CLI (``weir models list``, ``rollback``, ``clear``, ``bootstrap``) and the
 model host (which refuses to stop a version that is routed). Events a worker
-would not act on — not model-version events, or not signed by an accepted key
-when signatures are required — are counted, not folded.
+would not act on — not model-version events, or refused by the workers' route
+gate (signature, replay, allowed host, feature order) — are counted, not folded.
 """
 
 from __future__ import annotations
 
+from agents.control import RouteGate
 from agents.routing import RoutingTable
 from connectors.kafka_tools import open_reader
-from connectors.signing import Verifier
 from schemas import ModelVersionEvent
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
@@ -18,19 +18,19 @@ from schemas.topics import Topic, topic_name
 
 def fold_routes(settings: Settings) -> tuple[RoutingTable, int]:
     """The routes on the control topic, read from its beginning; and how many messages were
-    not model-version events a worker would act on (not one, or not signed by an accepted
-    key). Every endpoint counts as ready."""
-    table, ignored = RoutingTable(), 0
-    verifier = Verifier(settings) if settings.control.require_signatures else None
+    not model-version events a worker would act on (not one, or refused by the same
+    :class:`~agents.control.RouteGate` the workers apply). Every endpoint counts as ready."""
+    table, ignored, gate = RoutingTable(), 0, RouteGate(settings)
     with open_reader(settings, topic_name(settings.kafka, Topic.MODELS), start="beginning") as r:
         for msg in r.read_to_end():
             event = msg.event
             if (
                 event is not None
                 and isinstance(event.data, ModelVersionEvent)
-                and (verifier is None or verifier.problem(event) is None)
+                and gate.refusal(event) is None
             ):
-                table.apply(event.data, ready=True)
+                if table.apply(event.data, ready=True).accepted:
+                    gate.applied_now(event)
             else:
                 ignored += 1
     return table, ignored
