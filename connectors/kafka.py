@@ -10,6 +10,7 @@ crashes).
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass
@@ -34,15 +35,32 @@ from schemas import (
     decode_raw,
     to_kafka,
 )
-from schemas.settings import Settings
+from schemas.settings import KafkaSettings, Settings
 from schemas.topics import TopicSpec, topic_specs
 
 SETTING_HINT = "set WEIR_KAFKA__BOOTSTRAP_SERVERS (or run `weir stack up`)"
 
 
+REFUSED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+
+
 def unreachable(settings: Settings, what: str, err: object) -> ServiceError:
-    """The one error for a broker that failed: names the address and the setting to change."""
+    """The one error for a broker that failed: names the address and the setting to change
+    (or, when its ACLs refused the request, the principal)."""
     addr = settings.kafka.bootstrap_servers
+    if isinstance(err, KafkaError) and err.code() in REFUSED:
+        return ServiceError(
+            f"Kafka at {addr} refused principal {settings.kafka.sasl_username!r} while {what}: "
+            f"{err}; its ACLs do not allow it (docs/security.md)",
+            service="kafka",
+            address=addr,
+        )
     return ServiceError(
         f"Kafka at {addr} did not answer while {what}: {err}; {SETTING_HINT}",
         service="kafka",
@@ -50,7 +68,79 @@ def unreachable(settings: Settings, what: str, err: object) -> ServiceError:
     )
 
 
+def not_authenticated(settings: Settings, err: object) -> ServiceError:
+    """The error for a broker that answered but refused who we said we are."""
+    k = settings.kafka
+    return ServiceError(
+        f"Kafka at {k.bootstrap_servers} refused principal {k.sasl_username!r} "
+        f"({k.security_protocol}, {k.sasl_mechanism}): {err}; check WEIR_KAFKA__SASL_USERNAME "
+        "and WEIR_KAFKA__SASL_PASSWORD",
+        service="kafka",
+        address=k.bootstrap_servers,
+    )
+
+
+def not_authorized(settings: Settings, topics: Sequence[str], err: object) -> ServiceError:
+    """The error for a write the broker's ACLs refused."""
+    k = settings.kafka
+    return ServiceError(
+        f"Kafka at {k.bootstrap_servers} refused principal {k.sasl_username!r} writing to "
+        f"{', '.join(topics)}: {err}; only Kafka's control principal may write routes "
+        "(WEIR_KAFKA__CONTROL_USERNAME, docs/security.md)",
+        service="kafka",
+        address=k.bootstrap_servers,
+    )
+
+
 LIBRDKAFKA_LOG = logging.getLogger("weir.librdkafka")
+
+
+def security_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka's security settings: every confluent-kafka client weir makes gets these."""
+    config: dict[str, Any] = {"security.protocol": kafka.security_protocol.lower()}
+    if kafka.sasl:
+        assert kafka.sasl_password is not None  # KafkaSettings checks it
+        config |= {
+            "sasl.mechanism": kafka.sasl_mechanism,
+            "sasl.username": kafka.sasl_username,
+            "sasl.password": kafka.sasl_password.get_secret_value(),
+        }
+    if kafka.tls:
+        for key, path in (
+            ("ssl.ca.location", kafka.ssl_cafile),
+            ("ssl.certificate.location", kafka.ssl_certfile),
+            ("ssl.key.location", kafka.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+    return config
+
+
+def aiokafka_security(kafka: KafkaSettings) -> dict[str, Any]:
+    """The same security settings as keyword arguments of aiokafka's clients."""
+    kwargs: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.tls:
+        kwargs["ssl_context"] = tls_context(kafka)
+    if kafka.sasl:
+        assert kafka.sasl_password is not None
+        kwargs |= {
+            "sasl_mechanism": kafka.sasl_mechanism,
+            "sasl_plain_username": kafka.sasl_username,
+            "sasl_plain_password": kafka.sasl_password.get_secret_value(),
+        }
+    return kwargs
+
+
+def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """A TLS context that checks the broker against ``ssl_cafile`` (else the system's CAs)."""
+    context = ssl.create_default_context(
+        cafile=None if kafka.ssl_cafile is None else str(kafka.ssl_cafile)
+    )
+    if kafka.ssl_certfile is not None:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile), None if kafka.ssl_keyfile is None else str(kafka.ssl_keyfile)
+        )
+    return context
 
 
 def base_config(settings: Settings) -> dict[str, Any]:
@@ -60,7 +150,7 @@ def base_config(settings: Settings) -> dict[str, Any]:
         "log_level": 3,  # errors only; librdkafka warnings are retried internally
         # through Python's logging (served by poll), so its lines are rate-limited like ours
         "logger": LIBRDKAFKA_LOG,
-    }
+    } | security_config(settings.kafka)
 
 
 def admin(settings: Settings) -> AdminClient:
@@ -71,6 +161,7 @@ def ensure_topics(
     settings: Settings, *, timeout_s: float = 30.0, specs: Sequence[TopicSpec] | None = None
 ) -> dict[str, str]:
     """Create every weir topic that is missing; returns name → "created" | "exists"."""
+    settings = settings.as_control()  # an operator's act: workers' principals may not create
     list_topics(settings, timeout_s=min(timeout_s, 10.0))  # fail fast, naming the address
     client = admin(settings)
     wanted = list(specs if specs is not None else topic_specs(settings.kafka))
@@ -116,9 +207,19 @@ def topic_config(settings: Settings, name: str, *, timeout_s: float = 15.0) -> d
 
 def list_topics(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, int]:
     """Topic name → partition count; raises ServiceError when the broker is down."""
+    refused: list[KafkaError] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            refused.append(err)
+
+    client = AdminClient(base_config(settings) | {"error_cb": on_error})
     try:
-        meta = admin(settings).list_topics(timeout=timeout_s)
+        meta = client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        client.poll(0)  # serves error_cb
+        if refused:
+            raise not_authenticated(settings, refused[0]) from exc
         raise unreachable(settings, "listing topics", exc.args[0]) from exc
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
@@ -161,10 +262,14 @@ class EventProducer:
         self._settings = settings
         self._producer = Producer(producer_config(settings) | overrides)
         self._errors: list[str] = []
+        self._refused: set[str] = set()  # topics this principal may not write
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._errors.append(str(err))
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            return
+        self._errors.append(str(err))
+        if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            self._refused.add(str(msg.topic()))
 
     def produce_raw(
         self,
@@ -201,6 +306,9 @@ class EventProducer:
             )
         if self._errors:
             errors, self._errors = self._errors, []
+            refused, self._refused = self._refused, set()
+            if refused:
+                raise not_authorized(self._settings, sorted(refused), errors[0])
             raise unreachable(self._settings, "delivering messages", "; ".join(errors[:3]))
 
     def send_raw(
@@ -216,7 +324,7 @@ class EventProducer:
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                self._errors.append(str(err))
+                self._on_delivery(err, msg)
             else:
                 delivered.append(_where(msg))
 

@@ -19,6 +19,7 @@ from connectors.kafka import (
     ConsumedMessage,
     EventProducer,
     decode_message,
+    security_config,
     unreachable,
 )
 from connectors.process import wait_until
@@ -83,7 +84,7 @@ def _quiet_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "client.id": f"{settings.kafka.client_id}-cli",
         "log_level": 0,  # the CLI reports Kafka errors itself, as one line
-    }
+    } | security_config(settings.kafka)
 
 
 def quiet_producer(settings: Settings) -> EventProducer:

@@ -150,6 +150,22 @@ def accepted_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
     return {key_id(r): Ed25519PublicKey.from_public_bytes(r) for r in raws}
 
 
+def verify_only(settings: Settings) -> Settings:
+    """``settings`` for a process that verifies routes but never signs one: the signing key
+    is dropped and its public half is kept among the accepted keys."""
+    secret = settings.control.signing_key
+    if secret is None:
+        return settings
+    public = base64.b64encode(load_signer(settings).public).decode()
+    control = settings.control.model_copy(
+        update={
+            "signing_key": None,
+            "public_keys": tuple(dict.fromkeys((*settings.control.public_keys, public))),
+        }
+    )
+    return settings.model_copy(update={"control": control})
+
+
 def signature_of(pair: KeyPair, payload: bytes) -> str:
     """``<key id>:<base64 Ed25519 signature>`` of ``payload``."""
     return f"{pair.id}:{base64.b64encode(pair.private.sign(payload)).decode()}"

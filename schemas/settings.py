@@ -80,6 +80,62 @@ class KafkaSettings(_Group):
         "message.max.bytes (Kafka's default; the local broker is started with it)",
     )
 
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", description="how clients reach the broker (WEIR_KAFKA__SECURITY_PROTOCOL)"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (the local broker offers PLAIN and SCRAM-SHA-512)"
+    )
+    sasl_username: str | None = Field(None, description="this process' Kafka principal")
+    sasl_password: SecretStr | None = None
+    control_username: str | None = Field(
+        None,
+        description="the principal that may write the models topic, used only by what publishes "
+        "routes (retrainer, `weir models`, the ingress' /admin route); unset: sasl_username",
+    )
+    control_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the broker's cert")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client certificate's key (mutual TLS)")
+
+    _empty_is_none = field_validator("sasl_password", "control_password")(_unset_if_empty)
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"WEIR_KAFKA__SECURITY_PROTOCOL={self.security_protocol} needs "
+                "WEIR_KAFKA__SASL_USERNAME and WEIR_KAFKA__SASL_PASSWORD"
+            )
+        if bool(self.control_username) != bool(self.control_password):
+            raise ValueError(
+                "WEIR_KAFKA__CONTROL_USERNAME and WEIR_KAFKA__CONTROL_PASSWORD go together"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("WEIR_KAFKA__SSL_CERTFILE and WEIR_KAFKA__SSL_KEYFILE go together")
+        return self
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    def as_control(self) -> KafkaSettings:
+        """The same settings, authenticated as the principal that may publish routes."""
+        if not (self.sasl and self.control_username):
+            return self
+        return self.model_copy(
+            update={"sasl_username": self.control_username, "sasl_password": self.control_password}
+        )
+
+    def without_control(self) -> KafkaSettings:
+        """The same settings without the route publisher's password (least privilege)."""
+        return self.model_copy(update={"control_username": None, "control_password": None})
+
     @property
     def host_port(self) -> tuple[str, int]:
         first = self.bootstrap_servers.split(",")[0].strip()
@@ -208,6 +264,11 @@ class KnativeSettings(_Group):
     admin_token: SecretStr | None = Field(
         None, description="bearer token of the ingress' /admin route (route events); unset: off"
     )
+    ingress_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="sender name → bearer token; when set, POST / needs one of them "
+        '(WEIR_KNATIVE__INGRESS_TOKENS=\'{"sensor-a": "…"}\'); drop a sender to cut it off',
+    )
     egress_attempts: int = Field(5, ge=1, description="tries per event before dead-lettering")
     egress_timeout_s: float = Field(10.0, gt=0)
     egress_topics: tuple[str, ...] = Field(
@@ -333,6 +394,10 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     live: LiveSettings = LiveSettings()
 
+    def as_control(self) -> Settings:
+        """These settings as a route publisher: Kafka's control principal."""
+        return self.model_copy(update={"kafka": self.kafka.as_control()})
+
     @model_validator(mode="after")
     def _ports_distinct(self) -> Settings:
         kafka_port = self.kafka.host_port[1]
@@ -361,6 +426,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            text = json.dumps(list(value)) if isinstance(value, tuple | list) else str(value)
+            if isinstance(value, dict):
+                value = {
+                    k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                    for k, v in value.items()
+                }
+            text = (
+                json.dumps(value if isinstance(value, dict) else list(value))
+                if isinstance(value, tuple | list | dict)
+                else str(value)
+            )
             env[f"WEIR_{group.upper()}__{name.upper()}"] = text
     return env

@@ -30,8 +30,9 @@ from typing import Any
 
 import faust
 
+from connectors.kafka import tls_context
 from schemas import ConfigurationError
-from schemas.settings import Settings
+from schemas.settings import KafkaSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams import faust_transport
 from streams.context import ROLES, RoleContext
@@ -54,6 +55,8 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
         raise ConfigurationError(
             "the retrainer role is off: WEIR_RETRAINING__ENABLED=false; unset it to run it"
         )
+    if role == "retrainer":  # it publishes routes: Kafka's control principal
+        settings = settings.as_control()
     k = settings.kafka
     datadir = settings.stack.run_dir / "faust" / role
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
@@ -64,6 +67,7 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
         # group there, so their app joins another
         f"{group}-app" if role in LIBRDKAFKA_ROLES else group,
         broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(k),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
@@ -94,6 +98,21 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     attach_role(ctx)
     ctx.on_shutdown(ctx.close)  # deliver what is queued before the process ends
     return app, ctx
+
+
+def faust_credentials(k: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the security settings every other client gets from connectors.kafka."""
+    if k.sasl:
+        assert k.sasl_password is not None
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value(),
+            mechanism=k.sasl_mechanism,
+            ssl_context=tls_context(k) if k.tls else None,
+        )
+    if k.tls:
+        return faust.SSLCredentials(tls_context(k))
+    return None
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:

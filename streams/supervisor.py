@@ -30,6 +30,7 @@ import httpx
 from aiohttp import web
 
 from connectors.process import free_port
+from connectors.signing import verify_only
 from schemas import ConfigurationError
 from schemas.settings import Settings, settings_env
 from streams.context import ROLES
@@ -60,6 +61,15 @@ class Child:
     restarts: int = 0
 
 
+def role_settings(settings: Settings, role: str) -> Settings:
+    """What one role's process is given. Only the retrainer publishes routes, so only it keeps
+    the signing key and runs as Kafka's control principal; the others get neither."""
+    if role == "retrainer":
+        return settings
+    trimmed = verify_only(settings)
+    return trimmed.model_copy(update={"kafka": trimmed.kafka.without_control()})
+
+
 class Supervisor:
     def __init__(
         self, settings: Settings, roles: tuple[str, ...] = ROLES, *, loglevel: str = "info"
@@ -83,7 +93,9 @@ class Supervisor:
 
     async def _spawn(self, child: Child) -> None:
         live = self.settings.live.model_copy(update={"port": child.live_port})
-        env = settings_env(self.settings.model_copy(update={"live": live}))
+        env = settings_env(
+            role_settings(self.settings, child.role).model_copy(update={"live": live})
+        )
         child.proc = await asyncio.create_subprocess_exec(
             *self._argv(child), env=env, preexec_fn=_die_with_parent
         )

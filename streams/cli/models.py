@@ -145,7 +145,7 @@ def _publish(settings: Settings, change: ModelVersionEvent, run_id: str | None =
     """Sign and send a control event (with the events it implies: an activate clears the
     canary) and wait for the broker; returns where the change itself was stored."""
     lineage = Lineage(modelname=change.model, modelversion=change.version, runid=run_id)
-    producer = quiet_producer(settings)
+    producer = quiet_producer(settings.as_control())  # the principal that may write it
     stored = [
         producer.send(
             topic_name(settings.kafka, Topic.MODELS),

@@ -112,7 +112,9 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
             f"version {v1} of {model} registered at {first.storage_uri} ({first.metrics}), "
             f"served at {first.url}"
         )
-        producer.send(topic_name(s.kafka, Topic.MODELS), signed(s, new_event(first, source="demo")))
+        EventProducer(s.as_control()).send(
+            topic_name(s.kafka, Topic.MODELS), signed(s, new_event(first, source="demo"))
+        )
         worker = start_worker(s, s.scoring.worker_id)
         console.print(
             f"worker started; live view at [bold]http://127.0.0.1:{s.live.port}/[/] "

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.control import Controller
 from agents.routing import RoutingTable
 from connectors.dead_letters import OversizeStore
-from connectors.kafka import list_topics
+from connectors.kafka import aiokafka_security, list_topics
 from schemas import ConfigurationError, Event
 from schemas.topics import Topic
 from streams.context import RoleContext, raw_message
@@ -58,6 +58,7 @@ def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> No
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{k.client_id}-{ctx.role}-control",
+            **aiokafka_security(k),
         )
         await consumer.start()
         try:

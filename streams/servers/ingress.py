@@ -21,7 +21,9 @@ verifies the signature (docs/security.md). The ingress never signs.
 Answers: **202** only after Kafka acknowledged the event (the body says where
 it was stored); **400** with the reason for anything that is not a valid weir
 event of an accepted type; **401**/**403** for a control event without the
-admin token; **413** over ``WEIR_EVENTS__MAX_BYTES``; **503**
+admin token, or for any event without a sender's token when
+``WEIR_KNATIVE__INGRESS_TOKENS`` names senders (``{"sensor-a": "<token>", …}``;
+delete a sender's entry to cut it off); **413** over ``WEIR_EVENTS__MAX_BYTES``; **503**
 when Kafka did not acknowledge (retriable: Knative's delivery retries it).
 The event keeps its ``id`` — the ingress relays the same event, it does not
 make a new one.
@@ -33,15 +35,17 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connectors.kafka import base_config
 from schemas import (
     Event,
     EventDecodeError,
@@ -63,6 +67,17 @@ ADMIN: dict[str, Topic] = {  # on POST /admin, with the admin token
 }
 
 
+def _bearer_owner(request: Request, tokens: Mapping[str, SecretStr]) -> str | None:
+    """The sender whose token the request carries, or None. Every token is compared (in
+    constant time), so timing does not tell which sender's token was close."""
+    given = request.headers.get("authorization", "").encode()
+    owner = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+            owner = name
+    return owner
+
+
 def _problem(status: int, error: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status)
 
@@ -72,14 +87,15 @@ class Ingress:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # with the admin route on, the ingress publishes routes: Kafka's control principal
+        writer = settings.as_control() if settings.knative.admin_token else settings
         self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap_servers,
+            base_config(writer)
+            | {
                 "client.id": f"{settings.kafka.client_id}-ingress",
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 2,
-                "log_level": 3,
             }
         )
         self._poller: asyncio.Task[None] | None = None
@@ -120,6 +136,16 @@ class Ingress:
         return await asyncio.wait_for(done, timeout=30)
 
     async def handle(self, request: Request) -> JSONResponse:
+        tokens = self.settings.knative.ingress_tokens
+        if tokens:
+            sender = _bearer_owner(request, tokens)
+            if sender is None:
+                return _problem(
+                    401,
+                    "Unauthorized",
+                    "this ingress needs a sender's bearer token (WEIR_KNATIVE__INGRESS_TOKENS)",
+                )
+            log.debug("event from sender %s", sender)
         return await self._relay(request, ACCEPTED)
 
     async def handle_admin(self, request: Request) -> JSONResponse:

@@ -22,6 +22,10 @@ from schemas.settings import Settings
 from streams.dev.stack import kafka, minio
 
 Say = Callable[[str], None]
+ROLE_NOTES = {
+    "worker": "reads and writes weir's topics, may not write the models topic",
+    "control": "may also write the models topic (routes) and create topics",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class UpReport:
     already_running: dict[str, int] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
+    principals: dict[str, str] = field(default_factory=dict)  # SASL: principal → role
     signing_key: str = ""  # id of the key that signs routes
     key_made: bool = False  # made now (first start)
 
@@ -116,6 +121,10 @@ class Stack:
         checks = {"kafka": kafka.ready, "minio": minio.ready}
         for name, check in checks.items():
             self._wait_ready(name, check, procs[name] if managed[name] else None)
+        if managed["kafka"]:
+            report.principals = kafka.secure(s)  # SASL stacks: users and ACLs
+            for principal, role in report.principals.items():
+                self._say(f"kafka principal {principal}: {ROLE_NOTES[role]}")
         report.topics = ensure_topics(s)
         report.buckets = ObjectStore(s.minio).ensure_buckets()
         pair, report.key_made = ensure_keys(s)  # routes are signed: a key pair on first start

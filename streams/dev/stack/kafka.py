@@ -9,19 +9,36 @@ then the broker runs as ``java ... kafka.Kafka server.properties``.
 from __future__ import annotations
 
 import base64
+import re
+import secrets
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 
 from connectors.process import ServiceProcess
 from schemas import ConfigurationError
 from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
 from streams.dev.stack.tools import REPO_ROOT, is_loopback, require, run_logged
 
 POM = REPO_ROOT / "deploy" / "local" / "kafka" / "pom.xml"
 READINESS_TOPIC = "__weir_readiness"
+ADMIN = "admin"  # the local broker's superuser (secure stacks only)
 
 LOG4J2 = """\
 status = warn
@@ -78,18 +95,14 @@ def ensure_jars(settings: Settings) -> bool:
 
 
 def _server_properties(settings: Settings, data_dir: Path) -> str:
-    host, port = settings.kafka.host_port
+    host, _ = settings.kafka.host_port
     ctrl = settings.kafka.controller_port
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{host}:{ctrl}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            *(_sasl_lines(settings) if settings.kafka.sasl else _plain_lines(settings)),
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -104,6 +117,160 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
             "",
         ]
     )
+
+
+def _plain_lines(settings: Settings) -> list[str]:
+    host, port = settings.kafka.host_port
+    ctrl = settings.kafka.controller_port
+    return [
+        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
+        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+    ]
+
+
+def _sasl_lines(settings: Settings) -> list[str]:
+    """Both listeners authenticate (the broker and its controller as ``admin``); clients may
+    use PLAIN (users below) or SCRAM-SHA-512 (users added by :func:`secure`); an
+    authorizer with no ACL means no access, so only the ACLs :func:`secure` sets apply."""
+    host, port = settings.kafka.host_port
+    ctrl = settings.kafka.controller_port
+    admin_password = _admin_password(settings)
+    users = {ADMIN: admin_password} | principals(settings)
+    plain = " ".join(
+        [
+            "org.apache.kafka.common.security.plain.PlainLoginModule required",
+            f'username="{ADMIN}" password="{admin_password}"',
+            *(f'user_{name}="{password}"' for name, password in users.items()),
+        ]
+    )
+    return [
+        f"listeners=SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
+        f"advertised.listeners=SASL_PLAINTEXT://{host}:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={plain};",
+        f"listener.name.sasl_plaintext.plain.sasl.jaas.config={plain};",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{ADMIN}",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
+def _admin_password(settings: Settings) -> str:
+    """The local broker's own superuser password: made on first secure start, kept in the
+    stack's run directory (0600); only ``weir stack`` uses it (ACLs, SCRAM users)."""
+    path = process(settings).home / "admin.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def principals(settings: Settings) -> dict[str, str]:
+    """The principals the settings name, with their passwords: the process' own (workers)
+    and, when set, the control principal that may publish routes."""
+    k = settings.kafka
+    found: dict[str, str] = {}
+    for name, password in (
+        (k.sasl_username, k.sasl_password),
+        (k.control_username, k.control_password),
+    ):
+        if name and password is not None:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+                raise ConfigurationError(
+                    f"Kafka principal {name!r}: the local broker takes letters, digits, . _ -"
+                )
+            found[name] = password.get_secret_value()
+    return found
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """A client config for the local broker's superuser (plain: no credentials at all)."""
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers}
+    if settings.kafka.sasl:
+        config |= {
+            "security.protocol": "sasl_plaintext",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": ADMIN,
+            "sasl.password": _admin_password(settings),
+        }
+    return config
+
+
+def secure(settings: Settings) -> dict[str, str]:
+    """On a SASL stack: SCRAM-SHA-512 users for every principal and the ACLs that say who may
+    do what. Workers read and write weir's topics but may not write the models topic; the
+    control principal may, and may create topics. Returns principal → role. Idempotent."""
+    k = settings.kafka
+    if not k.sasl:
+        return {}
+    client = AdminClient(admin_config(settings) | {"log_level": 3})
+    users = principals(settings)
+    upserts: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(
+            name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+        )
+        for name, password in users.items()
+    ]
+    for fut in client.alter_user_scram_credentials(upserts, request_timeout=15).values():
+        fut.result(timeout=20)
+    control = k.control_username or k.sasl_username
+    roles = {name: ("control" if name == control else "worker") for name in users}
+    bindings = [b for name, role in roles.items() for b in acl_bindings(settings, name, role)]
+    for fut in client.create_acls(bindings, request_timeout=15).values():
+        fut.result(timeout=20)
+    return roles
+
+
+def acl_bindings(settings: Settings, principal: str, role: str) -> list[AclBinding]:
+    k = settings.kafka
+    user = f"User:{principal}"
+    topics = f"{k.topic_prefix}."
+    models = topic_name(k, Topic.MODELS)
+    groups = sorted({k.topic_prefix, k.client_id, "weir"})
+
+    def allow(kind: ResourceType, name: str, op: AclOperation) -> AclBinding:
+        prefixed = ResourcePatternType.PREFIXED
+        return AclBinding(kind, name, prefixed, user, "*", op, AclPermissionType.ALLOW)
+
+    ops = [
+        AclOperation.READ,
+        AclOperation.WRITE,
+        AclOperation.DESCRIBE,
+        AclOperation.DESCRIBE_CONFIGS,
+    ]
+    if role == "control":
+        ops += [AclOperation.CREATE, AclOperation.ALTER_CONFIGS]
+    out = [allow(ResourceType.TOPIC, topics, op) for op in ops]
+    out += [
+        allow(ResourceType.GROUP, g, op)
+        for g in groups
+        for op in (AclOperation.READ, AclOperation.DESCRIBE)
+    ]
+    if role == "worker":  # a deny wins over every allow
+        out.append(
+            AclBinding(
+                ResourceType.TOPIC,
+                models,
+                ResourcePatternType.LITERAL,
+                user,
+                "*",
+                AclOperation.WRITE,
+                AclPermissionType.DENY,
+            )
+        )
+    return out
 
 
 def _java(settings: Settings, main_class: str, *args: str) -> list[str]:
@@ -162,6 +329,8 @@ def start(settings: Settings) -> int:
     data = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
+    config.touch(mode=0o600)  # a secure broker's config holds its users' passwords
+    config.chmod(0o600)
     config.write_text(_server_properties(settings, data))
     (home / "log4j2.properties").write_text(LOG4J2)
     if not (data / "meta.properties").exists():
@@ -172,8 +341,8 @@ def start(settings: Settings) -> int:
 def ready(settings: Settings) -> bool:
     """True once a client can create a topic on the broker."""
     client = AdminClient(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
+        admin_config(settings)
+        | {
             "socket.timeout.ms": 2000,
             "log_level": 2,  # connection refused is expected while polling
         }
