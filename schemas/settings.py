@@ -277,6 +277,11 @@ class KnativeSettings(_Group):
 
     _empty_is_none = field_validator("admin_token")(_unset_if_empty)
 
+    @field_validator("ingress_tokens", mode="before")
+    @classmethod
+    def _empty_is_no_tokens(cls, value: object) -> object:
+        return {} if isinstance(value, str) and not value.strip() else value
+
 
 class ScoringSettings(_Group):
     model: str = Field("weir-demo", description="the model this scoring worker serves")

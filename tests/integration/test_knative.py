@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -38,14 +39,9 @@ START_S = 30  # uvicorn start-up on loopback
 ADMIN_TOKEN = "test-admin-token"
 
 
-@pytest.fixture
-def ingress_url(live_stack: Settings) -> Iterator[str]:
-    settings = live_stack.model_copy(
-        update={
-            "events": EventSettings(max_bytes=4096),
-            "knative": KnativeSettings(admin_token=SecretStr(ADMIN_TOKEN)),
-        }
-    )
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The ingress app on a free loopback port, served by uvicorn in a thread."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -55,16 +51,56 @@ def ingress_url(live_stack: Settings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    with httpx.Client() as client:
-        for _ in range(int(START_S / 0.05)):
-            if server.started:
-                break
-            threading.Event().wait(0.05)  # bounded: START_S in all
-        assert server.started, "ingress did not start"
-        assert client.get(url + "/healthz").json() == {"ok": True}
-    yield url
-    server.should_exit = True
-    thread.join(timeout=15)
+    try:
+        with httpx.Client() as client:
+            for _ in range(int(START_S / 0.05)):
+                if server.started:
+                    break
+                threading.Event().wait(0.05)  # bounded: START_S in all
+            assert server.started, "ingress did not start"
+            assert client.get(url + "/healthz").json() == {"ok": True}
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def ingress_url(live_stack: Settings) -> Iterator[str]:
+    settings = live_stack.model_copy(
+        update={
+            "events": EventSettings(max_bytes=4096),
+            "knative": KnativeSettings(admin_token=SecretStr(ADMIN_TOKEN)),
+        }
+    )
+    with serving(settings) as url:
+        yield url
+
+
+def test_per_sender_tokens_let_each_sender_in_and_cut_one_off(live_stack: Settings, unique: str):
+    tokens = {"sensor-a": SecretStr("token-a"), "sensor-b": SecretStr("token-b")}
+    event = new_event(InputRecord(id=f"tok-{unique}", features={"x": 1.0}), source="sensor-a")
+    headers, body = to_http(event)
+
+    def post(url: str, token: str | None) -> httpx.Response:
+        auth = {} if token is None else {"authorization": f"Bearer {token}"}
+        return httpx.post(url, headers=headers | auth, content=body)
+
+    both = live_stack.model_copy(update={"knative": KnativeSettings(ingress_tokens=tokens)})
+    with serving(both) as url:
+        assert post(url, "token-a").status_code == 202
+        assert post(url, "token-b").status_code == 202
+        for token in (None, "token-c", "Bearer token-a"):
+            refused = post(url, token)
+            assert refused.status_code == 401, token
+            assert "WEIR_KNATIVE__INGRESS_TOKENS" in refused.json()["reason"]
+    # sensor-b is cut off: its entry is gone, sensor-a is unaffected
+    only_a = live_stack.model_copy(
+        update={"knative": KnativeSettings(ingress_tokens={"sensor-a": tokens["sensor-a"]})}
+    )
+    with serving(only_a) as url:
+        assert post(url, "token-b").status_code == 401
+        assert post(url, "token-a").status_code == 202
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])

@@ -169,6 +169,9 @@ def test_env_names_are_computed_from_the_settings_model():
         "WEIR_CONTROL__SIGNING_KEY",
         "WEIR_KNATIVE__ADMIN_TOKEN",
         "WEIR_KSERVE__HOST_TOKEN",
+        "WEIR_KNATIVE__INGRESS_TOKENS",
+        "WEIR_KAFKA__SASL_PASSWORD",
+        "WEIR_KAFKA__CONTROL_PASSWORD",
     }
 
 
