@@ -18,8 +18,12 @@ the endpoint.
 default) an event must carry a valid signature by an accepted key
 (:class:`~connectors.signing.Verifier`); it must not be older than the event
 last applied to its slot (a replayed old event, or the same one again); and
-its URL's host must match ``WEIR_CONTROL__ALLOWED_HOSTS``. Otherwise it is
-refused with a route decision saying why, and the current route stays.
+its URL's host must match ``WEIR_CONTROL__ALLOWED_HOSTS``; and its version
+must be in the registry, with a signed card whose features are the route's
+(:class:`RegistryCheck`). Otherwise it is refused with a route decision saying
+why, and the current route stays. The registry is asked once per version, each
+time bounded; while MinIO does not answer, a route is accepted on its signature
+alone and its decision says the registry was not checked.
 
 A control message that does not decode cannot crash the fold: live, it is
 dead-lettered (cut to the inline limit, the whole value kept in MinIO when it
@@ -38,8 +42,11 @@ from urllib.parse import urlsplit
 
 from agents.letters import dead_letter
 from agents.routing import RoutingTable
+from connectors.bounded import Bounded
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, ModelServerError
+from connectors.minio_store import ObjectNotFound
+from connectors.registry import ArtifactRefused, ModelRegistry
 from connectors.signing import Verifier
 from schemas import (
     DeadLetter,
@@ -49,6 +56,7 @@ from schemas import (
     ModelVersionEvent,
     RawMessage,
     RouteDecision,
+    ServiceError,
     decode_raw,
     new_event,
 )
@@ -122,6 +130,48 @@ class RouteGate:
             self.applied[(event.data.model, event.data.slot)] = (event.time, event.id)
 
 
+class RegistryCheck:
+    """Is a route's version in the registry, with a valid card declaring the route's
+    features? Positive answers are kept (a published version does not change)."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+        self._known: set[tuple[str, str, tuple[str, ...]]] = set()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RegistryCheck | None:
+        """The check the settings ask for (WEIR_CONTROL__CHECK_REGISTRY), or None."""
+        if not settings.control.check_registry:
+            return None
+        return cls(ModelRegistry.for_settings(settings))
+
+    def problem(self, change: ModelVersionEvent) -> str | None:
+        """Why the registry refuses this route, or None; raises ServiceError when it cannot
+        be asked (MinIO away)."""
+        if change.action in CLEARS:
+            return None
+        features = tuple(change.features or ())
+        key = (change.model, change.version, features)
+        if key in self._known:
+            return None
+        try:
+            card = self._registry.checked_card(change.model, change.version)
+        except ObjectNotFound:
+            return (
+                f"version {change.version} of {change.model} is not in the registry "
+                f"({self._registry.uri(change.model, change.version)} has no model card)"
+            )
+        except ArtifactRefused as err:
+            return f"the registry refuses it: {err}"
+        if tuple(card.features) != features:
+            return (
+                f"the route's features {list(features)} are not the model card's "
+                f"{list(card.features)}"
+            )
+        self._known.add(key)
+        return None
+
+
 class Controller:
     def __init__(
         self,
@@ -131,8 +181,12 @@ class Controller:
         *,
         now: Clock = utc_now,
         oversize: OversizeStore | None = None,
+        registry: RegistryCheck | None = None,
+        minio: Bounded | None = None,
     ) -> None:
         self._settings = settings
+        self._registry = registry
+        self._minio = minio or Bounded(settings.events.dead_letter_store_timeout_s)
         self.routing = routing
         self._client = client
         self._now = now
@@ -204,6 +258,9 @@ class Controller:
             )
         change = event.data
         refusal = self.gate.refusal(event)
+        unchecked = ""
+        if refusal is None:
+            refusal, unchecked = await self._registry_refusal(change)
         if refusal is not None:
             decision = self.routing.reject(change, refusal)
         else:
@@ -214,10 +271,24 @@ class Controller:
                 self.gate.applied_now(event)
             if replaying and not ready:
                 self.held[(change.model, change.slot)] = _Held(event)
-        self._log(change, decision.accepted, decision.reason)
+        reason = decision.reason + unchecked
+        self._log(change, decision.accepted, reason)
         if replaying:
             return None
-        return self._decision(change, decision.accepted, decision.reason, event.lineage)
+        return self._decision(change, decision.accepted, reason, event.lineage)
+
+    async def _registry_refusal(self, change: ModelVersionEvent) -> tuple[str | None, str]:
+        """The registry's refusal of ``change`` (or None), and a note when it was not asked."""
+        if self._registry is None or change.action in CLEARS:
+            return None, ""
+        note = "; registry not checked: MinIO did not answer (accepted on its signature)"
+        if self._minio.paused:
+            return None, note
+        try:
+            return await self._minio.call(self._registry.problem, change), ""
+        except (ServiceError, TimeoutError) as err:
+            log.warning("registry check of %s %s skipped: %s", change.model, change.version, err)
+            return None, note
 
     async def recheck(self) -> list[Event[RouteDecision]]:
         """Probe the replayed routes that were not ready; apply those that are now."""

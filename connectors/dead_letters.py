@@ -12,12 +12,12 @@ and sha256 of what they stood for. :func:`whole_value` reads it back (for
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 
+from connectors.bounded import Bounded
 from connectors.minio_store import ObjectStore
 from schemas import DeadLetter, Event, ServiceError
 from schemas.settings import Settings
@@ -34,12 +34,10 @@ class OversizeStore:
         retry_after_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._timeout_s = settings.events.dead_letter_store_timeout_s
+        timeout_s = settings.events.dead_letter_store_timeout_s
         self._bucket = settings.minio.dead_letter_bucket
-        self._store = store or ObjectStore(settings.minio, timeout_s=self._timeout_s)
-        self._retry_after_s = retry_after_s
-        self._clock = clock
-        self._paused_until = 0.0
+        self._store = store or ObjectStore(settings.minio, timeout_s=timeout_s)
+        self._minio = Bounded(timeout_s, pause_s=retry_after_s, clock=clock)
         self.stored = 0
         self.failed = 0
 
@@ -49,24 +47,20 @@ class OversizeStore:
         letter = event.data
         if letter.complete or letter.raw_ref is not None:
             return event
-        if self._clock() < self._paused_until:
+        if self._minio.paused:
             self.failed += 1
             return event
         key = letter.raw_sha256 or hashlib.sha256(value).hexdigest()
         try:
-            ref = await asyncio.wait_for(
-                asyncio.to_thread(self._store.put_bytes, self._bucket, key, value),
-                self._timeout_s,
-            )
+            ref = await self._minio.call(self._store.put_bytes, self._bucket, key, value)
         except (ServiceError, TimeoutError) as exc:
             self.failed += 1
-            self._paused_until = self._clock() + self._retry_after_s
             log.warning(
                 "could not store a %d-byte dead-letter value in MinIO (%s); it goes out "
                 "truncated with its sha256, and no value is stored for %.0fs",
                 len(value),
                 exc,
-                self._retry_after_s,
+                self._minio.pause_s,
             )
             return event
         self.stored += 1

@@ -102,10 +102,11 @@ class ModelRegistry:
         raw = self._store.get_bytes(self._bucket, f"{name}/{version}/{CARD}")
         return ModelCard.model_validate_json(raw)
 
-    def load(self, name: str, version: str) -> LoadedModel:
-        """The estimator of ``name`` ``version``, checked before it is unpickled."""
+    def checked_card(self, name: str, version: str) -> ModelCard:
+        """The card of ``name`` ``version``, its signature and artifact digest required when
+        signatures are (raises ObjectNotFound, ArtifactRefused)."""
         card = self.card(name, version)
-        where = f"s3://{self._bucket}/{name}/{version}/"
+        where = self.uri(name, version)
         if self._verifier is not None:
             problem = (
                 "its card is unsigned"
@@ -122,6 +123,12 @@ class ModelRegistry:
                     service="minio",
                     address=where,
                 )
+        return card
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """The estimator of ``name`` ``version``, checked before it is unpickled."""
+        card = self.checked_card(name, version)
+        where = self.uri(name, version)
         blob = self._store.get_bytes(self._bucket, f"{name}/{version}/{ARTIFACT}")
         digest = hashlib.sha256(blob).hexdigest()
         if card.artifact_sha256 is not None and digest != card.artifact_sha256:

@@ -245,6 +245,11 @@ class ControlSettings(_Group):
     public_keys: tuple[str, ...] = Field(
         (), description="Ed25519 public keys (base64) accepted besides those in keys_dir"
     )
+    check_registry: bool = Field(
+        True,
+        description="refuse a route whose version has no valid card in the registry, or whose "
+        "features are not the card's (MinIO away: accepted on its signature, and said so)",
+    )
     allowed_hosts: tuple[str, ...] = Field(
         ("127.0.0.1", "localhost", "::1"),
         description="host patterns (fnmatch) a route's URL may point at",

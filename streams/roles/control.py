@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.control import Controller
+from agents.control import Controller, RegistryCheck
 from agents.routing import RoutingTable
 from connectors.dead_letters import OversizeStore
 from connectors.kafka import aiokafka_security, list_topics
@@ -38,7 +38,11 @@ def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> No
     @app.task
     async def control() -> None:
         controller = Controller(
-            settings, routing, ctx.client, oversize=OversizeStore(settings) if emit else None
+            settings,
+            routing,
+            ctx.client,
+            oversize=OversizeStore(settings) if emit else None,
+            registry=RegistryCheck.for_settings(settings),
         )
 
         async def publish(out: Event[Any] | None) -> None:

@@ -106,6 +106,19 @@ def route_attacks(live_stack: Settings, unique: str, tmp_path) -> str:
             "off the allow-list": signed(
                 settings, new_event(route("2", p2, host="evil.example"), source="t", now=later(2))
             ),
+            # signed (say, by a stolen CI job's key), but no such version was ever published
+            "not in the registry": signed(
+                settings, new_event(route("7", evil), source="t", now=later(3))
+            ),
+            # signed, a real version, but a feature order its card does not declare
+            "wrong features": signed(
+                settings,
+                new_event(
+                    route("2", p2).model_copy(update={"features": ["b", "a"]}),
+                    source="t",
+                    now=later(4),
+                ),
+            ),
         }
         for attack in attacks.values():
             producer.send(models_t, attack)
@@ -119,7 +132,14 @@ def route_attacks(live_stack: Settings, unique: str, tmp_path) -> str:
         refused = [d for d in decisions() if not d.accepted]
         reasons = " | ".join(d.reason for d in refused)
         assert len(refused) == len(attacks), reasons
-        for words in ("unsigned", "bad signature", "replayed", "ALLOWED_HOSTS"):
+        for words in (
+            "unsigned",
+            "bad signature",
+            "replayed",
+            "ALLOWED_HOSTS",
+            "is not in the registry",
+            "are not the model card's",
+        ):
             assert words in reasons, f"{words!r} not in {reasons}"
         assert {p.data.version for p in predictions()} == {"1"}, "still on the legitimate route"
 

@@ -148,3 +148,66 @@ def test_keys_are_made_once_rotated_and_old_public_keys_stay_accepted(tmp_path: 
     _, dropped = rotate(settings, keep=2)
     assert dropped == [first.id]
     assert "unknown key" in (Verifier(settings).problem(signed_before) or "")
+
+
+class Registry:
+    """A registry whose MinIO answers from a script: a card, no card, or not at all."""
+
+    def __init__(self, answers: list[object]) -> None:
+        self.answers = answers
+        self.asked = 0
+
+    def checked_card(self, model: str, version: str):
+        from connectors.minio_store import ObjectNotFound
+        from schemas import ServiceError
+        from schemas.model_card import ModelCard
+
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if answer == "away":
+            raise ServiceError("connection refused", service="minio", address="127.0.0.1:1")
+        if answer == "missing":
+            raise ObjectNotFound("NoSuchKey", service="minio", address="127.0.0.1:1")
+        return ModelCard(
+            name=model,
+            version=version,
+            framework="sklearn",
+            features=answer,
+            classes=[0, 1],
+            created_at=FIXED_TIME,
+        )
+
+    def uri(self, model: str, version: str) -> str:
+        return f"s3://models/{model}/{version}/"
+
+
+def test_the_registry_refuses_unknown_versions_and_is_skipped_while_minio_is_away():
+    from agents.control import RegistryCheck
+    from connectors.bounded import Bounded
+
+    clock = [0.0]
+    registry = Registry(["missing", ["a"], "away"])
+    minio = Bounded(1.0, pause_s=30.0, clock=lambda: clock[0])
+    table = RoutingTable()
+    ready = httpx.MockTransport(lambda r: httpx.Response(200, json={"ready": True}))
+    control = Controller(
+        SETTINGS,
+        table,
+        InferenceClient(SETTINGS.kserve, transport=ready),
+        now=lambda: FIXED_TIME,
+        registry=RegistryCheck(registry),  # type: ignore[arg-type]
+        minio=minio,
+    )
+    missing = handle(control, event(route("7")), 0)
+    assert not missing.data.accepted and "is not in the registry" in missing.data.reason
+    assert handle(control, event(route("1"), minutes=1), 1).data.accepted
+    # the same version again: the registry is not asked twice
+    assert handle(control, event(route("1", "http://localhost:8081"), minutes=2), 2).data.accepted
+    assert registry.asked == 2
+    # MinIO away: accepted on the signature, and the decision says the registry was not asked
+    away = handle(control, event(route("3"), minutes=3), 3)
+    assert away.data.accepted and "registry not checked" in away.data.reason
+    # ... and for the next 30 s MinIO is not tried at all
+    paused = handle(control, event(route("4"), minutes=4), 4)
+    assert paused.data.accepted and "registry not checked" in paused.data.reason
+    assert registry.asked == 3
