@@ -119,19 +119,21 @@ def test_hot_swap_rejection_and_outage(live_stack: Settings, unique: str, tmp_pa
         )
 
         # --- a swap to an endpoint that is not ready is rejected; scoring goes on with v2
+        # (version 1 is in the registry: only its new server, on a dead port, is wrong)
         dead_port = free_port()
-        control("activate", "3", dead_port)
+        dead_url = f"http://127.0.0.1:{dead_port}"
+        control("activate", "1", dead_port)
         out.until(
             lambda: any(
-                e.data.version == "3"
+                e.data.url == dead_url
                 for e in out.events("io.weir.model.route.v1")
                 if e.data.model == model
             ),
             deadline_s=DEADLINE_S,
-            what="route decision for v3",
+            what="route decision for the dead endpoint",
         )
         decision = next(
-            e.data for e in out.events("io.weir.model.route.v1") if e.data.version == "3"
+            e.data for e in out.events("io.weir.model.route.v1") if e.data.url == dead_url
         )
         assert not decision.accepted and decision.active_version == "2"
         assert "not ready" in decision.reason
