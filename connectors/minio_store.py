@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import urllib3
-from minio import Minio
-from minio.error import MinioException, S3Error
+from minio import Minio, MinioAdmin
+from minio.credentials import StaticProvider
+from minio.error import MinioAdminException, MinioException, S3Error
 
 from schemas import ServiceError
 from schemas.settings import MinioSettings
@@ -105,3 +106,50 @@ class ObjectStore:
             self._client.remove_object(bucket, key)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             self._raise(f"deleting s3://{bucket}/{key}", exc)
+
+
+READ_POLICY = "weir-models-read"
+
+
+def ensure_reader(settings: MinioSettings) -> str:
+    """Create (or update) the read-only user of ``settings`` and its policy — read the models
+    bucket, nothing else — through MinIO's admin API, as ``settings``' own (root) user.
+    Returns "ready", or "off" when no reader is configured."""
+    if settings.reader_access_key is None or settings.reader_secret_key is None:
+        return "off"
+    admin = MinioAdmin(
+        endpoint=settings.endpoint,
+        credentials=StaticProvider(settings.access_key, settings.secret_key.get_secret_value()),
+        region=settings.region,
+        secure=settings.secure,
+    )
+    bucket = f"arn:aws:s3:::{settings.models_bucket}"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                "Resource": [bucket],
+            },
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{bucket}/*"]},
+        ],
+    }
+    try:
+        admin.policy_add(READ_POLICY, policy=policy)
+        admin.user_add(settings.reader_access_key, settings.reader_secret_key.get_secret_value())
+        try:
+            admin.attach_policy([READ_POLICY], user=settings.reader_access_key)
+        except MinioAdminException as exc:
+            if "AlreadyApplied" not in str(exc):
+                raise
+    except (MinioAdminException, MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ServiceError(
+            f"MinIO at {settings.endpoint} did not create the read-only user "
+            f"{settings.reader_access_key!r} with {settings.access_key!r}'s keys: {exc}; give "
+            "WEIR_MINIO__ACCESS_KEY admin rights, or set WEIR_MINIO__READER_ACCESS_KEY and "
+            "READER_SECRET_KEY empty (model servers then use WEIR_MINIO__ACCESS_KEY)",
+            service="minio",
+            address=settings.endpoint,
+        ) from exc
+    return "ready"

@@ -158,6 +158,36 @@ class MinioSettings(_Group):
     dead_letter_bucket: str = Field(
         "dead-letters", description="whole raw values of dead letters too large to carry inline"
     )
+    reader_access_key: str | None = Field(
+        "weir-reader",
+        description="read-only user (models bucket) that model servers and the model host use; "
+        "`weir stack up` creates it; empty: they use access_key",
+    )
+    reader_secret_key: SecretStr | None = SecretStr("weir-reader-local-secret")
+
+    _empty_is_none = field_validator("reader_secret_key")(_unset_if_empty)
+
+    @field_validator("reader_access_key")
+    @classmethod
+    def _empty_name_is_none(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
+    @model_validator(mode="after")
+    def _reader_complete(self) -> MinioSettings:
+        if self.reader_access_key is not None and self.reader_secret_key is None:
+            raise ValueError(
+                "WEIR_MINIO__READER_ACCESS_KEY needs WEIR_MINIO__READER_SECRET_KEY "
+                "(or set it empty: model servers then use WEIR_MINIO__ACCESS_KEY)"
+            )
+        return self
+
+    def as_reader(self) -> MinioSettings:
+        """These settings with the read-only user's keys, when there is one."""
+        if self.reader_access_key is None or self.reader_secret_key is None:
+            return self
+        return self.model_copy(
+            update={"access_key": self.reader_access_key, "secret_key": self.reader_secret_key}
+        )
 
     @property
     def buckets(self) -> tuple[str, ...]:
@@ -407,6 +437,10 @@ class Settings(BaseSettings):
     def as_control(self) -> Settings:
         """These settings as a route publisher: Kafka's control principal."""
         return self.model_copy(update={"kafka": self.kafka.as_control()})
+
+    def as_model_reader(self) -> Settings:
+        """These settings as something that only loads models: MinIO's read-only user."""
+        return self.model_copy(update={"minio": self.minio.as_reader()})
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Settings:

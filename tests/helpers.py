@@ -91,6 +91,13 @@ def role_pids(supervisor_pid: int) -> dict[str, int]:
     return found
 
 
+def process_env(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = (item.decode(errors="replace").partition("=") for item in raw if item)
+    return {name: value for name, _, value in pairs}
+
+
 def http_get(url: str, timeout_s: float = 2.0) -> httpx.Response | None:
     """The answer at ``url``, or None when nothing answers."""
     try:

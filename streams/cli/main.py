@@ -48,6 +48,11 @@ def stack_up(ctx: click.Context) -> None:
         f"{len(report.topics)} topics, {len(report.buckets)} buckets; routes signed by key "
         f"{report.signing_key}{' (made now, `weir keys`)' if report.key_made else ''}"
     )
+    if report.minio_reader == "ready":
+        console.print(
+            f"model servers read MinIO as [bold]{settings.minio.reader_access_key}[/] "
+            f"(read-only, bucket {settings.minio.models_bucket})"
+        )
 
 
 @stack.command("fetch")

@@ -88,7 +88,7 @@ class ModelHost:
         serve: ServeFn | None = None,
         registered: Callable[[str], list[str]] | None = None,
     ) -> None:
-        self.settings = settings
+        self.settings = settings.as_model_reader()  # it only reads models
         self._serve = serve or serve_and_wait
         if registered is None:
             registry = ModelRegistry.for_settings(settings)

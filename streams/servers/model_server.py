@@ -100,7 +100,9 @@ def _kserve_model_class() -> type:
 
 
 def serve(settings: Settings, name: str, version: str, port: int) -> None:
-    """Load ``name``/``version`` from the registry and serve it until signalled."""
+    """Load ``name``/``version`` from the registry and serve it until signalled, reading
+    MinIO as its read-only user (WEIR_MINIO__READER_ACCESS_KEY) when there is one."""
+    settings = settings.as_model_reader()
     sys.argv = [sys.argv[0]]  # kserve parses argv at import
     import kserve
     import kserve.model_server as kms
@@ -135,7 +137,8 @@ def start_server(settings: Settings, name: str, version: str, port: int) -> int:
     """Start ``python -m streams.servers.model_server`` in the background; returns its PID."""
     proc = server_process(settings, name, version, port)
     argv = [sys.executable, "-m", "streams.servers.model_server", name, version, str(port)]
-    return proc.start(argv, env=settings_env(settings))
+    # it only reads models: it is not given the writer's MinIO keys
+    return proc.start(argv, env=settings_env(settings.as_model_reader()))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker
 from streams.dev.stack import Stack
 from streams.servers.deployers import serve
+from tests.helpers import process_env, role_pids
 from tests.integration.flip_models import activation, publish_flip_models
 
 pytestmark = pytest.mark.integration
@@ -97,27 +98,6 @@ def test_only_the_control_principal_may_write_routes(secure_stack: Settings, uni
         )
 
 
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if item)
-
-
-def _children_by_role(pid: int) -> dict[str, int]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        parent = int(stat.rpartition(")")[2].split()[1])
-        if parent == pid and b"--role" in argv:
-            found[argv[argv.index(b"--role") + 1].decode()] = int(entry.name)
-    return found
-
-
 def test_a_worker_runs_as_its_principal_and_cannot_move_a_route(
     secure_stack: Settings, unique: str, tmp_path: Path
 ):
@@ -162,10 +142,10 @@ def test_a_worker_runs_as_its_principal_and_cannot_move_a_route(
         # least privilege: only the retrainer child holds the control principal's password
         pid = worker.pid()
         assert pid is not None
-        roles = _children_by_role(pid)
+        roles = role_pids(pid)
         assert {"scoring", "retrainer"} <= set(roles), roles
         for role, child in roles.items():
-            env = _environ(child)
+            env = process_env(child)
             assert env["WEIR_KAFKA__SASL_USERNAME"] == "weir-worker"
             has_control = "WEIR_KAFKA__CONTROL_PASSWORD" in env
             assert has_control == (role == "retrainer"), role

@@ -24,13 +24,13 @@ from connectors.minio_store import ObjectStore
 from connectors.process import free_port, wait_until
 from connectors.registry import ArtifactRefused, ModelRegistry
 from connectors.signing import signed
-from schemas import InputRecord, ModelVersionEvent, new_event
+from schemas import InputRecord, ModelVersionEvent, ServiceError, new_event
 from schemas.settings import KServeSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker
 from streams.servers.deployers import serve
 from streams.servers.model_server import server_process, start_server
-from tests.helpers import own_topics
+from tests.helpers import own_topics, process_env
 from tests.integration.flip_models import activation, publish_flip_models
 
 pytestmark = pytest.mark.integration
@@ -198,5 +198,28 @@ def test_a_tampered_artifact_or_unsigned_card_is_refused_before_unpickling(
     try:
         wait_until(lambda: server.pid() is None, timeout_s=60, what="the model server to exit")
         assert "refusing to load" in server.log_file.read_text(errors="replace")
+    finally:
+        server.stop()
+
+
+def test_model_servers_read_models_with_read_only_keys(live_stack: Settings, unique: str):
+    model = f"ro{unique}"
+    publish_flip_models(live_stack, model)
+    m = live_stack.minio
+    reader = m.as_reader()
+    assert reader.access_key == "weir-reader" != m.access_key  # `weir stack up` made it
+    store = ObjectStore(reader)
+    assert store.get_bytes(m.models_bucket, f"{model}/1/card.json")
+    for bucket in (m.models_bucket, m.data_bucket, m.dead_letter_bucket):
+        with pytest.raises(ServiceError, match="AccessDenied"):
+            store.put_bytes(bucket, f"{model}/1/model.joblib", b"not a model")
+    # a model server is started with the reader's keys only, and serves
+    server = serve(live_stack, model, "1", free_port())
+    try:
+        pid = server.pid()
+        assert pid is not None
+        env = process_env(pid)
+        assert env["WEIR_MINIO__ACCESS_KEY"] == "weir-reader"
+        assert env["WEIR_MINIO__SECRET_KEY"] != m.secret_key.get_secret_value()
     finally:
         server.stop()

@@ -172,6 +172,7 @@ def test_env_names_are_computed_from_the_settings_model():
         "WEIR_KNATIVE__INGRESS_TOKENS",
         "WEIR_KAFKA__SASL_PASSWORD",
         "WEIR_KAFKA__CONTROL_PASSWORD",
+        "WEIR_MINIO__READER_SECRET_KEY",
     }
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from connectors.kafka import ensure_topics
-from connectors.minio_store import ObjectStore
+from connectors.minio_store import ObjectStore, ensure_reader
 from connectors.process import ServiceProcess, wait_until
 from connectors.signing import ensure_keys
 from schemas import StackError
@@ -51,6 +51,7 @@ class UpReport:
     topics: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
     principals: dict[str, str] = field(default_factory=dict)  # SASL: principal → role
+    minio_reader: str = "off"  # the read-only MinIO user: "ready" | "off"
     signing_key: str = ""  # id of the key that signs routes
     key_made: bool = False  # made now (first start)
 
@@ -127,6 +128,7 @@ class Stack:
                 self._say(f"kafka principal {principal}: {ROLE_NOTES[role]}")
         report.topics = ensure_topics(s)
         report.buckets = ObjectStore(s.minio).ensure_buckets()
+        report.minio_reader = ensure_reader(s.minio)  # model servers read with it, only
         pair, report.key_made = ensure_keys(s)  # routes are signed: a key pair on first start
         report.signing_key = pair.id
         report.ready_s = time.monotonic() - t2

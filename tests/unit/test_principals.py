@@ -1,5 +1,5 @@
-"""Kafka security settings: checked when built, given to every kind of client alike, and
-handed to each role's process with least privilege."""
+"""Who each process is: Kafka principals (checked when built, given to every kind of client
+alike, handed to each role's process with least privilege) and MinIO's read-only user."""
 
 from __future__ import annotations
 
@@ -130,3 +130,15 @@ def test_local_broker_acls_deny_workers_the_models_topic():
         local_kafka.principals(
             Settings(kafka=KafkaSettings(**{**SASL, "sasl_username": 'x" user_admin="y'}))
         )
+
+
+def test_model_readers_get_the_read_only_minio_user_unless_it_is_off():
+    from schemas.settings import MinioSettings
+
+    s = Settings()
+    assert s.as_model_reader().minio.access_key == "weir-reader"
+    assert s.as_model_reader().minio.secret_key == s.minio.reader_secret_key
+    off = Settings(minio=MinioSettings(reader_access_key=" "))  # `${VAR:-}` in a deployment
+    assert off.as_model_reader().minio == off.minio
+    with pytest.raises(ValidationError, match="READER_SECRET_KEY"):
+        MinioSettings(reader_access_key="ro", reader_secret_key=SecretStr(""))
