@@ -46,3 +46,18 @@ def test_the_worker_consumer_reads_every_compression_codec():
     from aiokafka import codec
 
     assert codec.has_gzip() and codec.has_lz4() and codec.has_zstd() and codec.has_snappy()
+
+
+def test_roles_keep_the_start_up_heap_out_of_gc_scans():
+    import gc
+
+    from streams.app import GC_THRESHOLD, quiet_gc
+
+    before = gc.get_threshold()
+    try:
+        quiet_gc()
+        assert gc.get_freeze_count() > 0, "what start-up built is frozen"
+        assert gc.get_threshold()[0] == GC_THRESHOLD > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
