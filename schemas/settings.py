@@ -336,6 +336,13 @@ class ScoringSettings(_Group):
         "a server that is down or busy is waited for without limit",
     )
     control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")
+    insight_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="`weir worker` runs every role but scoring at this niceness, so on a busy "
+        "machine the insight roles lag, not scoring (0: all alike)",
+    )
     worker_id: str = Field(
         default_factory=socket.gethostname,
         description="names this worker in route decisions and archives; default: the host name",

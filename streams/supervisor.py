@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,19 @@ PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _prepare(niceness: int) -> Callable[[], None]:
+    """What a role's child runs between fork and exec: die with the supervisor, and (the
+    insight roles) yield the CPU to scoring when the machine is short of it."""
+
+    def prepare() -> None:
+        _die_with_parent()
+        if niceness:
+            with contextlib.suppress(OSError):
+                os.nice(niceness)
+
+    return prepare
 
 
 @dataclass
@@ -96,8 +111,9 @@ class Supervisor:
         env = settings_env(
             role_settings(self.settings, child.role).model_copy(update={"live": live})
         )
+        nice = 0 if child.role == "scoring" else self.settings.scoring.insight_niceness
         child.proc = await asyncio.create_subprocess_exec(
-            *self._argv(child), env=env, preexec_fn=_die_with_parent
+            *self._argv(child), env=env, preexec_fn=_prepare(nice)
         )
         log.info("started role %s (pid %d)", child.role, child.proc.pid)
 

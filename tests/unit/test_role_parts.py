@@ -164,3 +164,25 @@ def test_a_librdkafka_role_whose_app_would_share_its_group_refuses_to_start(monk
     monkeypatch.setattr(streams.app, "LIBRDKAFKA_ROLES", frozenset({"scoring", "feedback"}))
     with pytest.raises(ConfigurationError, match=r"list it in streams\.app\.LIBRDKAFKA_ROLES"):
         streams.app.create_app(Settings(), "monitor")
+
+
+def test_insight_roles_yield_the_cpu_to_scoring():
+    import os
+    import subprocess
+    import sys
+
+    from streams.supervisor import _prepare
+
+    def niceness_of_child(nice: int) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.nice(0))"],
+            preexec_fn=_prepare(nice),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout)
+
+    mine = os.nice(0)
+    assert niceness_of_child(0) == mine  # scoring: as the supervisor
+    assert niceness_of_child(10) == min(19, mine + 10)  # monitor, feedback, …
