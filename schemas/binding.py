@@ -41,7 +41,14 @@ from schemas.errors import (
     SchemaViolationError,
     UnknownEventTypeError,
 )
-from schemas.events import JSON_CONTENT_TYPE, SIGNATURE_ATTRIBUTE, SPEC_VERSION, Event, Lineage
+from schemas.events import (
+    JSON_CONTENT_TYPE,
+    LINEAGE_ATTRIBUTES,
+    SIGNATURE_ATTRIBUTE,
+    SPEC_VERSION,
+    Event,
+    Lineage,
+)
 from schemas.payloads import PAYLOAD_BY_TYPE, Payload
 
 Mode = Literal["binary", "structured"]
@@ -74,6 +81,24 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
 
 
+_CE_NAME = {
+    name: f"ce_{name}"
+    for name in ("specversion", "source", "type", "time", "subject", SIGNATURE_ATTRIBUTE)
+}
+_CE_NAME |= {name: f"ce_{name}" for name in LINEAGE_ATTRIBUTES}
+_ENCODED: dict[str, bytes] = {}  # attribute values that repeat from event to event
+
+
+def _encoded(value: str) -> bytes:
+    """``value`` as UTF-8: source, type, time, lineage repeat across a batch's events."""
+    out = _ENCODED.get(value)
+    if out is None:
+        if len(_ENCODED) >= 1024:
+            _ENCODED.clear()
+        out = _ENCODED[value] = value.encode()
+    return out
+
+
 def _binary_kafka(event: Event[Any]) -> KafkaRecord:
     """Binary mode, written directly: every attribute a ``ce_`` header, the data as JSON.
 
@@ -82,8 +107,9 @@ def _binary_kafka(event: Event[Any]) -> KafkaRecord:
     cost: this runs once per prediction on the scoring path.
     """
     attrs = event.attributes()
-    headers = [("content-type", attrs.pop("datacontenttype").encode())]
-    headers.extend((f"ce_{name}", value.encode()) for name, value in attrs.items())
+    headers = [("content-type", _encoded(attrs.pop("datacontenttype")))]
+    headers.append(("ce_id", attrs.pop("id").encode()))  # one of a kind: not worth keeping
+    headers.extend((_CE_NAME.get(name) or f"ce_{name}", _encoded(v)) for name, v in attrs.items())
     key = event.partition_key
     return KafkaRecord(
         value=event.data.__pydantic_serializer__.to_json(event.data),

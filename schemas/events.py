@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cached_property, lru_cache
 from random import getrandbits
 from typing import Annotated, Generic, TypeVar
 
@@ -35,6 +36,12 @@ def utc_now() -> datetime:
 Ext = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+@lru_cache(maxsize=256)
+def _iso(at: datetime) -> str:
+    """``at`` as CloudEvents writes it; the predictions of one model call share a time."""
+    return at.isoformat().replace("+00:00", "Z")
+
+
 class Lineage(BaseModel):
     """CloudEvents extension attributes that carry lineage across hops.
 
@@ -51,6 +58,10 @@ class Lineage(BaseModel):
     alertid: Ext | None = None
 
     def attributes(self) -> dict[str, str]:
+        return dict(self._attributes)
+
+    @cached_property
+    def _attributes(self) -> dict[str, str]:  # frozen: worked out once per instance
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
@@ -90,7 +101,7 @@ class Event(BaseModel, Generic[P]):
             "datacontenttype": JSON_CONTENT_TYPE,
         }
         if self.time is not None:
-            attrs["time"] = self.time.isoformat().replace("+00:00", "Z")
+            attrs["time"] = _iso(self.time)
         if self.subject is not None:
             attrs["subject"] = self.subject
         attrs.update(self.lineage.attributes())
