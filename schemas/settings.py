@@ -84,7 +84,7 @@ class KafkaSettings(_Group):
         "PLAINTEXT", description="how clients reach the broker (WEIR_KAFKA__SECURITY_PROTOCOL)"
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "PLAIN", description="SASL mechanism (the local broker offers PLAIN and SCRAM-SHA-512)"
+        "PLAIN", description="SASL mechanism (the local broker offers all three)"
     )
     sasl_username: str | None = Field(None, description="this process' Kafka principal")
     sasl_password: SecretStr | None = None

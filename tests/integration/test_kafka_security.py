@@ -87,6 +87,9 @@ def test_only_the_control_principal_may_write_routes(secure_stack: Settings, uni
     # the control principal may
     stored = EventProducer(s.as_control()).send(models_t, route)
     assert stored.topic == models_t
+    # the principal may sign in with any mechanism the broker offers
+    for mechanism in ("PLAIN", "SCRAM-SHA-256"):
+        assert models_t in list_topics(_as(s, sasl_mechanism=mechanism), timeout_s=10)
     # a wrong password is refused, with a reason that says so (not "broker down")
     with pytest.raises(ServiceError, match=r"refused principal 'weir-worker'.*invalid credentials"):
         list_topics(_as(s, sasl_password=SecretStr("guess")), timeout_s=10)

@@ -133,7 +133,7 @@ def _plain_lines(settings: Settings) -> list[str]:
 
 def _sasl_lines(settings: Settings) -> list[str]:
     """Both listeners authenticate (the broker and its controller as ``admin``); clients may
-    use PLAIN (users below) or SCRAM-SHA-512 (users added by :func:`secure`); an
+    use PLAIN (users below) or SCRAM-SHA-256/512 (users added by :func:`secure`); an
     authorizer with no ACL means no access, so only the ACLs :func:`secure` sets apply."""
     host, port = settings.kafka.host_port
     ctrl = settings.kafka.controller_port
@@ -152,14 +152,17 @@ def _sasl_lines(settings: Settings) -> list[str]:
         "controller.listener.names=CONTROLLER",
         "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
         "inter.broker.listener.name=SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "sasl.mechanism.inter.broker.protocol=PLAIN",
         "sasl.mechanism.controller.protocol=PLAIN",
         "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
         f"listener.name.controller.plain.sasl.jaas.config={plain};",
         f"listener.name.sasl_plaintext.plain.sasl.jaas.config={plain};",
-        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        *(
+            f"listener.name.sasl_plaintext.{mechanism}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            for mechanism in ("scram-sha-256", "scram-sha-512")
+        ),
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         f"super.users=User:{ADMIN}",
         "allow.everyone.if.no.acl.found=false",
@@ -209,22 +212,25 @@ def admin_config(settings: Settings) -> dict[str, Any]:
 
 
 def secure(settings: Settings) -> dict[str, str]:
-    """On a SASL stack: SCRAM-SHA-512 users for every principal and the ACLs that say who may
-    do what. Workers read and write weir's topics but may not write the models topic; the
-    control principal may, and may create topics. Returns principal → role. Idempotent."""
+    """On a SASL stack: SCRAM users (SHA-256 and SHA-512) for every principal, and the ACLs
+    that say who may do what. Workers read and write weir's topics but may not write the
+    models topic; the control principal may, and may create topics. Returns principal →
+    role. Idempotent."""
     k = settings.kafka
     if not k.sasl:
         return {}
     client = AdminClient(admin_config(settings) | {"log_level": 3})
     users = principals(settings)
-    upserts: list[UserScramCredentialAlteration] = [
-        UserScramCredentialUpsertion(
-            name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
-        )
-        for name, password in users.items()
-    ]
-    for fut in client.alter_user_scram_credentials(upserts, request_timeout=15).values():
-        fut.result(timeout=20)
+    for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
+        # one alteration per user and request, so one request per mechanism
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(
+                name, ScramCredentialInfo(mechanism, 8192), password.encode()
+            )
+            for name, password in users.items()
+        ]
+        for fut in client.alter_user_scram_credentials(upserts, request_timeout=15).values():
+            fut.result(timeout=20)
     control = k.control_username or k.sasl_username
     roles = {name: ("control" if name == control else "worker") for name in users}
     bindings = [b for name, role in roles.items() for b in acl_bindings(settings, name, role)]
