@@ -37,7 +37,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.letters import dead_letter
+from agents.predictions import prediction_of, route_lineage
 from agents.routing import Route, RoutingTable
+from agents.shadow import ShadowMirror
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, InferenceResult, ModelServerError
 from connectors.predictor import rows_from_features
@@ -46,7 +48,6 @@ from schemas import (
     Event,
     EventDecodeError,
     InputRecord,
-    Lineage,
     Prediction,
     RawMessage,
     decode_raw,
@@ -88,8 +89,10 @@ class Scorer:
         now: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
         oversize: OversizeStore | None = None,
+        shadow: ShadowMirror | None = None,
     ) -> None:
         self._settings = settings
+        self._shadow = shadow
         self._routing = routing
         self._client = client
         self._now = now
@@ -143,6 +146,8 @@ class Scorer:
         """Score one micro-batch. Returns only when every record is predicted or dead-lettered."""
         outcome = BatchOutcome()
         pending = self._decode(messages, outcome)
+        if self._shadow is not None:  # off the active path: a task of its own, bounded
+            self._shadow.mirror([item.event for item in pending])
         delay = self._settings.scoring.backoff_initial_s
         while pending:
             groups: dict[Route, list[_Pending]] = defaultdict(list)
@@ -220,21 +225,13 @@ class Scorer:
     def _predictions(
         self, route: Route, items: list[_Pending], result: InferenceResult, outcome: BatchOutcome
     ) -> None:
-        lineage = Lineage(modelname=route.model, modelversion=route.version, runid=route.run_id)
+        lineage = route_lineage(route)
         at = self._now()  # one timestamp per model call: these predictions were made together
         source = self._settings.events.source
         scored = 0
         for i, item in enumerate(items):
             try:
-                prediction = Prediction(
-                    record_id=item.event.data.id,
-                    model=route.model,
-                    version=route.version,
-                    url=route.url,
-                    output=result.labels[i],
-                    scores=result.probabilities[i] if result.probabilities else None,
-                    latency_ms=result.latency_ms,
-                )
+                prediction = prediction_of(route, item.event.data.id, result, i)
             except ValidationError as err:
                 self._dead(
                     outcome,

@@ -90,6 +90,9 @@ class Prediction(Payload):
     output: Output
     scores: dict[str, float] | None = None
     latency_ms: float = Field(ge=0)
+    shadow: bool = Field(
+        False, description="made by the model's shadow route: mirrored, never served"
+    )
 
     @property
     def partition_key(self) -> str:

@@ -336,6 +336,12 @@ class ScoringSettings(_Group):
         "a server that is down or busy is waited for without limit",
     )
     control_ready_timeout_s: float = Field(10.0, gt=0, description="wait for a new endpoint")
+    shadow_in_flight: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="shadow calls running at once; a batch that finds them busy is not mirrored",
+    )
     insight_niceness: int = Field(
         10,
         ge=0,

@@ -29,6 +29,7 @@ import time
 
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
+from agents.shadow import ShadowMirror
 from connectors.dead_letters import OversizeStore
 from schemas import RawMessage
 from schemas.topics import Topic
@@ -45,7 +46,18 @@ def attach_scoring(ctx: RoleContext) -> None:
 
     async def handle(batch: list[RawMessage]) -> Pending:
         if not scorers:
-            scorers.append(Scorer(settings, routing, ctx.client, oversize=OversizeStore(settings)))
+            shadow = ShadowMirror(
+                settings,
+                routing,
+                ctx.client,
+                lambda out: ctx.send_nowait([(Topic.PREDICTIONS, p) for p in out]),
+            )
+            ctx.on_shutdown(shadow.close)
+            scorers.append(
+                Scorer(
+                    settings, routing, ctx.client, oversize=OversizeStore(settings), shadow=shadow
+                )
+            )
         started = time.perf_counter()
         outcome = await scorers[0].score(batch)
         seconds = time.perf_counter() - started

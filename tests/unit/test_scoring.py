@@ -315,3 +315,69 @@ def test_a_replayed_route_that_was_not_ready_is_applied_once_its_server_is():
     [decision] = asyncio.run(control.recheck())
     assert decision.data.accepted and "ready now" in decision.data.reason
     assert table.route("churn", "r").version == "4" and control.held == {}
+
+
+def _with_shadow(servers, *, gate: asyncio.Event | None = None):
+    """A scorer with a shadow mirror; the shadow's answers (V2) wait for ``gate`` when given."""
+    from agents.shadow import ShadowMirror
+
+    table = RoutingTable()
+    emitted: list = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if gate is not None and request.url.port == 8082:
+            await gate.wait()
+        return servers(request)
+
+    client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(handler))
+    shadow = ShadowMirror(SETTINGS, table, client, emitted.extend, now=lambda: FIXED_TIME)
+    scorer = Scorer(SETTINGS, table, client, now=lambda: FIXED_TIME, shadow=shadow)
+    table.apply(activate("1", V1), ready=True)
+    table.apply(activate("2", V2, action="shadow"), ready=True)
+    return scorer, shadow, emitted
+
+
+def test_a_shadow_gets_every_batch_and_its_predictions_are_marked():
+    servers = FakeServers()
+    scorer, shadow, emitted = _with_shadow(servers)
+
+    async def run():
+        out = await scorer.score([raw_record(i) for i in range(6)])
+        await asyncio.gather(*shadow._tasks)
+        return out
+
+    out = asyncio.run(run())
+    assert {p.data.version for p in out.predictions} == {"1"}, "the active route still serves"
+    assert not any(p.data.shadow for p in out.predictions)
+    assert [e.data.record_id for e in emitted] == [f"r{i}" for i in range(6)]
+    assert all(e.data.shadow and e.data.version == "2" for e in emitted)
+    assert shadow.mirrored == 6 and shadow.failed == 0
+
+
+def test_a_slow_or_dead_shadow_costs_the_active_path_nothing():
+    servers = FakeServers()
+    gate = asyncio.Event()
+
+    async def slow():
+        scorer, shadow, emitted = _with_shadow(servers, gate=gate)
+        # the shadow does not answer until the gate opens: the active batches go on meanwhile
+        outs = [await scorer.score([raw_record(10 * b + i) for i in range(5)]) for b in range(4)]
+        assert all(len(o.predictions) == 5 for o in outs)
+        assert emitted == [] and shadow.skipped == 10, "two calls in flight, two batches skipped"
+        gate.set()
+        await asyncio.gather(*shadow._tasks)
+        assert len(emitted) == 10
+        await shadow.close()
+
+    asyncio.run(slow())
+
+    servers.state[V2] = "down"
+
+    async def dead():
+        scorer, shadow, emitted = _with_shadow(servers)
+        out = await scorer.score([raw_record(i) for i in range(5)])
+        await asyncio.gather(*shadow._tasks)
+        assert len(out.predictions) == 5 and out.dead_letters == []
+        assert emitted == [] and shadow.failed == 5
+
+    asyncio.run(dead())

@@ -1,0 +1,132 @@
+"""Shadow mirroring on real parts: the scoring role mirrors every batch to the shadow route.
+
+The scoring and feedback roles, real kserve.ModelServer processes for the flip
+models (version 1 predicts a > 0, version 2 a < 0: an output tells which version
+made it), the real broker. Version 1 serves, version 2 is the shadow: every
+record gets one served prediction from v1 and one shadow prediction from v2,
+labels join only the served one, and when the shadow's server dies the active
+path goes on as before.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connectors.kafka import EventProducer
+from connectors.process import free_port
+from schemas import InputRecord, Label, ModelVersionEvent, new_event
+from schemas.settings import ScoringSettings, Settings, StackSettings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector
+from streams.servers.deployers import serve
+from tests.helpers import own_topics, start_roles
+from tests.integration.flip_models import (
+    FEATURES,
+    activation,
+    expected_output,
+    publish_flip_models,
+    publish_route,
+)
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 120
+
+
+def test_a_shadow_sees_every_record_and_a_dead_one_costs_nothing(
+    live_stack: Settings, unique: str, tmp_path: Path
+):
+    with own_topics(live_stack, f"{live_stack.kafka.topic_prefix}-shd{unique}") as topics:
+        shadow_run(topics, unique, tmp_path)
+
+
+def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
+    model = f"shd{unique}"
+    settings = topics.model_copy(
+        update={
+            "scoring": ScoringSettings(model=model, batch_size=50, batch_wait_s=0.05),
+            "stack": StackSettings(cache_dir=topics.stack.cache_dir, state_dir=tmp_path),
+        }
+    )
+    k = settings.kafka
+    publish_flip_models(settings, model)
+    p1, p2 = free_port(), free_port()
+    v1, v2 = serve(settings, model, "1", p1), serve(settings, model, "2", p2)
+    publish_route(settings, activation(model, "1", f"http://127.0.0.1:{p1}"))
+    publish_route(
+        settings,
+        ModelVersionEvent(
+            action="shadow",
+            model=model,
+            version="2",
+            url=f"http://127.0.0.1:{p2}",
+            protocol="v1",
+            features=FEATURES,
+        ),
+    )
+    worker = start_roles(settings, unique, ("scoring", "feedback"))
+    out = Collector(
+        settings,
+        [topic_name(k, Topic.PREDICTIONS), topic_name(k, Topic.OUTCOMES)],
+        group=f"{k.topic_prefix}-{unique}",
+    )
+    producer = EventProducer(settings)
+    a_of: dict[str, float] = {}
+
+    def produce(start: int, count: int, *, labels: bool = False) -> None:
+        for i in range(start, start + count):
+            a = ((i * 7919) % 2001 - 1000) / 100.0 or 0.5
+            rid = f"{unique}-{i}"
+            a_of[rid] = a
+            record = InputRecord(id=rid, features={"a": a, "b": 1.0})
+            producer.produce(topic_name(k, Topic.RECORDS), new_event(record, source="t"))
+            if labels:
+                label = Label(record_id=rid, label=expected_output("1", a))
+                producer.produce(topic_name(k, Topic.LABELS), new_event(label, source="t"))
+        producer.flush()
+
+    def predictions(shadow: bool) -> list:
+        return [
+            e.data
+            for e in out.events("io.weir.prediction.v1")
+            if e.data.model == model and e.data.shadow == shadow
+        ]
+
+    try:
+        produce(0, 300, labels=True)
+        out.until(
+            lambda: len(predictions(False)) >= 300 and len(predictions(True)) >= 300,
+            deadline_s=DEADLINE_S,
+            what="served and shadow predictions of 300 records",
+        )
+        served, shadowed = predictions(False), predictions(True)
+        assert {p.version for p in served} == {"1"} and {p.version for p in shadowed} == {"2"}
+        assert {p.record_id for p in shadowed} == {p.record_id for p in served}
+        for p in served + shadowed:
+            assert p.output == expected_output(p.version, a_of[p.record_id]), "made by its version"
+        # labels join the served prediction only: one outcome per record, all of version 1
+        out.until(
+            lambda: len([e for e in out.events("io.weir.outcome.v1")]) >= 300,
+            deadline_s=DEADLINE_S,
+            what="outcomes of the 300 labelled records",
+        )
+        outcomes = [e.data for e in out.events("io.weir.outcome.v1") if e.data.model == model]
+        assert len(outcomes) == 300 and {o.version for o in outcomes} == {"1"}
+        assert all(o.correct for o in outcomes)
+
+        # the shadow's server dies: the active path goes on, every record scored once
+        v2.stop()
+        produce(300, 300)
+        out.until(lambda: len(predictions(False)) >= 600, deadline_s=DEADLINE_S, what="600 served")
+        per_record = Counter(p.record_id for p in predictions(False))
+        assert len(per_record) == 600 and max(per_record.values()) == 1
+        assert {p.version for p in predictions(False)} == {"1"}
+        assert "records not mirrored" in worker.log_file.read_text(errors="replace")
+    finally:
+        out.close()
+        worker.stop()
+        v1.stop()
+        v2.stop()
