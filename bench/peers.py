@@ -81,10 +81,15 @@ from schemas.settings import ScoringSettings, Settings, settings_env
 from schemas.topics import Topic, topic_name
 from streams.servers.deployers import serve
 
-SYSTEMS = ("bare", "naive", "quix", "weir-scoring", "weir-all")
+SYSTEMS = ("bare", "naive", "quix", "weir-scoring", "weir-shadow", "weir-all")
 # The weir rows' command after `weir`. Until `weir worker --role` exists on this
 # branch both rows run the full worker; then weir-scoring is ["worker", "--role", "scoring"].
-WEIR_COMMANDS = {"weir-scoring": ["worker", "--role", "scoring"], "weir-all": ["worker"]}
+WEIR_COMMANDS = {
+    "weir-scoring": ["worker", "--role", "scoring"],
+    # the scoring role with a shadow route on a second model server: every batch mirrored
+    "weir-shadow": ["worker", "--role", "scoring"],
+    "weir-all": ["worker"],
+}
 WEIR_BATCH = ScoringSettings()  # weir's batch size and wait as a user gets them
 QUIX_PINS = ("quixstreams==3.28.1", "httpx==0.28.1")
 QUIX_VENV = Path.home() / ".cache" / "weir" / "bench" / "quix-venv"
@@ -164,6 +169,7 @@ class Reader:
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(parts)])
         self.read_at: dict[str, float] = {}
         self.predictions = 0
+        self.shadows = 0
 
     def poll(self, timeout: float = 0.05) -> None:
         # consume(n, timeout) waits for n messages or the timeout: poll one, then take the rest
@@ -172,8 +178,12 @@ class Reader:
         now = time.monotonic()
         for m in messages:
             if m.error() is None:
+                body = json.loads(m.value())
+                if body.get("shadow"):  # mirrored, not served: not what is timed
+                    self.shadows += 1
+                    continue
                 self.predictions += 1
-                self.read_at.setdefault(json.loads(m.value())["record_id"], now)
+                self.read_at.setdefault(body["record_id"], now)
 
     def close(self) -> None:
         self.consumer.close()
@@ -254,6 +264,8 @@ class Bench:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: ServiceProcess | None = None
+        self.shadow_server: ServiceProcess | None = None  # weir-shadow's second model server
+        self.shadow_url = ""
         self.live: list[list[Message]] = []  # per rate: the records the open loop produces
 
     def log(self, message: str) -> None:
@@ -277,6 +289,11 @@ class Bench:
         publish_model(self.settings, self.model)
         self.server = serve(self.settings, self.model, "1", self.port)
         self.log(f"model {self.model} v1 served at {self.url} (pid {self.server.pid()})")
+        if "weir-shadow" in self.args.systems:
+            port = free_port()
+            self.shadow_server = serve(self.settings, self.model, "1", port)
+            self.shadow_url = f"http://127.0.0.1:{port}"
+            self.log(f"shadow server for weir-shadow at {self.shadow_url}")
         prefill(self.settings, topic_name(self.settings.kafka, Topic.RECORDS), self.args.records)
         per_rate = [int(r * (self.args.warmup + self.args.seconds)) for r in self.args.rates]
         self.live = [
@@ -330,9 +347,15 @@ class Bench:
                 protocol="v2",
                 features=FEATURES,
             )
-            EventProducer(settings).send(
-                topic_name(k, Topic.MODELS), signed(settings, new_event(change, source="b"))
-            )
+            changes = [change]
+            if system == "weir-shadow":
+                changes.append(
+                    change.model_copy(update={"action": "shadow", "url": self.shadow_url})
+                )
+            for each in changes:
+                EventProducer(settings).send(
+                    topic_name(k, Topic.MODELS), signed(settings, new_event(each, source="b"))
+                )
         copy_topic(
             settings, topic_name(self.settings.kafka, Topic.RECORDS), topic_name(k, Topic.RECORDS)
         )
@@ -439,8 +462,9 @@ class Bench:
         return out
 
     def cleanup(self, ok: bool) -> None:
-        if self.server is not None:
-            self.log(f"model server stopped (pid {self.server.stop()})")
+        for server in (self.server, self.shadow_server):
+            if server is not None:
+                self.log(f"model server stopped (pid {server.stop()})")
         delete_groups(self.settings, groups_with_prefix(self.settings, self.prefix))
         stale = [t for t in list_topics(self.settings) if t.startswith(self.prefix)]
         for sub in sorted({t.rpartition(".")[0] for t in stale}):
@@ -509,7 +533,12 @@ def report(console: Console, results: list[Result], args: argparse.Namespace) ->
         *(f"p99 @{r}/s" for r in args.rates),
         title="ratios",
     )
-    for a, b in (("weir-scoring", "quix"), ("weir-scoring", "bare"), ("weir-all", "weir-scoring")):
+    for a, b in (
+        ("weir-scoring", "quix"),
+        ("weir-scoring", "bare"),
+        ("weir-shadow", "weir-scoring"),
+        ("weir-all", "weir-scoring"),
+    ):
         if not by.get(a) or not by.get(b):
             continue
 
