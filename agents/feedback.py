@@ -11,6 +11,12 @@ Two things come out of a join:
   archives to MinIO for retraining;
 * an :class:`~schemas.Outcome` (prediction ⨝ label): was this model version right,
   sent to the ``outcomes`` topic keyed by model for the performance role.
+
+A record may also have a shadow prediction (``shadow: true``, mirrored to the
+model's shadow route): it is judged the same way, into an outcome marked
+``shadow``, and never stands in for the served one. A shadow prediction that
+arrives after its record was joined and let go is still judged, against the
+label kept for it among the last ``window`` labels.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class _Pending:
     label_time: datetime | None = None
     archived: bool = False
     judged: bool = False
+    shadow: Prediction | None = None
 
 
 @dataclass
@@ -43,6 +50,7 @@ class FeedbackJoiner:
     def __init__(self, window: int = 50_000) -> None:
         self._window = window
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._labels: OrderedDict[str, Label] = OrderedDict()  # of joined records, for shadows
         self.evicted_unlabelled = 0
         self.labels_without_record = 0
 
@@ -73,23 +81,24 @@ class FeedbackJoiner:
             )
             entry.archived = True
         if entry.prediction is not None and not entry.judged:
-            p = entry.prediction
-            label = entry.label.label
-            out.outcomes.append(
-                Outcome(
-                    record_id=record_id,
-                    model=p.model,
-                    version=p.version,
-                    output=p.output,
-                    label=label,
-                    correct=p.output == label,
-                    latency_ms=p.latency_ms,
-                )
-            )
+            out.outcomes.append(_outcome(entry.prediction, entry.label))
             entry.judged = True
+        if entry.shadow is not None:
+            out.outcomes.append(_outcome(entry.shadow, entry.label))
+            entry.shadow = None
         if entry.archived and entry.judged:
             del self._pending[record_id]
+            recent = self._recent_labels()
+            recent[record_id] = entry.label
+            while len(recent) > self._window:
+                recent.popitem(last=False)
         return out
+
+    def _recent_labels(self) -> OrderedDict[str, Label]:
+        # a joiner restored from a checkpoint written before shadows were judged has none
+        if not hasattr(self, "_labels"):
+            self._labels = OrderedDict()
+        return self._labels
 
     def on_record(self, record: InputRecord) -> JoinResult:
         entry = self._entry(record.id)
@@ -97,6 +106,13 @@ class FeedbackJoiner:
         return self._join(record.id, entry)
 
     def on_prediction(self, prediction: Prediction) -> JoinResult:
+        if prediction.shadow:
+            label = self._recent_labels().get(prediction.record_id)
+            if label is not None:  # its record was joined and let go already
+                return JoinResult(outcomes=[_outcome(prediction, label)])
+            entry = self._entry(prediction.record_id)
+            entry.shadow = prediction
+            return self._join(prediction.record_id, entry)
         entry = self._entry(prediction.record_id)
         entry.prediction = prediction
         return self._join(prediction.record_id, entry)
@@ -106,3 +122,16 @@ class FeedbackJoiner:
         entry.label = label
         entry.label_time = label.timestamp or at
         return self._join(label.record_id, entry)
+
+
+def _outcome(p: Prediction, label: Label) -> Outcome:
+    return Outcome(
+        record_id=p.record_id,
+        model=p.model,
+        version=p.version,
+        output=p.output,
+        label=label.label,
+        correct=p.output == label.label,
+        latency_ms=p.latency_ms,
+        shadow=p.shadow,
+    )

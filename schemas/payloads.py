@@ -129,6 +129,7 @@ class Outcome(Payload):
     label: Output
     correct: bool
     latency_ms: float | None = Field(None, ge=0)
+    shadow: bool = Field(False, description="judges the shadow's prediction, not a served one")
 
     @property
     def partition_key(self) -> str:

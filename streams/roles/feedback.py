@@ -62,7 +62,7 @@ def attach_feedback(ctx: RoleContext) -> None:
             result: JoinResult
             if isinstance(data, InputRecord):
                 result = join.on_record(data)
-            elif isinstance(data, Prediction) and data.model == model and not data.shadow:
+            elif isinstance(data, Prediction) and data.model == model:
                 result = join.on_prediction(data)
             elif isinstance(data, Label):
                 result = join.on_label(data, found.time or utc_now())

@@ -6,6 +6,11 @@ of that model however many scoring workers produced it. Per version: an
 error-rate drift detector (:class:`agents.detectors.ErrorRateMonitor`) →
 performance alerts, and the rolling accuracy shown live. Detector state is
 checkpointed (:mod:`streams.roles.state`).
+
+Outcomes of the shadow route (``shadow: true``) get a rolling accuracy of their
+own, shown beside the served versions as ``<version> (shadow)``, and raise no
+alert: a shadow serves nobody. That accuracy is not checkpointed; it starts
+again after a restart.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ def attach_performance(ctx: RoleContext) -> None:
     restored = attach_state(
         ctx, "errors", lambda: state["errors"], lambda e: state.update(errors=e), marks_ready=True
     )
+    shadows = ErrorRateMonitor(
+        kind=m.performance_detector, window=m.performance_window, cooldown=m.performance_cooldown
+    )
 
     @ctx.app.agent(ctx.topics[Topic.OUTCOMES])
     async def performance(stream: Any) -> None:
@@ -42,6 +50,14 @@ def attach_performance(ctx: RoleContext) -> None:
             if found is None or not isinstance(found.data, Outcome) or found.data.model != model:
                 continue
             outcome, errors = found.data, state["errors"]
+            if outcome.shadow:
+                shadows.update(outcome.version, outcome.correct)
+                ctx.live.record_accuracy(
+                    f"{outcome.version} (shadow)",
+                    shadows.accuracy(outcome.version),
+                    shadows.outcomes_seen(outcome.version),
+                )
+                continue
             signal = errors.update(outcome.version, outcome.correct)
             ctx.live.record_accuracy(
                 outcome.version,

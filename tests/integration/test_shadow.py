@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from connectors.kafka import EventProducer
-from connectors.process import free_port
+from connectors.process import free_port, wait_until
 from schemas import InputRecord, Label, ModelVersionEvent, new_event
 from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector
 from streams.servers.deployers import serve
-from tests.helpers import own_topics, start_roles
+from tests.helpers import http_get, own_topics, start_roles
 from tests.integration.flip_models import (
     FEATURES,
     activation,
@@ -67,10 +67,17 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
             features=FEATURES,
         ),
     )
+    perf_port = free_port()
     worker = start_roles(settings, unique, ("scoring", "feedback"))
+    performance = start_roles(
+        settings.model_copy(update={"live": settings.live.model_copy(update={"port": perf_port})}),
+        f"perf-{unique}",
+        ("performance",),
+        name="performance",
+    )
     out = Collector(
         settings,
-        [topic_name(k, Topic.PREDICTIONS), topic_name(k, Topic.OUTCOMES)],
+        [topic_name(k, t) for t in (Topic.PREDICTIONS, Topic.OUTCOMES, Topic.ALERTS)],
         group=f"{k.topic_prefix}-{unique}",
     )
     producer = EventProducer(settings)
@@ -107,15 +114,33 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert {p.record_id for p in shadowed} == {p.record_id for p in served}
         for p in served + shadowed:
             assert p.output == expected_output(p.version, a_of[p.record_id]), "made by its version"
-        # labels join the served prediction only: one outcome per record, all of version 1
+        # each label judges the served prediction and, apart, the shadow's: version 2
+        # (the shadow) answers the opposite of version 1 here, so it is wrong every time
         out.until(
-            lambda: len([e for e in out.events("io.weir.outcome.v1")]) >= 300,
+            lambda: len(out.events("io.weir.outcome.v1")) >= 600,
             deadline_s=DEADLINE_S,
-            what="outcomes of the 300 labelled records",
+            what="served and shadow outcomes of the 300 labelled records",
         )
         outcomes = [e.data for e in out.events("io.weir.outcome.v1") if e.data.model == model]
-        assert len(outcomes) == 300 and {o.version for o in outcomes} == {"1"}
-        assert all(o.correct for o in outcomes)
+        served_o = [o for o in outcomes if not o.shadow]
+        shadow_o = [o for o in outcomes if o.shadow]
+        assert len(served_o) == len(shadow_o) == 300
+        assert {o.version for o in served_o} == {"1"} and all(o.correct for o in served_o)
+        assert {o.version for o in shadow_o} == {"2"} and not any(o.correct for o in shadow_o)
+        # the performance role shows the shadow's live accuracy beside the served version's
+        accuracy: dict[str, dict] = {}
+
+        def judged() -> bool:
+            r = http_get(f"http://127.0.0.1:{perf_port}/status.json")
+            if r is None or r.status_code != 200:
+                return False
+            accuracy.update({a["version"]: a for a in r.json()["accuracy"]})
+            return all(accuracy.get(v, {}).get("outcomes", 0) >= 300 for v in ("1", "2 (shadow)"))
+
+        wait_until(judged, timeout_s=DEADLINE_S, what="the performance role's accuracies")
+        assert accuracy["1"]["accuracy"] == 1.0 and accuracy["2 (shadow)"]["accuracy"] == 0.0
+        out.poll_for(1.0)
+        assert out.events("io.weir.alert.performance.v1") == [], "a shadow serves nobody"
 
         # the shadow's server dies: the active path goes on, every record scored once
         v2.stop()
@@ -128,5 +153,6 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     finally:
         out.close()
         worker.stop()
+        performance.stop()
         v1.stop()
         v2.stop()

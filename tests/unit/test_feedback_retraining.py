@@ -53,6 +53,26 @@ def test_label_before_prediction_is_joined_late():
     assert [(o.version, o.correct) for o in outcome] == [("2", False)]
 
 
+def test_a_shadow_prediction_is_judged_apart_and_never_replaces_the_served_one():
+    shadow = pred("r3", 0, version="2").model_copy(update={"shadow": True})
+    j = FeedbackJoiner()
+    j.on_record(InputRecord(id="r3", features={"a": 3.0}))
+    assert not j.on_prediction(pred("r3", 1)).outcomes
+    assert not j.on_prediction(shadow).outcomes
+    out = j.on_label(Label(record_id="r3", label=1), FIXED_TIME)
+    assert sorted((o.version, o.shadow, o.correct) for o in out.outcomes) == [
+        ("1", False, True),
+        ("2", True, False),
+    ]
+    # a shadow answer that comes after its record was joined and let go is still judged
+    j.on_record(InputRecord(id="r4", features={"a": 4.0}))
+    j.on_prediction(pred("r4", 1))
+    j.on_label(Label(record_id="r4", label=1), FIXED_TIME)
+    late = j.on_prediction(pred("r4", 1, version="2").model_copy(update={"shadow": True}))
+    assert [(o.shadow, o.correct) for o in late.outcomes] == [(True, True)]
+    assert j.evicted_unlabelled == 0
+
+
 def test_window_evicts_oldest_and_counts_what_was_never_labelled():
     j = FeedbackJoiner(window=3)
     for i in range(5):
