@@ -61,6 +61,14 @@ class ShadowMirror:
             return
         if len(self._tasks) >= self._settings.scoring.shadow_in_flight:
             self.skipped += len(records)
+            log.warning(
+                "shadow %s %s busy (%d calls in flight): %d records not mirrored, %d so far",
+                shadow.model,
+                shadow.version,
+                len(self._tasks),
+                len(records),
+                self.skipped,
+            )
             return
         task = asyncio.get_running_loop().create_task(self._call(shadow, list(records)))
         self._tasks.add(task)

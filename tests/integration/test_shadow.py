@@ -47,7 +47,11 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     model = f"shd{unique}"
     settings = topics.model_copy(
         update={
-            "scoring": ScoringSettings(model=model, batch_size=50, batch_wait_s=0.05),
+            # room for every batch's shadow call: on a busy machine the shadow server is slow,
+            # and with the default two slots later batches would (by design) not be mirrored
+            "scoring": ScoringSettings(
+                model=model, batch_size=50, batch_wait_s=0.05, shadow_in_flight=64
+            ),
             "stack": StackSettings(cache_dir=topics.stack.cache_dir, state_dir=tmp_path),
         }
     )
