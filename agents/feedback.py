@@ -13,8 +13,9 @@ Two things come out of a join:
   sent to the ``outcomes`` topic keyed by model for the performance role.
 
 A record may also have a shadow prediction (``shadow: true``, mirrored to the
-model's shadow route): it is judged the same way, into an outcome marked
-``shadow``, and never stands in for the served one. A shadow prediction that
+model's shadow route): once the label and the served prediction are both in, it
+is judged the same way, into an outcome marked ``shadow`` that also says whether
+it agrees with the served one; it never stands in for the served one. A shadow prediction that
 arrives after its record was joined and let go is still judged, against the
 label kept for it among the last ``window`` labels.
 """
@@ -50,7 +51,8 @@ class FeedbackJoiner:
     def __init__(self, window: int = 50_000) -> None:
         self._window = window
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._labels: OrderedDict[str, Label] = OrderedDict()  # of joined records, for shadows
+        # label and served prediction of records joined and let go, for late shadow answers
+        self._labels: OrderedDict[str, tuple[Label, Prediction | None]] = OrderedDict()
         self.evicted_unlabelled = 0
         self.labels_without_record = 0
 
@@ -83,18 +85,18 @@ class FeedbackJoiner:
         if entry.prediction is not None and not entry.judged:
             out.outcomes.append(_outcome(entry.prediction, entry.label))
             entry.judged = True
-        if entry.shadow is not None:
-            out.outcomes.append(_outcome(entry.shadow, entry.label))
+        if entry.shadow is not None and entry.prediction is not None:  # compared when both are in
+            out.outcomes.append(_outcome(entry.shadow, entry.label, entry.prediction))
             entry.shadow = None
         if entry.archived and entry.judged:
             del self._pending[record_id]
             recent = self._recent_labels()
-            recent[record_id] = entry.label
+            recent[record_id] = (entry.label, entry.prediction)
             while len(recent) > self._window:
                 recent.popitem(last=False)
         return out
 
-    def _recent_labels(self) -> OrderedDict[str, Label]:
+    def _recent_labels(self) -> OrderedDict[str, tuple[Label, Prediction | None]]:
         # a joiner restored from a checkpoint written before shadows were judged has none
         if not hasattr(self, "_labels"):
             self._labels = OrderedDict()
@@ -107,9 +109,9 @@ class FeedbackJoiner:
 
     def on_prediction(self, prediction: Prediction) -> JoinResult:
         if prediction.shadow:
-            label = self._recent_labels().get(prediction.record_id)
-            if label is not None:  # its record was joined and let go already
-                return JoinResult(outcomes=[_outcome(prediction, label)])
+            joined = self._recent_labels().get(prediction.record_id)
+            if joined is not None:  # its record was joined and let go already
+                return JoinResult(outcomes=[_outcome(prediction, *joined)])
             entry = self._entry(prediction.record_id)
             entry.shadow = prediction
             return self._join(prediction.record_id, entry)
@@ -124,7 +126,8 @@ class FeedbackJoiner:
         return self._join(label.record_id, entry)
 
 
-def _outcome(p: Prediction, label: Label) -> Outcome:
+def _outcome(p: Prediction, label: Label, served: Prediction | None = None) -> Outcome:
+    """``p`` judged by ``label``; a shadow's also compared with the ``served`` prediction."""
     return Outcome(
         record_id=p.record_id,
         model=p.model,
@@ -134,4 +137,5 @@ def _outcome(p: Prediction, label: Label) -> Outcome:
         correct=p.output == label.label,
         latency_ms=p.latency_ms,
         shadow=p.shadow,
+        agrees=p.output == served.output if p.shadow and served is not None else None,
     )

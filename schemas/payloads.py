@@ -130,6 +130,9 @@ class Outcome(Payload):
     correct: bool
     latency_ms: float | None = Field(None, ge=0)
     shadow: bool = Field(False, description="judges the shadow's prediction, not a served one")
+    agrees: bool | None = Field(
+        None, description="shadow outcomes: the shadow answered as the served version did"
+    )
 
     @property
     def partition_key(self) -> str:

@@ -59,6 +59,7 @@ class VersionAccuracy(BaseModel):
     version: str
     accuracy: float
     outcomes: int
+    agreement: float | None = None  # a shadow: share of its answers equal to the served ones
 
 
 class Happening(BaseModel):
@@ -225,12 +226,20 @@ class LiveView:
         self._route_series |= set(current)
         self.routes = views
 
-    def record_accuracy(self, version: str, accuracy: float | None, outcomes: int) -> None:
-        """Rolling accuracy of one version of the worker's model (from ErrorRateMonitor)."""
+    def record_accuracy(
+        self,
+        version: str,
+        accuracy: float | None,
+        outcomes: int,
+        *,
+        agreement: float | None = None,
+    ) -> None:
+        """Rolling accuracy of one version of the worker's model (from ErrorRateMonitor); for
+        a shadow also how often it answered as the served version did."""
         if accuracy is None:
             return
         self.accuracy[version] = VersionAccuracy(
-            version=version, accuracy=accuracy, outcomes=outcomes
+            version=version, accuracy=accuracy, outcomes=outcomes, agreement=agreement
         )
         self.metrics.rolling_accuracy.labels(self.model, version).set(accuracy)
 

@@ -160,7 +160,10 @@ function render(s) {
     const bar = el("span", "bar"); const fill = el("i");
     fill.style.width = (a.accuracy * 100).toFixed(1) + "%"; bar.append(fill);
     const acc = el("span"); acc.append(bar, (a.accuracy * 100).toFixed(1) + " %");
-    tr.append(cell(version(a.version)), cell(acc), cell(el("span", "", fmt.format(a.outcomes))));
+    const agrees = a.agreement == null ? ""
+      : " · agrees " + (a.agreement * 100).toFixed(1) + " %";
+    tr.append(cell(version(a.version)), cell(acc),
+              cell(el("span", "", fmt.format(a.outcomes) + agrees)));
     return tr;
   }));
   feed($("swaps"), s.swaps, "no swaps or runs yet");

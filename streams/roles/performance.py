@@ -8,13 +8,15 @@ performance alerts, and the rolling accuracy shown live. Detector state is
 checkpointed (:mod:`streams.roles.state`).
 
 Outcomes of the shadow route (``shadow: true``) get a rolling accuracy of their
-own, shown beside the served versions as ``<version> (shadow)``, and raise no
-alert: a shadow serves nobody. That accuracy is not checkpointed; it starts
+own, shown beside the served versions as ``<version> (shadow)`` with the share
+of its answers that equal the served ones (agreement), and raise no alert: a
+shadow serves nobody. That accuracy is not checkpointed; it starts
 again after a restart.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from typing import Any
 
 from agents.detectors import ErrorRateMonitor
@@ -41,6 +43,7 @@ def attach_performance(ctx: RoleContext) -> None:
     shadows = ErrorRateMonitor(
         kind=m.performance_detector, window=m.performance_window, cooldown=m.performance_cooldown
     )
+    agreed: dict[str, Counter[bool]] = defaultdict(Counter)  # shadow version → agrees counts
 
     @ctx.app.agent(ctx.topics[Topic.OUTCOMES])
     async def performance(stream: Any) -> None:
@@ -52,10 +55,15 @@ def attach_performance(ctx: RoleContext) -> None:
             outcome, errors = found.data, state["errors"]
             if outcome.shadow:
                 shadows.update(outcome.version, outcome.correct)
+                if outcome.agrees is not None:
+                    agreed[outcome.version][outcome.agrees] += 1
+                counts = agreed[outcome.version]
+                compared = counts[True] + counts[False]
                 ctx.live.record_accuracy(
                     f"{outcome.version} (shadow)",
                     shadows.accuracy(outcome.version),
                     shadows.outcomes_seen(outcome.version),
+                    agreement=counts[True] / compared if compared else None,
                 )
                 continue
             signal = errors.update(outcome.version, outcome.correct)

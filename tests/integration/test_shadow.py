@@ -131,6 +131,7 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert len(served_o) == len(shadow_o) == 300
         assert {o.version for o in served_o} == {"1"} and all(o.correct for o in served_o)
         assert {o.version for o in shadow_o} == {"2"} and not any(o.correct for o in shadow_o)
+        assert {o.agrees for o in shadow_o} == {False} and {o.agrees for o in served_o} == {None}
         # the performance role shows the shadow's live accuracy beside the served version's
         accuracy: dict[str, dict] = {}
 
@@ -143,6 +144,7 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
 
         wait_until(judged, timeout_s=DEADLINE_S, what="the performance role's accuracies")
         assert accuracy["1"]["accuracy"] == 1.0 and accuracy["2 (shadow)"]["accuracy"] == 0.0
+        assert accuracy["2 (shadow)"]["agreement"] == 0.0 and accuracy["1"]["agreement"] is None
         out.poll_for(1.0)
         assert out.events("io.weir.alert.performance.v1") == [], "a shadow serves nobody"
 

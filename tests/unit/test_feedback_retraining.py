@@ -60,16 +60,27 @@ def test_a_shadow_prediction_is_judged_apart_and_never_replaces_the_served_one()
     assert not j.on_prediction(pred("r3", 1)).outcomes
     assert not j.on_prediction(shadow).outcomes
     out = j.on_label(Label(record_id="r3", label=1), FIXED_TIME)
-    assert sorted((o.version, o.shadow, o.correct) for o in out.outcomes) == [
-        ("1", False, True),
-        ("2", True, False),
+    assert sorted((o.version, o.shadow, o.correct, o.agrees) for o in out.outcomes) == [
+        ("1", False, True, None),
+        ("2", True, False, False),  # the shadow said 0 where the served version said 1
     ]
     # a shadow answer that comes after its record was joined and let go is still judged
     j.on_record(InputRecord(id="r4", features={"a": 4.0}))
     j.on_prediction(pred("r4", 1))
     j.on_label(Label(record_id="r4", label=1), FIXED_TIME)
     late = j.on_prediction(pred("r4", 1, version="2").model_copy(update={"shadow": True}))
-    assert [(o.shadow, o.correct) for o in late.outcomes] == [(True, True)]
+    assert [(o.shadow, o.correct, o.agrees) for o in late.outcomes] == [(True, True, True)]
+    # the shadow's answer first, even before the label: judged once the served one is in
+    j.on_record(InputRecord(id="r5", features={"a": 5.0}))
+    assert not j.on_prediction(
+        pred("r5", 0, version="2").model_copy(update={"shadow": True})
+    ).outcomes
+    assert not j.on_label(Label(record_id="r5", label=0), FIXED_TIME).outcomes
+    both = j.on_prediction(pred("r5", 0)).outcomes
+    assert sorted((o.shadow, o.correct, o.agrees) for o in both) == [
+        (False, True, None),
+        (True, True, True),
+    ]
     assert j.evicted_unlabelled == 0
 
 
