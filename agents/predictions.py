@@ -1,10 +1,28 @@
-"""A model's answer row as a weir prediction: one place for the scoring and shadow paths."""
+"""Records to a model's rows, and its answer rows to weir predictions: one place for the
+scoring and shadow paths."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from agents.routing import Route
 from connectors.kserve_client import InferenceResult
+from connectors.predictor import rows_from_features
 from schemas import Lineage, Prediction
+
+
+def route_rows(route: Route, features: Sequence[dict[str, float]]) -> list[Any]:
+    """Each record's row in the route's feature order (the first record's names, sorted,
+    when the route names none), or the ValueError that says why it does not fit."""
+    order = route.features or tuple(sorted(features[0]))
+    out: list[Any] = []
+    for named in features:
+        try:
+            out.append(rows_from_features(order, [named])[0])
+        except ValueError as err:
+            out.append(err)
+    return out
 
 
 def route_lineage(route: Route) -> Lineage:

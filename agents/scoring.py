@@ -37,12 +37,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.letters import dead_letter
-from agents.predictions import prediction_of, route_lineage
+from agents.predictions import prediction_of, route_lineage, route_rows
 from agents.routing import Route, RoutingTable
 from agents.shadow import ShadowMirror
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, InferenceResult, ModelServerError
-from connectors.predictor import rows_from_features
 from schemas import (
     DeadLetter,
     Event,
@@ -171,21 +170,21 @@ class Scorer:
         self, route: Route, items: list[_Pending], outcome: BatchOutcome
     ) -> list[_Pending]:
         """Score the records of one route; returns those that must wait and retry."""
-        features = route.features or tuple(sorted(items[0].event.data.features))
         ok: list[_Pending] = []
         rows = []
-        for item in items:
-            try:
-                rows.append(rows_from_features(features, [item.event.data.features])[0])
-                ok.append(item)
-            except ValueError as err:
+        fitted = route_rows(route, [item.event.data.features for item in items])
+        for item, row in zip(items, fitted, strict=True):
+            if isinstance(row, ValueError):
                 self._dead(
                     outcome,
                     item.raw,
                     "SchemaViolation",
-                    f"record does not fit {route.model} {route.version}: {err}",
+                    f"record does not fit {route.model} {route.version}: {row}",
                     event_id=item.event.id,
                 )
+            else:
+                rows.append(row)
+                ok.append(item)
         return await self._call(route, ok, rows, outcome) if ok else []
 
     async def _call(

@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from agents.predictions import prediction_of, route_lineage
+from agents.predictions import prediction_of, route_lineage, route_rows
 from agents.routing import Route, RoutingTable
-from connectors.kserve_client import InferenceClient, ModelServerError
-from connectors.predictor import rows_from_features
+from connectors.kserve_client import InferenceClient
 from schemas import Event, InputRecord, Prediction, new_event
 from schemas.events import Clock, utc_now
 from schemas.settings import Settings
@@ -75,14 +74,14 @@ class ShadowMirror:
         task.add_done_callback(self._tasks.discard)
 
     async def _call(self, route: Route, records: list[Event[InputRecord]]) -> None:
-        features = route.features or tuple(sorted(records[0].data.features))
         fitting, rows = [], []
-        for record in records:
-            try:
-                rows.append(rows_from_features(features, [record.data.features])[0])
-                fitting.append(record)
-            except ValueError:
+        fitted = route_rows(route, [record.data.features for record in records])
+        for record, row in zip(records, fitted, strict=True):
+            if isinstance(row, ValueError):
                 self.failed += 1  # the active path dead-letters or scores it; not ours
+            else:
+                rows.append(row)
+                fitting.append(record)
         if not fitting:
             return
         try:
@@ -90,9 +89,7 @@ class ShadowMirror:
                 self._client.predict(route.url, route.model, route.protocol, rows, attempts=1),
                 self._settings.kserve.timeout_s,
             )
-        except asyncio.CancelledError:
-            raise
-        except (ModelServerError, TimeoutError, Exception) as err:  # a shadow never fails anything
+        except Exception as err:  # a shadow never fails anything (cancelling is not an Exception)
             self.failed += len(fitting)
             log.warning(
                 "shadow %s %s: %s; %d records not mirrored",

@@ -56,8 +56,9 @@ def unreachable(settings: Settings, what: str, err: object) -> ServiceError:
     addr = settings.kafka.bootstrap_servers
     if isinstance(err, KafkaError) and err.code() in REFUSED:
         return ServiceError(
-            f"Kafka at {addr} refused principal {settings.kafka.sasl_username!r} while {what}: "
-            f"{err}; its ACLs do not allow it (docs/security.md)",
+            f"Kafka at {addr} refused principal {settings.kafka.sasl_username!r} {what}: "
+            f"{err}; its ACLs do not allow it (routes are written by "
+            "WEIR_KAFKA__CONTROL_USERNAME; docs/security.md)",
             service="kafka",
             address=addr,
         )
@@ -75,18 +76,6 @@ def not_authenticated(settings: Settings, err: object) -> ServiceError:
         f"Kafka at {k.bootstrap_servers} refused principal {k.sasl_username!r} "
         f"({k.security_protocol}, {k.sasl_mechanism}): {err}; check WEIR_KAFKA__SASL_USERNAME "
         "and WEIR_KAFKA__SASL_PASSWORD",
-        service="kafka",
-        address=k.bootstrap_servers,
-    )
-
-
-def not_authorized(settings: Settings, topics: Sequence[str], err: object) -> ServiceError:
-    """The error for a write the broker's ACLs refused."""
-    k = settings.kafka
-    return ServiceError(
-        f"Kafka at {k.bootstrap_servers} refused principal {k.sasl_username!r} writing to "
-        f"{', '.join(topics)}: {err}; only Kafka's control principal may write routes "
-        "(WEIR_KAFKA__CONTROL_USERNAME, docs/security.md)",
         service="kafka",
         address=k.bootstrap_servers,
     )
@@ -262,14 +251,14 @@ class EventProducer:
         self._settings = settings
         self._producer = Producer(producer_config(settings) | overrides)
         self._errors: list[str] = []
-        self._refused: set[str] = set()  # topics this principal may not write
+        self._refused: dict[str, KafkaError] = {}  # topics this principal may not write
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             return
         self._errors.append(str(err))
-        if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            self._refused.add(str(msg.topic()))
+        if err.code() in REFUSED:
+            self._refused.setdefault(str(msg.topic()), err)
 
     def produce_raw(
         self,
@@ -306,9 +295,10 @@ class EventProducer:
             )
         if self._errors:
             errors, self._errors = self._errors, []
-            refused, self._refused = self._refused, set()
+            refused, self._refused = self._refused, {}
             if refused:
-                raise not_authorized(self._settings, sorted(refused), errors[0])
+                what = f"writing to {', '.join(sorted(refused))}"
+                raise unreachable(self._settings, what, next(iter(refused.values())))
             raise unreachable(self._settings, "delivering messages", "; ".join(errors[:3]))
 
     def send_raw(

@@ -481,17 +481,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = getattr(model, name)
             if value is None:
                 continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if isinstance(value, dict):
-                value = {
-                    k: v.get_secret_value() if isinstance(v, SecretStr) else v
-                    for k, v in value.items()
-                }
-            text = (
-                json.dumps(value if isinstance(value, dict) else list(value))
-                if isinstance(value, tuple | list | dict)
-                else str(value)
-            )
-            env[f"WEIR_{group.upper()}__{name.upper()}"] = text
+            env[f"WEIR_{group.upper()}__{name.upper()}"] = _env_text(value)
     return env
+
+
+def _env_text(value: object) -> str:
+    """A setting's value as its environment variable's text (secrets revealed)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return json.dumps({k: _env_text(v) for k, v in value.items()})
+    if isinstance(value, tuple | list):
+        return json.dumps(list(value))
+    return str(value)

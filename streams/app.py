@@ -138,7 +138,7 @@ def run_role(settings: Settings, role: str, *, loglevel: str = "info") -> None:
     app, _ = create_app(settings, role)
 
     @app.task
-    async def limit_log_floods() -> None:  # once Faust's worker has set up its log handlers
+    async def once_started() -> None:  # Faust's worker has set up its log handlers by now
         limit_logs()
         quiet_gc()
 

@@ -91,7 +91,7 @@ class ModelHost:
         self.settings = settings.as_model_reader()  # it only reads models
         self._serve = serve or serve_and_wait
         if registered is None:
-            registry = ModelRegistry.for_settings(settings)
+            registry = ModelRegistry.for_settings(self.settings)
             registered = registry.versions
         self._registered = registered
         self._deployments: dict[tuple[str, str], Deployment] = {}
