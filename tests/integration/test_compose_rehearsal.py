@@ -13,7 +13,8 @@ What a container network provides is translated, and nothing else:
   running stack's addresses), ``0.0.0.0`` binds become loopback;
 * each container port a service publishes gets a free local port (processes
   share one network namespace here); the model host's published port range
-  becomes "any free port" (``PORT_MIN``/``PORT_MAX`` 0);
+  becomes a block of free ports below the OS's ephemeral range, so a model server
+  never takes a port the OS just handed to this plan for another service;
 * every replica gets its own state directory and worker id (a container has
   its own filesystem and host name);
 * topics and the model name get this run's prefix, so the registry starts empty.
@@ -31,8 +32,10 @@ hogs keep both cores busy, as on a loaded machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +65,21 @@ STAND_INS = ("kafka", "minio")  # the local stack plays these
 ONE_SHOT_S = 300  # bootstrap: the pipeline's local runner plus a model server start
 HEALTHY_S = 120
 LOOP_S = 480  # the producer's 120 s stream, then the last predictions
+
+
+def free_block(size: int, start: int = 24_000) -> int:
+    """The first of ``size`` consecutive loopback ports, all free now, below the ephemeral
+    range (32768 up) that ``free_port`` and every outgoing connection draw from."""
+    for first in range(start, 32_768 - size, size):
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + size):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError(f"no {size} consecutive free ports from {start}")
 
 
 @dataclass
@@ -112,7 +130,10 @@ class Rehearsal:
                 elif value in self.replicas or value == name:  # a host name handed out
                     env[key] = "127.0.0.1"
             if "WEIR_KSERVE__PORT_MIN" in env:
-                env["WEIR_KSERVE__PORT_MIN"] = env["WEIR_KSERVE__PORT_MAX"] = "0"
+                size = int(env["WEIR_KSERVE__PORT_MAX"]) - int(env["WEIR_KSERVE__PORT_MIN"]) + 1
+                first = free_block(size)
+                env["WEIR_KSERVE__PORT_MIN"] = str(first)
+                env["WEIR_KSERVE__PORT_MAX"] = str(first + size - 1)
             env.update(
                 WEIR_KAFKA__BOOTSTRAP_SERVERS=self.live.kafka.bootstrap_servers,
                 WEIR_MINIO__ENDPOINT=self.live.minio.endpoint,
