@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agents.canary import routes_for
 from agents.routing import RoutingTable
 from connectors.deployers import Deployer
 from schemas import (
+    CanaryVerdict,
     Event,
     Lineage,
     ModelVersionEvent,
@@ -245,8 +247,10 @@ class Retrainer:
                 )
                 return
             url = await asyncio.to_thread(self._deployer.deploy, model, result.version)
+            canary = self._settings.retraining.rollout == "canary" and active is not None
             change = ModelVersionEvent(
-                action="activate",
+                action="canary" if canary else "activate",
+                weight=self._settings.canary.initial_weight if canary else None,
                 model=model,
                 version=result.version,
                 url=url,
@@ -283,6 +287,22 @@ class Retrainer:
                 self.policy.finished(model, promoted=False)
             else:
                 await self._finish(model, promoted=promoted)
+
+    async def on_verdict(self, event: Event[CanaryVerdict]) -> str:
+        """Carry out a canary verdict as signed route events; what was done, or why not."""
+        verdict = event.data
+        changes = routes_for(verdict, self._routing.get(verdict.model))
+        if isinstance(changes, str):
+            log.info("canary verdict %s not carried out: %s", verdict.alert_id, changes)
+            return changes
+        lineage = Lineage(
+            modelname=verdict.model, modelversion=verdict.version, alertid=verdict.alert_id
+        )
+        for change in changes:
+            await self._emit("models", self._event(change, lineage))
+        done = f"canary {verdict.version} {verdict.verdict}: {verdict.reason}"
+        log.info("%s", done)
+        return done
 
     def _features(self, model: str, version: str) -> list[str] | None:
         from connectors.minio_store import ObjectStore

@@ -18,6 +18,7 @@ from schemas.events import Event, Lineage, new_event, utc_now
 from schemas.payloads import (
     PAYLOAD_BY_TYPE,
     PAYLOAD_TYPES,
+    CanaryVerdict,
     DeadLetter,
     DriftAlert,
     InputRecord,
@@ -35,6 +36,7 @@ from schemas.payloads import (
 __all__ = [
     "PAYLOAD_BY_TYPE",
     "PAYLOAD_TYPES",
+    "CanaryVerdict",
     "ConfigurationError",
     "DeadLetter",
     "DriftAlert",

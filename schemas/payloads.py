@@ -184,6 +184,56 @@ class PerformanceAlert(Alert):
     detector: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class CanaryVerdict(Alert):
+    """The performance role's judgement of a canary against the active version.
+
+    ``verdict``: ``step`` (not worse beyond the error budget: raise the weight to
+    ``next_weight``), ``promote`` (passed at the last step: make it active) or
+    ``rollback`` (worse beyond the budget, or not shown to be as good within
+    the contest's outcomes: clear it). The evidence is the outcomes of each
+    version since the contest began and the interval of (canary - active)
+    accuracy at ``confidence`` for this look. The retrainer turns a verdict
+    into signed route events; a verdict changes nothing by itself.
+    """
+
+    event_type: ClassVar[str] = "io.weir.canary.verdict.v1"
+
+    version: Version
+    active_version: Version
+    verdict: Literal["step", "promote", "rollback"]
+    weight: float = Field(gt=0, le=1)
+    next_weight: float | None = Field(None, gt=0, le=1)
+    canary_outcomes: int = Field(ge=0)
+    canary_correct: int = Field(ge=0)
+    active_outcomes: int = Field(ge=0)
+    active_correct: int = Field(ge=0)
+    low: float = Field(ge=-1, le=1)
+    high: float = Field(ge=-1, le=1)
+    confidence: float = Field(gt=0, lt=1)
+    error_budget: float = Field(ge=0, lt=1)
+    look: int = Field(ge=1)
+    reason: Annotated[str, Field(max_length=4096)]
+
+    @model_validator(mode="after")
+    def _step_names_its_weight(self) -> CanaryVerdict:
+        if (self.verdict == "step") != (self.next_weight is not None):
+            raise ValueError("a step, and only a step, names its next_weight")
+        return self
+
+    @property
+    def evidence(self) -> dict[str, float]:
+        """The figures a route event carries as its ``metrics``."""
+        return {
+            "canary_outcomes": self.canary_outcomes,
+            "canary_accuracy": self.canary_correct / max(self.canary_outcomes, 1),
+            "active_outcomes": self.active_outcomes,
+            "active_accuracy": self.active_correct / max(self.active_outcomes, 1),
+            "difference_low": self.low,
+            "difference_high": self.high,
+            "confidence": self.confidence,
+        }
+
+
 RouteAction = Literal["activate", "canary", "shadow", "rollback", "clear-canary", "clear-shadow"]
 CLEARS: dict[str, str] = {"clear-canary": "canary", "clear-shadow": "shadow"}
 
@@ -428,6 +478,7 @@ PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     DriftAlert,
     OutlierAlert,
     PerformanceAlert,
+    CanaryVerdict,
     ModelVersionEvent,
     RouteDecision,
     PipelineRunEvent,

@@ -392,6 +392,58 @@ class RetrainingSettings(_Group):
     collect_timeout_s: float = Field(
         600.0, gt=0, description="longest a run waits for those rows before training on fewer"
     )
+    rollout: Literal["activate", "canary"] = Field(
+        "activate",
+        description="how a run's new version goes live: at once, or on canary at "
+        "WEIR_CANARY__INITIAL_WEIGHT for the performance role to judge",
+    )
+
+
+class CanarySettings(_Group):
+    """The canary contest the performance role judges, for the model it watches."""
+
+    auto: bool = Field(True, description="judge every canary on live labels; off: people decide")
+    initial_weight: float = Field(
+        0.1, gt=0, le=1, description="traffic share a run's canary starts with"
+    )
+    steps: tuple[float, ...] = Field(
+        (0.25, 0.5),
+        description="weights a canary passes through after the initial one before promotion "
+        "(JSON list: WEIR_CANARY__STEPS='[0.25, 0.5]'); each needs a passed look",
+    )
+    min_outcomes: int = Field(
+        200, ge=20, description="canary outcomes between two looks at the evidence"
+    )
+    max_outcomes: int = Field(
+        5000, ge=20, description="canary outcomes after which an undecided canary is rolled back"
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="confidence of the whole contest, over all its looks"
+    )
+    error_budget: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="accuracy the canary may lose against the active version and still pass",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _weights_rise(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < w <= 1 for w in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError("canary steps are rising weights in (0, 1]")
+        return steps
+
+    @model_validator(mode="after")
+    def _looks_fit(self) -> CanarySettings:
+        if self.max_outcomes < self.min_outcomes:
+            raise ValueError("canary max_outcomes must be at least min_outcomes")
+        return self
+
+    @property
+    def looks(self) -> int:
+        """The most looks a contest takes: every ``min_outcomes`` up to ``max_outcomes``."""
+        return -(-self.max_outcomes // self.min_outcomes)
 
 
 class StackSettings(_Group):
@@ -444,6 +496,7 @@ class Settings(BaseSettings):
         description="sink URL that a Knative SinkBinding injects as K_SINK (egress target)",
     )
     retraining: RetrainingSettings = RetrainingSettings()
+    canary: CanarySettings = CanarySettings()
     stack: StackSettings = Field(default_factory=StackSettings)
     live: LiveSettings = LiveSettings()
 

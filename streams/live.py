@@ -30,9 +30,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agents.canary import Contest
 from agents.routing import RoutingTable
 from agents.scoring import BatchOutcome
 from schemas import (
+    CanaryVerdict,
     DeadLetter,
     DriftAlert,
     Event,
@@ -60,6 +62,22 @@ class VersionAccuracy(BaseModel):
     accuracy: float
     outcomes: int
     agreement: float | None = None  # a shadow: share of its answers equal to the served ones
+
+
+class ContestView(BaseModel):
+    """The canary contest the performance role is judging (agents.canary.Contest)."""
+
+    canary: str
+    active: str
+    weight: float
+    canary_outcomes: int
+    canary_accuracy: float | None
+    active_outcomes: int
+    active_accuracy: float | None
+    low: float | None  # interval of (canary - active) accuracy at the last look
+    high: float | None
+    looks: int
+    standing: str  # gathering | undecided | step | promote | rollback
 
 
 class Happening(BaseModel):
@@ -90,6 +108,7 @@ class LiveStatus(BaseModel):
     alerts: list[Happening]
     swaps: list[Happening]
     retraining_runs: dict[str, int]  # by status
+    contest: ContestView | None = None  # the canary being judged (performance role)
     problems: list[str] = []  # why the role is not ready now (broker, model server)
 
 
@@ -103,6 +122,9 @@ def _summary(data: Any) -> tuple[str, str | None, str, bool | None]:
     if isinstance(data, PerformanceAlert):
         text = f"{data.metric} {data.value:.3f} over {data.window} ({data.detector})"
         return "performance", data.version, text, None
+    if isinstance(data, CanaryVerdict):
+        text = f"canary {data.verdict} at {data.weight:.0%}: {data.reason}"
+        return "canary", data.version, text, data.verdict != "rollback"
     if isinstance(data, RouteDecision):
         verdict = "accepted" if data.accepted else "rejected"
         return "route", data.version, f"{data.action} {verdict}: {data.reason}", data.accepted
@@ -143,6 +165,7 @@ class LiveView:
         self.alerts: deque[Happening] = deque(maxlen=settings.live.recent)
         self.swaps: deque[Happening] = deque(maxlen=settings.live.recent)
         self.retraining_runs: Counter[str] = Counter()
+        self.contest: ContestView | None = None
         self._route_series: set[tuple[str, str, str]] = set()  # (role, model, version)
 
     def record_batch(self, outcome: BatchOutcome, *, consumed: int, seconds: float) -> None:
@@ -243,6 +266,29 @@ class LiveView:
         )
         self.metrics.rolling_accuracy.labels(self.model, version).set(accuracy)
 
+    def record_contest(self, contest: Contest | None) -> None:
+        """The canary contest as the performance role's judge holds it now."""
+        if contest is None:
+            self.contest = None
+            return
+
+        def share(correct: int, total: int) -> float | None:
+            return correct / total if total else None
+
+        self.contest = ContestView(
+            canary=contest.canary,
+            active=contest.active,
+            weight=contest.weight,
+            canary_outcomes=contest.canary_outcomes,
+            canary_accuracy=share(contest.canary_correct, contest.canary_outcomes),
+            active_outcomes=contest.active_outcomes,
+            active_accuracy=share(contest.active_correct, contest.active_outcomes),
+            low=contest.low,
+            high=contest.high,
+            looks=contest.looks,
+            standing=contest.standing,
+        )
+
     def record_lag(self, topic: str, lag: dict[int, int]) -> None:
         """Per-partition lag of the scoring group on ``topic`` (end minus committed offset)."""
         for partition, records in lag.items():
@@ -277,6 +323,7 @@ class LiveView:
             alerts=list(self.alerts),
             swaps=list(self.swaps),
             retraining_runs=dict(sorted(self.retraining_runs.items())),
+            contest=self.contest,
         )
 
 
@@ -312,5 +359,6 @@ def merge_status(parts: dict[str, LiveStatus], *, recent: int) -> LiveStatus:
         alerts=newest([a for v in views for a in v.alerts]),
         swaps=newest([s for v in views for s in v.swaps]),
         retraining_runs=dict(sorted(runs.items())),
+        contest=next((v.contest for v in views if v.contest), None),
         problems=[f"{r}: {p}" for v in views for r in v.roles[:1] for p in v.problems],
     )

@@ -93,6 +93,7 @@ PAGE = """<!doctype html>
       <div class="card"><h2>Rolling accuracy</h2>
         <table><thead><tr><th>version</th><th>accuracy</th><th>outcomes</th></tr></thead>
         <tbody id="accuracy"></tbody></table></div>
+      <div class="card"><h2>Canary contest</h2><div id="contest"></div></div>
     </div>
     <div class="stack">
       <div class="card"><h2>Recent swaps and runs</h2><ul class="feed" id="swaps"></ul></div>
@@ -166,8 +167,36 @@ function render(s) {
               cell(el("span", "", fmt.format(a.outcomes) + agrees)));
     return tr;
   }));
+  contest(s.contest);
   feed($("swaps"), s.swaps, "no swaps or runs yet");
   feed($("alerts"), s.alerts, "no alerts yet");
+}
+function contest(c) {
+  const box = $("contest");
+  if (c == null) { box.replaceChildren(el("p", "empty", "no canary is being judged")); return; }
+  const pct = (x) => x == null ? DASH : (x * 100).toFixed(1) + " %";
+  const signed = (x) => (x >= 0 ? "+" : "") + (x * 100).toFixed(1);
+  const table = el("table");
+  const head = el("tr");
+  head.append(el("th", "", "version"), el("th", "", "role"), el("th", "", "accuracy"),
+              el("th", "", "outcomes"));
+  const row = (v, role, acc, n) => {
+    const tr = el("tr");
+    tr.append(cell(version(v)), cell(el("span", "", role)), cell(el("span", "", pct(acc))),
+              cell(el("span", "", fmt.format(n))));
+    return tr;
+  };
+  table.append(head, row(c.canary, "canary " + Math.round(c.weight * 100) + "%",
+                         c.canary_accuracy, c.canary_outcomes),
+               row(c.active, "active", c.active_accuracy, c.active_outcomes));
+  const span = c.low == null ? "no look yet"
+    : "canary \\u2212 active in [" + signed(c.low) + ", " + signed(c.high) + "] points";
+  const verdict = el("p", "sub", "look " + c.looks + " · " + span + " · ");
+  const state = el("span", "pill " + ({ promote: "ok", step: "ok", rollback: "bad" }[c.standing]
+                                      || "warn"), c.standing);
+  verdict.append(state);
+  box.dataset.standing = c.standing;
+  box.replaceChildren(table, verdict);
 }
 async function refresh() {
   try {

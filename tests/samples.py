@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from schemas import (
+    CanaryVerdict,
     DeadLetter,
     DriftAlert,
     InputRecord,
@@ -84,6 +85,25 @@ SAMPLES: list[Payload] = [
         value=0.61,
         window=500,
         detector="DDM",
+    ),
+    CanaryVerdict(
+        alert_id="verdict-1",
+        model="churn",
+        version="4",
+        active_version="3",
+        verdict="step",
+        weight=0.1,
+        next_weight=0.25,
+        canary_outcomes=200,
+        canary_correct=181,
+        active_outcomes=1790,
+        active_correct=1100,
+        low=0.22,
+        high=0.34,
+        confidence=0.95,
+        error_budget=0.02,
+        look=1,
+        reason="not worse: canary - active accuracy in [+0.220, +0.340], all above -0.02",
     ),
     ModelVersionEvent(
         action="canary",
@@ -192,6 +212,28 @@ PAYLOADS: st.SearchStrategy[Payload] = st.one_of(
         value=finite,
         window=st.integers(1, 10**6),
         detector=st.just("DDM"),
+    ),
+    st.sampled_from(["step", "promote", "rollback"]).flatmap(
+        lambda kind: st.builds(
+            CanaryVerdict,
+            alert_id=ident,
+            model=model_name,
+            version=version,
+            active_version=version,
+            verdict=st.just(kind),
+            weight=st.floats(0.01, 1),
+            next_weight=st.floats(0.01, 1) if kind == "step" else st.none(),
+            canary_outcomes=st.integers(0, 10**6),
+            canary_correct=st.integers(0, 10**6),
+            active_outcomes=st.integers(0, 10**6),
+            active_correct=st.integers(0, 10**6),
+            low=st.floats(-1, 1),
+            high=st.floats(-1, 1),
+            confidence=st.floats(0.5, 0.999),
+            error_budget=st.floats(0, 0.5),
+            look=st.integers(1, 100),
+            reason=st.text(max_size=40),
+        )
     ),
     st.one_of(
         st.builds(

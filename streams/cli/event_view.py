@@ -14,6 +14,7 @@ from rich.text import Text
 from connectors.kafka import ConsumedMessage
 from schemas import (
     PAYLOAD_BY_TYPE,
+    CanaryVerdict,
     DeadLetter,
     DriftAlert,
     Event,
@@ -105,6 +106,12 @@ def describe(payload: Payload) -> tuple[str, str]:
             return payload.alert_id, (
                 f"{payload.model} {_v(payload.version)}: {payload.metric} {payload.value:.3f} "
                 f"over {payload.window} ({payload.detector})"
+            )
+        case CanaryVerdict():
+            step = f" → {payload.next_weight:g}" if payload.next_weight is not None else ""
+            return payload.alert_id, (
+                f"{payload.model} canary {_v(payload.version)} vs {_v(payload.active_version)} "
+                f"at {payload.weight:g}: {payload.verdict}{step} ({payload.reason})"
             )
         case ModelVersionEvent():
             weight = f" weight {payload.weight:g}" if payload.weight is not None else ""

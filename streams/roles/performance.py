@@ -7,6 +7,13 @@ error-rate drift detector (:class:`agents.detectors.ErrorRateMonitor`) →
 performance alerts, and the rolling accuracy shown live. Detector state is
 checkpointed (:mod:`streams.roles.state`).
 
+It also judges the model's canary (:class:`agents.canary.CanaryJudge`, with
+``WEIR_CANARY__AUTO``): it folds the control topic to know which version is
+active and which is on canary at what weight, counts both on live labels, and
+sends a :class:`~schemas.CanaryVerdict` (step, promote or rollback, with the
+evidence) to ``alerts``. The retrainer carries verdicts out as signed route
+events; this role holds no signing key. The contest is checkpointed too.
+
 Outcomes of the shadow route (``shadow: true``) get a rolling accuracy of their
 own, shown beside the served versions as ``<version> (shadow)`` with the share
 of its answers that equal the served ones (agreement), and raise no alert: a
@@ -19,11 +26,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from agents.canary import CanaryJudge
 from agents.detectors import ErrorRateMonitor
+from agents.routing import RoutingTable
 from schemas import Outcome, PerformanceAlert
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.alerts import alert_id, send_alerts
+from streams.roles.control import attach_control
 from streams.roles.decode import decoded
 from streams.roles.state import attach_state
 
@@ -38,16 +48,30 @@ def attach_performance(ctx: RoleContext) -> None:
         )
     }
     restored = attach_state(
-        ctx, "errors", lambda: state["errors"], lambda e: state.update(errors=e), marks_ready=True
+        ctx, "errors", lambda: state["errors"], lambda e: state.update(errors=e)
     )
+    judge = CanaryJudge(model, ctx.settings.canary)
+    judged = attach_state(ctx, "canary", judge.checkpoint, judge.restore)
+    routing = RoutingTable()
+    attach_control(ctx, routing, emit=False)  # sets ctx.ready once it caught up
     shadows = ErrorRateMonitor(
         kind=m.performance_detector, window=m.performance_window, cooldown=m.performance_cooldown
     )
     agreed: dict[str, Counter[bool]] = defaultdict(Counter)  # shadow version → agrees counts
 
+    def judge_canary(outcome: Outcome) -> Any:
+        if not ctx.settings.canary.auto:
+            return None
+        judge.follow(routing.get(model))
+        verdict = judge.update(outcome.version, outcome.correct)
+        ctx.live.record_contest(judge.contest)
+        return verdict
+
     @ctx.app.agent(ctx.topics[Topic.OUTCOMES])
     async def performance(stream: Any) -> None:
         await restored.wait()
+        await judged.wait()
+        await ctx.ready.wait()  # the routes say which version is active, which on canary
         async for event in stream.events():
             found = decoded(ctx, event.message)
             if found is None or not isinstance(found.data, Outcome) or found.data.model != model:
@@ -72,14 +96,21 @@ def attach_performance(ctx: RoleContext) -> None:
                 errors.accuracy(outcome.version),
                 errors.outcomes_seen(outcome.version),
             )
+            found_alerts: list[Any] = []
             if signal is not None:
-                alert = PerformanceAlert(
-                    alert_id=alert_id(),
-                    model=model,
-                    version=outcome.version,
-                    metric="accuracy",
-                    value=signal.accuracy,
-                    window=signal.window,
-                    detector=signal.detector,
+                found_alerts.append(
+                    PerformanceAlert(
+                        alert_id=alert_id(),
+                        model=model,
+                        version=outcome.version,
+                        metric="accuracy",
+                        value=signal.accuracy,
+                        window=signal.window,
+                        detector=signal.detector,
+                    )
                 )
-                await send_alerts(ctx, [alert])
+            verdict = judge_canary(outcome)
+            if verdict is not None:
+                found_alerts.append(verdict)
+            if found_alerts:
+                await send_alerts(ctx, found_alerts)

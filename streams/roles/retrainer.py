@@ -8,8 +8,9 @@ crashing run touch nothing else. Before training, the run waits until the
 feedback role archived ``collect_rows`` labelled rows from the alert on
 (counted from the archive's object names, at most ``collect_timeout_s``). The
 routes (which version serves now) come from the control fold; the retrainer
-emits no route decisions. The policy (seen alerts, cooldowns) is
-checkpointed (:mod:`streams.roles.state`).
+emits no route decisions. A canary verdict of the performance role is carried
+out here, as signed route events (this role holds the signing key). The
+policy (seen alerts, cooldowns) is checkpointed (:mod:`streams.roles.state`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from connectors.archive import rows_since
 from connectors.minio_store import ObjectStore
 from connectors.pipeline import run_retrain_in_child
 from connectors.signing import signed
-from schemas import Event
+from schemas import CanaryVerdict, Event
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.control import attach_control
@@ -92,4 +93,7 @@ def attach_retrainer(ctx: RoleContext) -> None:
             found = decoded(ctx, event.message)
             if found is None or found.data.partition_key != model:
                 continue
-            await retrainer.on_alert(found)
+            if isinstance(found.data, CanaryVerdict):
+                await retrainer.on_verdict(found)
+            else:
+                await retrainer.on_alert(found)

@@ -132,7 +132,7 @@ class FakeResult:
     storage_uri: str | None = None
 
 
-def run_alert(result: FakeResult, alert) -> tuple[list, list]:
+def run_alert(result: FakeResult, alert, settings: Settings | None = None) -> tuple[list, list]:
     emitted: list = []
     deployed: list = []
 
@@ -156,7 +156,7 @@ def run_alert(result: FakeResult, alert) -> tuple[list, list]:
         return result
 
     retrainer = Retrainer(
-        Settings(),
+        settings or Settings(),
         table,
         Deployer(),
         emit,
@@ -198,6 +198,17 @@ def test_successful_run_deploys_and_activates_with_lineage():
     assert activate.data.version == "2" and activate.data.url == "http://127.0.0.1:9999"
     assert activate.data.alert_id == "al-1" and activate.data.run_id == emitted[0][1].data.run_id
     assert activate.lineage.alertid == "al-1" and activate.lineage.modelversion == "2"
+
+
+def test_a_canary_rollout_puts_the_new_version_on_canary_not_live():
+    alert = performance_alert("al-c")
+    settings = Settings.model_validate(
+        {"retraining": {"rollout": "canary"}, "canary": {"initial_weight": 0.2}}
+    )
+    emitted, _ = run_alert(FakeResult("succeeded", "2"), alert, settings)
+    routes = [e.data for k, e in emitted if k == "models"]
+    assert [(r.action, r.version, r.weight) for r in routes] == [("canary", "2", 0.2)]
+    assert emitted[-1][1].data.status == "succeeded"
 
 
 def test_not_promoted_run_reports_why_and_changes_nothing():
