@@ -17,7 +17,9 @@ often each was right, and looks at the evidence every
   the whole interval is above it (not worse beyond the budget), **promote**
   when that happens at the last step, **rollback** when ``max_outcomes`` canary
   outcomes did not settle it (not shown to be as good), and otherwise wait for
-  the next look.
+  the next look. A verdict is sent once per weight; the looks after it go on
+  (a rollback may still follow a step that was not carried out yet), and it is
+  sent again after ``RESEND_LOOKS`` looks if the routes never followed it.
 
 The canary and the active version serve different records (a stable hash of
 the record id splits them), so the test is of two independent proportions,
@@ -60,6 +62,9 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int, *, alpha: float) -> 
     return max(-1.0, low), min(1.0, high)
 
 
+RESEND_LOOKS = 3  # looks after which a verdict the routes did not follow is sent again
+
+
 @dataclass
 class Contest:
     """One canary version against one active version, since the canary went on."""
@@ -75,6 +80,8 @@ class Contest:
     low: float | None = None  # the interval at the last look
     high: float | None = None
     standing: str = "gathering"  # what the last look said: gathering | undecided | a verdict
+    sent: str | None = None  # the verdict sent at this weight, until the routes follow it
+    sent_look: int = 0
 
     def count(self, version: str, correct: bool) -> bool:
         """Count one outcome; whether it was one of the contest's two versions."""
@@ -111,8 +118,8 @@ class CanaryJudge:
         held = self.contest
         if held is None or held.canary != canary.version or held.active != active.version:
             self.contest = Contest(canary.version, active.version, routes.canary_weight)
-        else:
-            held.weight = routes.canary_weight
+        elif held.weight != routes.canary_weight:
+            held.weight, held.sent = routes.canary_weight, None
 
     def update(self, version: str, correct: bool) -> CanaryVerdict | None:
         """Count one served outcome; a verdict when this outcome completes a look."""
@@ -153,8 +160,11 @@ class CanaryJudge:
             verdict = "rollback"
             reason = f"not shown as good in {contest.canary_outcomes} outcomes ({reason})"
         contest.standing = verdict or ("undecided" if contest.low is not None else "gathering")
-        if verdict is None:
-            return None
+        if verdict is None or (
+            verdict == contest.sent and contest.looks - contest.sent_look < RESEND_LOOKS
+        ):
+            return None  # nothing to do, or said already and the routes have not followed yet
+        contest.sent, contest.sent_look = verdict, contest.looks
         return CanaryVerdict(
             alert_id=f"verdict-{uuid.uuid4().hex[:12]}",
             model=self.model,

@@ -155,6 +155,8 @@ class Retrainer:
         model = getattr(data, "model", None)
         if alert_id is None or model is None:
             return RetrainDecision(False, f"{event.type} is not an alert")
+        if not self._settings.retraining.enabled:
+            return RetrainDecision(False, "retraining is off (WEIR_RETRAINING__ENABLED=false)")
         decision = self.policy.consider(event.type, alert_id, model)
         log.info("alert %s (%s) for %s: %s", alert_id, event.type, model, decision.reason)
         if decision.held:

@@ -166,6 +166,7 @@ def bench_settings(
                 update={"model": model, "batch_size": batch_size, "batch_wait_s": batch_wait}
             ),
             "retraining": base.retraining.model_copy(update={"enabled": False}),
+            "canary": base.canary.model_copy(update={"auto": False}),  # no retrainer role
             "stack": StackSettings(cache_dir=base.stack.cache_dir, state_dir=state_dir),
         }
     )

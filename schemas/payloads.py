@@ -303,7 +303,11 @@ class ModelVersionEvent(Payload):
         if self.slot != "active":
             return [self]
         clear = ModelVersionEvent(
-            action="clear-canary", model=self.model, version=self.version, run_id=self.run_id
+            action="clear-canary",
+            model=self.model,
+            version=self.version,
+            run_id=self.run_id,
+            alert_id=self.alert_id,
         )
         return [self, clear]
 

@@ -500,6 +500,11 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     live: LiveSettings = LiveSettings()
 
+    @property
+    def retrainer_runs(self) -> bool:
+        """Whether the retrainer role has work: retraining runs, or canary verdicts to carry out."""
+        return self.retraining.enabled or self.canary.auto
+
     def as_control(self) -> Settings:
         """These settings as a route publisher: Kafka's control principal."""
         return self.model_copy(update={"kafka": self.kafka.as_control()})

@@ -53,9 +53,10 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     """The Faust app of one role, its agents attached."""
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
-    if role == "retrainer" and not settings.retraining.enabled:
+    if role == "retrainer" and not settings.retrainer_runs:
         raise ConfigurationError(
-            "the retrainer role is off: WEIR_RETRAINING__ENABLED=false; unset it to run it"
+            "the retrainer role is off: WEIR_RETRAINING__ENABLED=false and "
+            "WEIR_CANARY__AUTO=false; unset either to run it"
         )
     if role == "retrainer":  # it publishes routes: Kafka's control principal
         settings = settings.as_control()

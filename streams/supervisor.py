@@ -92,8 +92,11 @@ class Supervisor:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ConfigurationError(f"unknown roles {sorted(unknown)}; roles: {', '.join(ROLES)}")
-        if not settings.retraining.enabled and "retrainer" in roles:
-            log.info("retraining is disabled (WEIR_RETRAINING__ENABLED=false): no retrainer role")
+        if not settings.retrainer_runs and "retrainer" in roles:
+            log.info(
+                "retraining and canary judging are off (WEIR_RETRAINING__ENABLED=false, "
+                "WEIR_CANARY__AUTO=false): no retrainer role"
+            )
             roles = tuple(r for r in roles if r != "retrainer")
         self.settings = settings
         self.loglevel = loglevel

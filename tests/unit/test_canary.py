@@ -186,3 +186,16 @@ def test_policy_checks_its_steps_and_looks():
         verdict("step").model_copy(update={"next_weight": None}).model_validate(
             {**verdict("step").model_dump(), "next_weight": None}
         )
+
+
+def test_a_verdict_is_sent_once_until_the_routes_follow_or_it_is_due_again():
+    judge, table = CanaryJudge("m", POLICY), routes()
+    judge.follow(table.get("m"))
+    sent = []
+    for i in range(800):  # the routes never follow: a retrainer that is not there
+        found = judge.update("2" if i % 2 else "1", i % 2 == 1)
+        if found is not None:
+            sent.append((found.verdict, found.look))
+    assert sent == [("step", 1), ("step", 4)]  # again after RESEND_LOOKS looks
+    judge.follow(routes(weight=0.5).get("m"))  # the step carried out: the next one is new
+    assert judge.contest.sent is None and judge.contest.weight == 0.5
