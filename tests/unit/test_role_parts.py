@@ -12,7 +12,7 @@ import pytest
 from agents.retraining import Retrainer, RetrainPolicy
 from agents.routing import RoutingTable
 from schemas import new_event
-from schemas.settings import MonitorSettings, RetrainingSettings, Settings
+from schemas.settings import CanarySettings, MonitorSettings, RetrainingSettings, Settings
 from schemas.training import TrainingRow
 from streams.roles.archive import ArchiveWriter
 from streams.supervisor import Supervisor
@@ -139,12 +139,16 @@ def test_a_run_cancelled_at_shutdown_starts_no_held_run():
     assert started == ["first"]
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_supervisor_runs_every_role_but_the_retrainer_when_retraining_is_off(enabled: bool):
-    settings = Settings(retraining=RetrainingSettings(enabled=enabled))
+@pytest.mark.parametrize(
+    ("retraining", "canary"), [(True, True), (False, True), (True, False), (False, False)]
+)
+def test_supervisor_runs_the_retrainer_only_when_it_has_work(retraining: bool, canary: bool):
+    settings = Settings(
+        retraining=RetrainingSettings(enabled=retraining), canary=CanarySettings(auto=canary)
+    )
     roles = list(Supervisor(settings).children)
     expected = ["scoring", "monitor", "feedback", "performance"] + (
-        ["retrainer"] if enabled else []
+        ["retrainer"] if retraining or canary else []
     )
     assert roles == expected
 
