@@ -407,6 +407,8 @@ class _Version:
     recent_correct: int = 0
     seen: int = 0
     correct: int = 0
+    baseline: float | None = None  # accuracy before its first alarm, while it is watched
+    recheck_at: int = 0  # outcomes seen at which the watch looks again
 
 
 class ErrorRateMonitor:
@@ -423,6 +425,16 @@ class ErrorRateMonitor:
     start (the compose rehearsal met one in most runs); ``"hddm-a"`` raised none,
     at a median delay of 405. Alarms in the ``cooldown`` outcomes after a signal
     are dropped.
+
+    A detector resets on its alarm and then settles on the new, higher error
+    rate, so a drift would give one signal and no more, and a retraining run
+    that promoted nothing would leave the version serving, degraded, with no
+    second chance. So after a signal the version is **watched**: every
+    ``cooldown`` outcomes, while its accuracy over the full window is still more
+    than ``recovery_margin`` below its accuracy before the first signal (over
+    every outcome until then), it signals again (detector ``"<name>, still
+    degraded"``); once it is back within the margin the watch ends. Both are
+    counted in outcomes, not seconds.
     """
 
     def __init__(
@@ -431,6 +443,7 @@ class ErrorRateMonitor:
         *,
         window: int = 500,
         cooldown: int = 1000,
+        recovery_margin: float = 0.05,
         **params: Param,
     ) -> None:
         if window < 1:
@@ -439,6 +452,7 @@ class ErrorRateMonitor:
         self.kind = kind
         self.window = window
         self.cooldown = cooldown
+        self.recovery_margin = recovery_margin
         self._params = params
         self._versions: dict[str, _Version] = {}
 
@@ -461,16 +475,32 @@ class ErrorRateMonitor:
         alarm = state.detector.update(0.0 if correct else 1.0)
         if alarm:
             state.detector.reset()
-        if not state.cooldown.admit(alarm):
+        still = not alarm and self._still_degraded(state)
+        if not state.cooldown.admit(alarm or still):
             return None
+        if state.baseline is None:
+            state.baseline = state.correct / state.seen
+        state.recheck_at = state.seen + self.cooldown
+        name = state.detector.name
         return PerformanceSignal(
             version=version,
-            detector=state.detector.name,
+            detector=f"{name}, still degraded" if still else name,
             accuracy=state.recent_correct / len(state.recent),
             window=len(state.recent),
             outcomes_seen=state.seen,
             cumulative_accuracy=state.correct / state.seen,
         )
+
+    def _still_degraded(self, state: _Version) -> bool:
+        """A watched version, due for a look: still below its accuracy before the drift?"""
+        if state.baseline is None or state.seen < state.recheck_at:
+            return False
+        if len(state.recent) < self.window:
+            return False
+        if state.recent_correct / len(state.recent) < state.baseline - self.recovery_margin:
+            return True
+        state.baseline = None  # recovered: the watch ends
+        return False
 
     def accuracy(self, version: str) -> float | None:
         """Accuracy over the last ``window`` outcomes of ``version``; None before any."""

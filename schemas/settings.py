@@ -364,7 +364,16 @@ class MonitorSettings(_Group):
     outlier_threshold: float = Field(0.95, gt=0, le=1)
     performance_detector: Literal["ddm", "eddm", "hddm-a", "adwin"] = "adwin"
     performance_window: int = Field(500, ge=10, description="outcomes in rolling accuracy")
-    performance_cooldown: int = Field(1000, ge=1)
+    performance_cooldown: int = Field(
+        1000, ge=1, description="outcomes after a performance alert before the next one"
+    )
+    recovery_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="after an alert, a version is alerted on again every cooldown while its "
+        "accuracy stays more than this below its accuracy before the drift",
+    )
     join_window: int = Field(50_000, ge=100, description="record ids kept for late labels")
     archive_chunk_rows: int = Field(500, ge=1, description="training rows per archived object")
     archive_interval_s: float = Field(2.0, gt=0, description="seconds between archive flushes")

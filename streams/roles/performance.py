@@ -4,7 +4,10 @@ Reads ``outcomes`` (prediction ⨝ label, keyed by model), so all outcomes of a
 model land on one partition and one performance process sees the whole stream
 of that model however many scoring workers produced it. Per version: an
 error-rate drift detector (:class:`agents.detectors.ErrorRateMonitor`) →
-performance alerts, and the rolling accuracy shown live. Detector state is
+performance alerts, and the rolling accuracy shown live. A version that
+alerted is watched until it recovers: it is alerted on again every
+``WEIR_MONITOR__PERFORMANCE_COOLDOWN`` outcomes while it stays degraded, so a
+retraining run that promoted nothing gets a second chance. Detector state is
 checkpointed (:mod:`streams.roles.state`).
 
 It also judges the model's canary (:class:`agents.canary.CanaryJudge`, with
@@ -45,6 +48,7 @@ def attach_performance(ctx: RoleContext) -> None:
             kind=m.performance_detector,
             window=m.performance_window,
             cooldown=m.performance_cooldown,
+            recovery_margin=m.recovery_margin,
         )
     }
     restored = attach_state(

@@ -304,12 +304,28 @@ def test_error_rate_monitor_on_the_demo_drift(demo_outcomes: list[bool]):
     after = monitor.accuracy("v1")
     assert after is not None and after < before - 0.05
 
-    assert len(signals) == 1
+    # the drift, then each time the 1000-outcome cooldown ends while v1 stays degraded
+    assert [(row, s.detector) for row, s in signals] == [
+        (3131, "adwin"),  # 131 outcomes after the drift
+        (4132, "adwin, still degraded"),
+        (5133, "adwin, still degraded"),
+    ]
     row, signal = signals[0]
-    assert row == 3131  # 131 outcomes after the drift
-    assert (signal.version, signal.detector, signal.window) == ("v1", "adwin", 500)
+    assert (signal.version, signal.window) == ("v1", 500)
     assert signal.outcomes_seen == row - TRAIN_ROWS + 1
     assert before > signal.accuracy > after
+    assert all(s.accuracy < before - 0.05 for _, s in signals[1:])
+
+
+def test_the_watch_ends_when_the_version_recovers():
+    monitor = ErrorRateMonitor(window=100, cooldown=200)
+    outcomes = [True] * 2000 + [i % 2 == 0 for i in range(1000)] + [True] * 1000
+    signals = [(i, s) for i, c in enumerate(outcomes) if (s := monitor.update("v", c))]
+    detectors = [s.detector for _, s in signals]
+    assert detectors[0] == "adwin" and 2000 < signals[0][0] < 2200
+    assert set(detectors[1:]) == {"adwin, still degraded"} and len(detectors) >= 4
+    assert all(i < 3000 + 200 for i, _ in signals), "no signal once accuracy is back"
+    assert monitor.update("v", True) is None
 
 
 def test_error_rate_monitor_keeps_versions_apart(demo_outcomes: list[bool]):
