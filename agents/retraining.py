@@ -237,6 +237,7 @@ class Retrainer:
                 alert_id=alert_id,
                 window_rows=self._settings.retraining.window_rows,
                 min_gain=self._settings.retraining.min_gain,
+                confidence=self._settings.retraining.promotion_confidence,
                 since=since,
             )
             await self._gather_rows(model, since)

@@ -21,11 +21,15 @@ Steps (each a lightweight Python component in the weir image)::
 - **evaluate** scores the candidate and the current version (loaded from the
   registry) with :func:`connectors.predictor.predict_batch` on the held-out part
   (a ``Metrics`` artifact: ``candidate_accuracy``, ``current_accuracy``,
+  ``only_candidate_right``, ``only_current_right``, ``mcnemar_p``,
   ``train_rows``, ``holdout_rows``).
 - **register** publishes the candidate to the :class:`~connectors.registry.ModelRegistry`
   as the next integer version only if ``candidate_accuracy >= current_accuracy +
-  min_gain`` (or there is no current version); otherwise the run ends
-  ``not-promoted`` with a reason that states both accuracies.
+  min_gain`` and McNemar's exact test on the same held-out rows (the rows only
+  one of the two gets right) gives p <= 1 - ``confidence`` (or there is no
+  current version); otherwise the run ends ``not-promoted`` with a reason that
+  states both accuracies and the test. A few hundred holdout rows cannot
+  promote a candidate on noise: with few disagreements p cannot get small.
 
 Every run ends by storing its outcome (status, version, metrics, reason) as
 ``s3://{pipelines bucket}/retrain/{model}/{run_id}.json``; :func:`run_retrain`
@@ -117,6 +121,7 @@ class RetrainRequest:
     window_rows: int = 2000  # newest archived rows to use
     holdout_fraction: float = 0.3  # newest part of the window held out for evaluation
     min_gain: float = 0.01  # candidate must beat current accuracy by this much
+    confidence: float = 0.95  # ...and McNemar's test on the same holdout must say so at this
     since: datetime | None = None  # only rows whose time is at or after this (timezone-aware)
 
 
@@ -252,8 +257,10 @@ def evaluate(
     holdout_set: dsl.Input[dsl.Dataset],
     scores: dsl.Output[dsl.Metrics],
 ) -> None:
-    """Accuracy of the candidate and of the current version ("" = none) on the held-out rows."""
+    """Accuracy of the candidate and of the current version ("" = none) on the held-out rows,
+    and McNemar's exact test of the two on those same rows."""
     import json
+    import math
     from typing import Any
 
     import joblib
@@ -293,6 +300,14 @@ def evaluate(
             current, rows_from_features(current.card.features, records)
         )
         scores.log_metric("current_accuracy", accuracy(predicted_now, labels))
+        # McNemar's exact test on the same rows: only the rows the two disagree on count;
+        # p = P(candidate right on >= b of the b + c | each as likely), one-sided
+        b = sum(n == y != o for n, o, y in zip(predicted, predicted_now, labels, strict=True))
+        c = sum(o == y != n for n, o, y in zip(predicted, predicted_now, labels, strict=True))
+        tail = sum(math.comb(b + c, k) for k in range(b, b + c + 1))
+        scores.log_metric("only_candidate_right", b)
+        scores.log_metric("only_current_right", c)
+        scores.log_metric("mcnemar_p", tail / 2 ** (b + c))
     scores.log_metric("train_rows", candidate.metadata["train_rows"])
     scores.log_metric("holdout_rows", len(labels))
 
@@ -304,10 +319,12 @@ def register(
     alert_id: str,
     current_version: str,
     min_gain: float,
+    max_p: float,
     candidate: dsl.Input[dsl.Model],
     scores: dsl.Input[dsl.Metrics],
 ) -> str:
-    """Publish the candidate if it beats the current version by min_gain; returns its version.
+    """Publish the candidate if it beats the current version by min_gain and McNemar's test
+    says so at ``max_p`` (1 - the promotion's confidence); returns its version.
 
     Returns "" when it does not (the run ends "not-promoted"). Either way the
     outcome is stored for :func:`run_retrain`.
@@ -326,13 +343,24 @@ def register(
     store = ObjectStore(settings.minio)
     metrics = {name: float(value) for name, value in scores.metadata.items()}
     new, old = metrics["candidate_accuracy"], metrics.get("current_accuracy")
+    p = metrics.get("mcnemar_p", 0.0)
+    pairs = (
+        f"McNemar p {p:.3g} (candidate alone right on {metrics.get('only_candidate_right', 0):.0f}"
+        f" rows, current alone on {metrics.get('only_current_right', 0):.0f})"
+    )
     outcome: dict[str, object] = {"metrics": metrics, "version": None, "storage_uri": None}
     # a hair of tolerance so that e.g. 0.82 >= 0.81 + 0.01 holds in floating point
     if current_version and old is not None and new + 1e-9 < old + min_gain:
         outcome["status"] = "not-promoted"
         outcome["reason"] = (
             f"not promoted: candidate accuracy {new:.4f} does not reach current version "
-            f"{current_version} accuracy {old:.4f} + min_gain {min_gain:g}"
+            f"{current_version} accuracy {old:.4f} + min_gain {min_gain:g}; {pairs}"
+        )
+    elif current_version and old is not None and p > max_p:
+        outcome["status"] = "not-promoted"
+        outcome["reason"] = (
+            f"not promoted: candidate accuracy {new:.4f} vs current version {current_version} "
+            f"{old:.4f} is not shown better on the same rows: {pairs} > {max_p:g}"
         )
     else:
         registry = ModelRegistry.for_settings(settings)
@@ -355,7 +383,7 @@ def register(
         if current_version and old is not None:
             why = (
                 f"candidate accuracy {new:.4f} >= current version {current_version} "
-                f"accuracy {old:.4f} + min_gain {min_gain:g}"
+                f"accuracy {old:.4f} + min_gain {min_gain:g}, {pairs} <= {max_p:g}"
             )
         else:
             why = f"no current version to compare with; candidate accuracy {new:.4f}"
@@ -408,6 +436,7 @@ def retrain_pipeline(
     window_rows: int = 2000,
     holdout_fraction: float = 0.3,
     min_gain: float = 0.01,
+    max_p: float = 0.05,
     min_rows: int = MIN_ROWS,
     since: str = "",
 ) -> None:
@@ -438,6 +467,7 @@ def retrain_pipeline(
             alert_id=alert_id,
             current_version=current_version,
             min_gain=min_gain,
+            max_p=max_p,
             candidate=fitted.outputs["candidate"],
             scores=scored.outputs["scores"],
         )
@@ -473,6 +503,7 @@ def _arguments(request: RetrainRequest) -> dict[str, Any]:
         "window_rows": request.window_rows,
         "holdout_fraction": request.holdout_fraction,
         "min_gain": request.min_gain,
+        "max_p": 1 - request.confidence,
         "min_rows": MIN_ROWS,
         "since": request.since.isoformat() if request.since else "",
     }

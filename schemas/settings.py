@@ -395,6 +395,13 @@ class RetrainingSettings(_Group):
     )
     window_rows: int = Field(2000, ge=50, description="newest archived rows a run trains on")
     min_gain: float = Field(0.01, ge=0, description="accuracy a candidate must add to go live")
+    promotion_confidence: float = Field(
+        0.95,
+        ge=0,
+        lt=1,
+        description="and McNemar's test of candidate vs current on the same holdout must show "
+        "it better at this confidence (0: off)",
+    )
     collect_rows: int = Field(
         600, ge=0, description="labelled rows to gather after an alert before training on them"
     )

@@ -113,15 +113,20 @@ def test_registers_v1_then_a_better_v2_then_keeps_v2(
     assert candidate >= current + 0.01
     assert candidate - current > 0.05, second.metrics  # SEA 8 → 9.5: v1 errs on ~13% of inputs
     assert f"{candidate:.4f}" in second.reason and f"{current:.4f}" in second.reason
+    # the paired test on the same holdout rows, in the run's metrics and the model card
+    assert second.metrics["mcnemar_p"] < 0.001 and "McNemar p" in second.reason
+    assert second.metrics["only_candidate_right"] > second.metrics["only_current_right"]
     assert registry.versions(model) == ["1", "2"]
     assert registry.card(model, "2").alert_id == f"alert-{unique}"
+    assert registry.card(model, "2").metrics["mcnemar_p"] == second.metrics["mcnemar_p"]
     # the reported accuracies are those of the registered models on the held-out rows
     holdout = new_concept[-450:]
     assert accuracy_on(registry, model, "1", holdout) == pytest.approx(current)
     assert accuracy_on(registry, model, "2", holdout) == pytest.approx(candidate)
 
     # (c) the same rows again (chosen by time this time): the new candidate is no
-    # better than v2, so nothing is registered
+    # better than v2, so nothing is registered, even with no min_gain: it disagrees
+    # with v2 on (almost) no row, and McNemar's test cannot show it better
     third = run_retrain(
         settings,
         RetrainRequest(
@@ -129,7 +134,7 @@ def test_registers_v1_then_a_better_v2_then_keeps_v2(
             run_id=f"run-3-{unique}",
             current_version="2",
             window_rows=2000,
-            min_gain=0.2,
+            min_gain=0.0,
             since=T0 + timedelta(seconds=new_concept[0].index),
         ),
     )
@@ -137,6 +142,7 @@ def test_registers_v1_then_a_better_v2_then_keeps_v2(
     assert third.version is None and third.storage_uri is None
     assert (third.metrics["train_rows"], third.metrics["holdout_rows"]) == (1050, 450)
     assert third.metrics["current_accuracy"] == pytest.approx(candidate)
+    assert third.metrics["mcnemar_p"] > 0.05 and "is not shown better" in third.reason
     assert f"{third.metrics['candidate_accuracy']:.4f}" in third.reason
     assert f"{third.metrics['current_accuracy']:.4f}" in third.reason
     assert registry.versions(model) == ["1", "2"]

@@ -38,6 +38,7 @@ def test_spec_names_the_steps_the_image_and_the_parameters() -> None:
         "window_rows",
         "holdout_fraction",
         "min_gain",
+        "max_p",
         "min_rows",
         "since",
     }
