@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from connectors.kafka import EventProducer
 from connectors.registry import ModelRegistry
 from connectors.signing import signed
-from schemas import ModelVersionEvent, new_event
+from schemas import InputRecord, Label, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
@@ -37,6 +37,31 @@ def publish_flip_models(settings: Settings, model: str) -> None:
 
 def expected_output(version: str, a: float) -> int:
     return int(a > 0) if version == "1" else int(a < 0)
+
+
+def produce_records(
+    settings: Settings,
+    producer: EventProducer,
+    unique: str,
+    start: int,
+    count: int,
+    a_of: dict[str, float],
+    *,
+    labels_by: str | None = None,
+) -> None:
+    """Records ``<unique>-<start>`` on, their feature ``a`` kept in ``a_of``; with ``labels_by``,
+    labels as that version would answer (so it is always right and the other always wrong)."""
+    k = settings.kafka
+    for i in range(start, start + count):
+        a = ((i * 7919) % 2001 - 1000) / 100.0 or 0.5
+        rid = f"{unique}-{i}"
+        a_of[rid] = a
+        record = InputRecord(id=rid, features={"a": a, "b": 1.0})
+        producer.produce(topic_name(k, Topic.RECORDS), new_event(record, source="t"))
+        if labels_by is not None:
+            label = Label(record_id=rid, label=expected_output(labels_by, a))
+            producer.produce(topic_name(k, Topic.LABELS), new_event(label, source="t"))
+    producer.flush()
 
 
 def activation(model: str, version: str, url: str) -> ModelVersionEvent:

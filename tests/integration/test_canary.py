@@ -30,7 +30,7 @@ import pytest
 from agents.routing import _bucket
 from connectors.kafka import EventProducer
 from connectors.process import free_port, wait_until
-from schemas import InputRecord, Label, ModelVersionEvent, new_event
+from schemas import ModelVersionEvent
 from schemas.settings import (
     CanarySettings,
     LiveSettings,
@@ -47,6 +47,7 @@ from tests.integration.flip_models import (
     FEATURES,
     activation,
     expected_output,
+    produce_records,
     publish_flip_models,
     publish_route,
 )
@@ -107,15 +108,7 @@ def canary_run(topics: Settings, unique: str, tmp_path: Path) -> None:
 
     def produce(start: int, count: int) -> None:
         """Records and labels that version 2 gets right and version 1 gets wrong."""
-        for i in range(start, start + count):
-            a = ((i * 7919) % 2001 - 1000) / 100.0 or 0.5
-            rid = f"{unique}-{i}"
-            a_of[rid] = a
-            record = InputRecord(id=rid, features={"a": a, "b": 1.0})
-            producer.produce(topic_name(k, Topic.RECORDS), new_event(record, source="t"))
-            label = Label(record_id=rid, label=expected_output("2", a))
-            producer.produce(topic_name(k, Topic.LABELS), new_event(label, source="t"))
-        producer.flush()
+        produce_records(settings, producer, unique, start, count, a_of, labels_by="2")
 
     produced = [0]  # records so far; their ids are <unique>-0, -1, ...
 

@@ -17,7 +17,7 @@ import pytest
 
 from connectors.kafka import EventProducer
 from connectors.process import free_port, wait_until
-from schemas import InputRecord, Label, ModelVersionEvent, new_event
+from schemas import ModelVersionEvent
 from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector
@@ -27,6 +27,7 @@ from tests.integration.flip_models import (
     FEATURES,
     activation,
     expected_output,
+    produce_records,
     publish_flip_models,
     publish_route,
 )
@@ -88,16 +89,8 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     a_of: dict[str, float] = {}
 
     def produce(start: int, count: int, *, labels: bool = False) -> None:
-        for i in range(start, start + count):
-            a = ((i * 7919) % 2001 - 1000) / 100.0 or 0.5
-            rid = f"{unique}-{i}"
-            a_of[rid] = a
-            record = InputRecord(id=rid, features={"a": a, "b": 1.0})
-            producer.produce(topic_name(k, Topic.RECORDS), new_event(record, source="t"))
-            if labels:
-                label = Label(record_id=rid, label=expected_output("1", a))
-                producer.produce(topic_name(k, Topic.LABELS), new_event(label, source="t"))
-        producer.flush()
+        labels_by = "1" if labels else None
+        produce_records(settings, producer, unique, start, count, a_of, labels_by=labels_by)
 
     def predictions(shadow: bool) -> list:
         return [
