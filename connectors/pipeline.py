@@ -15,9 +15,12 @@ Steps (each a lightweight Python component in the weir image)::
   than ``min_rows`` rows, one class only) the reason is in the training set's
   metadata, and the pipeline branches with ``dsl.If`` / ``dsl.Else`` to
   **record_failure**.
-- **train** fits ``LogisticRegression(C=100, max_iter=1000)`` on the older part
-  (a ``Model`` artifact; features, row count and the archive prefix ride in
-  its metadata).
+- **train** fits the best of a few model families on the older part
+  (:func:`connectors.learners.fit_candidate`: scaled logistic regression or
+  histogram gradient boosting, chosen on the newest rows of that part; a
+  ``Model`` artifact; features, row count, the archive prefix and the learner's
+  family, hyperparameters and validation scores ride in its metadata and go in
+  the model card).
 - **evaluate** scores the candidate and the current version (loaded from the
   registry) with :func:`connectors.predictor.predict_batch` on the held-out part
   (a ``Metrics`` artifact: ``candidate_accuracy``, ``current_accuracy``,
@@ -227,20 +230,21 @@ def fetch(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train(train_set: dsl.Input[dsl.Dataset], candidate: dsl.Output[dsl.Model]) -> None:
-    """LogisticRegression(C=100, max_iter=1000) on the older part of the window."""
+    """The best model family on the older part of the window (connectors.learners)."""
     import json
 
     import joblib
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
+
+    from connectors.learners import fit_candidate
 
     with open(train_set.path) as src:
         data = json.load(src)
-    estimator = LogisticRegression(C=100, max_iter=1000)
-    estimator.fit(np.asarray(data["rows"], dtype=np.float64), data["labels"])
-    joblib.dump(estimator, candidate.path)
+    fitted = fit_candidate(np.asarray(data["rows"], dtype=np.float64), data["labels"])
+    joblib.dump(fitted.estimator, candidate.path)
     candidate.metadata.update(
         {
+            "learner": fitted.card_entry,
             "framework": "sklearn",
             "features": data["features"],
             "training_data": train_set.metadata["source"],
@@ -260,12 +264,12 @@ def evaluate(
     """Accuracy of the candidate and of the current version ("" = none) on the held-out rows,
     and McNemar's exact test of the two on those same rows."""
     import json
-    import math
     from typing import Any
 
     import joblib
     import numpy as np
 
+    from connectors.learners import paired_test
     from connectors.predictor import predict_batch, rows_from_features
     from connectors.registry import LoadedModel, ModelRegistry
     from schemas.events import utc_now
@@ -300,14 +304,13 @@ def evaluate(
             current, rows_from_features(current.card.features, records)
         )
         scores.log_metric("current_accuracy", accuracy(predicted_now, labels))
-        # McNemar's exact test on the same rows: only the rows the two disagree on count;
-        # p = P(candidate right on >= b of the b + c | each as likely), one-sided
-        b = sum(n == y != o for n, o, y in zip(predicted, predicted_now, labels, strict=True))
-        c = sum(o == y != n for n, o, y in zip(predicted, predicted_now, labels, strict=True))
-        tail = sum(math.comb(b + c, k) for k in range(b, b + c + 1))
+        b, c, p = paired_test(
+            [n == y for n, y in zip(predicted, labels, strict=True)],
+            [o == y for o, y in zip(predicted_now, labels, strict=True)],
+        )
         scores.log_metric("only_candidate_right", b)
         scores.log_metric("only_current_right", c)
-        scores.log_metric("mcnemar_p", tail / 2 ** (b + c))
+        scores.log_metric("mcnemar_p", p)
     scores.log_metric("train_rows", candidate.metadata["train_rows"])
     scores.log_metric("holdout_rows", len(labels))
 
@@ -333,6 +336,7 @@ def register(
 
     import joblib
 
+    from connectors.learners import promotion
     from connectors.minio_store import ObjectStore
     from connectors.registry import ModelRegistry
     from schemas.events import utc_now
@@ -349,18 +353,14 @@ def register(
         f" rows, current alone on {metrics.get('only_current_right', 0):.0f})"
     )
     outcome: dict[str, object] = {"metrics": metrics, "version": None, "storage_uri": None}
-    # a hair of tolerance so that e.g. 0.82 >= 0.81 + 0.01 holds in floating point
-    if current_version and old is not None and new + 1e-9 < old + min_gain:
+    promote, why_not = promotion(
+        new, old if current_version else None, p, min_gain=min_gain, max_p=max_p
+    )
+    if not promote:
         outcome["status"] = "not-promoted"
         outcome["reason"] = (
-            f"not promoted: candidate accuracy {new:.4f} does not reach current version "
-            f"{current_version} accuracy {old:.4f} + min_gain {min_gain:g}; {pairs}"
-        )
-    elif current_version and old is not None and p > max_p:
-        outcome["status"] = "not-promoted"
-        outcome["reason"] = (
-            f"not promoted: candidate accuracy {new:.4f} vs current version {current_version} "
-            f"{old:.4f} is not shown better on the same rows: {pairs} > {max_p:g}"
+            f"not promoted: candidate accuracy {new:.4f} {why_not} of version "
+            f"{current_version}; {pairs}, needed <= {max_p:g}"
         )
     else:
         registry = ModelRegistry.for_settings(settings)
@@ -377,6 +377,7 @@ def register(
             created_at=utc_now(),
             training_data=candidate.metadata["training_data"],
             training_rows=int(candidate.metadata["train_rows"]),
+            learner=candidate.metadata.get("learner"),
             run_id=run_id,
             alert_id=alert_id or None,
         )

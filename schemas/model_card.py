@@ -30,6 +30,8 @@ class ModelCard(BaseModel):
     training_rows: int | None = Field(default=None, ge=0)
     run_id: Identifier | None = None
     alert_id: Identifier | None = None
+    # which model family the pipeline chose, its hyperparameters and validation scores
+    learner: dict[str, str | float | int | bool | None] | None = None
     # set by the registry when it stores the artifact: its sha256, and the publisher's
     # signature over the card (connectors/registry.py); a card without them is refused
     # where signatures are required
@@ -38,5 +40,8 @@ class ModelCard(BaseModel):
 
     def signed_bytes(self) -> bytes:
         """What the card's signature covers: every field but the signature, canonical JSON."""
-        body = self.model_dump(mode="json", exclude={"signature"})
+        # a card without a learner signs as cards did before the field existed
+        body = self.model_dump(
+            mode="json", exclude={"signature"} | ({"learner"} if self.learner is None else set())
+        )
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

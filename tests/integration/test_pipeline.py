@@ -119,6 +119,8 @@ def test_registers_v1_then_a_better_v2_then_keeps_v2(
     assert registry.versions(model) == ["1", "2"]
     assert registry.card(model, "2").alert_id == f"alert-{unique}"
     assert registry.card(model, "2").metrics["mcnemar_p"] == second.metrics["mcnemar_p"]
+    learner = registry.card(model, "2").learner or {}
+    assert learner.get("family") in ("logistic-regression", "hist-gradient-boosting"), learner
     # the reported accuracies are those of the registered models on the held-out rows
     holdout = new_concept[-450:]
     assert accuracy_on(registry, model, "1", holdout) == pytest.approx(current)
