@@ -109,19 +109,19 @@ class RouteGate:
                 f"replayed: event {event.id} of {event.time.isoformat()} is not newer than "
                 f"event {last[1]} of {last[0].isoformat()} already applied to this route"
             )
-        if change.url is not None:
-            host = urlsplit(change.url).hostname or ""
+        for version, url, _protocol, features in change.targets:
+            host = urlsplit(url).hostname or ""
             allowed = self._settings.control.allowed_hosts
             if not any(fnmatch.fnmatch(host, pattern) for pattern in allowed):
                 return (
                     f"url host {host!r} is not in WEIR_CONTROL__ALLOWED_HOSTS "
                     f"({', '.join(allowed)})"
                 )
-        if change.action not in CLEARS and not change.features:
-            return (
-                "the route names no feature order (`features`); `weir models publish` takes "
-                "it from the model card"
-            )
+            if not features:
+                return (
+                    f"the route to version {version} names no feature order (`features`); "
+                    "`weir models publish` takes it from the model card"
+                )
         return None
 
     def applied_now(self, event: Event[ModelVersionEvent]) -> None:
@@ -148,18 +148,22 @@ class RegistryCheck:
     def problem(self, change: ModelVersionEvent) -> str | None:
         """Why the registry refuses this route, or None; raises ServiceError when it cannot
         be asked (MinIO away)."""
-        if change.action in CLEARS:
-            return None
-        features = tuple(change.features or ())
-        key = (change.model, change.version, features)
+        for version, _url, _protocol, named in change.targets:
+            problem = self._version_problem(change.model, version, tuple(named or ()))
+            if problem is not None:
+                return problem
+        return None
+
+    def _version_problem(self, model: str, version: str, features: tuple[str, ...]) -> str | None:
+        key = (model, version, features)
         if key in self._known:
             return None
         try:
-            card = self._registry.checked_card(change.model, change.version)
+            card = self._registry.checked_card(model, version)
         except ObjectNotFound:
             return (
-                f"version {change.version} of {change.model} is not in the registry "
-                f"({self._registry.uri(change.model, change.version)} has no model card)"
+                f"version {version} of {model} is not in the registry "
+                f"({self._registry.uri(model, version)} has no model card)"
             )
         except ArtifactRefused as err:
             return f"the registry refuses it: {err}"
@@ -201,20 +205,21 @@ class Controller:
             )
 
     async def _ready(self, event: ModelVersionEvent, *, replaying: bool) -> bool:
-        if event.action in CLEARS:
-            return True
-        assert event.url is not None  # the schema requires it for every other action
-        if replaying:
-            return await self._client.ready(event.url, event.model, event.protocol)
-        try:
-            await self._client.wait_ready(
-                event.url,
-                event.model,
-                event.protocol,
-                timeout_s=self._settings.scoring.control_ready_timeout_s,
-            )
-        except ModelServerError:
-            return False
+        """Whether every server the route sends records to answers ready (a clear: yes)."""
+        for _version, url, protocol, _features in event.targets:
+            if replaying:
+                if not await self._client.ready(url, event.model, protocol):
+                    return False
+                continue
+            try:
+                await self._client.wait_ready(
+                    url,
+                    event.model,
+                    protocol,
+                    timeout_s=self._settings.scoring.control_ready_timeout_s,
+                )
+            except ModelServerError:
+                return False
         return True
 
     async def _dead(

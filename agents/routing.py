@@ -38,12 +38,24 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Speculation:
+    """Several routes called at once for every record; what answered within the deadline
+    is decided by ``decider`` (``agents.speculation``)."""
+
+    name: str
+    members: tuple[Route, ...]
+    deadline_s: float
+    decider: str
+
+
+@dataclass(frozen=True)
 class ModelRoutes:
     active: Route | None = None
     history: tuple[Route, ...] = ()
     canary: Route | None = None
     canary_weight: float = 0.0
     shadow: Route | None = None
+    speculative: Speculation | None = None
 
     @property
     def serving_canary(self) -> Route | None:
@@ -74,6 +86,22 @@ def route_of(event: ModelVersionEvent) -> Route:
     )
 
 
+def speculation_of(event: ModelVersionEvent) -> Speculation:
+    assert event.deadline_ms is not None and event.decider is not None  # the schema says so
+    members = tuple(
+        Route(
+            model=event.model,
+            version=version,
+            url=url,
+            protocol=protocol,
+            features=tuple(features) if features else None,
+            run_id=event.run_id,
+        )
+        for version, url, protocol, features in event.targets
+    )
+    return Speculation(event.version, members, event.deadline_ms / 1000, event.decider)
+
+
 def _bucket(record_id: str) -> float:
     digest = hashlib.blake2b(record_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -100,22 +128,39 @@ class RoutingTable:
         active_version = current.active.version if current.active else None
         if event.action in CLEARS:
             slot = CLEARS[event.action]
-            held = current.canary if slot == "canary" else current.shadow
+            held = {
+                "canary": current.canary,
+                "shadow": current.shadow,
+                "speculative": current.speculative,
+            }[slot]
             if held is None:
                 return Decision(True, f"no {slot} to clear", active_version)
-            cleared = (
-                replace(current, canary=None, canary_weight=0.0)
-                if slot == "canary"
-                else replace(current, shadow=None)
-            )
+            cleared = {
+                "canary": lambda: replace(current, canary=None, canary_weight=0.0),
+                "shadow": lambda: replace(current, shadow=None),
+                "speculative": lambda: replace(current, speculative=None),
+            }[slot]()
             self.models[event.model] = cleared
             self.changes += 1
-            return Decision(True, f"{slot} {held.version} cleared", active_version)
+            name = held.name if isinstance(held, Speculation) else held.version
+            return Decision(True, f"{slot} {name} cleared", active_version)
         if not ready:
+            urls = ", ".join(url for _v, url, _p, _f in event.targets)
             return Decision(
                 False,
-                f"endpoint {event.url} for {event.model} {event.version} is not ready; "
+                f"endpoint {urls} for {event.model} {event.version} is not ready; "
                 f"keeping version {active_version}",
+                active_version,
+            )
+        if event.action == "speculate":
+            speculation = speculation_of(event)
+            self.models[event.model] = replace(current, speculative=speculation)
+            self.changes += 1
+            versions = ", ".join(m.version for m in speculation.members)
+            return Decision(
+                True,
+                f"speculate {event.version}: {versions} within {event.deadline_ms} ms, "
+                f"{event.decider} decides",
                 active_version,
             )
         new = route_of(event)

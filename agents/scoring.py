@@ -10,6 +10,9 @@ Per batch:
   event becomes a dead letter with its raw bytes and the reason;
 * each record is routed by the routing table *at that moment* (active route or
   its canary share) and the records of one route go to the server in one call;
+  a model with a speculative route is scored by it first (``agents.speculation``),
+  and only the records none of its members answered within the deadline go on
+  to the active route;
 * a server that is **unavailable** — no answer, a timeout, 408/425/429/502/503/504
   — is retried with backoff without end (the client's own retries, then this
   loop's): the records wait and are never skipped. Routes are looked up again
@@ -38,8 +41,9 @@ from pydantic import ValidationError
 
 from agents.letters import dead_letter
 from agents.predictions import prediction_of, route_lineage, route_rows
-from agents.routing import Route, RoutingTable
+from agents.routing import Route, RoutingTable, Speculation
 from agents.shadow import ShadowMirror
+from agents.speculation import Speculator
 from connectors.dead_letters import OversizeStore
 from connectors.kserve_client import InferenceClient, InferenceResult, ModelServerError
 from schemas import (
@@ -47,6 +51,7 @@ from schemas import (
     Event,
     EventDecodeError,
     InputRecord,
+    Lineage,
     Prediction,
     RawMessage,
     decode_raw,
@@ -89,9 +94,11 @@ class Scorer:
         sleep: Sleep = asyncio.sleep,
         oversize: OversizeStore | None = None,
         shadow: ShadowMirror | None = None,
+        speculator: Speculator | None = None,
     ) -> None:
         self._settings = settings
         self._shadow = shadow
+        self._speculator = speculator or Speculator(client)
         self._routing = routing
         self._client = client
         self._now = now
@@ -147,6 +154,9 @@ class Scorer:
         pending = self._decode(messages, outcome)
         if self._shadow is not None:  # off the active path: a task of its own, bounded
             self._shadow.mirror([item.event for item in pending])
+        speculative = self._routing.get(self.model).speculative
+        if speculative is not None and pending:
+            pending = await self._speculate(speculative, pending, outcome)
         delay = self._settings.scoring.backoff_initial_s
         while pending:
             groups: dict[Route, list[_Pending]] = defaultdict(list)
@@ -165,6 +175,37 @@ class Scorer:
                 delay = min(delay * 2, self._settings.scoring.backoff_max_s)
         await self._store_oversized(outcome)
         return outcome
+
+    async def _speculate(
+        self, spec: Speculation, pending: list[_Pending], outcome: BatchOutcome
+    ) -> list[_Pending]:
+        """Score by the speculative route; returns the records no member answered in time."""
+        decided = await self._speculator.score(
+            spec,
+            [item.event.data.id for item in pending],
+            [item.event.data.features for item in pending],
+        )
+        at = self._now()
+        source = self._settings.events.source
+        rest = []
+        for item, prediction in zip(pending, decided, strict=True):
+            if prediction is None:
+                rest.append(item)
+                continue
+            lineage = Lineage(modelname=prediction.model, modelversion=prediction.version)
+            outcome.predictions.append(
+                new_event(prediction, source=source, now=lambda: at, lineage=lineage)
+            )
+            outcome.by_version[prediction.version] += 1
+        if rest:
+            log.warning(
+                "no member of speculative route %s answered %d records within %.0f ms; "
+                "they go to the active route",
+                spec.name,
+                len(rest),
+                spec.deadline_s * 1000,
+            )
+        return rest
 
     async def _score_group(
         self, route: Route, items: list[_Pending], outcome: BatchOutcome

@@ -31,6 +31,7 @@ from schemas.payloads import (
     PipelineRunEvent,
     Prediction,
     RouteDecision,
+    SpeculativeMember,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "RouteDecision",
     "SchemaViolationError",
     "ServiceError",
+    "SpeculativeMember",
     "StackError",
     "UnknownEventTypeError",
     "WeirError",

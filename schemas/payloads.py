@@ -93,6 +93,12 @@ class Prediction(Payload):
     shadow: bool = Field(
         False, description="made by the model's shadow route: mirrored, never served"
     )
+    decider: Decider | None = Field(
+        None, description="speculative serving: the rule that chose this answer"
+    )
+    answers: int | None = Field(
+        None, ge=0, description="speculative serving: routes that answered within the deadline"
+    )
 
     @property
     def partition_key(self) -> str:
@@ -234,8 +240,34 @@ class CanaryVerdict(Alert):
         }
 
 
-RouteAction = Literal["activate", "canary", "shadow", "rollback", "clear-canary", "clear-shadow"]
-CLEARS: dict[str, str] = {"clear-canary": "canary", "clear-shadow": "shadow"}
+RouteAction = Literal[
+    "activate",
+    "canary",
+    "shadow",
+    "rollback",
+    "speculate",
+    "clear-canary",
+    "clear-shadow",
+    "clear-speculative",
+]
+CLEARS: dict[str, str] = {
+    "clear-canary": "canary",
+    "clear-shadow": "shadow",
+    "clear-speculative": "speculative",
+}
+Decider = Literal["first", "confidence", "majority"]
+MAX_MEMBERS = 8
+
+
+class SpeculativeMember(BaseModel):
+    """One route of a speculative ensemble: a version and the server that answers for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Version
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    protocol: Literal["v1", "v2"] = "v2"
+    features: list[FeatureName] | None = Field(default=None, max_length=MAX_FEATURES)
 
 
 class ModelVersionEvent(Payload):
@@ -251,7 +283,12 @@ class ModelVersionEvent(Payload):
     * ``<model>:canary``: ``canary`` sends ``weight`` of the traffic to ``url``;
       ``clear-canary`` removes it;
     * ``<model>:shadow``: ``shadow`` mirrors traffic without serving its
-      answers; ``clear-shadow`` removes it.
+      answers; ``clear-shadow`` removes it;
+    * ``<model>:speculative``: ``speculate`` serves every record from several
+      routes called at once (``members``): what they answered within
+      ``deadline_ms`` is decided by ``decider`` (``first`` answer, best
+      ``confidence``, ``majority``); ``version`` names the ensemble;
+      ``clear-speculative`` removes it.
 
     An event changes only its own slot. Because an activate means all traffic,
     weir's tools publish it with a ``clear-canary`` (:meth:`implied`); a canary
@@ -276,6 +313,11 @@ class ModelVersionEvent(Payload):
     metrics: dict[str, float] = Field(default_factory=dict)
     run_id: Identifier | None = None
     alert_id: Identifier | None = None
+    members: list[SpeculativeMember] | None = Field(
+        default=None, min_length=2, max_length=MAX_MEMBERS
+    )
+    deadline_ms: int | None = Field(default=None, ge=1, le=60_000)
+    decider: Decider | None = None
 
     @model_validator(mode="after")
     def _fields_fit_the_action(self) -> ModelVersionEvent:
@@ -283,16 +325,37 @@ class ModelVersionEvent(Payload):
             raise ValueError("a canary needs a weight in (0, 1]")
         if self.action != "canary" and self.weight is not None:
             raise ValueError(f"weight is only meaningful for a canary, not for {self.action!r}")
-        if self.action not in CLEARS and self.url is None:
+        speculative = (self.members, self.deadline_ms, self.decider)
+        if self.action == "speculate":
+            if any(v is None for v in speculative):
+                raise ValueError("speculate needs members (2 or more), deadline_ms and decider")
+            if len({m.version for m in self.members or ()}) != len(self.members or ()):
+                raise ValueError("the members of a speculation are different versions")
+        elif any(v is not None for v in speculative):
+            raise ValueError(
+                f"members, deadline_ms and decider belong to speculate, not {self.action!r}"
+            )
+        elif self.action not in CLEARS and self.url is None:
             raise ValueError(f"{self.action!r} needs the url of the version's server")
         return self
 
     @property
-    def slot(self) -> Literal["active", "canary", "shadow"]:
+    def slot(self) -> Literal["active", "canary", "shadow", "speculative"]:
         """The route slot this event sets or clears."""
         if self.action in ("activate", "rollback"):
             return "active"
+        if self.action in ("speculate", "clear-speculative"):
+            return "speculative"
         return "canary" if self.action in ("canary", "clear-canary") else "shadow"
+
+    @property
+    def targets(self) -> list[tuple[str, str, Literal["v1", "v2"], list[str] | None]]:
+        """(version, url, protocol, features) of every server this route sends records to."""
+        if self.members is not None:
+            return [(m.version, m.url, m.protocol, m.features) for m in self.members]
+        if self.url is None:
+            return []
+        return [(self.version, self.url, self.protocol, self.features)]
 
     @property
     def partition_key(self) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agents.canary import Contest
-from agents.routing import RoutingTable
+from agents.routing import RoutingTable, Speculation
 from agents.scoring import BatchOutcome
 from schemas import (
     CanaryVerdict,
@@ -55,6 +55,7 @@ class RouteView(BaseModel):
     canary: str | None
     canary_weight: float
     shadow: str | None
+    speculative: str | None = None  # "<name>: <versions> (<decider>, <deadline> ms)"
 
 
 class VersionAccuracy(BaseModel):
@@ -136,6 +137,13 @@ def _summary(data: Any) -> tuple[str, str | None, str, bool | None]:
         ok = {"succeeded": True, "failed": False}.get(data.status)
         return "run", data.produced_version, text, ok
     return "", None, "", None
+
+
+def _speculation_text(spec: Speculation | None) -> str | None:
+    if spec is None:
+        return None
+    versions = ", ".join(m.version for m in spec.members)
+    return f"{spec.name}: {versions} ({spec.decider}, {spec.deadline_s * 1000:.0f} ms)"
 
 
 class LiveView:
@@ -236,6 +244,7 @@ class LiveView:
                     canary=routes.serving_canary.version if routes.serving_canary else None,
                     canary_weight=routes.canary_weight if routes.serving_canary else 0.0,
                     shadow=routes.shadow.version if routes.shadow else None,
+                    speculative=_speculation_text(routes.speculative),
                 )
             )
         gauges = {

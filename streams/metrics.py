@@ -96,6 +96,12 @@ class WorkerMetrics:
             registry=r,
         )
         self.alerts = Counter("weir_alerts", "Alerts emitted, by type", ["type"], registry=r)
+        self.speculative_late = Counter(
+            "weir_speculative_late",
+            "Answers (rows) of speculative members that came after the deadline, by version",
+            ["model", "version"],
+            registry=r,
+        )
         self.retraining_runs = Counter(
             "weir_retraining_runs",
             "Retraining run events emitted, by status",

@@ -88,7 +88,8 @@ PAGE = """<!doctype html>
   <section class="cols">
     <div class="stack">
       <div class="card"><h2>Routes</h2>
-        <table><thead><tr><th>model</th><th>active</th><th>canary</th><th>shadow</th></tr>
+        <table><thead><tr><th>model</th><th>active</th><th>canary</th><th>shadow</th>
+        <th>speculative</th></tr>
         </thead><tbody id="routes"></tbody></table></div>
       <div class="card"><h2>Rolling accuracy</h2>
         <table><thead><tr><th>version</th><th>accuracy</th><th>outcomes</th></tr></thead>
@@ -144,15 +145,16 @@ function render(s) {
     .join(" · ") || "none yet";
   $("dead").textContent = fmt.format(s.dead_letters);
   $("lag").textContent = s.consumer_lag == null ? DASH : fmt.format(s.consumer_lag);
-  if (!s.routes.length) empty($("routes"), 4, "no route yet");
+  if (!s.routes.length) empty($("routes"), 5, "no route yet");
   else $("routes").replaceChildren(...s.routes.map((r) => {
     const tr = el("tr");
     tr.dataset.model = r.model;
     tr.dataset.active = r.active ?? "";
     const canary = r.canary == null ? version(null)
       : el("span", "ver", "v" + r.canary + " (" + Math.round(r.canary_weight * 100) + "%)");
+    const spec = r.speculative == null ? version(null) : el("span", "ver", r.speculative);
     tr.append(cell(el("span", "", r.model)), cell(version(r.active)), cell(canary),
-              cell(version(r.shadow)));
+              cell(version(r.shadow)), cell(spec));
     return tr;
   }));
   if (!s.accuracy.length) empty($("accuracy"), 3, "no labelled outcomes yet");

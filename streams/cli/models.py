@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from agents.routing import ModelRoutes, Route
+from agents.routing import ModelRoutes, Route, Speculation
 from connectors.kafka_tools import quiet_producer, require_topics
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.registry import CARD, ModelRegistry
@@ -69,6 +70,13 @@ def _route_notes(routes: ModelRoutes) -> dict[str, list[str]]:
         note(f"canary {routes.canary_weight:.0%}", routes.serving_canary)
     if routes.shadow is not None:
         note("shadow", routes.shadow)
+    if routes.speculative is not None:
+        spec = routes.speculative
+        for member in spec.members:
+            note(
+                f"speculative {spec.name} ({spec.decider}, {spec.deadline_s * 1000:.0f} ms)",
+                member,
+            )
     for i, route in enumerate(reversed(routes.history)):
         if route.version not in notes:
             note("rollback target" if i == 0 else "earlier", route)
@@ -201,15 +209,7 @@ def models_publish(
     settings = _settings(ctx)
     require_topics(settings, topic_name(settings.kafka, Topic.MODELS))
     _store, registry = _registry(settings)
-    try:
-        card = registry.card(model, version)
-    except ObjectNotFound as err:
-        versions = ", ".join(registry.versions(model)) or "none"
-        raise WeirError(
-            f"{model} version {version} is not in the registry "
-            f"(s3://{settings.minio.models_bucket}/{model}/ has versions: {versions}); "
-            "register it first"
-        ) from err
+    card = _registered(settings, registry, model, version)
     try:
         change = ModelVersionEvent.model_validate(
             {
@@ -236,12 +236,101 @@ def models_publish(
         f"{WATCH_HINT}",
         soft_wrap=True,
     )
-    if action == "shadow":
-        console.print(
-            "[yellow]note:[/] workers record the shadow route, but do not mirror traffic to it "
-            "yet (see docs/design.md, 'What is not built yet')",
-            soft_wrap=True,
+
+
+def _registered(settings: Settings, registry: ModelRegistry, model: str, version: str) -> ModelCard:
+    """The card of ``version``, or an error that lists the versions there are."""
+    try:
+        return registry.card(model, version)
+    except ObjectNotFound as err:
+        versions = ", ".join(registry.versions(model)) or "none"
+        raise WeirError(
+            f"{model} version {version} is not in the registry "
+            f"(s3://{settings.minio.models_bucket}/{model}/ has versions: {versions}); "
+            "register it first"
+        ) from err
+
+
+@models.command("speculate")
+@click.argument("model")
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    required=True,
+    metavar="VERSION=URL",
+    help="a version and the endpoint serving it; two or more",
+)
+@click.option("--protocol", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
+@click.option(
+    "--deadline-ms",
+    type=click.IntRange(1, 60_000),
+    default=100,
+    show_default=True,
+    help="how long each batch waits for the members' answers",
+)
+@click.option(
+    "--decider",
+    type=click.Choice(["first", "confidence", "majority"]),
+    default="first",
+    show_default=True,
+)
+@click.option("--name", default=None, help="names the ensemble (default: spec-<versions>)")
+@click.pass_context
+@one_line_errors
+def models_speculate(
+    ctx: click.Context,
+    model: str,
+    members: tuple[str, ...],
+    protocol: str,
+    deadline_ms: int,
+    decider: str,
+    name: str | None,
+) -> None:
+    """Serve MODEL from several versions at once, against a deadline (speculative serving).
+
+    Every batch goes to each --member; what answered within --deadline-ms is
+    decided by --decider; records no member answered in time go to the active
+    route. Each version must be in the registry (its card gives the features).
+    `weir models clear MODEL --slot speculative` ends it.
+    """
+    if len(members) < 2:
+        raise click.UsageError("a speculation needs two or more --member VERSION=URL")
+    settings = _settings(ctx)
+    require_topics(settings, topic_name(settings.kafka, Topic.MODELS))
+    _store, registry = _registry(settings)
+    parsed: list[dict[str, Any]] = []
+    for member in members:
+        version, sep, url = member.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{member!r} is not VERSION=URL", param_hint="--member")
+        card = _registered(settings, registry, model, version)
+        parsed.append(
+            {"version": version, "url": _url(url), "protocol": protocol, "features": card.features}
         )
+    label = name or "spec-" + "-".join(m["version"] for m in parsed)
+    try:
+        change = ModelVersionEvent.model_validate(
+            {
+                "action": "speculate",
+                "model": model,
+                "version": label,
+                "members": parsed,
+                "deadline_ms": deadline_ms,
+                "decider": decider,
+            }
+        )
+    except ValidationError as err:
+        raise click.UsageError(
+            f"not a valid model-version event: {err.errors()[0]['msg']}"
+        ) from err
+    where = _publish(settings, change)
+    versions = ", ".join(m["version"] for m in parsed)
+    console.print(
+        f"[green]published[/] speculate {model} {label}: {versions} within {deadline_ms} ms, "
+        f"{decider} decides, at {where}; {WATCH_HINT}",
+        soft_wrap=True,
+    )
 
 
 @models.command("rollback")
@@ -298,12 +387,15 @@ def models_rollback(ctx: click.Context, model: str, to_version: str | None) -> N
 @models.command("clear")
 @click.argument("model")
 @click.option(
-    "--slot", type=click.Choice(["canary", "shadow"]), required=True, help="the route to remove"
+    "--slot",
+    type=click.Choice(["canary", "shadow", "speculative"]),
+    required=True,
+    help="the route to remove",
 )
 @click.pass_context
 @one_line_errors
 def models_clear(ctx: click.Context, model: str, slot: str) -> None:
-    """Remove MODEL's canary or shadow route: publish a clear-canary / clear-shadow event.
+    """Remove MODEL's canary, shadow or speculative route: publish a clear-<slot> event.
 
     The event has the slot's own key on the compacted control topic, so a worker
     that starts later holds no stale canary or shadow either.
@@ -311,13 +403,18 @@ def models_clear(ctx: click.Context, model: str, slot: str) -> None:
     settings = _settings(ctx)
     control = topic_name(settings.kafka, Topic.MODELS)
     routes = fold_routes(settings)[0].get(model)
-    held = routes.canary if slot == "canary" else routes.shadow
+    held = {"canary": routes.canary, "shadow": routes.shadow, "speculative": routes.speculative}[
+        slot
+    ]
     if held is None:
         raise WeirError(f"{model} has no {slot} route on {control}; nothing to clear")
-    change = ModelVersionEvent(action=f"clear-{slot}", model=model, version=held.version)
-    where = _publish(settings, change, held.run_id)
+    version = held.name if isinstance(held, Speculation) else held.version
+    change = ModelVersionEvent.model_validate(
+        {"action": f"clear-{slot}", "model": model, "version": version}
+    )
+    where = _publish(settings, change, None if isinstance(held, Speculation) else held.run_id)
     console.print(
-        f"[green]cleared[/] {slot} {model} {held.version} at {where}; {WATCH_HINT}",
+        f"[green]cleared[/] {slot} {model} {version} at {where}; {WATCH_HINT}",
         soft_wrap=True,
     )
 

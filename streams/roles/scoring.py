@@ -30,6 +30,7 @@ import time
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
 from agents.shadow import ShadowMirror
+from agents.speculation import Speculator
 from connectors.dead_letters import OversizeStore
 from schemas import RawMessage
 from schemas.topics import Topic
@@ -53,9 +54,19 @@ def attach_scoring(ctx: RoleContext) -> None:
                 lambda out: ctx.send_nowait([(Topic.PREDICTIONS, p) for p in out]),
             )
             ctx.on_shutdown(shadow.close)
+            late = ctx.live.metrics.speculative_late
+            speculator = Speculator(
+                ctx.client, on_late=lambda version, rows: late.labels(s.model, version).inc(rows)
+            )
+            ctx.on_shutdown(speculator.close)
             scorers.append(
                 Scorer(
-                    settings, routing, ctx.client, oversize=OversizeStore(settings), shadow=shadow
+                    settings,
+                    routing,
+                    ctx.client,
+                    oversize=OversizeStore(settings),
+                    shadow=shadow,
+                    speculator=speculator,
                 )
             )
         started = time.perf_counter()
