@@ -95,6 +95,7 @@ if ! have weir:latest || [ "${WEIR_IMAGES_REBUILD:-0}" = 1 ]; then
   build --progress plain --network host --build-arg "BASE=$PYTHON_IMAGE" \
     --secret "id=ca-bundle,src=$CA_BUNDLE" \
     -f "$REPO/deploy/Dockerfile" -t weir:latest "$REPO"
+  docker image prune --force >/dev/null  # the weir:latest this one replaced
 fi
 
 # A temporary build context: the Dockerfile's folder plus the cached artifacts,
