@@ -210,8 +210,8 @@ def wait_healthy(project: Project, services_: list[str]) -> None:
         time.sleep(POLL_S)  # the healthchecks' own interval is 5 s; this only looks
 
 
-# cold, the fixtures install the engine and build every image first (about 15 min);
-# warm, the whole test takes about 5 (README "docker compose, for real")
+# cold, the fixtures build Compose and every image first: the whole test took 10 min
+# here; warm, 4 (README "docker compose, for real")
 @pytest.mark.timeout(INSTALL_S + BUILD_S + UP_S + 2 * LOOP_S)
 def test_docker_compose_up_closes_the_loop(project: Project):
     # up: init, model host, bootstrap, the roles, ingress and producer, in depends_on
