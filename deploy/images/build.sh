@@ -14,8 +14,9 @@
 # builds on the public base instead and the Kafka and MinIO images are not
 # needed: the compose file's own images are pulled.
 #
-# Each image is built only when missing (WEIR_IMAGES_REBUILD=1 rebuilds
-# weir:latest, which changes with the code). Nothing is written to the repo.
+# The bases, Kafka and MinIO are built only when missing; weir:latest every time,
+# since it carries the checkout's code (BuildKit's cache keeps that to seconds
+# when nothing changed). Nothing is written to the repo.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${WEIR_CACHE:-$HOME/.cache/weir}
@@ -46,6 +47,12 @@ build() {
   else
     DOCKER_BUILDKIT=1 docker build "$@"
   fi
+}
+
+docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
+  echo "no Docker engine answers at ${DOCKER_HOST:-the default socket}: run" \
+    "\`deploy/images/engine.sh start\` and \`eval \"\$(deploy/images/engine.sh env)\"\` first" >&2
+  exit 1
 }
 
 if [ "$MODE" = auto ]; then
@@ -90,13 +97,12 @@ if ! have "$PYTHON_IMAGE"; then
 fi
 
 # ---- weir itself: deploy/Dockerfile on that base -------------------------------
-if ! have weir:latest || [ "${WEIR_IMAGES_REBUILD:-0}" = 1 ]; then
-  say "build weir:latest on $PYTHON_IMAGE"
-  build --progress plain --network host --build-arg "BASE=$PYTHON_IMAGE" \
-    --secret "id=ca-bundle,src=$CA_BUNDLE" \
-    -f "$REPO/deploy/Dockerfile" -t weir:latest "$REPO"
-  docker image prune --force >/dev/null  # the weir:latest this one replaced
-fi
+say "build weir:latest on $PYTHON_IMAGE"
+build --progress plain --network host --build-arg "BASE=$PYTHON_IMAGE" \
+  --secret "id=ca-bundle,src=$CA_BUNDLE" \
+  -f "$REPO/deploy/Dockerfile" -t weir:latest "$REPO" >"$CACHE/images/build-weir.log" 2>&1 \
+  || { tail -n 30 "$CACHE/images/build-weir.log" >&2; exit 1; }
+docker image prune --force >/dev/null  # the weir:latest this one replaced, if any
 
 # A temporary build context: the Dockerfile's folder plus the cached artifacts,
 # hard-linked when the file system allows (no copy of the jars or the binary).
