@@ -62,7 +62,8 @@ if [ "$MODE" = auto ]; then
 fi
 
 if [ "$MODE" = public ]; then
-  build --progress plain -f "$REPO/deploy/Dockerfile" -t weir:latest "$REPO"
+  build --progress plain --secret "id=ca-bundle,src=$CA_BUNDLE" \
+    -f "$REPO/deploy/Dockerfile" -t weir:latest "$REPO"
   exit 0
 fi
 
