@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint deps-browser deps-kustomize stack-up stack-down clean
+.PHONY: setup demo test lint deps-browser deps-kustomize deps-docker images engine-stop stack-up stack-down clean
 
 setup: $(VENV)/.installed
 
@@ -50,9 +50,28 @@ deps-kustomize:
 		GOBIN=$$tmp go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && \
 		mkdir -p $(dir $(KUSTOMIZE)) && mv $$tmp/kustomize $(KUSTOMIZE) && rmdir $$tmp; }
 
+# docker compose, for real (README "docker compose, for real"): Debian's dockerd
+# and Docker Compose v2 (built with Go, cached under ~/.cache/weir), an engine of
+# the project's own (its socket, data root and pidfile under ~/.cache/weir/engine),
+# and the images docker-compose.yml + deploy/compose.local.yml run, built from
+# Debian packages where no image registry answers. tests/integration/
+# test_compose_docker.py starts (and stops) the engine and builds the images itself.
+ENGINE = deploy/images/engine.sh
+
+deps-docker:
+	$(ENGINE) install
+
+images: setup deps-docker
+	$(BIN)/weir stack fetch
+	$(ENGINE) start
+	eval "$$($(ENGINE) env)" && deploy/images/build.sh
+
+engine-stop:
+	$(ENGINE) stop
+
 # The test session starts the stack itself (tests/conftest.py) and stops what it
 # started; `stack fetch` first fills the cache so no test waits on a download.
-test: setup lint deps-browser deps-kustomize
+test: setup lint deps-browser deps-kustomize deps-docker
 	$(BIN)/weir stack fetch
 	$(BIN)/pytest
 

@@ -1,8 +1,9 @@
 """docker-compose.yml as data: its services, commands, environment and ports.
 
-Shared by the checks in tests/unit/test_deploy_files.py and the rehearsal in
+Shared by the checks in tests/unit/test_deploy_files.py, the rehearsal in
 tests/integration/test_compose_rehearsal.py, which runs the services' commands
-as local processes.
+as local processes, and tests/integration/test_compose_docker.py, which runs
+the file with `docker compose`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """docker-compose.yml rehearsed without Docker: its services' commands close the loop.
 
-There is no Docker engine here, so the images cannot run. What can run is
-every weir service of the compose file, as written there: the same ``weir``
+The fast check: test_compose_docker.py runs the file itself on images built
+here (minutes more, and a Docker engine); this runs every weir service of the
+compose file, as written there, as a local process: the same ``weir``
 subcommand and arguments, the same ``WEIR_*`` environment, started in the
 order its ``depends_on`` conditions give (one-shots must exit 0, healthchecks
 are run as written), ``deploy.replicas`` copies of a replicated service. The
@@ -27,7 +28,8 @@ it; the producer's stream drifts; the monitor and performance roles alert; the
 retrainer trains version 2 on what feedback archived and has the model host
 serve it; both scoring replicas switch (their own ``/metrics`` and
 ``/status.json`` say so), and every record is scored — all of it while CPU
-hogs keep both cores busy, as on a loaded machine.
+hogs keep both cores busy, as on a loaded machine. The facts are checked by
+tests/compose_checks.py, as for the real compose run.
 """
 
 from __future__ import annotations
@@ -39,23 +41,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.kafka import admin
 from connectors.process import free_port
 from schemas.settings import Settings
-from schemas.topics import Topic, topic_name
 from streams.context import ROLES
-from streams.dev.localrun import Collector
-from tests.compose_file import as_list, compose_env, resolve, role_services, services
+from tests import compose_checks
+from tests.compose_file import as_list, compose_env, resolve, services
 from tests.load import busy_seconds
 
 pytestmark = pytest.mark.integration
@@ -241,18 +238,9 @@ def rehearsal(live_stack: Settings, unique: str, tmp_path: Path) -> Iterator[Reh
         r.stop_all()
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def _live(replica: Replica, path: str) -> str:
-    """A URL of the replica's live view (WEIR_LIVE__PORT, already a free local port)."""
-    return f"http://127.0.0.1:{replica.env['WEIR_LIVE__PORT']}{path}"
+def _live(replica: Replica) -> str:
+    """The replica's live view (WEIR_LIVE__PORT, already a free local port)."""
+    return f"http://127.0.0.1:{replica.env['WEIR_LIVE__PORT']}"
 
 
 def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[int]):
@@ -273,17 +261,14 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[
             for replica in rehearsal.replicas[name]:
                 rehearsal.wait_done(replica)
 
-    s = rehearsal.live.model_copy(
-        update={"kafka": rehearsal.live.kafka.model_copy(update={"topic_prefix": rehearsal.prefix})}
+    live = rehearsal.live
+    s = live.model_copy(
+        update={
+            "kafka": live.kafka.model_copy(update={"topic_prefix": rehearsal.prefix}),
+            "scoring": live.scoring.model_copy(update={"model": rehearsal.model}),
+        }
     )
-    collector = Collector(
-        s,
-        [
-            topic_name(s.kafka, t)
-            for t in (Topic.PREDICTIONS, Topic.MODELS, Topic.ALERTS, Topic.DEAD_LETTER)
-        ],
-        group=f"rehearsal-{rehearsal.prefix}",
-    )
+    collector = compose_checks.collector(s, group=f"rehearsal-{rehearsal.prefix}")
     try:
         producer = rehearsal.replicas["producer"][0]
         assert producer.proc is not None
@@ -293,13 +278,11 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[
             what="the producer to finish its stream",
         )
         rehearsal.wait_done(producer)
-        produced = int(as_list(services()["producer"]["command"])[2])
-
-        def scored() -> set[str]:
-            return {e.data.record_id for e in collector.events("io.weir.prediction.v1")}
-
         collector.until(
-            lambda: rehearsal.check_running() or len(scored()) >= produced,
+            lambda: (
+                rehearsal.check_running()
+                or len(compose_checks.scored(collector)) >= compose_checks.produced()
+            ),
             deadline_s=LOOP_S,
             what="every record to be scored",
         )
@@ -307,57 +290,22 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[
     finally:
         collector.close()
 
-    predictions = collector.events("io.weir.prediction.v1")
-    assert len(scored()) == produced, "every record of the stream was scored"
-    by_version = Counter(e.data.version for e in predictions)
-    assert set(by_version) == {"1", "2"}, by_version
-    assert collector.events("io.weir.deadletter.v1") == []
-
-    # the roles ran as services of their own: two scoring replicas, one of each other
-    # role, each in its own consumer group
-    assert set(role_services()) == set(ROLES)
-    scorers = rehearsal.replicas["scoring"]
-    assert len(scorers) == int(services()["scoring"]["deploy"]["replicas"]) >= 2
+    # one replica of every role but scoring, which has its replicas
     assert {r: len(rehearsal.replicas[r]) for r in ROLES if r != "scoring"} == {
         r: 1 for r in ROLES if r != "scoring"
     }
-    client = admin(s)  # referenced until the answer is in: a freed client cancels it
-    listed = client.list_consumer_groups(request_timeout=30).result()
-    groups = {g.group_id for g in listed.valid}
-    expected = {f"{rehearsal.prefix}-{role}-{rehearsal.model}" for role in ROLES}
-    assert expected <= groups, sorted(groups)
-
-    # version 1 from bootstrap, version 2 from the retrainer's run; both on the host
-    host = rehearsal.replicas["model-host"][0]
-    routes = [e.data for e in collector.events("io.weir.model.version.v1")]
-    activations = [a for a in routes if a.action == "activate"]
-    assert [(a.action, a.version) for a in activations] == [("activate", "1"), ("activate", "2")]
-    # each activate comes with the clear of the canary slot (an activate means all traffic)
-    assert sorted(a.version for a in routes if a.action == "clear-canary") == ["1", "2"]
-    assert activations[1].run_id and activations[1].alert_id, "lineage: alert → run → version"
-    served = httpx.get(rehearsal.local_url("model-host", 8070) + "/v1/deployments").json()
-    assert {(d["version"], d["url"]) for d in served} == {(a.version, a.url) for a in activations}
-    assert all(a.url.startswith("http://127.0.0.1:") for a in activations), host.env
-
-    # the retrainer's live view counts the run that promoted version 2
     (retrainer,) = rehearsal.replicas["retrainer"]
-    text = httpx.get(_live(retrainer, "/metrics"), timeout=10).text
-    assert _metric(text, "weir_retraining_runs_total", status="succeeded") >= 1
-
-    # both scoring replicas took the swap and scored with version 2 (only scoring
-    # emits route decisions)
-    decisions = [e.data for e in collector.events("io.weir.model.route.v1")]
-    accepted = {d.worker for d in decisions if d.version == "2" and d.accepted}
-    assert accepted == {w.env["WEIR_SCORING__WORKER_ID"] for w in scorers}
-    for w in scorers:
-        who = w.env["WEIR_SCORING__WORKER_ID"]
-        text = httpx.get(_live(w, "/metrics"), timeout=10).text
-        v2 = _metric(text, "weir_predictions_total", model=rehearsal.model, version="2")
-        assert v2 > 0, f"{who} scored nothing with version 2"
-        status = httpx.get(_live(w, "/status.json"), timeout=10).json()
-        routes = {r["model"]: r["active"] for r in status["routes"]}
-        assert routes.get(rehearsal.model) == "2", f"{who} routes: {routes}"
-        assert status["predictions"].get("2", 0) > 0, f"{who}: {status['predictions']}"
+    scorers = rehearsal.replicas["scoring"]
+    compose_checks.check_loop_closed(
+        collector,
+        s,
+        compose_checks.Where(
+            model_host=rehearsal.local_url("model-host", 8070),
+            retrainer=_live(retrainer),
+            scorers={w.env["WEIR_SCORING__WORKER_ID"]: _live(w) for w in scorers},
+            served_prefix="http://127.0.0.1:",  # the rehearsal's model host is on loopback
+        ),
+    )
 
     # the hogs really competed with the services for the CPU the whole time
     hogged = [busy_seconds(pid) for pid in busy_cores]

@@ -1,0 +1,109 @@
+"""The facts a closed compose loop must show, checked the same way wherever it ran.
+
+Shared by the rehearsal (tests/integration/test_compose_rehearsal.py: the
+compose file's commands as local processes) and the real thing
+(tests/integration/test_compose_docker.py: `docker compose up` on images built
+here). Each caller says where the services answer (URLs from its host) and
+what the model host hands out; the facts are the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.kafka import admin
+from schemas.settings import Settings
+from schemas.topics import Topic, topic_name
+from streams.context import ROLES
+from streams.dev.localrun import Collector
+from tests.compose_file import as_list, role_services, services
+
+# what the checks read: predictions, route events and decisions, alerts, dead letters
+WATCHED = (Topic.PREDICTIONS, Topic.MODELS, Topic.ALERTS, Topic.DEAD_LETTER)
+
+
+def collector(settings: Settings, group: str) -> Collector:
+    return Collector(settings, [topic_name(settings.kafka, t) for t in WATCHED], group=group)
+
+
+def produced() -> int:
+    """How many records the compose file's producer sends (``--generate N``)."""
+    return int(as_list(services()["producer"]["command"])[2])
+
+
+def scored(collector: Collector) -> set[str]:
+    return {e.data.record_id for e in collector.events("io.weir.prediction.v1")}
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where one run's services answer, as seen from the test's host."""
+
+    model_host: str  # the model host's API, e.g. http://127.0.0.1:8070
+    retrainer: str  # the retrainer's live view
+    scorers: dict[str, str]  # each scoring replica's worker id → its live view
+    served_prefix: str  # how the model host's URLs start, e.g. http://model-host:
+
+
+def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
+    """Version 1 served, the drift retrained into version 2, both scoring replicas on it,
+    every record scored once at least, nothing dead-lettered; the roles ran as services
+    of their own, each in its own consumer group."""
+    model = s.scoring.model
+    predictions = collector.events("io.weir.prediction.v1")
+    assert len(scored(collector)) == produced(), "every record of the stream was scored"
+    by_version = Counter(e.data.version for e in predictions)
+    assert set(by_version) == {"1", "2"}, by_version
+    assert collector.events("io.weir.deadletter.v1") == []
+
+    # two scoring replicas, one of each other role, each in its own consumer group
+    assert set(role_services()) == set(ROLES)
+    assert len(where.scorers) == int(services()["scoring"]["deploy"]["replicas"]) >= 2
+    client = admin(s)  # referenced until the answer is in: a freed client cancels it
+    listed = client.list_consumer_groups(request_timeout=30).result()
+    groups = {g.group_id for g in listed.valid}
+    expected = {f"{s.kafka.topic_prefix}-{role}-{model}" for role in ROLES}
+    assert expected <= groups, sorted(groups)
+
+    # version 1 from bootstrap, version 2 from the retrainer's run; both on the host
+    routes = [e.data for e in collector.events("io.weir.model.version.v1")]
+    activations = [a for a in routes if a.action == "activate"]
+    assert [(a.action, a.version) for a in activations] == [("activate", "1"), ("activate", "2")]
+    # each activate comes with the clear of the canary slot (an activate means all traffic)
+    assert sorted(a.version for a in routes if a.action == "clear-canary") == ["1", "2"]
+    assert activations[1].run_id and activations[1].alert_id, "lineage: alert → run → version"
+    served = httpx.get(where.model_host + "/v1/deployments", timeout=10).json()
+    assert {(d["version"], d["url"]) for d in served} == {(a.version, a.url) for a in activations}
+    assert all(a.url.startswith(where.served_prefix) for a in activations), activations
+
+    # the retrainer's live view counts the run that promoted version 2
+    text = httpx.get(where.retrainer + "/metrics", timeout=10).text
+    assert metric(text, "weir_retraining_runs_total", status="succeeded") >= 1
+
+    # both scoring replicas took the swap and scored with version 2 (only scoring
+    # emits route decisions)
+    decisions = [e.data for e in collector.events("io.weir.model.route.v1")]
+    accepted = {d.worker for d in decisions if d.version == "2" and d.accepted}
+    assert accepted == set(where.scorers)
+    for who, live in where.scorers.items():
+        text = httpx.get(live + "/metrics", timeout=10).text
+        v2 = metric(text, "weir_predictions_total", model=model, version="2")
+        assert v2 > 0, f"{who} scored nothing with version 2"
+        status = httpx.get(live + "/status.json", timeout=10).json()
+        assert status["worker"] == who, status["worker"]
+        active = {r["model"]: r["active"] for r in status["routes"]}
+        assert active.get(model) == "2", f"{who} routes: {active}"
+        assert status["predictions"].get("2", 0) > 0, f"{who}: {status['predictions']}"
