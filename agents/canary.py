@@ -118,8 +118,8 @@ class CanaryJudge:
         held = self.contest
         if held is None or held.canary != canary.version or held.active != active.version:
             self.contest = Contest(canary.version, active.version, routes.canary_weight)
-        elif held.weight != routes.canary_weight:
-            held.weight, held.sent = routes.canary_weight, None
+        elif held.weight != routes.canary_weight:  # a step carried out: a new stage
+            held.weight, held.sent, held.standing = routes.canary_weight, None, "gathering"
 
     def update(self, version: str, correct: bool) -> CanaryVerdict | None:
         """Count one served outcome; a verdict when this outcome completes a look."""
