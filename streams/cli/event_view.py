@@ -86,9 +86,12 @@ def describe(payload: Payload) -> tuple[str, str]:
                 f" entity {payload.entity}" * bool(payload.entity)
             )
         case Prediction():
+            how = " shadow" if payload.shadow else ""
+            if payload.decider is not None:
+                how = f" {payload.decider} of {payload.answers} answers"
             return payload.record_id, (
                 f"{payload.model} {_v(payload.version)} → {payload.output} "
-                f"({payload.latency_ms:.1f} ms)"
+                f"({payload.latency_ms:.1f} ms{how})"
             )
         case Label():
             return payload.record_id, f"label {payload.label}"
@@ -116,6 +119,10 @@ def describe(payload: Payload) -> tuple[str, str]:
         case ModelVersionEvent():
             weight = f" weight {payload.weight:g}" if payload.weight is not None else ""
             route = f"{payload.url} ({payload.protocol}){weight}"
+            if payload.members is not None:
+                route = ", ".join(f"{_v(m.version)} {m.url}" for m in payload.members) + (
+                    f" within {payload.deadline_ms} ms, {payload.decider} decides"
+                )
             return payload.model, f"{payload.action} {_v(payload.version)} → {route}"
         case RouteDecision():
             verdict = "accepted" if payload.accepted else "REFUSED"
