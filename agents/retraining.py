@@ -1,7 +1,9 @@
 """Turning alerts into retraining runs, and successful runs into live model versions.
 
 :class:`RetrainPolicy` decides (pure, clock injected): an alert of a trigger
-type starts a run unless its id was seen before (dedupe), a run for the model
+type (performance alerts; feature-drift alerts too with
+``WEIR_RETRAINING__DRIFT_STARTS_RUNS``, otherwise they inform and are logged)
+starts a run unless its id was seen before (dedupe), a run for the model
 is already under way (at most one at a time), or the model is cooling down:
 ``cooldown_s`` after a run that put a new version live, ``retry_after_s`` after
 one that did not. An alert that arrives while a run is under way is held (the
@@ -44,7 +46,9 @@ from schemas.settings import Settings
 
 log = logging.getLogger("weir.retraining")
 
-DEFAULT_TRIGGERS = ("io.weir.alert.performance.v1", "io.weir.alert.drift.v1")
+PERFORMANCE = "io.weir.alert.performance.v1"
+FEATURE_DRIFT = "io.weir.alert.drift.v1"
+DEFAULT_TRIGGERS = (PERFORMANCE, FEATURE_DRIFT)
 PIPELINE_NAME = "weir-retrain"
 SEEN_KEPT = 10_000  # alert ids a checkpoint keeps for dedupe
 
@@ -67,6 +71,12 @@ class RetrainPolicy:
     _not_before: dict[str, float] = field(default_factory=dict)
 
     def consider(self, event_type: str, alert_id: str, model: str) -> RetrainDecision:
+        if event_type == FEATURE_DRIFT and event_type not in set(self.triggers):
+            return RetrainDecision(
+                False,
+                "feature drift informs: a run starts when a performance alert confirms "
+                "(WEIR_RETRAINING__DRIFT_STARTS_RUNS=true: at once)",
+            )
         if event_type not in set(self.triggers):
             return RetrainDecision(False, f"{event_type} does not trigger retraining")
         if alert_id in self._seen:
@@ -137,6 +147,7 @@ class Retrainer:
         self.policy = policy or RetrainPolicy(
             cooldown_s=settings.retraining.cooldown_s,
             retry_after_s=settings.retraining.retry_after_s,
+            triggers=DEFAULT_TRIGGERS if settings.retraining.drift_starts_runs else (PERFORMANCE,),
         )
         self._now = now
         self._gather = gather_rows

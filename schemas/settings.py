@@ -408,6 +408,11 @@ class RetrainingSettings(_Group):
     collect_timeout_s: float = Field(
         600.0, gt=0, description="longest a run waits for those rows before training on fewer"
     )
+    drift_starts_runs: bool = Field(
+        False,
+        description="a feature-drift alert starts a run by itself; off: feature drift "
+        "informs (logged, shown) and a run starts when a performance alert confirms",
+    )
     rollout: Literal["activate", "canary"] = Field(
         "activate",
         description="how a run's new version goes live: at once, or on canary at "

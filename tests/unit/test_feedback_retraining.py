@@ -219,10 +219,24 @@ def test_not_promoted_run_reports_why_and_changes_nothing():
         detector="ADWIN",
         records_seen=10,
     )
-    emitted, deployed = run_alert(FakeResult("not-promoted", None, reason="0.90 < 0.91"), alert)
+    drift_runs = Settings.model_validate({"retraining": {"drift_starts_runs": True}})
+    emitted, deployed = run_alert(
+        FakeResult("not-promoted", None, reason="0.90 < 0.91"), alert, drift_runs
+    )
     assert deployed == []
     assert [e.data.status for _, e in emitted] == ["requested", "started", "not-promoted"]
     assert emitted[-1][1].data.reason == "0.90 < 0.91"
+
+
+def test_feature_drift_informs_and_a_performance_alert_starts_the_run():
+    async def emit(kind, event):
+        raise AssertionError("nothing is emitted for an alert that starts no run")
+
+    retrainer = Retrainer(Settings(), RoutingTable(), None, emit)  # type: ignore[arg-type]
+    drift = DriftAlert(alert_id="d-1", model="m", stream="x0", detector="ADWIN", records_seen=9)
+    decision = asyncio.run(retrainer.on_alert(new_event(drift, source="t")))
+    assert not decision.start and "feature drift informs" in decision.reason
+    assert retrainer.policy.consider("io.weir.alert.performance.v1", "p-1", "m").start
 
 
 def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
