@@ -397,6 +397,7 @@ class PerformanceSignal:
     window: int
     outcomes_seen: int
     cumulative_accuracy: float
+    baseline: float | None = None  # a re-alert: the model's accuracy before the drift
 
 
 @dataclass
@@ -429,12 +430,15 @@ class ErrorRateMonitor:
     A detector resets on its alarm and then settles on the new, higher error
     rate, so a drift would give one signal and no more, and a retraining run
     that promoted nothing would leave the version serving, degraded, with no
-    second chance. So after a signal the version is **watched**: every
-    ``cooldown`` outcomes, while its accuracy over the full window is still more
-    than ``recovery_margin`` below its accuracy before the first signal (over
-    every outcome until then), it signals again (detector ``"<name>, still
-    degraded"``); once it is back within the margin the watch ends. Both are
-    counted in outcomes, not seconds.
+    second chance. So after a signal the model is **watched**: each time the
+    ``cooldown`` (in outcomes) lets a signal through, while the version's
+    accuracy over its full window is still more than ``recovery_margin`` below
+    the accuracy before the first signal (over every outcome of the version
+    until then), it signals again (detector ``"<name>, still degraded"``,
+    ``baseline`` set). A version that first appears while the watch is on (the
+    one a run promoted) is held to the same mark once its window is full, so a
+    new version that is better than the old but still degraded is not the end
+    of the loop. Once a version is back within the margin the watch ends.
     """
 
     def __init__(
@@ -456,6 +460,8 @@ class ErrorRateMonitor:
         self._params = params
         self._versions: dict[str, _Version] = {}
 
+    _watch: float | None = None  # the model's accuracy before the drift, while degraded
+
     def update(self, version: str, correct: bool) -> PerformanceSignal | None:
         """Record one outcome of ``version``; a signal when its error rate drifted."""
         state = self._versions.get(version)
@@ -464,6 +470,9 @@ class ErrorRateMonitor:
                 make_detector(self.kind, **self._params),
                 Cooldown(self.cooldown),
                 deque(maxlen=self.window),
+                # a version that replaces a degraded one is held to the same mark
+                baseline=self._watch,
+                recheck_at=self.window,
             )
             self._versions[version] = state
         if len(state.recent) == self.window:
@@ -480,7 +489,8 @@ class ErrorRateMonitor:
             return None
         if state.baseline is None:
             state.baseline = state.correct / state.seen
-        state.recheck_at = state.seen + self.cooldown
+        self._watch = state.baseline
+        state.recheck_at = state.seen + self.cooldown + 1  # the first the cooldown lets through
         name = state.detector.name
         return PerformanceSignal(
             version=version,
@@ -489,6 +499,7 @@ class ErrorRateMonitor:
             window=len(state.recent),
             outcomes_seen=state.seen,
             cumulative_accuracy=state.correct / state.seen,
+            baseline=state.baseline if still else None,
         )
 
     def _still_degraded(self, state: _Version) -> bool:
@@ -499,7 +510,7 @@ class ErrorRateMonitor:
             return False
         if state.recent_correct / len(state.recent) < state.baseline - self.recovery_margin:
             return True
-        state.baseline = None  # recovered: the watch ends
+        state.baseline = self._watch = None  # recovered: the watch ends
         return False
 
     def accuracy(self, version: str) -> float | None:

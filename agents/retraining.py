@@ -38,6 +38,7 @@ from schemas import (
     Event,
     Lineage,
     ModelVersionEvent,
+    PerformanceAlert,
     PipelineRunEvent,
     new_event,
 )
@@ -58,6 +59,7 @@ class RetrainDecision:
     start: bool
     reason: str
     held: bool = False
+    answer: bool = False  # not started for a reason worth a "not-started" run event
 
 
 @dataclass
@@ -69,13 +71,19 @@ class RetrainPolicy:
     _seen: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
     _not_before: dict[str, float] = field(default_factory=dict)
+    _retry_from: dict[str, float] = field(default_factory=dict)  # the shorter wait's end
 
-    def consider(self, event_type: str, alert_id: str, model: str) -> RetrainDecision:
+    def consider(
+        self, event_type: str, alert_id: str, model: str, *, persistent: bool = False
+    ) -> RetrainDecision:
+        """Whether this alert starts a run. A ``persistent`` alert (the model stayed degraded
+        after a run promoted a version) waits only ``retry_after_s``, not ``cooldown_s``."""
         if event_type == FEATURE_DRIFT and event_type not in set(self.triggers):
             return RetrainDecision(
                 False,
                 "feature drift informs: a run starts when a performance alert confirms "
                 "(WEIR_RETRAINING__DRIFT_STARTS_RUNS=true: at once)",
+                answer=True,
             )
         if event_type not in set(self.triggers):
             return RetrainDecision(False, f"{event_type} does not trigger retraining")
@@ -88,9 +96,12 @@ class RetrainPolicy:
                 f"a run for {model} is under way; alert {alert_id} is held until it ends",
                 held=True,
             )
-        left = self._not_before.get(model, 0.0) - self.monotonic()
+        until = self._retry_from if persistent else self._not_before
+        left = until.get(model, 0.0) - self.monotonic()
         if left > 0:
-            return RetrainDecision(False, f"{model} is cooling down for {left:.0f}s more")
+            return RetrainDecision(
+                False, f"{model} is cooling down for {left:.0f}s more", answer=True
+            )
         self._running.add(model)
         return RetrainDecision(True, f"alert {alert_id} starts a run for {model}")
 
@@ -98,6 +109,7 @@ class RetrainPolicy:
         self._running.discard(model)
         wait = self.cooldown_s if promoted else self.retry_after_s
         self._not_before[model] = self.monotonic() + wait
+        self._retry_from[model] = self.monotonic() + self.retry_after_s
 
     def start_held(self, model: str) -> None:
         """A held alert starts the next run now (the run it waited for promoted nothing)."""
@@ -113,12 +125,14 @@ class RetrainPolicy:
         return {
             "seen": sorted(self._seen)[-SEEN_KEPT:],
             "wait_s": {m: t - now for m, t in self._not_before.items() if t > now},
+            "retry_s": {m: t - now for m, t in self._retry_from.items() if t > now},
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
         now = self.monotonic()
         self._seen = set(saved.get("seen", ()))
         self._not_before = {m: now + left for m, left in saved.get("wait_s", {}).items()}
+        self._retry_from = {m: now + left for m, left in saved.get("retry_s", {}).items()}
 
 
 Emit = Callable[[str, Event[Any]], Awaitable[None]]  # (topic kind: "models"|"pipeline-runs", event)
@@ -168,12 +182,24 @@ class Retrainer:
             return RetrainDecision(False, f"{event.type} is not an alert")
         if not self._settings.retraining.enabled:
             return RetrainDecision(False, "retraining is off (WEIR_RETRAINING__ENABLED=false)")
-        decision = self.policy.consider(event.type, alert_id, model)
+        persistent = isinstance(data, PerformanceAlert) and data.baseline is not None
+        decision = self.policy.consider(event.type, alert_id, model, persistent=persistent)
         log.info("alert %s (%s) for %s: %s", alert_id, event.type, model, decision.reason)
         if decision.held:
             self._held[model] = event
         if decision.start:
             await self._start(event, model, alert_id)
+        elif decision.answer:  # never dropped silently: a run event says why no run started
+            lineage = Lineage(modelname=model, alertid=alert_id)
+            answer = PipelineRunEvent(
+                run_id=f"none-{alert_id}",
+                model=model,
+                status="not-started",
+                pipeline=PIPELINE_NAME,
+                alert_id=alert_id,
+                reason=decision.reason,
+            )
+            await self._emit("pipeline-runs", self._event(answer, lineage))
         return decision
 
     async def _start(self, event: Event[Any], model: str, alert_id: str) -> None:

@@ -10,6 +10,9 @@ once. What answered within ``deadline_ms`` decides each record:
 * ``majority``: the label most members answered; a tie goes to the label of
   the earliest answer among the tied ones.
 
+"Earliest" is the order answers arrived in; answers that arrived together are
+taken in the order the route lists its members.
+
 ``first`` stops waiting as soon as every record has an answer; the others wait
 for every member or the deadline, whichever comes first. The prediction names
 the member that made the chosen answer (``version``, ``url``), the decider, and
@@ -99,8 +102,8 @@ class Speculator:
             done, pending = await asyncio.wait(
                 pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in done:
-                member, index = calls[task]
+            for task in [t for t in calls if t in done]:  # answers that came together: in
+                member, index = calls[task]  # the members' order, so ties are decided the same
                 result = self._result(task, member)
                 if result is None:
                     continue

@@ -188,6 +188,10 @@ class PerformanceAlert(Alert):
     value: float
     window: int = Field(ge=1)
     detector: Annotated[str, Field(min_length=1, max_length=64)]
+    baseline: float | None = Field(
+        None,
+        description="a re-alert while the model stays degraded: its accuracy before the drift",
+    )
 
 
 class CanaryVerdict(Alert):
@@ -406,7 +410,7 @@ class PipelineRunEvent(Payload):
 
     run_id: Identifier
     model: ModelName
-    status: Literal["requested", "started", "succeeded", "failed", "not-promoted"]
+    status: Literal["requested", "started", "succeeded", "failed", "not-promoted", "not-started"]
     pipeline: Annotated[str, Field(min_length=1, max_length=256)]
     alert_id: Identifier | None = None
     produced_version: Version | None = None

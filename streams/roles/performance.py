@@ -111,6 +111,7 @@ def attach_performance(ctx: RoleContext) -> None:
                         value=signal.accuracy,
                         window=signal.window,
                         detector=signal.detector,
+                        baseline=signal.baseline,
                     )
                 )
             verdict = judge_canary(outcome)

@@ -68,6 +68,8 @@ LOOP = LoopConfig(rate=100.0, run_s=5.0, deploy_s=2.0, collect_rows=200, archive
 
 def test_oracle_and_static_serve_from_their_records_and_a_silent_detector_changes_nothing() -> None:
     data, first = drifting(3000, 1000), Threshold(0.5)
+    data.x[999, 0] = data.x[1000, 0] = 0.6  # class 1 before the drift, 0 after: the two disagree
+    data.y[999], data.y[1000] = 1, 0
     oracle = serve(data, 100, [(100, "1", first), (1000, "oracle", Threshold(0.8))])
     assert oracle[100:1000].all() and oracle[1000:].all()  # the new model from record 1000 on
     static = serve(data, 100, [(100, "1", first)])

@@ -337,3 +337,21 @@ def test_error_rate_monitor_keeps_versions_apart(demo_outcomes: list[bool]):
     assert monitor.outcomes_seen("v1") == monitor.outcomes_seen("v2") == 4500
     assert monitor.accuracy("v3") is None and monitor.cumulative_accuracy("v3") is None
     assert monitor.outcomes_seen("v3") == 0
+
+
+def test_a_promoted_version_that_is_still_degraded_is_alerted_on_once_its_window_is_full():
+    monitor = ErrorRateMonitor(window=100, cooldown=200)
+    for _ in range(2000):
+        monitor.update("v1", True)
+    first = [s for i in range(400) if (s := monitor.update("v1", i % 2 == 0))]
+    assert first and first[0].baseline is None  # the drift's own alert
+    # v2, promoted, is better than v1 now but still well below the accuracy before the drift
+    signals = [(n, s) for n in range(1, 301) if (s := monitor.update("v2", n % 4 != 0))]
+    assert [(n, s.version, s.detector) for n, s in signals][:1] == [
+        (100, "v2", "adwin, still degraded")
+    ]
+    assert signals[0][1].baseline == pytest.approx(1.0, abs=0.1)
+    # v3 is as good as before the drift: no alert, and the watch ends
+    for version in ("v3", "v4"):
+        quiet = [monitor.update(version, True) for _ in range(300)]
+        assert quiet == [None] * 300

@@ -229,14 +229,39 @@ def test_not_promoted_run_reports_why_and_changes_nothing():
 
 
 def test_feature_drift_informs_and_a_performance_alert_starts_the_run():
+    emitted: list = []
+
     async def emit(kind, event):
-        raise AssertionError("nothing is emitted for an alert that starts no run")
+        emitted.append((kind, event))
 
     retrainer = Retrainer(Settings(), RoutingTable(), None, emit)  # type: ignore[arg-type]
     drift = DriftAlert(alert_id="d-1", model="m", stream="x0", detector="ADWIN", records_seen=9)
     decision = asyncio.run(retrainer.on_alert(new_event(drift, source="t")))
     assert not decision.start and "feature drift informs" in decision.reason
+    # not dropped silently: a run event answers the alert with the reason
+    [(kind, answer)] = emitted
+    assert (kind, answer.data.status, answer.data.alert_id) == (
+        "pipeline-runs",
+        "not-started",
+        "d-1",
+    )
+    assert "feature drift informs" in answer.data.reason
     assert retrainer.policy.consider("io.weir.alert.performance.v1", "p-1", "m").start
+
+
+def test_a_model_still_degraded_after_a_promotion_waits_only_the_retry_time():
+    clock = Clock()
+    policy = RetrainPolicy(cooldown_s=300, retry_after_s=30, monotonic=clock)
+    perf = "io.weir.alert.performance.v1"
+    assert policy.consider(perf, "a1", "m").start
+    policy.finished("m", promoted=True)
+    clock.t = 40
+    assert "cooling down for 260s" in policy.consider(perf, "a2", "m").reason
+    assert policy.consider(perf, "a3", "m", persistent=True).start  # past the 30 s retry
+    saved = policy.checkpoint()
+    again = RetrainPolicy(cooldown_s=300, retry_after_s=30, monotonic=clock)
+    again.restore(saved)
+    assert again.checkpoint() == saved
 
 
 def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
