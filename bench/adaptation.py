@@ -367,10 +367,13 @@ class WeirLoop:
             self.clock.now = i / rate
             ok = bool(self.predicted[i] == y[i])
             self.served.correct[i] = ok
-            if self.monitor.update(self.version, ok) is None:
+            signal = self.monitor.update(self.version, ok)
+            if signal is None:
                 continue
             self.served.alerts.append(i)
-            decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL)
+            # as Retrainer.on_alert: a re-alert of a model still degraded is persistent
+            persistent = signal.baseline is not None
+            decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent)
             if decision.held:
                 self._held = i
             elif decision.start:
