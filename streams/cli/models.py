@@ -57,8 +57,44 @@ def registry_cards(settings: Settings, model: str | None) -> dict[str, list[Mode
     }
 
 
-def _route_notes(routes: ModelRoutes) -> dict[str, list[str]]:
-    """Version → what the routing table says about it (active, canary, rollback target...)."""
+def contests(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Model → the canary contest its performance role checkpointed last (at most
+    WEIR_MONITOR__CHECKPOINT_INTERVAL_S old); {} when the checkpoints cannot be read."""
+    from connectors.checkpoints import CheckpointStore
+
+    try:
+        saved = CheckpointStore(settings).load_all("performance/", timeout_s=10.0)
+    except Exception:  # a view: the routes are shown without the contest
+        return {}
+    found = {}
+    for key, state in saved.items():
+        _role, model, name = [*key.split("/"), "", ""][:3]
+        contest = state.get("contest") if name == "canary" and isinstance(state, dict) else None
+        if contest:
+            found[model] = contest
+    return found
+
+
+def _contest_text(contest: dict[str, Any]) -> str:
+    def share(correct: int, total: int) -> str:
+        return f"{correct / total:.1%}" if total else "-"
+
+    look = f"look {contest['looks']}: {contest['standing']}"
+    if contest.get("low") is not None:
+        look += f", canary - active in [{contest['low']:+.3f}, {contest['high']:+.3f}]"
+    return (
+        f"  {contest['canary_outcomes']} outcomes "
+        f"{share(contest['canary_correct'], contest['canary_outcomes'])} vs active "
+        f"{share(contest['active_correct'], contest['active_outcomes'])} "
+        f"({contest['active_outcomes']}); {look}"
+    )
+
+
+def _route_notes(
+    routes: ModelRoutes, contest: dict[str, Any] | None = None
+) -> dict[str, list[str]]:
+    """Version → what the routing table says about it (active, canary, rollback target...),
+    with the canary contest's standing when the performance role checkpointed one."""
     notes: dict[str, list[str]] = defaultdict(list)
 
     def note(label: str, route: Route) -> None:
@@ -67,7 +103,10 @@ def _route_notes(routes: ModelRoutes) -> dict[str, list[str]]:
     if routes.active is not None:
         note("active", routes.active)
     if routes.serving_canary is not None:
-        note(f"canary {routes.canary_weight:.0%}", routes.serving_canary)
+        canary = routes.serving_canary
+        note(f"canary {routes.canary_weight:.0%}", canary)
+        if contest and contest.get("canary") == canary.version:
+            notes[canary.version].append(_contest_text(contest))
     if routes.shadow is not None:
         note("shadow", routes.shadow)
     if routes.speculative is not None:
@@ -103,6 +142,7 @@ def models_list(ctx: click.Context, model: str | None) -> None:
     control = topic_name(settings.kafka, Topic.MODELS)
     table_of_routes, ignored = fold_routes(settings)
     cards = registry_cards(settings, model)
+    judged = contests(settings) if any(r.canary for r in table_of_routes.models.values()) else {}
     names = sorted(set(cards) | ({model} if model else set(table_of_routes.models)))
     names = [n for n in names if n in cards or n in table_of_routes.models]
     if not names:
@@ -121,7 +161,7 @@ def models_list(ctx: click.Context, model: str | None) -> None:
         title=f"s3://{settings.minio.models_bucket} · routes on {control}",
     )
     for name in names:
-        notes = _route_notes(table_of_routes.get(name))
+        notes = _route_notes(table_of_routes.get(name), judged.get(name))
         known = {c.version for c in cards.get(name, [])}
         for card in cards.get(name, []):
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(card.metrics.items()))

@@ -20,6 +20,8 @@ canary's version only after the route event that gave it that share.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +40,7 @@ from schemas.settings import (
     ScoringSettings,
     Settings,
     StackSettings,
+    settings_env,
 )
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector
@@ -55,6 +58,7 @@ from tests.integration.flip_models import (
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 180
+WEIR = str(Path(sys.executable).parent / "weir")
 POLICY = CanarySettings(min_outcomes=50, max_outcomes=1000, steps=(0.5,), error_budget=0.02)
 
 
@@ -76,6 +80,8 @@ def canary_run(topics: Settings, unique: str, tmp_path: Path) -> None:
             # contest, not a pipeline, is under test
             "retraining": RetrainingSettings(enabled=False),
             "live": LiveSettings(port=live_port),
+            # the contest checkpointed every second, for `weir models list` to show it
+            "monitor": topics.monitor.model_copy(update={"checkpoint_interval_s": 1.0}),
             "stack": StackSettings(cache_dir=topics.stack.cache_dir, state_dir=tmp_path),
         }
     )
@@ -144,6 +150,25 @@ def canary_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         wait_until(lambda: status().get("ready"), timeout_s=DEADLINE_S, what="roles ready")
         publish_route(settings, canary("2", 0.2))
         # 1. a better canary: step to 50 %, then promoted, with no person acting
+        stream_until(lambda: bool(verdicts()), "the first verdict")
+        # between looks, `weir models list` shows where the contest stands (from the
+        # performance role's checkpoint)
+        listed: list[str] = []
+
+        def list_shows_contest() -> bool:
+            run = subprocess.run(
+                [WEIR, "models", "list", "--model", model],
+                env={**settings_env(settings), "COLUMNS": "400"},  # one line per note
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            listed[:] = [run.stdout]
+            return run.returncode == 0 and "outcomes 100.0% vs active 0.0%" in run.stdout
+
+        wait_until(list_shows_contest, timeout_s=DEADLINE_S, what="the contest in models list")
+        assert "canary 50%" in listed[0] and "look 1: " in listed[0], listed[0]
         stream_until(
             lambda: (
                 any(v.verdict == "promote" for v in verdicts())

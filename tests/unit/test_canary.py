@@ -199,3 +199,18 @@ def test_a_verdict_is_sent_once_until_the_routes_follow_or_it_is_due_again():
     assert sent == [("step", 1), ("step", 4)]  # again after RESEND_LOOKS looks
     judge.follow(routes(weight=0.5).get("m"))  # the step carried out: the next one is new
     assert judge.contest.sent is None and judge.contest.weight == 0.5
+
+
+def test_models_list_notes_the_contest_of_the_canary_it_shows():
+    from streams.cli.models import _route_notes
+
+    table = routes(weight=0.25)
+    judge = CanaryJudge("m", POLICY)
+    feed(judge, table, {"1": 0.5, "2": 1.0}, 150)
+    contest = judge.checkpoint()["contest"]
+    notes = _route_notes(table.get("m"), contest)
+    assert notes["2"][0] == "canary 25% http://c (v2)"
+    assert f"{contest['canary_outcomes']} outcomes 100.0% vs active" in notes["2"][1]
+    assert f"look {contest['looks']}: {contest['standing']}" in notes["2"][1]
+    other = dict(contest, canary="9")  # a contest of another canary is not shown
+    assert len(_route_notes(table.get("m"), other)["2"]) == 1
