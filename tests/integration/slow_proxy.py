@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from pathlib import Path
 
 import httpx
 from aiohttp import web
+
+from connectors.process import ServiceProcess, free_port, wait_until
 
 
 def app(target: str, delay_s: float) -> web.Application:
@@ -37,6 +41,25 @@ def app(target: str, delay_s: float) -> web.Application:
     application = web.Application()
     application.router.add_route("*", "/{tail:.*}", forward)
     return application
+
+
+def start(run_dir: Path, name: str, target: str, delay_s: float) -> tuple[ServiceProcess, str]:
+    """This proxy as a process in front of ``target``; returns it and its URL once it answers."""
+    port = free_port()
+    proc = ServiceProcess(name, run_dir, marker=f"--port {port}")
+    argv = [sys.executable, "-m", "tests.integration.slow_proxy", "--port", str(port)]
+    proc.start([*argv, "--target", target, "--delay-s", str(delay_s)])
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            httpx.get(f"{url}/", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    wait_until(answers, timeout_s=60, what=name)
+    return proc, url
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector
 from streams.servers.deployers import serve
 from tests.helpers import http_get, own_topics, start_roles
+from tests.integration import slow_proxy
 from tests.integration.flip_models import (
     FEATURES,
     activation,
@@ -153,5 +154,95 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         out.close()
         worker.stop()
         performance.stop()
+        v1.stop()
+        v2.stop()
+
+
+def test_a_slow_shadow_costs_the_served_path_nothing_and_a_better_one_shows_it(
+    live_stack: Settings, unique: str, tmp_path: Path
+):
+    with own_topics(live_stack, f"{live_stack.kafka.topic_prefix}-shs{unique}") as topics:
+        slow_shadow_run(topics, unique, tmp_path)
+
+
+def slow_shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
+    """Version 2 is the shadow behind a 2-second network, with the default two shadow
+    slots; the labels are version 2's, so the shadow is the better version."""
+    model = f"shs{unique}"
+    settings = topics.model_copy(
+        update={
+            "scoring": ScoringSettings(model=model, batch_size=50, batch_wait_s=0.05),
+            "stack": StackSettings(cache_dir=topics.stack.cache_dir, state_dir=tmp_path),
+        }
+    )
+    k = settings.kafka
+    publish_flip_models(settings, model)
+    p1, p2 = free_port(), free_port()
+    v1, v2 = serve(settings, model, "1", p1), serve(settings, model, "2", p2)
+    proxy, slow_url = slow_proxy.start(tmp_path, "slow-shadow", f"http://127.0.0.1:{p2}", 2.0)
+    publish_route(settings, activation(model, "1", f"http://127.0.0.1:{p1}"))
+    publish_route(
+        settings,
+        ModelVersionEvent(
+            action="shadow",
+            model=model,
+            version="2",
+            url=slow_url,
+            protocol="v1",
+            features=FEATURES,
+        ),
+    )
+    perf_port = free_port()
+    worker = start_roles(settings, unique, ("scoring", "feedback"))
+    performance = start_roles(
+        settings.model_copy(update={"live": settings.live.model_copy(update={"port": perf_port})}),
+        f"perf-{unique}",
+        ("performance",),
+        name="performance",
+    )
+    out = Collector(
+        settings, [topic_name(k, Topic.PREDICTIONS)], group=f"{k.topic_prefix}-{unique}"
+    )
+    producer = EventProducer(settings)
+    a_of: dict[str, float] = {}
+
+    def predictions(shadow: bool) -> list:
+        return [
+            e.data
+            for e in out.events("io.weir.prediction.v1")
+            if e.data.model == model and e.data.shadow == shadow
+        ]
+
+    try:
+        produce_records(settings, producer, unique, 0, 600, a_of, labels_by="2")
+        out.until(lambda: len(predictions(False)) >= 600, deadline_s=DEADLINE_S, what="600 served")
+        served = predictions(False)
+        per_record = Counter(p.record_id for p in served)
+        assert len(per_record) == 600 and max(per_record.values()) == 1
+        assert {p.version for p in served} == {"1"}, "the shadow never serves"
+        for p in served:
+            assert p.output == expected_output("1", a_of[p.record_id])
+        # the slow shadow answers later, for the batches it had a slot for; the rest were
+        # not mirrored (said in the log), never waited for
+        out.until(lambda: len(predictions(True)) > 0, deadline_s=DEADLINE_S, what="a shadow answer")
+        assert {p.version for p in predictions(True)} == {"2"}
+        assert "records not mirrored" in worker.log_file.read_text(errors="replace")
+        # the better shadow shows it in live accuracy, beside the served version
+        accuracy: dict[str, dict] = {}
+
+        def judged() -> bool:
+            r = http_get(f"http://127.0.0.1:{perf_port}/status.json")
+            if r is None or r.status_code != 200:
+                return False
+            accuracy.update({a["version"]: a for a in r.json()["accuracy"]})
+            return "1" in accuracy and "2 (shadow)" in accuracy
+
+        wait_until(judged, timeout_s=DEADLINE_S, what="served and shadow accuracy")
+        assert accuracy["2 (shadow)"]["accuracy"] == 1.0 and accuracy["1"]["accuracy"] == 0.0
+    finally:
+        out.close()
+        worker.stop()
+        performance.stop()
+        proxy.stop()
         v1.stop()
         v2.stop()

@@ -12,7 +12,6 @@ cleared and the active route serves alone.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,13 +19,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka import EventProducer
-from connectors.process import ServiceProcess, free_port, wait_until
+from connectors.process import free_port, wait_until
 from schemas import ModelVersionEvent, SpeculativeMember
 from schemas.settings import LiveSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector
 from streams.servers.deployers import serve
 from tests.helpers import http_get, own_topics, start_roles
+from tests.integration import slow_proxy
 from tests.integration.flip_models import (
     FEATURES,
     activation,
@@ -49,16 +49,6 @@ def test_the_deadline_holds_with_a_slow_member_and_late_answers_are_counted(
         speculation_run(topics, unique, tmp_path)
 
 
-def slow_proxy(run_dir: Path, name: str, target: str) -> tuple[ServiceProcess, str]:
-    port = free_port()
-    proc = ServiceProcess(name, run_dir, marker=f"--port {port}")
-    argv = [sys.executable, "-m", "tests.integration.slow_proxy", "--port", str(port)]
-    proc.start([*argv, "--target", target, "--delay-s", str(SLOW_S)])
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_get(f"{url}/v1/models") is not None, timeout_s=60, what=name)
-    return proc, url
-
-
 def speculation_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     model = f"spc{unique}"
     live_port = free_port()
@@ -74,7 +64,7 @@ def speculation_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     p1, p2 = free_port(), free_port()
     fast = {"1": f"http://127.0.0.1:{p1}", "2": f"http://127.0.0.1:{p2}"}
     servers = [serve(settings, model, "1", p1), serve(settings, model, "2", p2)]
-    proxies = [slow_proxy(tmp_path, f"slow-{v}", fast[v]) for v in ("1", "2")]
+    proxies = [slow_proxy.start(tmp_path, f"slow-{v}", fast[v], SLOW_S) for v in ("1", "2")]
     slow = {"1": proxies[0][1], "2": proxies[1][1]}
 
     def speculate(name: str, urls: dict[str, str], decider: str) -> ModelVersionEvent:
