@@ -410,6 +410,18 @@ class _Version:
     correct: int = 0
     baseline: float | None = None  # accuracy before its first alarm, while it is watched
     recheck_at: int = 0  # outcomes seen at which the watch looks again
+    best: float | None = None  # best accuracy over a full window so far
+
+    def before_drift(self) -> float:
+        """The version's accuracy before it drifted: every outcome so far, or its best full
+        window less two standard errors when that is higher (a gradual drift drags the
+        running mean down before any alarm; the best of many windows is lucky by about
+        two standard errors)."""
+        mean = self.correct / self.seen
+        if self.best is None:
+            return mean
+        n = self.recent.maxlen or len(self.recent)
+        return max(mean, self.best - 2 * math.sqrt(mean * (1 - mean) / n))
 
 
 class ErrorRateMonitor:
@@ -433,12 +445,14 @@ class ErrorRateMonitor:
     second chance. So after a signal the model is **watched**: each time the
     ``cooldown`` (in outcomes) lets a signal through, while the version's
     accuracy over its full window is still more than ``recovery_margin`` below
-    the accuracy before the first signal (over every outcome of the version
-    until then), it signals again (detector ``"<name>, still degraded"``,
-    ``baseline`` set). A version that first appears while the watch is on (the
-    one a run promoted) is held to the same mark once its window is full, so a
-    new version that is better than the old but still degraded is not the end
-    of the loop. Once a version is back within the margin the watch ends.
+    the accuracy before the first signal (:meth:`_Version.before_drift`: a
+    gradual drift must not lower the mark), it signals again (detector
+    ``"<name>, still degraded"``, ``baseline`` set). A version that first
+    appears while the watch is on (the one a run promoted) is held to the same
+    mark once its window is full, so a new version that is better than the old
+    but still degraded is not the end of the loop. The watch ends once a
+    version is back within half the margin (a window just inside the margin
+    only postpones the next look).
     """
 
     def __init__(
@@ -481,6 +495,9 @@ class ErrorRateMonitor:
         state.recent_correct += correct
         state.seen += 1
         state.correct += correct
+        if len(state.recent) == self.window:
+            now = state.recent_correct / self.window
+            state.best = now if state.best is None else max(state.best, now)
         alarm = state.detector.update(0.0 if correct else 1.0)
         if alarm:
             state.detector.reset()
@@ -488,7 +505,7 @@ class ErrorRateMonitor:
         if not state.cooldown.admit(alarm or still):
             return None
         if state.baseline is None:
-            state.baseline = state.correct / state.seen
+            state.baseline = state.before_drift()
         self._watch = state.baseline
         state.recheck_at = state.seen + self.cooldown + 1  # the first the cooldown lets through
         name = state.detector.name
@@ -508,9 +525,13 @@ class ErrorRateMonitor:
             return False
         if len(state.recent) < self.window:
             return False
-        if state.recent_correct / len(state.recent) < state.baseline - self.recovery_margin:
+        now = state.recent_correct / len(state.recent)
+        if now < state.baseline - self.recovery_margin:
             return True
-        state.baseline = self._watch = None  # recovered: the watch ends
+        if now >= state.baseline - self.recovery_margin / 2:  # recovered, with room to spare:
+            state.baseline = self._watch = None  # the watch ends (not on one lucky window)
+        else:
+            state.recheck_at = state.seen + self.cooldown + 1
         return False
 
     def accuracy(self, version: str) -> float | None:

@@ -355,3 +355,33 @@ def test_a_promoted_version_that_is_still_degraded_is_alerted_on_once_its_window
     for version in ("v3", "v4"):
         quiet = [monitor.update(version, True) for _ in range(300)]
         assert quiet == [None] * 300
+
+
+def test_a_gradual_drift_does_not_lower_the_mark_and_one_lucky_window_does_not_end_the_watch():
+    import random
+
+    rng = random.Random(5)
+    monitor = ErrorRateMonitor(window=200, cooldown=300)
+    signals = []
+    # 3000 outcomes at 96 %, then accuracy slides to 80 % over 3000 (a gradual drift)
+    for i in range(6000):
+        p = 0.96 if i < 3000 else 0.96 - 0.16 * (i - 3000) / 3000
+        if s := monitor.update("v1", rng.random() < p):
+            signals.append(s)
+    assert signals, "the drift was seen"
+    # the mark is near the 96 % plateau, not the running mean the slide dragged down
+    [watched] = {s.baseline for s in signals if s.baseline is not None} or {None}
+    assert watched is not None and watched > 0.93 > monitor.cumulative_accuracy("v1")
+    assert watched < 0.975, "not the luckiest window either"
+
+    def steady(share: float, n: int) -> list[bool]:  # exactly ``share`` right in every window
+        return [int((i + 1) * share) > int(i * share) for i in range(n)]
+
+    # v2 hovers between the margin and half of it: no alert, but the watch stays on
+    hover = [monitor.update("v2", ok) for ok in steady(watched - 0.04, 2000)]
+    assert hover == [None] * 2000 and monitor._watch == watched
+    # ... v3 below the margin is alerted on; v4, back at the plateau, ends the watch
+    assert any(monitor.update("v3", ok) for ok in steady(watched - 0.07, 400))
+    for ok in steady(0.97, 1000):
+        monitor.update("v4", ok)
+    assert monitor._watch is None
