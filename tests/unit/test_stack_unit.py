@@ -99,3 +99,13 @@ def test_local_services_refuse_non_loopback_addresses(tmp_path, monkeypatch):
         kafka.start(s)
     with pytest.raises(ConfigurationError, match="WEIR_MINIO__MANAGED=false"):
         minio.start(s)
+
+
+def test_the_local_broker_refuses_tls_rather_than_start_without_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIR_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("WEIR_KAFKA__SASL_USERNAME", "weir-worker")
+    monkeypatch.setenv("WEIR_KAFKA__SASL_PASSWORD", "secret")
+    s = Settings(stack=StackSettings(cache_dir=tmp_path))
+    with pytest.raises(ConfigurationError, match="not WEIR_KAFKA__SECURITY_PROTOCOL=SASL_SSL"):
+        kafka.start(s)
+    assert not (tmp_path / "stack").exists() or not any((tmp_path / "stack").rglob("*.properties"))

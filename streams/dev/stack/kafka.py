@@ -327,6 +327,13 @@ def start(settings: Settings) -> int:
             f"the local broker binds to loopback only, but WEIR_KAFKA__BOOTSTRAP_SERVERS is "
             f"{settings.kafka.bootstrap_servers}; set WEIR_KAFKA__MANAGED=false to use it as is"
         )
+    if settings.kafka.tls:
+        raise ConfigurationError(
+            f"the local broker speaks PLAINTEXT or SASL_PLAINTEXT on loopback, not "
+            f"WEIR_KAFKA__SECURITY_PROTOCOL={settings.kafka.security_protocol}: use "
+            "SASL_PLAINTEXT for an authenticated local stack, or a TLS broker of your own "
+            "with WEIR_KAFKA__MANAGED=false"
+        )
     proc = process(settings)
     running = proc.pid()
     if running is not None:
