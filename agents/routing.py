@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from schemas import ModelVersionEvent
 from schemas.payloads import CLEARS
@@ -73,22 +73,9 @@ class Decision:
     active_version: str | None
 
 
-def route_of(event: ModelVersionEvent) -> Route:
-    if event.url is None:
-        raise ValueError(f"{event.action} {event.model} {event.version} names no url")
-    return Route(
-        model=event.model,
-        version=event.version,
-        url=event.url,
-        protocol=event.protocol,
-        features=tuple(event.features) if event.features else None,
-        run_id=event.run_id,
-    )
-
-
-def speculation_of(event: ModelVersionEvent) -> Speculation:
-    assert event.deadline_ms is not None and event.decider is not None  # the schema says so
-    members = tuple(
+def routes_of(event: ModelVersionEvent) -> tuple[Route, ...]:
+    """A route to every server ``event`` sends records to (none for a clear)."""
+    return tuple(
         Route(
             model=event.model,
             version=version,
@@ -99,7 +86,17 @@ def speculation_of(event: ModelVersionEvent) -> Speculation:
         )
         for version, url, protocol, features in event.targets
     )
-    return Speculation(event.version, members, event.deadline_ms / 1000, event.decider)
+
+
+def route_of(event: ModelVersionEvent) -> Route:
+    if event.url is None:
+        raise ValueError(f"{event.action} {event.model} {event.version} names no url")
+    return routes_of(event)[0]
+
+
+def speculation_of(event: ModelVersionEvent) -> Speculation:
+    assert event.deadline_ms is not None and event.decider is not None  # the schema says so
+    return Speculation(event.version, routes_of(event), event.deadline_ms / 1000, event.decider)
 
 
 def _bucket(record_id: str) -> float:
@@ -128,19 +125,13 @@ class RoutingTable:
         active_version = current.active.version if current.active else None
         if event.action in CLEARS:
             slot = CLEARS[event.action]
-            held = {
-                "canary": current.canary,
-                "shadow": current.shadow,
-                "speculative": current.speculative,
-            }[slot]
+            held = getattr(current, slot)  # the slots are ModelRoutes' fields
             if held is None:
                 return Decision(True, f"no {slot} to clear", active_version)
-            cleared = {
-                "canary": lambda: replace(current, canary=None, canary_weight=0.0),
-                "shadow": lambda: replace(current, shadow=None),
-                "speculative": lambda: replace(current, speculative=None),
-            }[slot]()
-            self.models[event.model] = cleared
+            cleared: dict[str, Any] = {slot: None}
+            if slot == "canary":
+                cleared["canary_weight"] = 0.0
+            self.models[event.model] = replace(current, **cleared)
             self.changes += 1
             name = held.name if isinstance(held, Speculation) else held.version
             return Decision(True, f"{slot} {name} cleared", active_version)
