@@ -83,6 +83,14 @@ class Contest:
     sent: str | None = None  # the verdict sent at this weight, until the routes follow it
     sent_look: int = 0
 
+    @property
+    def canary_accuracy(self) -> float | None:
+        return self.canary_correct / self.canary_outcomes if self.canary_outcomes else None
+
+    @property
+    def active_accuracy(self) -> float | None:
+        return self.active_correct / self.active_outcomes if self.active_outcomes else None
+
     def count(self, version: str, correct: bool) -> bool:
         """Count one outcome; whether it was one of the contest's two versions."""
         if version == self.canary:

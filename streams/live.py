@@ -139,6 +139,24 @@ def _summary(data: Any) -> tuple[str, str | None, str, bool | None]:
     return "", None, "", None
 
 
+def _contest_view(contest: Contest | None) -> ContestView | None:
+    if contest is None:
+        return None
+    return ContestView(
+        canary=contest.canary,
+        active=contest.active,
+        weight=contest.weight,
+        canary_outcomes=contest.canary_outcomes,
+        canary_accuracy=contest.canary_accuracy,
+        active_outcomes=contest.active_outcomes,
+        active_accuracy=contest.active_accuracy,
+        low=contest.low,
+        high=contest.high,
+        looks=contest.looks,
+        standing=contest.standing,
+    )
+
+
 def _speculation_text(spec: Speculation | None) -> str | None:
     if spec is None:
         return None
@@ -173,7 +191,7 @@ class LiveView:
         self.alerts: deque[Happening] = deque(maxlen=settings.live.recent)
         self.swaps: deque[Happening] = deque(maxlen=settings.live.recent)
         self.retraining_runs: Counter[str] = Counter()
-        self.contest: ContestView | None = None
+        self._contest: Contest | None = None  # the judge's own, read at snapshot time
         self._route_series: set[tuple[str, str, str]] = set()  # (role, model, version)
 
     def record_batch(self, outcome: BatchOutcome, *, consumed: int, seconds: float) -> None:
@@ -276,27 +294,9 @@ class LiveView:
         self.metrics.rolling_accuracy.labels(self.model, version).set(accuracy)
 
     def record_contest(self, contest: Contest | None) -> None:
-        """The canary contest as the performance role's judge holds it now."""
-        if contest is None:
-            self.contest = None
-            return
-
-        def share(correct: int, total: int) -> float | None:
-            return correct / total if total else None
-
-        self.contest = ContestView(
-            canary=contest.canary,
-            active=contest.active,
-            weight=contest.weight,
-            canary_outcomes=contest.canary_outcomes,
-            canary_accuracy=share(contest.canary_correct, contest.canary_outcomes),
-            active_outcomes=contest.active_outcomes,
-            active_accuracy=share(contest.active_correct, contest.active_outcomes),
-            low=contest.low,
-            high=contest.high,
-            looks=contest.looks,
-            standing=contest.standing,
-        )
+        """The canary contest the performance role's judge holds now (shown as it stands
+        when the status is read; nothing is built per outcome)."""
+        self._contest = contest
 
     def record_lag(self, topic: str, lag: dict[int, int]) -> None:
         """Per-partition lag of the scoring group on ``topic`` (end minus committed offset)."""
@@ -332,7 +332,7 @@ class LiveView:
             alerts=list(self.alerts),
             swaps=list(self.swaps),
             retraining_runs=dict(sorted(self.retraining_runs.items())),
-            contest=self.contest,
+            contest=_contest_view(self._contest),
         )
 
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
+from agents.canary import CanaryJudge, Contest
 from agents.routing import ModelRoutes, Route, Speculation
 from connectors.kafka_tools import quiet_producer, require_topics
 from connectors.minio_store import ObjectNotFound, ObjectStore
@@ -57,7 +58,7 @@ def registry_cards(settings: Settings, model: str | None) -> dict[str, list[Mode
     }
 
 
-def contests(settings: Settings) -> dict[str, dict[str, Any]]:
+def contests(settings: Settings) -> dict[str, Contest]:
     """Model → the canary contest its performance role checkpointed last (at most
     WEIR_MONITOR__CHECKPOINT_INTERVAL_S old); {} when the checkpoints cannot be read."""
     from connectors.checkpoints import CheckpointStore
@@ -69,30 +70,29 @@ def contests(settings: Settings) -> dict[str, dict[str, Any]]:
     found = {}
     for key, state in saved.items():
         _role, model, name = [*key.split("/"), "", ""][:3]
-        contest = state.get("contest") if name == "canary" and isinstance(state, dict) else None
-        if contest:
-            found[model] = contest
+        if name != "canary" or not isinstance(state, dict):
+            continue
+        judge = CanaryJudge(model, settings.canary)
+        judge.restore(state)  # as the performance role restores it
+        if judge.contest is not None:
+            found[model] = judge.contest
     return found
 
 
-def _contest_text(contest: dict[str, Any]) -> str:
-    def share(correct: int, total: int) -> str:
-        return f"{correct / total:.1%}" if total else "-"
+def _contest_text(contest: Contest) -> str:
+    def share(accuracy: float | None) -> str:
+        return "-" if accuracy is None else f"{accuracy:.1%}"
 
-    look = f"look {contest['looks']}: {contest['standing']}"
-    if contest.get("low") is not None:
-        look += f", canary - active in [{contest['low']:+.3f}, {contest['high']:+.3f}]"
+    look = f"look {contest.looks}: {contest.standing}"
+    if contest.low is not None and contest.high is not None:
+        look += f", canary - active in [{contest.low:+.3f}, {contest.high:+.3f}]"
     return (
-        f"  {contest['canary_outcomes']} outcomes "
-        f"{share(contest['canary_correct'], contest['canary_outcomes'])} vs active "
-        f"{share(contest['active_correct'], contest['active_outcomes'])} "
-        f"({contest['active_outcomes']}); {look}"
+        f"  {contest.canary_outcomes} outcomes {share(contest.canary_accuracy)} vs active "
+        f"{share(contest.active_accuracy)} ({contest.active_outcomes}); {look}"
     )
 
 
-def _route_notes(
-    routes: ModelRoutes, contest: dict[str, Any] | None = None
-) -> dict[str, list[str]]:
+def _route_notes(routes: ModelRoutes, contest: Contest | None = None) -> dict[str, list[str]]:
     """Version → what the routing table says about it (active, canary, rollback target...),
     with the canary contest's standing when the performance role checkpointed one."""
     notes: dict[str, list[str]] = defaultdict(list)
@@ -105,7 +105,7 @@ def _route_notes(
     if routes.serving_canary is not None:
         canary = routes.serving_canary
         note(f"canary {routes.canary_weight:.0%}", canary)
-        if contest and contest.get("canary") == canary.version:
+        if contest is not None and contest.canary == canary.version:
             notes[canary.version].append(_contest_text(contest))
     if routes.shadow is not None:
         note("shadow", routes.shadow)

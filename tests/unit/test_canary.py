@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
@@ -207,10 +208,11 @@ def test_models_list_notes_the_contest_of_the_canary_it_shows():
     table = routes(weight=0.25)
     judge = CanaryJudge("m", POLICY)
     feed(judge, table, {"1": 0.5, "2": 1.0}, 150)
-    contest = judge.checkpoint()["contest"]
+    contest = judge.contest
+    assert contest is not None
     notes = _route_notes(table.get("m"), contest)
     assert notes["2"][0] == "canary 25% http://c (v2)"
-    assert f"{contest['canary_outcomes']} outcomes 100.0% vs active" in notes["2"][1]
-    assert f"look {contest['looks']}: {contest['standing']}" in notes["2"][1]
-    other = dict(contest, canary="9")  # a contest of another canary is not shown
+    assert f"{contest.canary_outcomes} outcomes 100.0% vs active" in notes["2"][1]
+    assert f"look {contest.looks}: {contest.standing}" in notes["2"][1]
+    other = replace(contest, canary="9")  # a contest of another canary is not shown
     assert len(_route_notes(table.get("m"), other)["2"]) == 1
