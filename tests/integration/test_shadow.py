@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from connectors.kafka import EventProducer
-from connectors.process import free_port, wait_until
+from connectors.process import ServiceProcess, free_port, wait_until
 from schemas import ModelVersionEvent
 from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
@@ -36,6 +36,42 @@ from tests.integration.flip_models import (
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 120
+
+
+def shadow_roles(
+    settings: Settings, unique: str, model: str, active_url: str, shadow_url: str
+) -> tuple[ServiceProcess, ServiceProcess, int]:
+    """Version 1 active at ``active_url``, version 2 the shadow at ``shadow_url``; the
+    scoring and feedback roles, and the performance role with its live view on a port."""
+    publish_route(settings, activation(model, "1", active_url))
+    publish_route(
+        settings,
+        ModelVersionEvent(
+            action="shadow",
+            model=model,
+            version="2",
+            url=shadow_url,
+            protocol="v1",
+            features=FEATURES,
+        ),
+    )
+    perf_port = free_port()
+    worker = start_roles(settings, unique, ("scoring", "feedback"))
+    performance = start_roles(
+        settings.model_copy(update={"live": settings.live.model_copy(update={"port": perf_port})}),
+        f"perf-{unique}",
+        ("performance",),
+        name="performance",
+    )
+    return worker, performance, perf_port
+
+
+def live_accuracy(port: int) -> dict[str, dict]:
+    """The performance role's rolling accuracies by version label ({} until it answers)."""
+    r = http_get(f"http://127.0.0.1:{port}/status.json")
+    if r is None or r.status_code != 200:
+        return {}
+    return {a["version"]: a for a in r.json()["accuracy"]}
 
 
 def test_a_shadow_sees_every_record_and_a_dead_one_costs_nothing(
@@ -61,25 +97,8 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     publish_flip_models(settings, model)
     p1, p2 = free_port(), free_port()
     v1, v2 = serve(settings, model, "1", p1), serve(settings, model, "2", p2)
-    publish_route(settings, activation(model, "1", f"http://127.0.0.1:{p1}"))
-    publish_route(
-        settings,
-        ModelVersionEvent(
-            action="shadow",
-            model=model,
-            version="2",
-            url=f"http://127.0.0.1:{p2}",
-            protocol="v1",
-            features=FEATURES,
-        ),
-    )
-    perf_port = free_port()
-    worker = start_roles(settings, unique, ("scoring", "feedback"))
-    performance = start_roles(
-        settings.model_copy(update={"live": settings.live.model_copy(update={"port": perf_port})}),
-        f"perf-{unique}",
-        ("performance",),
-        name="performance",
+    worker, performance, perf_port = shadow_roles(
+        settings, unique, model, f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"
     )
     out = Collector(
         settings,
@@ -130,10 +149,7 @@ def shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         accuracy: dict[str, dict] = {}
 
         def judged() -> bool:
-            r = http_get(f"http://127.0.0.1:{perf_port}/status.json")
-            if r is None or r.status_code != 200:
-                return False
-            accuracy.update({a["version"]: a for a in r.json()["accuracy"]})
+            accuracy.update(live_accuracy(perf_port))
             return all(accuracy.get(v, {}).get("outcomes", 0) >= 300 for v in ("1", "2 (shadow)"))
 
         wait_until(judged, timeout_s=DEADLINE_S, what="the performance role's accuracies")
@@ -180,25 +196,8 @@ def slow_shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     p1, p2 = free_port(), free_port()
     v1, v2 = serve(settings, model, "1", p1), serve(settings, model, "2", p2)
     proxy, slow_url = slow_proxy.start(tmp_path, "slow-shadow", f"http://127.0.0.1:{p2}", 2.0)
-    publish_route(settings, activation(model, "1", f"http://127.0.0.1:{p1}"))
-    publish_route(
-        settings,
-        ModelVersionEvent(
-            action="shadow",
-            model=model,
-            version="2",
-            url=slow_url,
-            protocol="v1",
-            features=FEATURES,
-        ),
-    )
-    perf_port = free_port()
-    worker = start_roles(settings, unique, ("scoring", "feedback"))
-    performance = start_roles(
-        settings.model_copy(update={"live": settings.live.model_copy(update={"port": perf_port})}),
-        f"perf-{unique}",
-        ("performance",),
-        name="performance",
+    worker, performance, perf_port = shadow_roles(
+        settings, unique, model, f"http://127.0.0.1:{p1}", slow_url
     )
     out = Collector(
         settings, [topic_name(k, Topic.PREDICTIONS)], group=f"{k.topic_prefix}-{unique}"
@@ -231,10 +230,7 @@ def slow_shadow_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         accuracy: dict[str, dict] = {}
 
         def judged() -> bool:
-            r = http_get(f"http://127.0.0.1:{perf_port}/status.json")
-            if r is None or r.status_code != 200:
-                return False
-            accuracy.update({a["version"]: a for a in r.json()["accuracy"]})
+            accuracy.update(live_accuracy(perf_port))
             return "1" in accuracy and "2 (shadow)" in accuracy
 
         wait_until(judged, timeout_s=DEADLINE_S, what="served and shadow accuracy")
