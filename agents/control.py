@@ -18,7 +18,8 @@ the endpoint.
 default) an event must carry a valid signature by an accepted key
 (:class:`~connectors.signing.Verifier`); it must not be older than the event
 last applied to its slot (a replayed old event, or the same one again); and
-its URL's host must match ``WEIR_CONTROL__ALLOWED_HOSTS``; and its version
+its URL's host must match ``WEIR_CONTROL__ALLOWED_HOSTS`` (an embedded
+route has no host: the registry version its url names is loaded in-process); and its version
 must be in the registry, with a signed card whose features are the route's
 (:class:`RegistryCheck`). Otherwise it is refused with a route decision saying
 why, and the current route stays. The registry is asked once per version, each
@@ -61,7 +62,7 @@ from schemas import (
     new_event,
 )
 from schemas.events import Clock, utc_now
-from schemas.payloads import CLEARS
+from schemas.payloads import CLEARS, embedded_target
 from schemas.settings import Settings
 
 log = logging.getLogger("weir.control")
@@ -109,10 +110,14 @@ class RouteGate:
                 f"replayed: event {event.id} of {event.time.isoformat()} is not newer than "
                 f"event {last[1]} of {last[0].isoformat()} already applied to this route"
             )
-        for version, url, _protocol, features in change.targets:
+        for version, url, protocol, features in change.targets:
             host = urlsplit(url).hostname or ""
             allowed = self._settings.control.allowed_hosts
-            if not any(fnmatch.fnmatch(host, pattern) for pattern in allowed):
+            # an embedded route reaches no host: the scoring process loads a signed
+            # registry version (checked by RegistryCheck and again when it is loaded)
+            if protocol != "embedded" and not any(
+                fnmatch.fnmatch(host, pattern) for pattern in allowed
+            ):
                 return (
                     f"url host {host!r} is not in WEIR_CONTROL__ALLOWED_HOSTS "
                     f"({', '.join(allowed)})"
@@ -143,12 +148,14 @@ class RegistryCheck:
         """The check the settings ask for (WEIR_CONTROL__CHECK_REGISTRY), or None."""
         if not settings.control.check_registry:
             return None
-        return cls(ModelRegistry.for_settings(settings))
+        return cls(ModelRegistry.for_settings(settings.as_model_reader()))  # it only reads
 
     def problem(self, change: ModelVersionEvent) -> str | None:
         """Why the registry refuses this route, or None; raises ServiceError when it cannot
         be asked (MinIO away)."""
-        for version, _url, _protocol, named in change.targets:
+        for version, url, protocol, named in change.targets:
+            if protocol == "embedded":  # the snapshot its url names
+                version = embedded_target(url)[1]
             problem = self._version_problem(change.model, version, tuple(named or ()))
             if problem is not None:
                 return problem

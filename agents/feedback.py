@@ -10,7 +10,8 @@ Two things come out of a join:
 * a :class:`~schemas.training.TrainingRow` (features ⨝ label), which the stream
   archives to MinIO for retraining;
 * an :class:`~schemas.Outcome` (prediction ⨝ label): was this model version right,
-  sent to the ``outcomes`` topic keyed by model for the performance role.
+  sent to the ``outcomes`` topic keyed by model for the performance role (and,
+  carrying the record's features when ``with_features``, for the online learner).
 
 A record may also have a shadow prediction (``shadow: true``, mirrored to the
 model's shadow route): once the label and the served prediction are both in, it
@@ -48,8 +49,10 @@ class JoinResult:
 
 
 class FeedbackJoiner:
-    def __init__(self, window: int = 50_000) -> None:
+    def __init__(self, window: int = 50_000, *, with_features: bool = False) -> None:
         self._window = window
+        # served outcomes carry the record's features (for the online learner)
+        self.with_features = with_features
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         # label and served prediction of records joined and let go, for late shadow answers
         self._labels: OrderedDict[str, tuple[Label, Prediction | None]] = OrderedDict()
@@ -83,7 +86,8 @@ class FeedbackJoiner:
             )
             entry.archived = True
         if entry.prediction is not None and not entry.judged:
-            out.outcomes.append(_outcome(entry.prediction, entry.label))
+            features = entry.features if getattr(self, "with_features", False) else None
+            out.outcomes.append(_outcome(entry.prediction, entry.label, features=features))
             entry.judged = True
         if entry.shadow is not None and entry.prediction is not None:  # compared when both are in
             out.outcomes.append(_outcome(entry.shadow, entry.label, entry.prediction))
@@ -126,7 +130,13 @@ class FeedbackJoiner:
         return self._join(label.record_id, entry)
 
 
-def _outcome(p: Prediction, label: Label, served: Prediction | None = None) -> Outcome:
+def _outcome(
+    p: Prediction,
+    label: Label,
+    served: Prediction | None = None,
+    *,
+    features: dict[str, float] | None = None,
+) -> Outcome:
     """``p`` judged by ``label``; a shadow's also compared with the ``served`` prediction."""
     return Outcome(
         record_id=p.record_id,
@@ -138,4 +148,5 @@ def _outcome(p: Prediction, label: Label, served: Prediction | None = None) -> O
         latency_ms=p.latency_ms,
         shadow=p.shadow,
         agrees=p.output == served.output if p.shadow and served is not None else None,
+        features=features,
     )

@@ -270,7 +270,8 @@ class Retrainer:
             request = RetrainRequest(
                 model=model,
                 run_id=run_id,
-                current_version=active.version if active else None,
+                # an online learner's route: compared as the snapshot it serves now
+                current_version=active.registry_version if active else None,
                 alert_id=alert_id,
                 window_rows=self._settings.retraining.window_rows,
                 min_gain=self._settings.retraining.min_gain,

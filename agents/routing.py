@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from schemas import ModelVersionEvent
-from schemas.payloads import CLEARS
+from schemas.payloads import CLEARS, RouteProtocol, embedded_target
 
-Protocol = Literal["v1", "v2"]
+Protocol = RouteProtocol
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class Route:
     protocol: Protocol
     features: tuple[str, ...] | None = None
     run_id: str | None = None
+
+    @property
+    def registry_version(self) -> str:
+        """The registry version behind this route: an embedded route's snapshot, else its
+        version."""
+        return embedded_target(self.url)[1] if self.protocol == "embedded" else self.version
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,10 @@ class RoutingTable:
         if event.action in ("activate", "rollback"):
             if current.active == new:
                 return Decision(True, f"{event.version} already active", active_version)
-            if event.action == "rollback":
+            if current.active is not None and current.active.version == new.version:
+                # the same version at a new place (an online learner's newer snapshot)
+                history = current.history
+            elif event.action == "rollback":
                 kept = [r for r in current.history if r.version != new.version]
                 cut = next(
                     (i for i, r in enumerate(current.history) if r.version == new.version),

@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from pydantic_core import from_json, to_json
@@ -33,9 +33,10 @@ from tenacity import (
 )
 
 from schemas import ServiceError
+from schemas.payloads import RouteProtocol
 from schemas.settings import KServeSettings
 
-Protocol = Literal["v1", "v2"]
+Protocol = RouteProtocol  # "embedded" routes are answered by connectors.embedded.ModelClient
 UNAVAILABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
 RETRIABLE_STATUS = UNAVAILABLE_STATUS | {500}
 
@@ -155,6 +156,14 @@ class InferenceClient:
     async def _post_once(
         self, url: str, model: str, protocol: Protocol, rows: Sequence[Sequence[float]]
     ) -> InferenceResult:
+        if protocol == "embedded":
+            raise ModelServerError(
+                f"{url} is an embedded route: this client calls model servers only",
+                model=model,
+                url=url,
+                status=None,
+                retriable=False,
+            )
         target = url.rstrip("/") + predict_path(model, protocol)
         started = time.perf_counter()
         try:
@@ -234,6 +243,8 @@ class InferenceClient:
 
     async def ready(self, url: str, model: str, protocol: Protocol) -> bool:
         """True when the server says the model is ready; False when down or not ready."""
+        if protocol == "embedded":  # not a server: see connectors.embedded.ModelClient
+            return False
         try:
             resp = await self._http.get(url.rstrip("/") + ready_path(model, protocol))
         except httpx.HTTPError:

@@ -20,7 +20,6 @@ if it adds ``min_gain`` accuracy and the test shows it better at ``max_p``.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from connectors.mcnemar import paired_test
+
+__all__ = ["Fitted", "families", "fit_candidate", "paired_test", "promotion"]
 
 VALIDATION_FRACTION = 0.2  # newest share of the training rows that picks the family
 MIN_VALIDATION_ROWS = 50  # fewer: no choice is made, logistic regression is fitted
@@ -105,15 +108,6 @@ def fit_candidate(x: np.ndarray, y: Sequence[Any], *, seed: int = 0) -> Fitted:
     family = best or "logistic-regression"
     estimator = clone(options[family]).fit(x, labels)
     return Fitted(estimator, family, _params(family, estimator), scores)
-
-
-def paired_test(new_right: Sequence[bool], old_right: Sequence[bool]) -> tuple[int, int, float]:
-    """McNemar's exact test on the same rows: (rows only the new model got right, rows only
-    the old one did, one-sided p that the new one is no better)."""
-    b = sum(n and not o for n, o in zip(new_right, old_right, strict=True))
-    c = sum(o and not n for n, o in zip(new_right, old_right, strict=True))
-    tail = sum(math.comb(b + c, k) for k in range(b, b + c + 1))
-    return b, c, tail / 2 ** (b + c)
 
 
 def promotion(

@@ -364,7 +364,7 @@ def register(
         )
     else:
         registry = ModelRegistry.for_settings(settings)
-        numbers = [int(v) for v in registry.versions(model) if v.isdigit()]
+        numbers = [int(v) for v in registry.version_names(model) if v.isdigit()]
         version = str(max(numbers) + 1) if numbers else "1"
         estimator = joblib.load(candidate.path)
         card = ModelCard(

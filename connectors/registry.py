@@ -78,12 +78,20 @@ class ModelRegistry:
     def uri(self, name: str, version: str) -> str:
         return f"s3://{self._bucket}/{name}/{version}/"
 
+    @staticmethod
+    def dumps(estimator: Any) -> bytes:
+        """The stored form of ``estimator``; call it where nothing mutates the estimator."""
+        buf = io.BytesIO()
+        joblib.dump(estimator, buf)
+        return buf.getvalue()
+
     def publish(self, card: ModelCard, estimator: Any) -> str:
         """Store the artifact, then its card with the artifact's digest, signed when this
         registry has a signer (the card's presence marks the version complete)."""
-        buf = io.BytesIO()
-        joblib.dump(estimator, buf)
-        blob = buf.getvalue()
+        return self.publish_bytes(card, self.dumps(estimator))
+
+    def publish_bytes(self, card: ModelCard, blob: bytes) -> str:
+        """:meth:`publish` of an artifact already dumped (:meth:`dumps`)."""
         card = card.model_copy(
             update={"artifact_sha256": hashlib.sha256(blob).hexdigest(), "signature": None}
         )
@@ -140,12 +148,22 @@ class ModelRegistry:
             )
         return LoadedModel(card=card, estimator=joblib.load(io.BytesIO(blob)))
 
+    def delete(self, name: str, version: str) -> None:
+        """Remove a version: its card first (so it stops being a version), then its artifact."""
+        self._store.delete(self._bucket, f"{name}/{version}/{CARD}")
+        self._store.delete(self._bucket, f"{name}/{version}/{ARTIFACT}")
+
+    def version_names(self, name: str) -> list[str]:
+        """Versions with a card, unordered, without reading the cards."""
+        return sorted(
+            {
+                key.split("/")[1]
+                for key in self._store.list_keys(self._bucket, f"{name}/")
+                if key.endswith("/" + CARD)
+            }
+        )
+
     def versions(self, name: str) -> list[str]:
         """Versions with a card, oldest first by creation time."""
-        found = {
-            key.split("/")[1]
-            for key in self._store.list_keys(self._bucket, f"{name}/")
-            if key.endswith("/" + CARD)
-        }
-        cards = [self.card(name, v) for v in found]
+        cards = [self.card(name, v) for v in self.version_names(name)]
         return [c.version for c in sorted(cards, key=lambda c: c.created_at)]

@@ -139,6 +139,11 @@ class Outcome(Payload):
     agrees: bool | None = Field(
         None, description="shadow outcomes: the shadow answered as the served version did"
     )
+    features: Features | None = Field(
+        None,
+        description="the record's features, on served outcomes while an online learner "
+        "learns from them (WEIR_LEARNER__ENABLED)",
+    )
 
     @property
     def partition_key(self) -> str:
@@ -261,6 +266,37 @@ CLEARS: dict[str, str] = {
 }
 Decider = Literal["first", "confidence", "majority"]
 MAX_MEMBERS = 8
+# how a route reaches its model: KServe's V1 or V2 REST protocol, or ``embedded`` — a
+# registry version loaded into the scoring process itself (an online learner's snapshot)
+RouteProtocol = Literal["v1", "v2", "embedded"]
+EMBEDDED_SCHEME = "embedded://"
+
+
+def embedded_url(model: str, registry_version: str) -> str:
+    """The url of an embedded route: the registry version the scoring process loads."""
+    return f"{EMBEDDED_SCHEME}{model}/{registry_version}"
+
+
+def embedded_target(url: str) -> tuple[str, str]:
+    """(model, registry version) an embedded route's url names; ValueError if it names none."""
+    model, sep, version = url.removeprefix(EMBEDDED_SCHEME).partition("/")
+    if not url.startswith(EMBEDDED_SCHEME) or not sep or not model or not version or "/" in version:
+        raise ValueError(
+            f"{url!r} is not an embedded route url ({EMBEDDED_SCHEME}<model>/<version>)"
+        )
+    return model, version
+
+
+def _protocol_fits_url(model: str, url: str | None, protocol: str) -> None:
+    embedded = url is not None and url.startswith(EMBEDDED_SCHEME)
+    if url is None or embedded == (protocol == "embedded"):
+        if embedded and url is not None and embedded_target(url)[0] != model:
+            raise ValueError(f"embedded route {url} names another model than {model}")
+        return
+    raise ValueError(
+        f"protocol {protocol!r} does not fit url {url}: an embedded route, and only one, "
+        f"has protocol 'embedded' and a url {EMBEDDED_SCHEME}<model>/<registry version>"
+    )
 
 
 class SpeculativeMember(BaseModel):
@@ -270,7 +306,7 @@ class SpeculativeMember(BaseModel):
 
     version: Version
     url: Annotated[str, Field(min_length=1, max_length=2048)]
-    protocol: Literal["v1", "v2"] = "v2"
+    protocol: RouteProtocol = "v2"
     features: list[FeatureName] | None = Field(default=None, max_length=MAX_FEATURES)
 
 
@@ -306,7 +342,7 @@ class ModelVersionEvent(Payload):
     model: ModelName
     version: Version
     url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
-    protocol: Literal["v1", "v2"] = "v2"
+    protocol: RouteProtocol = "v2"
     weight: float | None = Field(default=None, gt=0, le=1)
     storage_uri: Annotated[str, Field(max_length=2048)] | None = None
     features: list[FeatureName] | None = Field(
@@ -341,6 +377,8 @@ class ModelVersionEvent(Payload):
             )
         elif self.action not in CLEARS and self.url is None:
             raise ValueError(f"{self.action!r} needs the url of the version's server")
+        for _version, url, protocol, _features in self.targets:
+            _protocol_fits_url(self.model, url, protocol)
         return self
 
     @property
@@ -353,7 +391,7 @@ class ModelVersionEvent(Payload):
         return "canary" if self.action in ("canary", "clear-canary") else "shadow"
 
     @property
-    def targets(self) -> list[tuple[str, str, Literal["v1", "v2"], list[str] | None]]:
+    def targets(self) -> list[tuple[str, str, RouteProtocol, list[str] | None]]:
         """(version, url, protocol, features) of every server this route sends records to."""
         if self.members is not None:
             return [(m.version, m.url, m.protocol, m.features) for m in self.members]

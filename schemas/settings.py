@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.payloads import DEAD_LETTER_INLINE_BYTES
+from schemas.payloads import DEAD_LETTER_INLINE_BYTES, Version
 
 # The MinIO server is built from this Go module version (the last source
 # release published to the Go module proxy; MinIO tags are not semver).
@@ -467,6 +467,56 @@ class CanarySettings(_Group):
         return -(-self.max_outcomes // self.min_outcomes)
 
 
+class LearnerSettings(_Group):
+    """The embedded online learner: a river model kept in-stream from labels (learner role).
+
+    It learns from every served outcome (predict first, then learn), stores a
+    signed snapshot in the registry every ``publish_every`` outcomes and routes
+    it as an embedded route: in the ``slot`` it lives in (a shadow challenger by
+    default), and as the active route when ``take_over`` and it beats the version
+    serving now on the same records.
+    """
+
+    enabled: bool = Field(
+        False, description="run the learner role (WEIR_LEARNER__ENABLED); the demo turns it on"
+    )
+    name: Version = Field(
+        "online", description="the version name its route serves under (snapshots: <name>.<n>)"
+    )
+    kind: Literal["arf", "hoeffding"] = Field(
+        "arf",
+        description="river's ARFClassifier (adaptive random forest), or a Hoeffding adaptive "
+        "tree (smaller and faster, less accurate)",
+    )
+    seed: int = 42
+    publish_every: int = Field(
+        2000, ge=50, description="served outcomes learnt between two published snapshots"
+    )
+    slot: Literal["shadow", "none"] = Field(
+        "shadow",
+        description="where its snapshots are routed while it does not serve: the shadow slot "
+        "(mirrored, judged on live labels) or nowhere",
+    )
+    take_over: bool = Field(
+        True,
+        description="serve it (activate its route) when it beats the serving version on the "
+        "same records at ``confidence``",
+    )
+    window: int = Field(
+        1000, ge=50, description="latest paired outcomes the take-over test looks at"
+    )
+    min_outcomes: int = Field(
+        200, ge=20, description="paired outcomes since the serving version changed, at least"
+    )
+    confidence: float = Field(
+        0.999,
+        gt=0.5,
+        lt=1,
+        description="McNemar's test must show the learner better at this confidence",
+    )
+    keep: int = Field(3, ge=1, description="snapshots kept in the registry; older are deleted")
+
+
 class StackSettings(_Group):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     state_dir: Path | None = Field(None, description="pids, logs, data; default <cache>/stack")
@@ -518,6 +568,7 @@ class Settings(BaseSettings):
     )
     retraining: RetrainingSettings = RetrainingSettings()
     canary: CanarySettings = CanarySettings()
+    learner: LearnerSettings = LearnerSettings()
     stack: StackSettings = Field(default_factory=StackSettings)
     live: LiveSettings = LiveSettings()
 

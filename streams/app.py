@@ -14,6 +14,8 @@ feedback    records, predictions,    outcomes (keyed by model), training rows
             labels                   (MinIO archive)
 performance outcomes                 alerts (performance), live accuracy
 retrainer   alerts, outcomes, models pipeline-runs, models (new versions)
+learner     outcomes, models         models (its snapshots, embedded routes),
+                                     registry snapshots (MinIO)
 =========== ======================== ==========================================
 
 Every role sends through one :class:`~connectors.kafka_async.AsyncProducer`
@@ -36,7 +38,7 @@ from schemas import ConfigurationError
 from schemas.settings import KafkaSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams import faust_transport
-from streams.context import ROLES, RoleContext
+from streams.context import PUBLISHERS, ROLES, RoleContext, role_off
 from streams.live import LiveView
 from streams.logs import limit_logs
 from streams.roles import attach_role
@@ -45,7 +47,7 @@ log = logging.getLogger("weir.app")
 GC_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
 
 LIBRDKAFKA_ROLES = frozenset(
-    {"scoring", "monitor", "feedback"}
+    {"scoring", "monitor", "feedback", "learner"}
 )  # roles reading via streams/roles/batches
 
 
@@ -53,12 +55,10 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     """The Faust app of one role, its agents attached."""
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
-    if role == "retrainer" and not settings.retrainer_runs:
-        raise ConfigurationError(
-            "the retrainer role is off: WEIR_RETRAINING__ENABLED=false and "
-            "WEIR_CANARY__AUTO=false; unset either to run it"
-        )
-    if role == "retrainer":  # it publishes routes: Kafka's control principal
+    off = role_off(settings, role)
+    if off is not None:
+        raise ConfigurationError(off)
+    if role in PUBLISHERS:  # it publishes routes: Kafka's control principal
         settings = settings.as_control()
     k = settings.kafka
     datadir = settings.stack.run_dir / "faust" / role

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
 from agents.routing import RoutingTable
+from connectors.embedded import ModelClient
 from connectors.kafka_async import AsyncProducer
 from connectors.kserve_client import InferenceClient
 from schemas import Event, KafkaRecord, Origin, RawMessage, to_kafka
@@ -17,7 +18,24 @@ from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.live import LiveView
 
-ROLES = ("scoring", "monitor", "feedback", "performance", "retrainer")
+if TYPE_CHECKING:
+    from connectors.registry import ModelRegistry
+
+ROLES = ("scoring", "monitor", "feedback", "performance", "retrainer", "learner")
+# the roles that publish routes: they hold the signing key and Kafka's control principal
+PUBLISHERS = frozenset({"retrainer", "learner"})
+
+
+def role_off(settings: Settings, role: str) -> str | None:
+    """Why ``role`` has no work with ``settings`` (then it is not run), or None."""
+    if role == "retrainer" and not settings.retrainer_runs:
+        return (
+            "the retrainer role is off: WEIR_RETRAINING__ENABLED=false and "
+            "WEIR_CANARY__AUTO=false; unset either to run it"
+        )
+    if role == "learner" and not settings.learner.enabled:
+        return "the learner role is off: set WEIR_LEARNER__ENABLED=true to run it"
+    return None
 
 
 def raw_message(message: Any) -> RawMessage:
@@ -57,8 +75,16 @@ class RoleContext:
 
     @property
     def client(self) -> InferenceClient:
+        """Model servers over HTTP, and embedded routes (registry snapshots) in-process."""
         if self._client is None:
-            self._client = InferenceClient(self.settings.kserve)
+            settings = self.settings
+
+            def registry() -> ModelRegistry:
+                from connectors.registry import ModelRegistry  # joblib: only when one is used
+
+                return ModelRegistry.for_settings(settings.as_model_reader())  # reads only
+
+            self._client = ModelClient(settings.kserve, registry)
         return self._client
 
     def name(self, topic: Topic) -> str:

@@ -56,6 +56,7 @@ LAG_TOPIC = {
     "feedback": Topic.LABELS,
     "performance": Topic.OUTCOMES,
     "retrainer": Topic.ALERTS,
+    "learner": Topic.OUTCOMES,
 }
 
 

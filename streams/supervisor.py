@@ -35,7 +35,7 @@ from connectors.process import free_port
 from connectors.signing import verify_only
 from schemas import ConfigurationError
 from schemas.settings import Settings, settings_env
-from streams.context import ROLES
+from streams.context import PUBLISHERS, ROLES, role_off
 from streams.live import LiveStatus, merge_status
 from streams.logs import limit_logs
 from streams.metrics import CONTENT_TYPE_LATEST, merge_expositions
@@ -77,9 +77,10 @@ class Child:
 
 
 def role_settings(settings: Settings, role: str) -> Settings:
-    """What one role's process is given. Only the retrainer publishes routes, so only it keeps
-    the signing key and runs as Kafka's control principal; the others get neither."""
-    if role == "retrainer":
+    """What one role's process is given. Only the roles that publish routes (retrainer,
+    learner) keep the signing key and run as Kafka's control principal; the others get
+    neither."""
+    if role in PUBLISHERS:
         return settings
     trimmed = verify_only(settings)
     return trimmed.model_copy(update={"kafka": trimmed.kafka.without_control()})
@@ -92,12 +93,11 @@ class Supervisor:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ConfigurationError(f"unknown roles {sorted(unknown)}; roles: {', '.join(ROLES)}")
-        if not settings.retrainer_runs and "retrainer" in roles:
-            log.info(
-                "retraining and canary judging are off (WEIR_RETRAINING__ENABLED=false, "
-                "WEIR_CANARY__AUTO=false): no retrainer role"
-            )
-            roles = tuple(r for r in roles if r != "retrainer")
+        for role in roles:
+            off = role_off(settings, role)
+            if off is not None:
+                log.info("%s", off)
+        roles = tuple(r for r in roles if role_off(settings, r) is None)
         self.settings = settings
         self.loglevel = loglevel
         live = settings.live.port != 0

@@ -193,7 +193,7 @@ def model_host(ctx: click.Context, port: int) -> None:
 # ------------------------------------------------------------------ worker
 
 
-ROLE_NAMES = ("scoring", "monitor", "feedback", "performance", "retrainer")
+ROLE_NAMES = ("scoring", "monitor", "feedback", "performance", "retrainer", "learner")
 
 
 @cli.command()
@@ -221,7 +221,8 @@ def worker(
     worker_id: str | None,
     live_port: int | None,
 ) -> None:
-    """Run weir's roles until interrupted: scoring, monitor, feedback, performance, retrainer.
+    """Run weir's roles until interrupted: scoring, monitor, feedback, performance, retrainer,
+    learner (the last with WEIR_LEARNER__ENABLED).
 
     With one --role, that role runs in this process (a Faust worker of its own
     consumer group). Without --role, or with several, each role runs as a

@@ -38,12 +38,16 @@ BATCH_WAIT_S = 0.1
 
 def attach_feedback(ctx: RoleContext) -> None:
     settings, model = ctx.settings, ctx.settings.scoring.model
-    joiner = FeedbackJoiner(window=settings.monitor.join_window)
+    learning = settings.learner.enabled
+    joiner = FeedbackJoiner(window=settings.monitor.join_window, with_features=learning)
     archive = ArchiveWriter(settings)
     state = {"joiner": joiner}
-    restored = attach_state(
-        ctx, "join", lambda: state["joiner"], lambda j: state.update(joiner=j), marks_ready=True
-    )
+
+    def restore(saved: FeedbackJoiner) -> None:
+        saved.with_features = learning  # the settings of this run decide, not the checkpoint's
+        state.update(joiner=saved)
+
+    restored = attach_state(ctx, "join", lambda: state["joiner"], restore, marks_ready=True)
 
     @ctx.app.task
     async def archive_rows() -> None:

@@ -16,7 +16,7 @@ data, the model host's state) survive `docker compose restart`, and
 `docker compose down -v` leaves no container, volume or network of the project.
 
 Ports: the project runs in a network of its own; only the compose file's
-127.0.0.1 ports are published (29092, 29000-29001, 8070, 8080, 8090-8097,
+127.0.0.1 ports are published (29092, 29000-29001, 8070, 8080, 8090-8098,
 8100-8119), and the test first checks that every one is free, so it cannot
 collide with a local stack (9092/9093, 9000/9001) or anything else.
 """

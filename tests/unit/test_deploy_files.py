@@ -33,7 +33,7 @@ from schemas import PAYLOAD_BY_TYPE
 from schemas.settings import KAFKA_VERSION, KafkaSettings, MinioSettings, Settings
 from schemas.topics import Topic, topic_name, topic_specs
 from streams.cli import cli
-from streams.context import ROLES
+from streams.context import PUBLISHERS, ROLES, role_off
 from streams.servers.ingress import ACCEPTED as INGRESS_ACCEPTS
 from streams.status_page import LAG_TOPIC
 from tests.compose_file import (
@@ -68,14 +68,31 @@ BIND_HOST_SETTING = {
 }
 
 # How many of each role run (`weir worker --role R`), in compose and on Kubernetes:
-# scoring is the one that scales out in the demo.
-ROLE_REPLICAS = {"scoring": 2, "monitor": 1, "feedback": 1, "performance": 1, "retrainer": 1}
+# scoring is the one that scales out in the demo; one learner per model (the
+# outcomes of a model sit on one partition, and one process learns them).
+ROLE_REPLICAS = {
+    "scoring": 2,
+    "monitor": 1,
+    "feedback": 1,
+    "performance": 1,
+    "retrainer": 1,
+    "learner": 1,
+}
 # The roles that call the model host or the servers it starts: scoring calls the
 # served versions, the retrainer has new versions served (WEIR_KSERVE__DEPLOYER=host).
+# The learner does not: its routes are embedded (registry snapshots, loaded by scoring).
 MODEL_HOST_CLIENTS = {"scoring", "retrainer"}
-# The roles that talk to MinIO: feedback archives training rows, the retrainer
-# counts them, runs the pipeline and reads the registry. Only they get the secret.
-MINIO_ROLES = {"feedback", "retrainer"}
+# The roles that write to MinIO: feedback archives training rows, the retrainer
+# counts them, runs the pipeline and reads the registry, the learner stores its
+# snapshots in the registry. Only they get the secret.
+MINIO_ROLES = {"feedback", "retrainer", "learner"}
+# The roles that only read models from MinIO, as its read-only user: scoring loads
+# embedded routes (the learner's snapshots) in its own process.
+MINIO_READER_ROLES = {"scoring"}
+# The roles that publish routes (streams.context.PUBLISHERS): they alone hold the
+# signing key; they and scoring, which fold the control topic, get the public keys.
+ROUTE_PUBLISHERS = set(PUBLISHERS)
+ROUTE_VERIFIERS = {"scoring"} | ROUTE_PUBLISHERS
 
 
 # ----------------------------------------------------------------- helpers
@@ -304,6 +321,7 @@ def test_compose_runs_every_role_as_a_service_of_its_own(monkeypatch):
     roles = role_services()
     assert set(roles) == set(ROLES), "one service per role, named after it, and no other worker"
     header = COMPOSE.read_text().split("\nname:", 1)[0]
+    settings_of: dict[str, Settings] = {}
     for name, service in roles.items():
         args = as_list(service["command"])
         assert args == ["worker", "--role", name], f"{name}: runs `weir worker --role {name}`"
@@ -313,6 +331,8 @@ def test_compose_runs_every_role_as_a_service_of_its_own(monkeypatch):
         s = build_settings(env, monkeypatch)
         assert replicas <= partitions_read(name, s.kafka), f"{name}: replicas would sit idle"
         assert service.get("restart") == "on-failure", f"{name} comes back after a crash"
+        assert role_off(s, name) is None, f"{name}: would refuse to run ({role_off(s, name)})"
+        settings_of[name] = s
         # a live view per replica: the published host range has room for every replica
         assert s.live.port and s.live.host == "0.0.0.0", f"{name}: no live view"
         (published,) = host_ports(service)
@@ -323,6 +343,11 @@ def test_compose_runs_every_role_as_a_service_of_its_own(monkeypatch):
         assert re.search(rf"^#\s+{re.escape(name)}\s+{where}\b", header, re.M), (
             f"{name}: document its live view's host ports ({where}) in the file's header"
         )
+    # feedback puts the features on outcomes only while the learner is on, as it runs
+    assert settings_of["feedback"].learner == settings_of["learner"].learner
+    # the learner is a shadow challenger here: the compose checks (tests/compose_checks.py)
+    # expect the retrainer's version 2 to serve after the drift
+    assert not settings_of["learner"].learner.take_over
     # no two services publish the same host port
     seen: dict[int, str] = {}
     for name, service in services().items():
@@ -629,7 +654,11 @@ def test_k8s_env_names_are_settings_fields_and_build_settings(monkeypatch):
         assert built.kafka.bootstrap_servers == kafka_bootstrap(), where
 
 
-SECRET_OF = {"WEIR_MINIO__SECRET_KEY": "weir-minio", "WEIR_CONTROL__SIGNING_KEY": "weir-control"}
+SECRET_OF = {
+    "WEIR_MINIO__SECRET_KEY": "weir-minio",
+    "WEIR_MINIO__READER_SECRET_KEY": "weir-minio",
+    "WEIR_CONTROL__SIGNING_KEY": "weir-control",
+}
 
 
 def test_k8s_secret_is_referenced_never_inlined():
@@ -648,10 +677,23 @@ def test_k8s_secret_is_referenced_never_inlined():
         (container,) = pod_containers(one("Deployment", f"weir-{role}"))
         env_names = {v["name"] for v in container.get("env", [])}
         # routes are signed: who verifies them gets the public keys, who publishes the key
-        assert ("WEIR_CONTROL__PUBLIC_KEYS" in env_names) == (role in ("scoring", "retrainer"))
-        assert ("WEIR_CONTROL__SIGNING_KEY" in env_names) == (role == "retrainer")
+        assert ("WEIR_CONTROL__PUBLIC_KEYS" in env_names) == (role in ROUTE_VERIFIERS)
+        assert ("WEIR_CONTROL__SIGNING_KEY" in env_names) == (role in ROUTE_PUBLISHERS)
         reads = env_names & {"WEIR_MINIO__SECRET_KEY"}
         assert bool(reads) == (role in MINIO_ROLES), f"weir-{role}: the MinIO secret"
+        reader = "WEIR_MINIO__READER_SECRET_KEY" in env_names
+        assert reader == (role in MINIO_READER_ROLES), f"weir-{role}: the read-only user"
+    # what only reads models (scoring, the model host, the model servers) reads them as
+    # the read-only user the ConfigMap names, never with the writer's secret
+    assert config_map().get("WEIR_MINIO__READER_ACCESS_KEY"), "name the read-only user"
+    readers = [one("Deployment", f"weir-{role}") for role in MINIO_READER_ROLES]
+    readers += [one("Deployment", "weir-model-host"), one("InferenceService")]
+    for reader_obj in readers:
+        for container in pod_containers(reader_obj):
+            env_names = {v["name"] for v in container.get("env", [])}
+            where = f"{reader_obj['kind']} {reader_obj['metadata']['name']}"
+            assert "WEIR_MINIO__READER_SECRET_KEY" in env_names, f"{where}: the reader's key"
+            assert "WEIR_MINIO__SECRET_KEY" not in env_names, f"{where}: it only reads"
     for path in sorted(K8S.glob("*.yaml")):
         assert DEFAULT_SECRET not in path.read_text(), f"{path.name} holds the default secret"
 
@@ -743,6 +785,7 @@ def test_k8s_runs_every_role_as_a_deployment_of_its_own(monkeypatch):
     records = one("KafkaTopic", topic_name(KafkaSettings(), Topic.RECORDS))
     assert records["spec"]["partitions"] == settings.kafka.record_partitions
     compose_roles = role_services()
+    learning = {}
     for role in ROLES:
         deployment, container = workers[f"weir-{role}"]
         where = f"Deployment weir-{role}"
@@ -755,6 +798,9 @@ def test_k8s_runs_every_role_as_a_deployment_of_its_own(monkeypatch):
         assert replicas == in_compose, f"{where}: as many as docker-compose.yml runs"
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/component"] == role, where
+        s = build_settings(container_env(container), monkeypatch)
+        assert role_off(s, role) is None, f"{where}: would refuse to run ({role_off(s, role)})"
+        learning[role] = s.learner
         # the roles that checkpoint state hand it over: the old pod's last checkpoint
         # is written before the new pod restores it
         strategy = deployment["spec"].get("strategy", {}).get("type", "RollingUpdate")
@@ -767,6 +813,8 @@ def test_k8s_runs_every_role_as_a_deployment_of_its_own(monkeypatch):
             probe = container.get(kind, {}).get("httpGet")
             if probe:
                 assert probe["path"] == path and probe["port"] in ("live", live["live"]), where
+    # feedback puts the features on outcomes only while the learner is on, as it runs
+    assert learning["feedback"] == learning["learner"]
 
 
 def test_k8s_model_host_serves_where_every_worker_reaches_it(monkeypatch):

@@ -1,0 +1,227 @@
+"""The embedded online learner's core: served outcomes in, a river model and its routes out.
+
+"The state is the model itself": one learner per model learns from every
+served outcome the feedback role joins (features ⨝ label), predicting each
+record before learning from it, so its accuracy is prequential — measured on
+records it had not seen. Framework-free; the learner role
+(``streams/roles/learner.py``) feeds it outcomes, stores its snapshots in the
+registry and publishes their routes.
+
+Every outcome also pairs the learner's answer with the served version's on
+the same record. Over the latest ``window`` pairs since the serving version
+last changed, McNemar's exact test (:func:`connectors.mcnemar.mcnemar_p`)
+says whether the learner is better; at ``confidence`` it asks to take over —
+its snapshot becomes the active route, and serves while a pipeline run
+trains. A version that is promoted later is paired against afresh and has to
+be beaten again. Pairs are only made while another version serves: when the
+learner serves, its outcomes teach it and nothing is compared.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from connectors.mcnemar import mcnemar_p
+from schemas import Outcome
+from schemas.model_card import ModelCard
+from schemas.settings import LearnerSettings
+
+CHECK_EVERY = 25  # pairs between two take-over tests (the exact test sums binomial terms)
+RECENT = 1000  # outcomes the learner's recent accuracy is measured over
+
+
+def new_estimator(kind: str, seed: int) -> Any:
+    """A fresh river classifier of ``kind`` (``WEIR_LEARNER__KIND``)."""
+    if kind == "arf":
+        from river import forest
+
+        return forest.ARFClassifier(seed=seed)
+    from river import tree
+
+    return tree.HoeffdingAdaptiveTreeClassifier(seed=seed)
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """The learner beat the serving version on the same records."""
+
+    served_version: str
+    pairs: int
+    only_learner_right: int
+    only_served_right: int
+    p: float
+    learner_accuracy: float
+    served_accuracy: float
+
+    @property
+    def evidence(self) -> dict[str, float]:
+        """The figures its route event carries as ``metrics``."""
+        return {
+            "pairs": self.pairs,
+            "only_learner_right": self.only_learner_right,
+            "only_served_right": self.only_served_right,
+            "mcnemar_p": self.p,
+            "learner_accuracy": self.learner_accuracy,
+            "served_accuracy": self.served_accuracy,
+        }
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"online learner beats version {self.served_version} on the same "
+            f"{self.pairs} records: {self.learner_accuracy:.1%} vs {self.served_accuracy:.1%} "
+            f"({self.only_learner_right} only it got right, {self.only_served_right} only the "
+            f"served one; McNemar p={self.p:.2g})"
+        )
+
+
+class OnlineLearner:
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        model: str,
+        *,
+        estimator: Any = None,
+        features: tuple[str, ...] | None = None,
+        snapshot: int = 0,
+        learnt: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.estimator = estimator or new_estimator(settings.kind, settings.seed)
+        self.features = features  # fixed by the first outcome (sorted names) or the snapshot
+        self.snapshot = snapshot  # number of the newest snapshot published
+        self.learnt = learnt
+        self.since_publish = 0
+        self.skipped = 0  # outcomes without the learner's features
+        self._recent: deque[bool] = deque(maxlen=RECENT)
+        self._pairs: deque[tuple[bool, bool]] = deque(maxlen=settings.window)
+        self._paired_with: str | None = None
+        self._b = self._c = self._served_right = self._mine_right = 0
+        self._unchecked = 0
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def recent_accuracy(self) -> float | None:
+        """Prequential accuracy over its latest outcomes."""
+        return sum(self._recent) / len(self._recent) if self._recent else None
+
+    @property
+    def paired_with(self) -> str | None:
+        """The serving version the current pairs compare against."""
+        return self._paired_with
+
+    @property
+    def pairs(self) -> int:
+        return len(self._pairs)
+
+    def learn(self, outcome: Outcome) -> bool | None:
+        """Predict ``outcome``'s record, then learn it; whether the guess was right, or None
+        when the outcome is not one to learn from (a shadow's, another model's, no features)."""
+        if outcome.shadow or outcome.model != self.model or outcome.features is None:
+            return None
+        if self.features is None:
+            self.features = tuple(sorted(outcome.features))
+        try:
+            x = {name: outcome.features[name] for name in self.features}
+        except KeyError:
+            self.skipped += 1
+            return None
+        guess = self.estimator.predict_one(x)
+        mine = guess is not None and guess == outcome.label
+        self.estimator.learn_one(x, outcome.label)
+        self.learnt += 1
+        self.since_publish += 1
+        self._recent.append(mine)
+        self._pair(outcome.version, mine, outcome.correct)
+        return mine
+
+    def _pair(self, served_version: str, mine: bool, served: bool) -> None:
+        if served_version == self.name:  # its own snapshot served: nothing to compare
+            self._reset(None)
+            return
+        if served_version != self._paired_with:
+            self._reset(served_version)
+        if len(self._pairs) == self._pairs.maxlen:
+            self._count(*self._pairs[0], -1)
+        self._pairs.append((mine, served))
+        self._count(mine, served, 1)
+        self._unchecked += 1
+
+    def _count(self, mine: bool, served: bool, step: int) -> None:
+        self._b += step * (mine and not served)
+        self._c += step * (served and not mine)
+        self._mine_right += step * mine
+        self._served_right += step * served
+
+    def _reset(self, served_version: str | None) -> None:
+        self._pairs.clear()
+        self._paired_with = served_version
+        self._b = self._c = self._served_right = self._mine_right = self._unchecked = 0
+
+    def take_over(self) -> TakeOver | None:
+        """A take-over the latest pairs call for, or None (tested every few pairs)."""
+        s = self.settings
+        if not s.take_over or self._unchecked < CHECK_EVERY or self._paired_with is None:
+            return None
+        self._unchecked = 0
+        n = len(self._pairs)
+        if n < s.min_outcomes or self._b <= self._c:
+            return None
+        p = mcnemar_p(self._b, self._c)
+        if p > 1 - s.confidence:
+            return None
+        return TakeOver(
+            served_version=self._paired_with,
+            pairs=n,
+            only_learner_right=self._b,
+            only_served_right=self._c,
+            p=p,
+            learner_accuracy=self._mine_right / n,
+            served_accuracy=self._served_right / n,
+        )
+
+    def took_over(self) -> None:
+        """Its route was published as the active one: stop comparing until another serves."""
+        self._reset(None)
+
+    @property
+    def due(self) -> bool:
+        """Enough outcomes learnt since the last snapshot to publish the next."""
+        return self.since_publish >= self.settings.publish_every
+
+    def next_card(self, now: datetime) -> ModelCard:
+        """The card of the next snapshot (``<name>.<n>``), for the registry."""
+        if self.features is None:
+            raise ValueError("the learner has learnt nothing yet: no features, no snapshot")
+        accuracy = self.recent_accuracy
+        return ModelCard(
+            name=self.model,
+            version=f"{self.name}.{self.snapshot + 1}",
+            framework="river",
+            features=list(self.features),
+            metrics={"learnt": self.learnt}
+            | ({"prequential_accuracy": accuracy} if accuracy is not None else {}),
+            created_at=now,
+            learner={
+                "family": f"river-{self.settings.kind}",
+                "online": True,
+                "seed": self.settings.seed,
+            },
+        )
+
+    def published(self, snapshot: int) -> None:
+        self.snapshot = snapshot
+        self.since_publish = 0
+
+
+def snapshot_number(name: str, version: str) -> int | None:
+    """n of a registry version ``<name>.<n>``, or None for any other version."""
+    prefix, dot, number = version.rpartition(".")
+    return int(number) if dot and prefix == name and number.isdigit() else None

@@ -1,0 +1,218 @@
+"""The learner role: an online river model kept in-stream from labels, served as a route.
+
+Reads ``outcomes`` (keyed by model, so one learner sees every outcome of its
+model) in its own consumer group; the feedback role puts the record's
+features on served outcomes while ``WEIR_LEARNER__ENABLED``. Each one is
+predicted, then learnt (:class:`agents.learner.OnlineLearner`).
+
+Every ``WEIR_LEARNER__PUBLISH_EVERY`` outcomes the model is stored in the
+registry as a signed snapshot ``<name>.<n>`` (river, with its card) and routed
+as an *embedded* route — ``embedded://<model>/<name>.<n>``, protocol
+``embedded``, version ``<name>`` — that the scoring workers load and score in
+their own process (:mod:`connectors.embedded`):
+
+* while it serves (it is the active version), the active route moves to the
+  new snapshot; the version stays ``<name>``, so detectors and history see one
+  version that keeps learning;
+* otherwise, in ``WEIR_LEARNER__SLOT`` (the shadow slot by default: mirrored,
+  judged on live labels, serving nobody);
+* when it beats the serving version on the same records
+  (``WEIR_LEARNER__TAKE_OVER``), its snapshot is published at once and
+  activated, with the test's evidence in the event's ``metrics``.
+
+This role publishes routes, so it holds the signing key and runs as Kafka's
+control principal, like the retrainer.
+
+**Its state survives a restart:** at start it loads its newest snapshot from
+the registry (waiting for MinIO if it is away) and goes on learning from its
+committed offsets; a stop saves one more snapshot first. Outcomes learnt after
+the last snapshot of a crash are not learnt again (at most ``publish_every``).
+The newest ``WEIR_LEARNER__KEEP`` snapshots stay in the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agents.learner import OnlineLearner, TakeOver, snapshot_number
+from agents.routing import RoutingTable
+from connectors.bounded import Bounded
+from connectors.registry import ModelRegistry
+from connectors.signing import signed
+from schemas import Event, ModelVersionEvent, Outcome, RawMessage, ServiceError, new_event
+from schemas.events import utc_now
+from schemas.payloads import embedded_url
+from schemas.topics import Topic
+from streams.context import RoleContext
+from streams.roles.batches import attach_batches
+from streams.roles.control import attach_control
+from streams.roles.decode import decoded
+
+log = logging.getLogger("weir.learner")
+
+BATCH_SIZE = 500
+BATCH_WAIT_S = 0.2
+MINIO_TIMEOUT_S = 60.0  # a forest of a few MB to a busy MinIO
+RESTORE_RETRY_S = 2.0
+
+
+def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
+    """The newest snapshot of ``name`` that loads (signature and digest checked), as
+    (number, LoadedModel); older ones than the newest ``keep`` are left to :func:`prune`."""
+    numbers = sorted(
+        (n for v in registry.version_names(model) if (n := snapshot_number(name, v)) is not None),
+        reverse=True,
+    )
+    for n in numbers:
+        try:
+            return n, registry.load(model, f"{name}.{n}")
+        except ServiceError as err:
+            if err.retriable:
+                raise
+            log.warning(
+                "snapshot %s.%d of %s refused (%s); trying an older one", name, n, model, err
+            )
+    return None
+
+
+def prune(registry: ModelRegistry, model: str, name: str, newest: int, keep: int) -> int:
+    """Delete the snapshots older than the newest ``keep``; returns how many."""
+    old = [
+        v
+        for v in registry.version_names(model)
+        if (n := snapshot_number(name, v)) is not None and n <= newest - keep
+    ]
+    for version in old:
+        registry.delete(model, version)
+    return len(old)
+
+
+def attach_learner(ctx: RoleContext) -> None:
+    settings, model = ctx.settings, ctx.settings.scoring.model
+    s = settings.learner
+    routing = RoutingTable()
+    attach_control(ctx, routing, emit=False)  # which version serves, what is in the shadow
+    registry = ModelRegistry.for_settings(settings)
+    minio = Bounded(MINIO_TIMEOUT_S, pause_s=RESTORE_RETRY_S)
+    state = {"learner": OnlineLearner(s, model)}
+    started = asyncio.Event()
+
+    @ctx.app.task
+    async def restore() -> None:
+        while True:
+            try:
+                found = await asyncio.to_thread(newest_snapshot, registry, model, s.name)
+                break
+            except ServiceError as err:  # MinIO away: the learner waits, nothing else does
+                log.warning("cannot read %s's snapshots yet (%s); retrying", s.name, err)
+                await asyncio.sleep(RESTORE_RETRY_S)
+        if found is not None:
+            number, loaded = found
+            state["learner"] = OnlineLearner(
+                s,
+                model,
+                estimator=loaded.estimator,
+                features=tuple(loaded.card.features),
+                snapshot=number,
+                learnt=int(loaded.card.metrics.get("learnt", 0)),
+            )
+            log.info(
+                "learner %s of %s restored from snapshot %d (%d outcomes learnt)",
+                s.name,
+                model,
+                number,
+                state["learner"].learnt,
+            )
+        await ctx.ready.wait()  # the control fold caught up: the routes are known
+        started.set()
+
+    async def store_snapshot(learner: OnlineLearner) -> str | None:
+        """Store the next snapshot; its registry version, or None when MinIO is away."""
+        card = learner.next_card(utc_now())
+        blob = registry.dumps(learner.estimator)  # on the loop: nothing learns meanwhile
+        try:
+            await minio.call(registry.publish_bytes, card, blob)
+        except (ServiceError, TimeoutError) as err:
+            log.warning("snapshot %s not stored (%s); learning goes on", card.version, err)
+            return None
+        number = learner.snapshot + 1
+        learner.published(number)
+        try:
+            await minio.call(prune, registry, model, s.name, number, s.keep)
+        except (ServiceError, TimeoutError) as err:
+            log.warning("old snapshots of %s not pruned yet: %s", s.name, err)
+        return card.version
+
+    def route_events(
+        learner: OnlineLearner, version: str, take: TakeOver | None
+    ) -> list[ModelVersionEvent]:
+        routes = routing.get(model)
+        serving = routes.active is not None and routes.active.version == s.name
+        common: dict[str, Any] = {
+            "model": model,
+            "version": s.name,
+            "url": embedded_url(model, version),
+            "protocol": "embedded",
+            "features": list(learner.features or ()),
+            "metrics": take.evidence
+            if take is not None
+            else {"learnt": learner.learnt, "prequential_accuracy": learner.recent_accuracy or 0},
+        }
+        if take is not None:  # activate (and clear a canary), and leave the shadow slot
+            events = ModelVersionEvent(action="activate", **common).implied()
+            if routes.shadow is not None and routes.shadow.version == s.name:
+                events.append(ModelVersionEvent(action="clear-shadow", model=model, version=s.name))
+            return events
+        if serving:  # a newer snapshot of what serves; a canary contest goes on
+            return [ModelVersionEvent(action="activate", **common)]
+        if s.slot == "shadow":
+            return [ModelVersionEvent(action="shadow", **common)]
+        return []
+
+    async def publish(learner: OnlineLearner, take: TakeOver | None) -> None:
+        version = await store_snapshot(learner)
+        if version is None:
+            return
+        changes = route_events(learner, version, take)
+        events: list[Event[Any]] = []
+        for change in changes:
+            event = new_event(change, source=settings.events.source)
+            events.append(await asyncio.to_thread(signed, settings, event))
+        if events:
+            await ctx.send_all([(Topic.MODELS, e) for e in events])
+            for event in events:
+                ctx.live.record_event(event)
+        if take is not None:
+            learner.took_over()
+            log.warning(
+                "%s takes over from version %s: %s", s.name, take.served_version, take.reason
+            )
+        ctx.live.record_accuracy(
+            f"{s.name} (learner)", learner.recent_accuracy or 0.0, learner.learnt
+        )
+
+    async def handle(batch: list[RawMessage]) -> None:
+        learner = state["learner"]
+        for raw in batch:
+            found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
+            if found is None or not isinstance(found.data, Outcome):
+                continue
+            if learner.learn(found.data) is None:
+                continue
+            take = learner.take_over()
+            if take is not None:
+                await publish(learner, take)
+        if learner.due and learner.features is not None:
+            await publish(learner, None)
+
+    async def save_at_stop() -> None:
+        learner = state["learner"]
+        if started.is_set() and learner.since_publish and learner.features is not None:
+            await store_snapshot(learner)
+
+    ctx.on_shutdown(save_at_stop)
+    attach_batches(
+        ctx, (Topic.OUTCOMES,), handle, size=BATCH_SIZE, wait_s=BATCH_WAIT_S, after=started
+    )

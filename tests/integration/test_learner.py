@@ -1,0 +1,182 @@
+"""The embedded online learner on real parts: Kafka, MinIO's registry, a kserve model server.
+
+The flip models (version 1 answers a > 0, version 2 a < 0) and the scoring,
+feedback and learner roles. While the labels are version 1's, the learner
+learns them and is routed as a shadow: an embedded route to its newest
+snapshot, which the scoring role loads from the registry and scores in its own
+process. When the labels turn to version 2's, version 1 is wrong on every
+record: the learner beats it on the same records, takes over (a signed
+``activate`` with the test's evidence), and its snapshots serve — right. Killed
+with SIGKILL and started again, it resumes from its newest snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connectors.kafka import EventProducer
+from connectors.process import free_port
+from connectors.registry import ModelRegistry
+from schemas.payloads import embedded_target
+from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
+from schemas.topics import Topic, topic_name
+from streams.dev.localrun import Collector
+from streams.servers.deployers import serve
+from tests.helpers import own_topics, start_roles
+from tests.integration.flip_models import (
+    activation,
+    expected_output,
+    produce_records,
+    publish_flip_models,
+    publish_route,
+)
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 180
+
+
+def number(record_id: str) -> int:
+    return int(record_id.rsplit("-", 1)[1])
+
+
+LEARNER = LearnerSettings(
+    enabled=True, publish_every=200, min_outcomes=100, window=300, confidence=0.999, keep=2
+)
+
+
+def test_the_learner_shadows_takes_over_when_better_and_survives_a_kill(
+    live_stack: Settings, unique: str, tmp_path: Path
+):
+    with own_topics(live_stack, f"{live_stack.kafka.topic_prefix}-lrn{unique}") as topics:
+        learner_run(topics, unique, tmp_path)
+
+
+def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
+    model = f"lrn{unique}"
+    settings = topics.model_copy(
+        update={
+            "scoring": ScoringSettings(model=model, batch_size=50, batch_wait_s=0.05),
+            "stack": StackSettings(cache_dir=topics.stack.cache_dir, state_dir=tmp_path),
+            "learner": LEARNER,
+        }
+    )
+    k = settings.kafka
+    publish_flip_models(settings, model)
+    port = free_port()
+    v1 = serve(settings, model, "1", port)
+    publish_route(settings, activation(model, "1", f"http://127.0.0.1:{port}"))
+    worker = start_roles(settings, unique, ("scoring", "feedback"))
+    learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
+    out = Collector(
+        settings,
+        [topic_name(k, t) for t in (Topic.PREDICTIONS, Topic.MODELS)],
+        group=f"{k.topic_prefix}-{unique}",
+    )
+    producer = EventProducer(settings)
+    a_of: dict[str, float] = {}
+
+    def predictions(shadow: bool) -> list:
+        return [
+            e.data
+            for e in out.events("io.weir.prediction.v1")
+            if e.data.model == model and e.data.shadow == shadow
+        ]
+
+    def routes() -> list:
+        return [e.data for e in out.events("io.weir.model.version.v1") if e.data.model == model]
+
+    def learner_routes(action: str) -> list:
+        return [r for r in routes() if r.version == "online" and r.action == action]
+
+    produced = [0]
+
+    def flow(labels_by: str, condition, what: str, *, chunk: int = 100) -> None:
+        """Records keep coming, ``chunk`` at a time, until ``condition()`` holds."""
+        loop_deadline = time.monotonic() + DEADLINE_S
+        while not condition():
+            if time.monotonic() > loop_deadline:
+                raise AssertionError(f"timed out after {DEADLINE_S}s waiting for {what}")
+            produce_records(
+                settings, producer, unique, produced[0], chunk, a_of, labels_by=labels_by
+            )
+            produced[0] += chunk
+            out.poll_for(1.0)
+
+    try:
+        # 1. version 1 is right: the learner learns it and is routed as an embedded shadow,
+        # which the scoring role loads from the registry and mirrors records to
+        flow(
+            "1",
+            lambda: any(p.version == "online" for p in predictions(True)),
+            "a shadow prediction of the embedded learner",
+        )
+        assert not learner_routes("activate"), "no take-over while the served version is right"
+        first = learner_routes("shadow")[0]
+        assert first.protocol == "embedded" and first.features == ["a", "b"]
+        assert embedded_target(first.url or "")[1].startswith("online.")
+        shadowed = [p for p in predictions(True) if p.version == "online"]
+        assert all(p.url.startswith(f"embedded://{model}/online.") for p in shadowed)
+        assert {p.version for p in predictions(False)} == {"1"}, "a shadow serves nobody"
+
+        # 2. the labels turn to version 2's: version 1 is always wrong; the learner takes over
+        drift_at = produced[0]
+        flow(
+            "2",
+            lambda: any(p.version == "online" for p in predictions(False)),
+            "the learner's take-over and its first served prediction",
+        )
+        take = learner_routes("activate")[0]
+        assert take.metrics["mcnemar_p"] <= 1 - LEARNER.confidence
+        assert take.metrics["learner_accuracy"] > take.metrics["served_accuracy"]
+        assert take.metrics["pairs"] <= 1000, "within 1,000 outcomes of the drift"
+        served_from = produced[0]
+        produce_records(settings, producer, unique, served_from, 400, a_of, labels_by="2")
+        produced[0] += 400
+        out.until(
+            lambda: len(predictions(False)) >= produced[0],
+            deadline_s=DEADLINE_S,
+            what=f"{produced[0]} served predictions",
+        )
+        served = predictions(False)
+        per_record = Counter(p.record_id for p in served)
+        assert len(per_record) == produced[0] and max(per_record.values()) == 1, "scored once"
+        late = [p for p in served if number(p.record_id) >= served_from]
+        assert {p.version for p in late} == {"online"}, "the learner serves after its take-over"
+        right = sum(p.output == expected_output("2", a_of[p.record_id]) for p in late)
+        assert right / len(late) >= 0.9, f"the learner is right on {right} of {len(late)}"
+        for p in served:
+            if p.version == "1":
+                assert p.output == expected_output("1", a_of[p.record_id])
+        print(f"drift at record {drift_at}, learner served from {served_from}")
+
+        # 3. kill -9: started again, it resumes from its newest snapshot, not from zero
+        registry = ModelRegistry.for_settings(settings)
+        numbers = [int(v.split(".")[1]) for v in registry.version_names(model) if "." in v]
+        assert 0 < len(numbers) <= LEARNER.keep, f"old snapshots pruned: {numbers}"
+        newest = max(numbers)
+        learnt = registry.card(model, f"online.{newest}").metrics["learnt"]
+        pid = learner.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # this test started it: reap it, or its PID stays taken
+        learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
+        before = len(learner_routes("activate"))
+        flow("2", lambda: len(learner_routes("activate")) > before, "the restarted learner's route")
+        log = learner.log_file.read_text(errors="replace")
+        assert f"restored from snapshot {newest}" in log
+        after = learner_routes("activate")[-1]
+        assert int(embedded_target(after.url or "")[1].split(".")[1]) > newest
+        assert after.metrics["learnt"] > learnt, "it went on from what it had learnt"
+        assert after.metrics["prequential_accuracy"] >= 0.9
+    finally:
+        out.close()
+        worker.stop()
+        learner.stop()
+        v1.stop()

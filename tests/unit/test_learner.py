@@ -1,0 +1,277 @@
+"""The embedded online learner: learning from outcomes, taking over, and embedded routes
+folded, loaded and scored in-process (registry faked, river real)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from agents.control import Controller, RegistryCheck
+from agents.learner import OnlineLearner, snapshot_number
+from agents.routing import RoutingTable
+from agents.scoring import Scorer
+from connectors.embedded import ModelClient
+from connectors.kserve_client import ModelServerError
+from connectors.minio_store import ObjectNotFound
+from connectors.registry import ArtifactRefused, LoadedModel
+from connectors.signing import load_signer, sign
+from schemas import ModelVersionEvent, Outcome, ServiceError, new_event
+from schemas.model_card import ModelCard
+from schemas.payloads import embedded_target, embedded_url
+from schemas.settings import KServeSettings, LearnerSettings, ScoringSettings, Settings
+from tests.samples import FIXED_TIME, TEST_CONTROL
+from tests.unit.test_scoring import raw_record
+from tests.unit.test_signing import control_msg
+
+SETTINGS = Settings(
+    scoring=ScoringSettings(model="churn"),
+    kserve=KServeSettings(max_retries=0),
+    control=TEST_CONTROL,
+)
+LEARNER = LearnerSettings(enabled=True, kind="hoeffding", min_outcomes=100, window=400)
+
+
+def concept(x: dict[str, float], flipped: bool) -> int:
+    return int((x["a"] > 0.5) != flipped)
+
+
+def outcomes(n: int, *, flipped: bool, served: str = "1", seed: int = 0, start: int = 0):
+    """Served outcomes of a model that learnt the unflipped concept."""
+    rnd = random.Random(seed)
+    for i in range(start, start + n):
+        x = {"a": rnd.random(), "b": rnd.random()}
+        label = concept(x, flipped)
+        output = concept(x, False)
+        yield Outcome(
+            record_id=f"r{i}",
+            model="churn",
+            version=served,
+            output=output,
+            label=label,
+            correct=output == label,
+            features=x,
+        )
+
+
+def test_it_learns_prequentially_from_served_outcomes_only():
+    learner = OnlineLearner(LEARNER, "churn")
+    right = [learner.learn(o) for o in outcomes(2000, flipped=False)]
+    assert learner.learnt == 2000 and learner.features == ("a", "b")
+    assert sum(right[-500:]) / 500 > 0.9  # a simple concept, learnt
+    assert learner.recent_accuracy is not None and learner.recent_accuracy > 0.8
+    plain = next(outcomes(1, flipped=False, start=9000))
+    assert learner.learn(plain.model_copy(update={"shadow": True})) is None
+    assert learner.learn(plain.model_copy(update={"model": "other"})) is None
+    assert learner.learn(plain.model_copy(update={"features": None})) is None
+    assert learner.learn(plain.model_copy(update={"features": {"a": 0.1}})) is None
+    assert learner.skipped == 1 and learner.learnt == 2000
+
+
+def test_it_takes_over_from_a_stale_version_and_only_then():
+    learner = OnlineLearner(LEARNER, "churn")
+    takes = []
+    for o in outcomes(1500, flipped=False):  # the served version is right: no take-over
+        learner.learn(o)
+        takes.append(learner.take_over())
+    assert not any(takes)
+    found, after = None, 0
+    for o in outcomes(3000, flipped=True, seed=1, start=1500):
+        learner.learn(o)
+        after += 1
+        found = learner.take_over()
+        if found:
+            break
+    assert found is not None, "the learner never took over from a version that is always wrong"
+    assert found.served_version == "1" and found.pairs >= LEARNER.min_outcomes
+    assert found.only_learner_right > found.only_served_right
+    assert found.p <= 1 - LEARNER.confidence
+    assert found.learner_accuracy > found.served_accuracy
+    assert after < 1000, f"took {after} outcomes after the drift"
+    assert "beats version 1" in found.reason and found.evidence["mcnemar_p"] == found.p
+    learner.took_over()
+    # its own snapshot serves now: nothing is compared, nothing taken over
+    for o in outcomes(500, flipped=True, served="online", seed=2, start=5000):
+        learner.learn(o)
+        assert learner.take_over() is None
+    assert learner.pairs == 0 and learner.paired_with is None
+    # a newly promoted version is paired against afresh
+    learner.learn(next(outcomes(1, flipped=True, served="7", start=6000)))
+    assert learner.paired_with == "7" and learner.pairs == 1
+
+
+def test_take_over_can_be_turned_off():
+    learner = OnlineLearner(LEARNER.model_copy(update={"take_over": False}), "churn")
+    for o in outcomes(3000, flipped=True):
+        learner.learn(o)
+        assert learner.take_over() is None
+
+
+def test_snapshot_cards_count_up_and_name_the_learner():
+    learner = OnlineLearner(LEARNER.model_copy(update={"publish_every": 100}), "churn")
+    with pytest.raises(ValueError, match="learnt nothing"):
+        learner.next_card(FIXED_TIME)
+    for o in outcomes(100, flipped=False):
+        learner.learn(o)
+    assert learner.due
+    card = learner.next_card(FIXED_TIME)
+    assert card.version == "online.1" and card.framework == "river"
+    assert card.features == ["a", "b"] and card.metrics["learnt"] == 100
+    assert card.learner is not None and card.learner["family"] == "river-hoeffding"
+    learner.published(1)
+    assert not learner.due and learner.next_card(FIXED_TIME).version == "online.2"
+    assert snapshot_number("online", "online.12") == 12
+    assert snapshot_number("online", "3") is None and snapshot_number("online", "other.2") is None
+
+
+def test_embedded_urls_fit_only_the_embedded_protocol():
+    url = embedded_url("churn", "online.3")
+    assert embedded_target(url) == ("churn", "online.3")
+    ok = ModelVersionEvent(
+        action="activate", model="churn", version="online", url=url, protocol="embedded"
+    )
+    assert ok.targets[0][2] == "embedded"
+    for bad in (
+        {"url": url, "protocol": "v2"},
+        {"url": "http://127.0.0.1:8081", "protocol": "embedded"},
+        {"url": embedded_url("other", "online.3"), "protocol": "embedded"},
+        {"url": "embedded://churn/", "protocol": "embedded"},
+    ):
+        with pytest.raises(ValidationError):
+            ModelVersionEvent(action="activate", model="churn", version="online", **bad)
+
+
+def test_a_newer_snapshot_of_the_active_version_keeps_the_history():
+    table = RoutingTable()
+    v1 = ModelVersionEvent(
+        action="activate", model="churn", version="1", url="http://127.0.0.1:8081", features=["a"]
+    )
+    table.apply(v1, ready=True)
+    for n in (1, 2, 3):
+        snap = ModelVersionEvent(
+            action="activate",
+            model="churn",
+            version="online",
+            url=embedded_url("churn", f"online.{n}"),
+            protocol="embedded",
+            features=["a"],
+        )
+        assert table.apply(snap, ready=True).accepted
+    routes = table.get("churn")
+    assert routes.active is not None and routes.active.registry_version == "online.3"
+    assert [r.version for r in routes.history] == ["1"]  # one version that kept learning
+
+
+class FakeRegistry:
+    """The registry as the scoring process sees it: cards and river snapshots by version."""
+
+    def __init__(self, estimator: object) -> None:
+        self.estimator = estimator
+        self.state = "up"
+        self.loads: list[str] = []
+
+    def card(self, version: str) -> ModelCard:
+        return ModelCard(
+            name="churn",
+            version=version,
+            framework="river",
+            features=["a", "b"],
+            created_at=FIXED_TIME,
+        )
+
+    def checked_card(self, model: str, version: str) -> ModelCard:
+        if self.state == "away":
+            raise ServiceError("connection refused", service="minio", address="127.0.0.1:1")
+        if not version.startswith("online."):
+            raise ObjectNotFound("NoSuchKey", service="minio", address="127.0.0.1:1")
+        return self.card(version)
+
+    def load(self, model: str, version: str) -> LoadedModel:
+        card = self.checked_card(model, version)
+        if self.state == "refused":
+            raise ArtifactRefused("its card is unsigned", service="minio", address="x")
+        self.loads.append(version)
+        return LoadedModel(card=card, estimator=self.estimator)
+
+    def uri(self, model: str, version: str) -> str:
+        return f"s3://models/{model}/{version}/"
+
+
+def trained() -> object:
+    learner = OnlineLearner(LEARNER, "churn")
+    for o in outcomes(3000, flipped=True):
+        learner.learn(o)
+    return learner.estimator
+
+
+def embedded_event(n: int, minutes: int = 0, **kw):
+    change = ModelVersionEvent(
+        action="activate",
+        model="churn",
+        version="online",
+        url=embedded_url("churn", f"online.{n}"),
+        protocol="embedded",
+        features=["a", "b"],
+        **kw,
+    )
+    at = FIXED_TIME + timedelta(minutes=minutes)
+    return sign(load_signer(SETTINGS), new_event(change, source="learner", now=lambda: at))
+
+
+def test_an_embedded_route_is_folded_loaded_and_scored_in_process():
+    registry = FakeRegistry(trained())
+    nowhere = httpx.MockTransport(lambda r: httpx.Response(599))  # no HTTP call is made
+    client = ModelClient(SETTINGS.kserve, lambda: registry, transport=nowhere)  # type: ignore[arg-type,return-value]
+    table = RoutingTable()
+    control = Controller(
+        SETTINGS,
+        table,
+        client,
+        now=lambda: FIXED_TIME,
+        registry=RegistryCheck(registry),  # type: ignore[arg-type]
+    )
+
+    async def go():
+        decision = await control.handle(control_msg(embedded_event(1), 0), replaying=False)
+        scorer = Scorer(SETTINGS, table, client, now=lambda: FIXED_TIME)
+        batch = [raw_record(i, {"a": i / 10 + 0.05, "b": 0.5}) for i in range(10)]
+        return decision, await scorer.score(batch)
+
+    decision, scored = asyncio.run(go())
+    assert decision is not None and decision.data.accepted, decision
+    assert len(scored.predictions) == 10 and not scored.dead_letters
+    for i, p in enumerate(scored.predictions):
+        assert p.data.version == "online" and p.data.url == embedded_url("churn", "online.1")
+        assert p.data.output == concept({"a": i / 10 + 0.05}, True)  # the flipped concept it learnt
+        assert p.data.scores is not None
+    assert registry.loads == ["online.1"]  # loaded once, for the readiness check, then kept
+
+
+def test_embedded_routes_refuse_unknown_snapshots_and_wait_for_minio():
+    registry = FakeRegistry(trained())
+    client = ModelClient(SETTINGS.kserve, lambda: registry)  # type: ignore[arg-type,return-value]
+    url = embedded_url("churn", "online.2")
+
+    async def predict(u: str = url):
+        return await client.embedded.predict(u, "churn", [[0.9, 0.1]])
+
+    registry.state = "away"
+    with pytest.raises(ModelServerError) as away:
+        asyncio.run(predict())
+    assert away.value.unavailable  # the records wait and retry, never skipped
+    registry.state = "refused"
+    client.embedded._minio._paused_until = 0.0
+    with pytest.raises(ModelServerError) as refused:
+        asyncio.run(predict())
+    assert not refused.value.retriable and refused.value.status == 403
+    registry.state = "up"
+    with pytest.raises(ModelServerError) as missing:
+        asyncio.run(predict(embedded_url("churn", "3")))
+    assert missing.value.status == 404 and not missing.value.retriable
+    with pytest.raises(ModelServerError, match=r"not a route of churn"):
+        asyncio.run(predict(embedded_url("other", "online.2")))
+    assert asyncio.run(predict()).labels == [0]
