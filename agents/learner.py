@@ -8,9 +8,11 @@ records it had not seen. Framework-free; the learner role
 registry and publishes their routes.
 
 Every outcome also pairs the learner's answer with the served version's on
-the same record. Over the latest ``window`` pairs since the serving version
-last changed, McNemar's exact test (:func:`connectors.mcnemar.mcnemar_p`)
-says whether the learner is better; at ``confidence`` it asks to take over —
+the same record. Over the latest pairs since the serving version last changed
+— the latest ``window``, ``window/2`` and ``window/4`` of them, so that pairs
+from before a drift do not hide one for long — McNemar's exact test
+(:func:`connectors.mcnemar.mcnemar_p`) says whether the learner is better; at
+``confidence`` (shared by the windows, Bonferroni) it asks to take over —
 its snapshot becomes the active route, and serves while a pipeline run
 trains. A version that is promoted later is paired against afresh and has to
 be beaten again. Pairs are only made while another version serves: when the
@@ -78,6 +80,30 @@ class TakeOver:
         )
 
 
+class _Pairs:
+    """The latest ``size`` (learner right, served right) pairs and their counts."""
+
+    def __init__(self, size: int) -> None:
+        self.pairs: deque[tuple[bool, bool]] = deque(maxlen=size)
+        self.b = self.c = self.mine = self.served = 0
+
+    def push(self, mine: bool, served: bool) -> None:
+        if len(self.pairs) == self.pairs.maxlen:
+            self._count(*self.pairs[0], -1)
+        self.pairs.append((mine, served))
+        self._count(mine, served, 1)
+
+    def _count(self, mine: bool, served: bool, step: int) -> None:
+        self.b += step * (mine and not served)
+        self.c += step * (served and not mine)
+        self.mine += step * mine
+        self.served += step * served
+
+    def clear(self) -> None:
+        self.pairs.clear()
+        self.b = self.c = self.mine = self.served = 0
+
+
 class OnlineLearner:
     def __init__(
         self,
@@ -98,10 +124,14 @@ class OnlineLearner:
         self.since_publish = 0
         self.skipped = 0  # outcomes without the learner's features
         self._recent: deque[bool] = deque(maxlen=RECENT)
-        self._pairs: deque[tuple[bool, bool]] = deque(maxlen=settings.window)
+        sizes = {max(settings.min_outcomes, settings.window // k) for k in (1, 2, 4)}
+        self._windows = [_Pairs(size) for size in sorted(sizes)]
         self._paired_with: str | None = None
-        self._b = self._c = self._served_right = self._mine_right = 0
         self._unchecked = 0
+        # the version it took over from: its late outcomes are not paired again (that would
+        # take over once more) until the routes show another version replaced the learner
+        self._left: str | None = None
+        self._serving = False
 
     @property
     def name(self) -> str:
@@ -119,7 +149,7 @@ class OnlineLearner:
 
     @property
     def pairs(self) -> int:
-        return len(self._pairs)
+        return len(self._windows[-1].pairs)
 
     def learn(self, outcome: Outcome) -> bool | None:
         """Predict ``outcome``'s record, then learn it; whether the guess was right, or None
@@ -146,24 +176,19 @@ class OnlineLearner:
         if served_version == self.name:  # its own snapshot served: nothing to compare
             self._reset(None)
             return
+        if served_version == self._left:
+            return
         if served_version != self._paired_with:
             self._reset(served_version)
-        if len(self._pairs) == self._pairs.maxlen:
-            self._count(*self._pairs[0], -1)
-        self._pairs.append((mine, served))
-        self._count(mine, served, 1)
+        for window in self._windows:
+            window.push(mine, served)
         self._unchecked += 1
 
-    def _count(self, mine: bool, served: bool, step: int) -> None:
-        self._b += step * (mine and not served)
-        self._c += step * (served and not mine)
-        self._mine_right += step * mine
-        self._served_right += step * served
-
     def _reset(self, served_version: str | None) -> None:
-        self._pairs.clear()
+        for window in self._windows:
+            window.clear()
         self._paired_with = served_version
-        self._b = self._c = self._served_right = self._mine_right = self._unchecked = 0
+        self._unchecked = 0
 
     def take_over(self) -> TakeOver | None:
         """A take-over the latest pairs call for, or None (tested every few pairs)."""
@@ -171,25 +196,38 @@ class OnlineLearner:
         if not s.take_over or self._unchecked < CHECK_EVERY or self._paired_with is None:
             return None
         self._unchecked = 0
-        n = len(self._pairs)
-        if n < s.min_outcomes or self._b <= self._c:
-            return None
-        p = mcnemar_p(self._b, self._c)
-        if p > 1 - s.confidence:
-            return None
-        return TakeOver(
-            served_version=self._paired_with,
-            pairs=n,
-            only_learner_right=self._b,
-            only_served_right=self._c,
-            p=p,
-            learner_accuracy=self._mine_right / n,
-            served_accuracy=self._served_right / n,
-        )
+        found: TakeOver | None = None
+        for w in self._windows:
+            n = len(w.pairs)
+            if n < s.min_outcomes or w.b <= w.c:
+                continue
+            p = mcnemar_p(w.b, w.c)
+            if p > (1 - s.confidence) / len(self._windows) or (found and found.p <= p):
+                continue
+            found = TakeOver(
+                served_version=self._paired_with,
+                pairs=n,
+                only_learner_right=w.b,
+                only_served_right=w.c,
+                p=p,
+                learner_accuracy=w.mine / n,
+                served_accuracy=w.served / n,
+            )
+        return found
 
     def took_over(self) -> None:
         """Its route was published as the active one: stop comparing until another serves."""
+        self._left = self._paired_with
         self._reset(None)
+
+    def follow(self, active_version: str | None) -> None:
+        """The version the routes say is active now: once the learner served and another
+        version replaced it, every other version may be paired against again."""
+        if active_version == self.name:
+            self._serving = True
+        elif self._serving and active_version is not None:
+            self._serving = False
+            self._left = None
 
     @property
     def due(self) -> bool:

@@ -20,7 +20,15 @@ class Timeline:
     run_id: str | None = None
     swap_at: int | None = None  # first record scored by the new version
     new_version: str | None = None
+    served_from: dict[str, int] = field(default_factory=dict)  # version → its first record
     notes: list[str] = field(default_factory=list)
+
+
+def version_name(version: str | None) -> str:
+    """``v2`` for a pipeline's numbered version; the online learner's name as it is."""
+    if version is None:
+        return "-"
+    return f"v{version}" if version.isdigit() else version
 
 
 def rolling_accuracy(correct: np.ndarray, window: int) -> np.ndarray:
@@ -53,20 +61,23 @@ def plot(
     acc = rolling_accuracy(correct, window)
     for version in sorted(set(versions)):
         mask = np.array([v == version for v in versions])
-        ax.plot(index[mask], acc[mask], ".", markersize=2, label=f"served by v{version}")
+        label = f"served by {version_name(version)}"
+        ax.plot(index[mask], acc[mask], ".", markersize=2, label=label)
     marks = [
         (timeline.drift_at, "concept drift", "tab:red"),
         (timeline.alert_at, "alert", "tab:orange"),
         (timeline.run_started_at, "retraining run", "tab:purple"),
-        (timeline.swap_at, f"swap to v{timeline.new_version}", "tab:green"),
     ]
+    later = sorted((at, v) for v, at in timeline.served_from.items() if at > 0)
+    for (at, version), colour in zip(later, ("tab:green", "tab:olive", "tab:cyan"), strict=False):
+        marks.append((at, f"swap to {version_name(version)}", colour))
     for x, label, colour in marks:
         if x is not None:
             ax.axvline(x, color=colour, linestyle="--", linewidth=1.2, label=f"{label} @ {x}")
     ax.set_xlabel("record index")
     ax.set_ylabel(f"rolling accuracy (last {window} labelled predictions)")
     ax.set_ylim(0.5, 1.02)
-    ax.set_title("weir demo: drift → alert → Kubeflow retraining → hot swap")
+    ax.set_title("weir demo: drift → online learner / Kubeflow retraining → hot swap")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()

@@ -32,7 +32,7 @@ from schemas.events import utc_now
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.bootstrap import as_history, bootstrap_model
-from streams.dev.demo_report import Timeline, accuracy_between, plot
+from streams.dev.demo_report import Timeline, accuracy_between, plot, version_name
 from streams.dev.localrun import Collector, start_worker, stop_model_servers
 from streams.servers.deployers import LocalDeployer
 from streams.synthetic import drifting_stream
@@ -72,7 +72,10 @@ class LoopReport:
 
 
 def loop_settings(settings: Settings, stamp: str) -> Settings:
-    """The demo's settings: its own topics and model, a responsive worker."""
+    """The demo's settings: its own topics and model, a responsive worker, and the embedded
+    online learner on (unless WEIR_LEARNER__ENABLED says otherwise)."""
+    learner = settings.learner
+    enabled = learner.enabled if "enabled" in learner.model_fields_set else True
     return settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": f"demo-{stamp}"}),
@@ -83,6 +86,7 @@ def loop_settings(settings: Settings, stamp: str) -> Settings:
                 update={"cooldown_s": 600.0, "window_rows": 1500, "min_gain": 0.02}
             ),
             "live": settings.live.model_copy(update={"port": free_port()}),
+            "learner": learner.model_copy(update={"enabled": enabled}),
         }
     )
 
@@ -150,7 +154,12 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
 
 
 def _predictions(collector: Collector, model: str) -> list[Any]:
-    return [e for e in collector.events("io.weir.prediction.v1") if e.data.model == model]
+    """The served predictions of ``model`` (a shadow's are mirrored, never served)."""
+    return [
+        e
+        for e in collector.events("io.weir.prediction.v1")
+        if e.data.model == model and not e.data.shadow
+    ]
 
 
 def _stream(
@@ -166,7 +175,9 @@ def _stream(
     """Produce records (and their labels, ``label_lag`` later) at ``cfg.rate``; show progress.
 
     Streams at least ``min_records``; then goes on until ``after_swap`` records
-    have followed the first prediction of a new version (or ``max_records``).
+    have followed the first prediction of a new version and no retraining run is
+    still going (or ``max_records``): the online learner may serve long before
+    the pipeline's run ends, and the run's verdict belongs in the report.
     """
     records_t, labels_t = topic_name(s.kafka, Topic.RECORDS), topic_name(s.kafka, Topic.LABELS)
     produced_at: list[datetime] = []
@@ -182,7 +193,12 @@ def _stream(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("streaming", total=cfg.min_records, info="")
         for i, row in enumerate(live):
-            if i >= cfg.min_records and swapped_at is not None and i >= swapped_at + cfg.after_swap:
+            if (
+                i >= cfg.min_records
+                and swapped_at is not None
+                and i >= swapped_at + cfg.after_swap
+                and not _run_going(collector)
+            ):
                 break
             producer.produce(
                 records_t,
@@ -225,6 +241,13 @@ def _stream(
     return produced_at
 
 
+def _run_going(collector: Collector) -> bool:
+    """A retraining run started and has not finished yet."""
+    statuses = [e.data.status for e in collector.events("io.weir.pipeline.run.v1")]
+    finished = sum(s in ("succeeded", "not-promoted", "failed") for s in statuses)
+    return statuses.count("started") > finished
+
+
 def _status_line(collector: Collector, model: str, cfg: LoopConfig, i: int) -> str:
     preds = _predictions(collector, model)
     version = preds[-1].data.version if preds else "-"
@@ -234,7 +257,7 @@ def _status_line(collector: Collector, model: str, cfg: LoopConfig, i: int) -> s
     runs = [e.data.status for e in collector.events("io.weir.pipeline.run.v1")]
     drift = "drifted" if i >= cfg.drift_at else "stable"
     return (
-        f"{drift} | scored {len(preds)} | serving v{version} | alerts {alerts} | "
+        f"{drift} | scored {len(preds)} | serving {version_name(version)} | alerts {alerts} | "
         f"run {runs[-1] if runs else '-'}"
     )
 
@@ -290,21 +313,35 @@ def _fill_report(
             tl.alert_at = reach.at(trigger.time)
     if done is not None:
         tl.run_finished_at = reach.at(done.time)
+    for i in index:
+        tl.served_from.setdefault(by_index[i].version, int(i))
     new = sorted(i for i in by_index if by_index[i].version != report.v1)
     if new:
         tl.swap_at = new[0]
         tl.new_version = by_index[new[0]].version
     report.accuracy = {
-        f"v{report.v1} before the drift": accuracy_between(correct, 0, cfg.drift_at),
-        f"v{report.v1} after the drift": accuracy_between(
+        f"{version_name(report.v1)} before the drift": accuracy_between(correct, 0, cfg.drift_at),
+        f"{version_name(report.v1)} after the drift": accuracy_between(
             correct, cfg.drift_at, tl.swap_at if tl.swap_at is not None else None
         ),
     }
     if tl.swap_at is not None:
-        report.accuracy[f"v{tl.new_version} after the swap"] = accuracy_between(
+        report.accuracy[f"{version_name(tl.new_version)} after the swap"] = accuracy_between(
             correct, tl.swap_at, None
         )
+    for version in tl.served_from:
+        served = np.array([v == version for v in versions])
+        if version not in (report.v1, tl.new_version) and served.any():
+            mean = float(correct[served].mean())
+            report.accuracy[f"{version_name(version)} while it served"] = mean
     report.plot = plot(cfg.out_dir / "weir-demo.png", index, correct, versions, tl)
+
+
+def _kind(version: str | None) -> str:
+    """What serves under ``version``: the embedded online learner, or a pipeline version."""
+    if version is None:
+        return ""
+    return " (embedded online learner)" if not version.isdigit() else " (Kubeflow pipeline)"
 
 
 def print_report(report: LoopReport, console: Console) -> None:
@@ -332,8 +369,13 @@ def print_report(report: LoopReport, console: Console) -> None:
     table.add_row(
         "first record scored by the new version",
         str(tl.swap_at if tl.swap_at is not None else "-"),
-        f"v{tl.new_version}" if tl.new_version else "no swap",
+        (version_name(tl.new_version) + _kind(tl.new_version)) if tl.new_version else "no swap",
     )
+    for version, at in sorted(tl.served_from.items(), key=lambda kv: kv[1]):
+        if version not in (report.v1, tl.new_version):
+            table.add_row(
+                f"first record scored by {version_name(version)}", str(at), _kind(version).strip()
+            )
     console.print(table)
     acc = Table("accuracy", "value", title="accuracy against the labels")
     for name, value in report.accuracy.items():

@@ -195,6 +195,8 @@ def attach_learner(ctx: RoleContext) -> None:
 
     async def handle(batch: list[RawMessage]) -> None:
         learner = state["learner"]
+        active = routing.get(model).active
+        learner.follow(active.version if active else None)
         for raw in batch:
             found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
             if found is None or not isinstance(found.data, Outcome):

@@ -94,14 +94,24 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     assert after < 1000, f"took {after} outcomes after the drift"
     assert "beats version 1" in found.reason and found.evidence["mcnemar_p"] == found.p
     learner.took_over()
+    # late outcomes of the version it took over from are not paired: no second take-over
+    for o in outcomes(600, flipped=True, seed=3, start=4000):
+        learner.learn(o)
+        assert learner.take_over() is None
+    assert learner.pairs == 0
     # its own snapshot serves now: nothing is compared, nothing taken over
+    learner.follow("online")
     for o in outcomes(500, flipped=True, served="online", seed=2, start=5000):
         learner.learn(o)
         assert learner.take_over() is None
     assert learner.pairs == 0 and learner.paired_with is None
     # a newly promoted version is paired against afresh
+    learner.follow("7")
     learner.learn(next(outcomes(1, flipped=True, served="7", start=6000)))
     assert learner.paired_with == "7" and learner.pairs == 1
+    # and once another version replaced the learner, the old one may be beaten again
+    learner.learn(next(outcomes(1, flipped=True, served="1", start=6001)))
+    assert learner.paired_with == "1"
 
 
 def test_take_over_can_be_turned_off():
