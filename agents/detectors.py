@@ -174,11 +174,34 @@ class _Stream:
     seen: int = 0
     ref_sum: float = 0.0
     ref_count: int = 0
+    # standardising the detector's input: the first values of each reference period set
+    # the centre and spread; until then they wait in ``warm`` (empty when not scaling)
+    warm: list[float] = field(default_factory=list)
+    scale: tuple[float, float] | None = None
 
     def restart(self) -> None:
         self.detector.reset()
         self.recent.clear()
         self.ref_sum, self.ref_count = 0.0, 0
+        self.warm, self.scale = [], None
+
+    def scaled(self, value: float, warmup: int) -> list[float]:
+        """The values to feed the detector now: ``value`` in units of the reference
+        period's spread, or (while warming up) nothing, then all the warm-up values."""
+        if warmup <= 0:
+            return [value]
+        if self.scale is not None:
+            centre, spread = self.scale
+            return [(value - centre) / spread]
+        self.warm.append(value)
+        if len(self.warm) < warmup:
+            return []
+        centre = math.fsum(self.warm) / len(self.warm)
+        variance = math.fsum((v - centre) ** 2 for v in self.warm) / (len(self.warm) - 1)
+        spread = math.sqrt(variance) if variance > 0 else max(abs(centre), 1.0)
+        self.scale = (centre, spread)
+        values, self.warm = self.warm, []
+        return [(v - centre) / spread for v in values]
 
     def split_means(self) -> tuple[float | None, float | None]:
         """(before, after) means, split where the two levels differ most (least squares)."""
@@ -209,6 +232,14 @@ class StreamDriftMonitor:
     After an alarm the stream's detector and its reference period restart, so
     one change gives one signal; alarms in the ``cooldown`` updates of that
     stream after a signal are dropped (the detector still learns and restarts).
+
+    With ``scale_warmup`` > 0 the detector sees standardised values: the first
+    ``scale_warmup`` values of each reference period set its centre and spread
+    (sample mean and standard deviation), then every value is fed as
+    ``(value - centre) / spread``. Detectors tuned on N(0, 1) (Page-Hinkley's
+    ``delta`` and ``threshold`` are in the stream's units) then behave the same
+    on a feature measured in thousands as on one in thousandths. Detection
+    starts after the warm-up; the signal's means stay in the feature's units.
     """
 
     max_streams: int = 64
@@ -221,6 +252,7 @@ class StreamDriftMonitor:
         cooldown: int = 1000,
         mean_window: int = 200,
         max_streams: int = 64,
+        scale_warmup: int = 0,
         **params: Param,
     ) -> None:
         if mean_window < 1:
@@ -231,6 +263,7 @@ class StreamDriftMonitor:
         self.mean_window = mean_window
         self._params = params
         self.max_streams = max_streams
+        self.scale_warmup = scale_warmup
         self.untracked = 0
         self._streams: dict[str, _Stream] = {}
 
@@ -253,7 +286,12 @@ class StreamDriftMonitor:
                 deque(maxlen=self.mean_window),
             )
             self._streams[stream] = state
-        alarm = state.detector.update(value)
+        warmup = getattr(self, "scale_warmup", 0)  # a checkpoint from before scaling: none
+        if not hasattr(state, "warm"):
+            state.warm, state.scale = [], None
+        alarm = False
+        for x in state.scaled(value, warmup):
+            alarm = state.detector.update(x) or alarm
         state.seen += 1
         if len(state.recent) == self.mean_window:
             state.ref_sum += state.recent[0]

@@ -128,10 +128,11 @@ class OnlineLearner:
         self._windows = [_Pairs(size) for size in sorted(sizes)]
         self._paired_with: str | None = None
         self._unchecked = 0
-        # the version it took over from: its late outcomes are not paired again (that would
-        # take over once more) until the routes show another version replaced the learner
+        # the version the routes say is active (None: not told, pair with any other), and
+        # the one it took over from, whose late outcomes are not paired again until the
+        # routes show the take-over (or that would take over once more)
+        self._active: str | None = None
         self._left: str | None = None
-        self._serving = False
 
     @property
     def name(self) -> str:
@@ -176,8 +177,8 @@ class OnlineLearner:
         if served_version == self.name:  # its own snapshot served: nothing to compare
             self._reset(None)
             return
-        if served_version == self._left:
-            return
+        if served_version == self._left or self._active not in (None, served_version):
+            return  # late outcomes of a version that no longer serves
         if served_version != self._paired_with:
             self._reset(served_version)
         for window in self._windows:
@@ -221,12 +222,10 @@ class OnlineLearner:
         self._reset(None)
 
     def follow(self, active_version: str | None) -> None:
-        """The version the routes say is active now: once the learner served and another
-        version replaced it, every other version may be paired against again."""
+        """The version the routes say is active now: only its outcomes are paired (a late
+        outcome of a version replaced since would compare the learner with the past)."""
+        self._active = active_version
         if active_version == self.name:
-            self._serving = True
-        elif self._serving and active_version is not None:
-            self._serving = False
             self._left = None
 
     @property

@@ -358,6 +358,12 @@ class ScoringSettings(_Group):
 class MonitorSettings(_Group):
     drift_detector: Literal["adwin", "page-hinkley"] = "adwin"
     drift_cooldown: int = Field(1000, ge=1, description="updates per stream between drift alerts")
+    drift_scale_warmup: int = Field(
+        200,
+        ge=0,
+        description="values of each stream that set its centre and spread; the drift detector "
+        "sees standardised values from then on (0: raw values)",
+    )
     max_tracked_features: int = Field(
         64, ge=1, description="feature names that get a drift detector; later new names are not"
     )

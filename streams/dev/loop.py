@@ -175,7 +175,7 @@ def _stream(
     """Produce records (and their labels, ``label_lag`` later) at ``cfg.rate``; show progress.
 
     Streams at least ``min_records``; then goes on until ``after_swap`` records
-    have followed the first prediction of a new version and no retraining run is
+    have followed the first prediction of the latest new version and no retraining run is
     still going (or ``max_records``): the online learner may serve long before
     the pipeline's run ends, and the run's verdict belongs in the report.
     """
@@ -189,7 +189,8 @@ def _stream(
         TimeElapsedColumn(),
     )
     start = time.monotonic()
-    swapped_at: int | None = None
+    swapped_at: int | None = None  # when the latest new version began to serve
+    served = {v1}
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("streaming", total=cfg.min_records, info="")
         for i, row in enumerate(live):
@@ -214,9 +215,9 @@ def _stream(
             if i % 100 == 99:
                 producer.flush()
                 collector.poll_for(0.01)
-                if swapped_at is None and any(
-                    p.data.version != v1 for p in _predictions(collector, s.scoring.model)[-200:]
-                ):
+                recent = {p.data.version for p in _predictions(collector, s.scoring.model)[-200:]}
+                if recent - served:  # a version that had not served yet: the latest swap
+                    served |= recent
                     swapped_at = i
                 total = max(cfg.min_records, swapped_at + cfg.after_swap if swapped_at else i + 500)
                 progress.update(

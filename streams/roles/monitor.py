@@ -32,10 +32,15 @@ def attach_monitor(ctx: RoleContext) -> None:
     m, model = ctx.settings.monitor, ctx.settings.scoring.model
     state: dict[str, Any] = {
         "features": StreamDriftMonitor(
-            kind=m.drift_detector, cooldown=m.drift_cooldown, max_streams=m.max_tracked_features
+            kind=m.drift_detector,
+            cooldown=m.drift_cooldown,
+            max_streams=m.max_tracked_features,
+            scale_warmup=m.drift_scale_warmup,
         ),
         "outliers": OutlierScorer(threshold=m.outlier_threshold),
-        "predictions": StreamDriftMonitor(kind=m.drift_detector, cooldown=m.drift_cooldown),
+        "predictions": StreamDriftMonitor(
+            kind=m.drift_detector, cooldown=m.drift_cooldown, scale_warmup=m.drift_scale_warmup
+        ),
     }
     restored = attach_state(ctx, "detectors", lambda: state, state.update, marks_ready=True)
 

@@ -385,3 +385,27 @@ def test_a_gradual_drift_does_not_lower_the_mark_and_one_lucky_window_does_not_e
     for ok in steady(0.97, 1000):
         monitor.update("v4", ok)
     assert monitor._watch is None
+
+
+@pytest.mark.parametrize("kind", ["page-hinkley", "adwin"])
+@pytest.mark.parametrize("unit", [1e-3, 1.0, 1e3])
+def test_scaled_detectors_behave_alike_whatever_the_features_unit(kind: DetectorKind, unit: float):
+    """Page-Hinkley's delta and threshold are in the stream's units: on raw values of a
+    feature measured in thousands it alarms without end; standardised, it is quiet while the
+    stream is stable and alarms once the mean moves by one spread, at any scale."""
+    rng = random.Random(11)
+    values = [unit * (100 + rng.gauss(0, 1) + (1.0 if i >= 3000 else 0.0)) for i in range(5000)]
+    scaled = StreamDriftMonitor(kind, cooldown=1000, scale_warmup=200)
+    alarms = [i for i, v in enumerate(values) if scaled.update("x", v) is not None]
+    assert alarms and all(3000 <= i < 3400 for i in alarms[:1]), alarms
+    assert not [i for i in alarms if i < 3000], f"false alarms on the stable part: {alarms}"
+    signal_means = StreamDriftMonitor(kind, cooldown=1000, scale_warmup=200)
+    first = next(s for v in values if (s := signal_means.update("x", v)) is not None)
+    assert first.mean_after is not None and first.mean_after == pytest.approx(101 * unit, rel=0.01)
+
+
+def test_raw_page_hinkley_is_not_scale_free():
+    rng = random.Random(11)
+    raw = StreamDriftMonitor("page-hinkley", cooldown=0)
+    alarms = sum(raw.update("x", 1e3 * (100 + rng.gauss(0, 1))) is not None for _ in range(3000))
+    assert alarms > 10, "on raw values of a wide feature Page-Hinkley alarms on a stable stream"

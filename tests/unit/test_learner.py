@@ -109,8 +109,12 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     learner.follow("7")
     learner.learn(next(outcomes(1, flipped=True, served="7", start=6000)))
     assert learner.paired_with == "7" and learner.pairs == 1
-    # and once another version replaced the learner, the old one may be beaten again
+    # late outcomes of a version that no longer serves are not paired
     learner.learn(next(outcomes(1, flipped=True, served="1", start=6001)))
+    assert learner.paired_with == "7" and learner.pairs == 1
+    # a version rolled back to may be beaten again
+    learner.follow("1")
+    learner.learn(next(outcomes(1, flipped=True, served="1", start=6002)))
     assert learner.paired_with == "1"
 
 
