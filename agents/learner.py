@@ -249,6 +249,7 @@ class OnlineLearner:
             learner={
                 "family": f"river-{self.settings.kind}",
                 "online": True,
+                "format": "pickle",  # written with ModelRegistry.dumps(plain=True)
                 "seed": self.settings.seed,
             },
         )

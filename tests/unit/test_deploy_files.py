@@ -86,6 +86,9 @@ MODEL_HOST_CLIENTS = {"scoring", "retrainer"}
 # counts them, runs the pipeline and reads the registry, the learner stores its
 # snapshots in the registry. Only they get the secret.
 MINIO_ROLES = {"feedback", "retrainer", "learner"}
+# The compose roles behind a profile, and the settings that turn them on (the file's header
+# says: `WEIR_LEARNER__ENABLED=true docker compose --profile learner up`).
+OPT_IN = {"learner": {"WEIR_LEARNER__ENABLED": "true"}}
 # The roles that only read models from MinIO, as its read-only user: scoring loads
 # embedded routes (the learner's snapshots) in its own process.
 MINIO_READER_ROLES = {"scoring"}
@@ -331,7 +334,9 @@ def test_compose_runs_every_role_as_a_service_of_its_own(monkeypatch):
         s = build_settings(env, monkeypatch)
         assert replicas <= partitions_read(name, s.kafka), f"{name}: replicas would sit idle"
         assert service.get("restart") == "on-failure", f"{name} comes back after a crash"
-        assert role_off(s, name) is None, f"{name}: would refuse to run ({role_off(s, name)})"
+        # a role behind a profile runs as the header says: with its setting turned on
+        opted = build_settings(env | OPT_IN.get(name, {}), monkeypatch)
+        assert role_off(opted, name) is None, f"{name}: would refuse ({role_off(opted, name)})"
         settings_of[name] = s
         # a live view per replica: the published host range has room for every replica
         assert s.live.port and s.live.host == "0.0.0.0", f"{name}: no live view"
@@ -348,6 +353,11 @@ def test_compose_runs_every_role_as_a_service_of_its_own(monkeypatch):
     # the learner is a shadow challenger here: the compose checks (tests/compose_checks.py)
     # expect the retrainer's version 2 to serve after the drift
     assert not settings_of["learner"].learner.take_over
+    # it is opt-in: a profile of its own, and the setting it needs to run
+    assert services()["learner"].get("profiles") == ["learner"]
+    assert not settings_of["learner"].learner.enabled, "off unless WEIR_LEARNER__ENABLED=true"
+    header = COMPOSE.read_text()
+    assert "WEIR_LEARNER__ENABLED=true docker compose --profile learner up" in header
     # no two services publish the same host port
     seen: dict[int, str] = {}
     for name, service in services().items():
@@ -402,8 +412,9 @@ def test_compose_producer_streams_after_bootstrap_activated_version_1():
     deps = producer["depends_on"]
     assert deps["bootstrap"]["condition"] == "service_completed_successfully"
     assert services()["bootstrap"].get("restart") == "no"
-    # and once every role runs, so the demo's loop is whole from the first record
-    assert set(role_services()) <= set(deps)
+    # and once every role runs, so the demo's loop is whole from the first record (the
+    # opt-in learner, behind its profile, is not waited for)
+    assert set(role_services()) - set(OPT_IN) <= set(deps)
 
 
 def _compose_cli() -> list[str] | None:
@@ -439,7 +450,11 @@ def test_docker_compose_config_accepts_the_file():
     )
     assert done.returncode == 0, done.stderr
     profiles = subprocess.run(
-        [*command, "-f", str(COMPOSE), "--profile", "demo", "config", "--services"],
+        [
+            *command,
+            *("-f", str(COMPOSE), "--profile", "demo", "--profile", "learner"),
+            *("config", "--services"),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
