@@ -32,6 +32,9 @@ from schemas.model_card import ModelCard
 from schemas.settings import LearnerSettings
 
 CHECK_EVERY = 25  # pairs between two take-over tests (the exact test sums binomial terms)
+# A classifier learns each label value as a class: more distinct labels than this look
+# continuous (a regression target), and the learner stops rather than grow without bound.
+MAX_CLASSES = 256
 RECENT = 1000  # outcomes the learner's recent accuracy is measured over
 
 
@@ -123,6 +126,8 @@ class OnlineLearner:
         self.learnt = learnt
         self.since_publish = 0
         self.skipped = 0  # outcomes without the learner's features
+        self.classes: set[int | float | str] = set()
+        self.stopped: str | None = None  # why it no longer learns, if it does not
         self._recent: deque[bool] = deque(maxlen=RECENT)
         sizes = {max(settings.min_outcomes, settings.window // k) for k in (1, 2, 4)}
         self._windows = [_Pairs(size) for size in sorted(sizes)]
@@ -157,6 +162,16 @@ class OnlineLearner:
         when the outcome is not one to learn from (a shadow's, another model's, no features)."""
         if outcome.shadow or outcome.model != self.model or outcome.features is None:
             return None
+        if self.stopped is not None:
+            return None
+        if outcome.label not in self.classes:
+            if len(self.classes) >= MAX_CLASSES:
+                self.stopped = (
+                    f"more than {MAX_CLASSES} distinct labels ({outcome.label!r} is new): the "
+                    "online learner is a classifier, and these labels look continuous"
+                )
+                return None
+            self.classes.add(outcome.label)
         if self.features is None:
             self.features = tuple(sorted(outcome.features))
         try:

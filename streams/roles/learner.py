@@ -98,6 +98,7 @@ def attach_learner(ctx: RoleContext) -> None:
     minio = Bounded(MINIO_TIMEOUT_S, pause_s=RESTORE_RETRY_S)
     state = {"learner": OnlineLearner(s, model)}
     started = asyncio.Event()
+    warned: list[bool] = []  # the learner stopped, and the log said so once
 
     @ctx.app.task
     async def restore() -> None:
@@ -204,6 +205,9 @@ def attach_learner(ctx: RoleContext) -> None:
             if found is None or not isinstance(found.data, Outcome):
                 continue
             if learner.learn(found.data) is None:
+                if learner.stopped is not None and not warned:
+                    warned.append(True)
+                    log.error("learner %s stopped learning: %s", s.name, learner.stopped)
                 continue
             take = learner.take_over()
             if take is not None:

@@ -289,3 +289,12 @@ def test_embedded_routes_refuse_unknown_snapshots_and_wait_for_minio():
     with pytest.raises(ModelServerError, match=r"not a route of churn"):
         asyncio.run(predict(embedded_url("other", "online.2")))
     assert asyncio.run(predict()).labels == [0]
+
+
+def test_continuous_labels_stop_the_learner_instead_of_growing_it():
+    learner = OnlineLearner(LEARNER, "churn")
+    base = next(outcomes(1, flipped=False))
+    for i in range(300):
+        learner.learn(base.model_copy(update={"label": i / 7, "output": 0.0, "correct": False}))
+    assert learner.stopped is not None and "continuous" in learner.stopped
+    assert learner.learnt == 256 and len(learner.classes) == 256
