@@ -33,13 +33,35 @@ prints the simulated figure next to the demo's. (The committed demo plot,
 ``docs/img/weir-demo.png``, shows 3,401 records, 11.3 s, from the run's start
 to the swap: the default may overstate the delay by ~700 records at 300/s.)
 
-Systems, on the same records: weir's loop; the first version forever (static);
+Systems, on the same records: weir's loop, and weir's loop with the online
+learner beside it (below); the first version forever (static);
 periodic retraining every ``--period`` records on the newest ``window_rows``
 rows (same learner, no detector, no promotion test, same run and deploy time);
 an oracle that swaps to a model trained on the new concept exactly at the drift
 record; river's ``ARFClassifier`` learning online (predict, then learn). The
 first version of every system but ARF is ``fit_candidate`` on the first
 ``--train`` records; prequential accuracy counts from there on.
+
+**weir loop + learner** is the loop with the learner role beside it
+(``streams/roles/learner.py``), simulated by :class:`LearnerLoop` with weir's
+own :class:`agents.learner.OnlineLearner` and ``Settings().learner`` (ARF,
+snapshot every 2,000 outcomes, McNemar on the latest 1,000/500/250 pairs at
+0.999; its seed is the stream's, as the ARF baseline's): it is fed every
+served outcome as a :class:`schemas.Outcome` with the record's features (from
+the first served record, ``--train``; building the Outcome costs ~13 us
+against ~1-2 ms for ARF's predict and learn). A snapshot that is to serve is a
+frozen copy of the estimator (pickle round trip, as the registry stores it; a
+shadow serves nobody and is not copied); one published after record ``i``
+serves from ``i + ceil(embed_s * rate)`` (``--embed-s``: registry write and
+the scoring workers' load), unless a route published later serves first.
+While it loads the old version serves (in weir the records wait for the load
+instead), and the learner, which follows the published routes
+(``OnlineLearner.follow``), pairs none of its outcomes. Alerts on the served
+version, ``online`` too, start runs; a run compares its candidate with the
+version serving when it fetches its rows, a snapshot included, and a promoted
+version replaces the learner's route. ARF is slow, so this system runs on
+ARF's records only (``--arf-records``) and is compared with ARF on the same
+span.
 
     .venv/bin/python bench/adaptation.py [--quick] [--seeds 5] [--csv out/adaptation.csv]
 """
@@ -51,6 +73,7 @@ import csv
 import dataclasses
 import itertools
 import math
+import pickle
 import statistics
 import sys
 import time
@@ -69,10 +92,12 @@ from river.datasets import synth
 from threadpoolctl import threadpool_limits
 
 from agents.detectors import ErrorRateMonitor, PerformanceSignal
+from agents.learner import OnlineLearner
 from agents.retraining import PERFORMANCE, RetrainPolicy
 from connectors.learners import Fitted, fit_candidate, paired_test, promotion
 from connectors.pipeline import MIN_ROWS, RetrainRequest
-from schemas.settings import Settings
+from schemas import Outcome
+from schemas.settings import LearnerSettings, Settings
 from streams.synthetic import drifting_stream
 
 MODEL = "bench"
@@ -231,6 +256,7 @@ class Served:
     swaps: list[Swap] = field(default_factory=list)
     alerts: list[int] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
+    take_overs: list[int] = field(default_factory=list)  # records the learner took over at
 
     def accuracy(self, lo: int | None = None, hi: int | None = None) -> float:
         lo, hi = max(self.start, lo or 0), min(self.end, hi or self.end)
@@ -328,6 +354,17 @@ def serve(data: Data, start: int, versions: list[tuple[int, str, Any]]) -> np.nd
     return correct
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's fetch: at ``fetch_s`` (record ``fetched_at``) it reads rows lo..archived-1."""
+
+    alert_at: int
+    fetch_s: float
+    fetched_at: int
+    lo: int
+    archived: int
+
+
 class WeirLoop:
     """weir's closed loop over one stream, record by record (module docstring)."""
 
@@ -352,6 +389,7 @@ class WeirLoop:
             monotonic=self.clock,
         )
         self.version, self.estimator = "1", first
+        self.generation = 1  # the pipeline's versions: "1", "2", ...
         self.n = len(data.y)
         self.predicted = first.predict(data.x)
         self.served = Served(np.zeros(self.n, dtype=bool), start, self.n)
@@ -387,10 +425,7 @@ class WeirLoop:
         self._run = None
         self.clock.now = done_s
         if run.promoted:
-            self.version = str(int(self.version) + 1)
-            self.estimator = candidate
-            self.predicted[i:] = candidate.predict(self.data.x[i:])
-            self.served.swaps.append(Swap(i, self.version, self.judge(candidate)))
+            self._promote(i, candidate)
         self.served.runs.append(dataclasses.replace(run, done_at=i))
         self.policy.finished(MODEL, promoted=run.promoted)
         held, self._held = self._held, None
@@ -398,8 +433,19 @@ class WeirLoop:
             self.policy.start_held(MODEL)
             self._start_run(held, done_s)
 
+    def _promote(self, i: int, candidate: Any) -> None:
+        """A promoted version serves from record ``i`` on."""
+        self.generation += 1
+        self.version = str(self.generation)
+        self.estimator = candidate
+        self.predicted[i:] = candidate.predict(self.data.x[i:])
+        self.served.swaps.append(Swap(i, self.version, self.judge(candidate)))
+
     def _start_run(self, alert_at: int, now_s: float) -> None:
-        """Gather rows after the alert, fetch, train, evaluate, decide (connectors/pipeline.py)."""
+        self._launch(self._plan(alert_at, now_s), self.estimator)
+
+    def _plan(self, alert_at: int, now_s: float) -> RunPlan:
+        """Gather rows after the alert: when the run fetches, and which archived rows."""
         c, rate = self.config, self.config.rate
         since = alert_at + 1  # the alert is raised after its record's outcome
         last_needed_s = (since + c.collect_rows - 1) / rate
@@ -408,7 +454,12 @@ class WeirLoop:
         flushed_s = math.floor(round(fetch_s / c.archive_interval_s, 9)) * c.archive_interval_s
         archived = min(self.n, math.floor(round(flushed_s * rate, 6)) + 1)  # rows 0..archived-1
         lo = max(since, archived - c.window_rows)
-        fetched_at = at_record(fetch_s, rate)
+        return RunPlan(alert_at, fetch_s, at_record(fetch_s, rate), lo, archived)
+
+    def _launch(self, plan: RunPlan, serving: Any) -> None:
+        """Fetch, train, evaluate against ``serving``, decide (connectors/pipeline.py)."""
+        c, rate = self.config, self.config.rate
+        lo, archived, fetched_at = plan.lo, plan.archived, plan.fetched_at
         promoted, reason, candidate = False, "", None
         if fetched_at >= self.n:
             reason = "the stream ended before the rows were fetched"
@@ -424,7 +475,7 @@ class WeirLoop:
             else:
                 candidate = self.fit(x_train, y_train)
                 new_right = candidate.predict(x_hold) == y_hold
-                old_right = self.estimator.predict(x_hold) == y_hold
+                old_right = serving.predict(x_hold) == y_hold
                 _, _, p = paired_test(new_right.tolist(), old_right.tolist())
                 promoted, reason = promotion(
                     float(new_right.mean()),
@@ -433,12 +484,176 @@ class WeirLoop:
                     min_gain=c.min_gain,
                     max_p=1 - c.confidence,
                 )
-        done_s = fetch_s + c.run_s + (c.deploy_s if promoted else 0.0)
-        run = Run(alert_at, fetched_at, at_record(done_s, rate), promoted, reason)
+        done_s = plan.fetch_s + c.run_s + (c.deploy_s if promoted else 0.0)
+        run = Run(plan.alert_at, fetched_at, at_record(done_s, rate), promoted, reason)
         if fetched_at >= self.n:
             done_s = math.inf
             self.served.runs.append(run)
         self._run = (done_s, run, candidate)
+
+
+class RiverSnapshot:
+    """A learner snapshot as the scoring workers serve it: a frozen copy (pickle round trip,
+    as the registry stores it) of the estimator, predicting one feature dict at a time."""
+
+    def __init__(self, estimator: Any, names: tuple[str, ...], number: int) -> None:
+        self.estimator = pickle.loads(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL))
+        self.names, self.number = names, number
+
+    def predict_one(self, row: dict[Hashable, Any]) -> int:
+        guess = self.estimator.predict_one(row)
+        return -1 if guess is None else int(guess)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Columns by position, named as the stream's (the judge's and the holdout's rows)."""
+        return np.array(
+            [self.predict_one(dict(zip(self.names, row, strict=True))) for row in x.tolist()],
+            dtype=np.int64,
+        )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A published learner route the scoring workers serve once they loaded its snapshot."""
+
+    effective: int  # first record it serves
+    published: int  # record after whose outcome it was published
+    snapshot: RiverSnapshot
+
+
+class LearnerLoop(WeirLoop):
+    """weir's loop with the learner role beside it (``streams/roles/learner.py``).
+
+    :class:`agents.learner.OnlineLearner` gets every served outcome (a
+    :class:`schemas.Outcome` with the record's features) and predicts, then
+    learns it; it follows the active route as the role's control fold sees it
+    (published, not yet loaded), so the old version's outcomes while its
+    snapshot loads are not paired. Every ``publish_every`` outcomes it
+    publishes a snapshot: a shadow route while it does not serve (no effect
+    here: shadows serve nobody and their outcomes are not learnt), the new
+    active route while it serves. When ``take_over()`` answers, a snapshot is published at once and
+    activated. A route published after record ``i`` serves from record
+    ``i + ceil(embed_s * rate)`` (registry write and the workers' load), unless a
+    route published later serves first; the version it serves under stays
+    ``online``. Runs go on as in :class:`WeirLoop`; a run compares its candidate
+    with the version serving when it fetches its rows (a snapshot, predicted one
+    record at a time), and a promoted candidate replaces the learner's route.
+    """
+
+    def __init__(
+        self,
+        data: Data,
+        first: Any,
+        start: int,
+        config: LoopConfig,
+        settings: LearnerSettings,
+        *,
+        embed_s: float = 1.0,
+        monitor: OutcomeMonitor | None = None,
+        fit: Fit = learner,
+        judge: Callable[[Any], float | None] = lambda est: None,
+    ) -> None:
+        super().__init__(data, first, start, config, monitor=monitor, fit=fit, judge=judge)
+        self.online = OnlineLearner(settings, MODEL)
+        self.name = settings.name
+        self.delay = at_record(embed_s, config.rate)
+        self.names = tuple(str(k) for k in data.rows[0]) if data.rows else ()
+        self.routed = "1"  # the active route's version as the learner role's control fold sees it
+        self.active_published = start  # record the serving route was published at
+        self.pending: list[Pending] = []
+        self.snapshot: RiverSnapshot | None = None  # the snapshot serving, while "online" serves
+        self._fetching: list[RunPlan] = []  # a run gathering rows: it evaluates when it fetches
+        self._record = start
+
+    def serving(self) -> Any:
+        return self.snapshot if self.version == self.name else self.estimator
+
+    def simulate(self) -> Served:
+        rate, y, rows = self.config.rate, self.data.y, self.data.rows
+        for i in range(self.start, self.n):
+            self._record = i
+            while self._run is not None and self._run[0] <= i / rate:
+                self._end_run(i)
+            self._serve_routes(i)
+            if self._fetching and self._fetching[0].fetched_at <= i:
+                self._launch(self._fetching.pop(0), self.serving())
+            self.clock.now = i / rate
+            if self.version == self.name:
+                assert self.snapshot is not None
+                output = self.snapshot.predict_one(rows[i])
+            else:
+                output = int(self.predicted[i])
+            label = int(y[i])
+            ok = output == label
+            self.served.correct[i] = ok
+            self._learn(i, output, label, ok)
+            signal = self.monitor.update(self.version, ok)
+            if signal is None:
+                continue
+            self.served.alerts.append(i)
+            persistent = signal.baseline is not None
+            decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent)
+            if decision.held:
+                self._held = i
+            elif decision.start:
+                self._start_run(i, i / rate)
+        return self.served
+
+    def _learn(self, i: int, output: int, label: int, ok: bool) -> None:
+        """The learner role's ``handle`` for one served outcome (``publish`` without I/O)."""
+        # the role tells it the active route before each batch; the control fold has the
+        # learner's own and the retrainer's route events at once, before the workers load
+        self.online.follow(self.routed)
+        outcome = Outcome(
+            record_id=str(i),
+            model=MODEL,
+            version=self.version,
+            output=output,
+            label=label,
+            correct=ok,
+            features=self.data.rows[i],
+        )
+        if self.online.learn(outcome) is None:
+            return
+        if self.online.take_over() is not None:
+            self.served.take_overs.append(i)
+            self._publish(i, activate=True)
+            self.online.took_over()
+        if self.online.due:  # the role looks after each batch; here after each outcome
+            self._publish(i, activate=self.routed == self.name)
+
+    def _publish(self, i: int, *, activate: bool) -> None:
+        number = self.online.snapshot + 1
+        self.online.published(number)
+        if not activate:  # a shadow route: it serves nobody, so no copy is needed
+            return
+        snapshot = RiverSnapshot(self.online.estimator, self.names, number)
+        self.pending.append(Pending(i + self.delay, i, snapshot))
+        self.routed = self.name
+
+    def _serve_routes(self, i: int) -> None:
+        """Snapshots the workers loaded by record ``i`` serve, unless a later route does."""
+        while self.pending and self.pending[0].effective <= i:
+            route = self.pending.pop(0)
+            if route.published < self.active_published:
+                continue  # a version promoted after it was published serves instead
+            self.active_published = route.published
+            self.version, self.snapshot = self.name, route.snapshot
+            self.served.swaps.append(
+                Swap(i, f"{self.name}.{route.snapshot.number}", self.judge(route.snapshot))
+            )
+
+    def _promote(self, i: int, candidate: Any) -> None:
+        super()._promote(i, candidate)
+        self.snapshot = None
+        self.routed, self.active_published = self.version, i
+
+    def _start_run(self, alert_at: int, now_s: float) -> None:
+        plan = self._plan(alert_at, now_s)
+        if plan.fetched_at >= self.n or plan.fetched_at <= self._record:
+            self._launch(plan, self.serving())
+        else:  # the policy counts the run as started; it evaluates with what serves then
+            self._fetching.append(plan)
 
 
 def periodic_fits(
@@ -476,6 +691,8 @@ class Job:
     period: int
     arf_records: int
     loops: tuple[LoopConfig, ...]
+    learner: LearnerSettings | None = None  # the loop + learner system; its seed is the job's
+    embed_s: float = 1.0
 
 
 @dataclass
@@ -484,6 +701,9 @@ class SeedResult:
     seed: int
     systems: dict[str, Served]
     seconds: float
+
+
+LOOP, WITH_LEARNER = "weir loop", "weir loop + learner"
 
 
 def system_label(kind: str, rate: float) -> str:
@@ -515,6 +735,7 @@ def simulate(job: Job) -> SeedResult:
         systems["oracle swap"] = oracle
         upto = min(n, job.arf_records)
         systems["ARF (river)"] = Served(arf(data, job.seed, upto), k, upto)
+        cut = Data(data.x[:upto], data.y[:upto], data.rows[:upto])  # ARF's records
         refits = periodic_fits(data, k, job.period, job.loops[0].window_rows, learner)
         for loop in job.loops:
             delay = at_record(loop.run_s + loop.deploy_s, loop.rate)
@@ -525,7 +746,11 @@ def simulate(job: Job) -> SeedResult:
             periodic.swaps = [Swap(r, v, judge(e)) for r, v, e in versions if r < n]
             systems[system_label("periodic", loop.rate)] = periodic
             served = WeirLoop(data, first, k, loop, judge=judge).simulate()
-            systems[system_label("weir loop", loop.rate)] = served
+            systems[system_label(LOOP, loop.rate)] = served
+            if job.learner is not None:
+                settings = job.learner.model_copy(update={"seed": job.seed})
+                both = LearnerLoop(cut, first, k, loop, settings, embed_s=job.embed_s, judge=judge)
+                systems[system_label(WITH_LEARNER, loop.rate)] = both.simulate()
     return SeedResult(job.stream, job.seed, systems, time.perf_counter() - began)
 
 
@@ -575,6 +800,8 @@ class Summary:
     no_better: int | None
     runs: int | None
     promoted: int | None
+    take_overs: list[int] | None = None  # per seed, for the systems with a learner
+    cut: bool = False  # ran on ARF's records only, not to the end of the stream
 
     @property
     def fa_per_100k(self) -> float | None:
@@ -589,9 +816,9 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
         runs = [r.systems[system] for r in results]
         oracles = [r.systems["oracle swap"] for r in results]
         flags = [not_recovered(spec, s, o) for s, o in zip(runs, oracles, strict=True)]
-        loop = system.startswith("weir loop")
+        loop = system.startswith(LOOP)
         delays = [records_to_better(spec, s) for s in runs]
-        stable = spec.stable_until - results[0].systems["static"].start
+        stable = sum(max(0, min(spec.stable_until, s.end) - s.start) for s in runs)
         arf_end = results[0].systems["ARF (river)"].end
         out.append(
             Summary(
@@ -606,7 +833,7 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
                     if loop
                     else None
                 ),
-                stable_records=stable * len(runs),
+                stable_records=stable,
                 delays=[d for d in delays if d is not None],
                 no_better=(
                     None
@@ -615,6 +842,10 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
                 ),
                 runs=sum(len(s.runs) for s in runs) if loop else None,
                 promoted=sum(sum(r.promoted for r in s.runs) for s in runs) if loop else None,
+                take_overs=(
+                    [len(s.take_overs) for s in runs] if system.startswith(WITH_LEARNER) else None
+                ),
+                cut=runs[0].end < results[0].systems["static"].end,
             )
         )
     return out
@@ -633,7 +864,8 @@ def quartiles(values: list[int]) -> tuple[str, str]:
 def row_cells(s: Summary) -> list[str]:
     median, iqr = quartiles(s.delays)
     delay_note = f" ({s.no_better} never)" if s.no_better else ""
-    arf = s.system == "ARF (river)"
+    arf = s.system == "ARF (river)" or s.cut
+    takes = s.take_overs
     return [
         s.system,
         f"{statistics.fmean(s.on_arf_records):.4f}",
@@ -644,6 +876,7 @@ def row_cells(s: Summary) -> list[str]:
         "-" if s.no_better is None else median + delay_note,
         "-" if s.no_better is None else iqr,
         "-" if s.runs is None else f"{s.runs} ({s.promoted})",
+        "-" if takes is None else f"{sum(takes)} ({min(takes)}-{max(takes)})",
     ]
 
 
@@ -657,6 +890,7 @@ HEADERS = (
     "drift->better, median",
     "IQR",
     "runs (promoted)",
+    "take-overs (per seed)",
 )
 
 
@@ -664,8 +898,10 @@ def target_lines(
     specs: dict[str, StreamSpec], table: dict[str, list[Summary]], rates: list[float]
 ) -> list[tuple[str, bool]]:
     lines: list[tuple[str, bool]] = []
-    for rate in rates:
-        label = system_label("weir loop", rate)
+    for rate, kind in itertools.product(rates, (LOOP, WITH_LEARNER)):
+        label = system_label(kind, rate)
+        if not all(any(s.system == label for s in rows) for rows in table.values()):
+            continue
         mine = {name: next(s for s in rows if s.system == label) for name, rows in table.items()}
         arf_ = {
             name: next(s for s in rows if s.system == "ARF (river)") for name, rows in table.items()
@@ -691,11 +927,12 @@ def target_lines(
         if stable is not None and stable.fa_per_100k is not None:
             every = sum(s.false_alarms or 0 for s in mine.values())
             records = sum(s.stable_records for s in mine.values())
+            span = f" (its {stable.stable_records:,} records)" if stable.cut else ""
             lines.append(
                 (
                     f"{label}: {stable.fa_per_100k:.2f} false alarms per 100k stable records on "
-                    f"the stable stream ({every / records * 100_000:.2f} with the pre-drift parts)"
-                    " (target <= 1)",
+                    f"the stable stream{span} ({every / records * 100_000:.2f} with the pre-drift "
+                    "parts) (target <= 1)",
                     stable.fa_per_100k <= 1,
                 )
             )
@@ -727,7 +964,7 @@ def plot(path: Path, spec: StreamSpec, result: SeedResult, window: int = 500) ->
         sums = np.cumsum(np.insert(c, 0, 0.0))
         idx = np.arange(window, len(c) + 1)
         ax.plot(served.start + idx, (sums[idx] - sums[idx - window]) / window, lw=1, label=name)
-        if name.startswith("weir loop"):
+        if name.startswith(f"{LOOP} @"):
             for swap in served.swaps[1:]:
                 ax.axvline(swap.record, color=ax.lines[-1].get_color(), ls=":", lw=1)
     if spec.drift_at is not None:
@@ -760,6 +997,15 @@ def main() -> None:
     )
     parser.add_argument("--run-s", type=float, default=10.0, help="simulated pipeline run, s")
     parser.add_argument("--deploy-s", type=float, default=3.5, help="simulated deploy, s")
+    parser.add_argument(
+        "--embed-s",
+        type=float,
+        default=1.0,
+        help="a learner snapshot serves this long after it is published (registry write, load)",
+    )
+    parser.add_argument(
+        "--no-learner", action="store_true", help="leave out the weir loop + learner system"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--streams", nargs="+", help="a subset of the streams")
     parser.add_argument("--csv", type=Path, help="write the summary rows here")
@@ -792,6 +1038,8 @@ def main() -> None:
             args.period,
             arf_records,
             loops,
+            None if args.no_learner else settings.learner,
+            args.embed_s,
         )
         for name in names
         for seed in range(seeds)
@@ -807,6 +1055,17 @@ def main() -> None:
         f"{c.collect_rows} rows, window {c.window_rows}, holdout {HOLDOUT_FRACTION}, min_gain "
         f"{c.min_gain}, McNemar p <= {1 - c.confidence:.2f}; version 1 on {args.train} records"
     )
+    if not args.no_learner:
+        ls = settings.learner
+        console.print(
+            f"[bold]{WITH_LEARNER}[/]: agents.learner.OnlineLearner ({ls.kind}, seed = the "
+            f"stream's seed) learns every served outcome from record {args.train}; a snapshot "
+            f"every {ls.publish_every} outcomes; take over when McNemar p <= "
+            f"{1 - ls.confidence:.3g} (Bonferroni over the latest {ls.window}, "
+            f"{ls.window // 2} and {ls.window // 4} pairs, at least {ls.min_outcomes}); a "
+            f"published snapshot serves {args.embed_s:g} s later; "
+            f"on ARF's records (0..{arf_records - 1:,}) only"
+        )
     results: dict[str, list[SeedResult]] = {name: [] for name in names}
     began = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
@@ -833,7 +1092,8 @@ def main() -> None:
         spec, seed_results = specs[name], sorted(results[name], key=lambda r: r.seed)
         summaries = summarise(spec, seed_results)
         table_rows[name] = summaries
-        arf_note = f"; ARF on records 0..{min(arf_records, spec.records) - 1:,}"
+        on = "ARF and the loop + learner" if not args.no_learner else "ARF"
+        arf_note = f"; {on} on records 0..{min(arf_records, spec.records) - 1:,}"
         table = Table(
             *HEADERS,
             title=f"{name}: {spec.description}, seeds 0..{seeds - 1}{arf_note}",
@@ -848,7 +1108,8 @@ def main() -> None:
         f"{RECOVERY_MARGIN} below the oracle's; false alarms: weir's alerts before the drift "
         f"(gradual: before centre - width); drift->better: records from the drift (centre) to "
         f"a version {BETTER_BY} more accurate on a fresh sample of the new concept than the one "
-        f"serving at the drift; never = not within the stream"
+        f"serving at the drift; never = not within the stream (ARF's records for the loop + "
+        "learner); take-overs: the learner's, total (fewest-most in one seed)"
     )
     if "abrupt" in results and 300.0 in rates:
         delays = [

@@ -1,24 +1,35 @@
 """The adaptation benchmark's simulation (bench/adaptation.py): mechanics that can go wrong.
 
 No broker: the benchmark simulates Kafka. A threshold rule stands in for the
-learner so each test runs in well under a second.
+pipeline's learner so each test runs in well under a second; the online
+learner is weir's own (``agents.learner.OnlineLearner``) with a Hoeffding tree,
+river's fastest kind, on a few thousand records.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 from agents.detectors import PerformanceSignal
+from agents.learner import OnlineLearner
 from bench.adaptation import (
     Data,
+    LearnerLoop,
     LoopConfig,
+    RiverSnapshot,
     SeedResult,
     Served,
     StreamSpec,
     WeirLoop,
+    row_cells,
     serve,
     summarise,
 )
+from schemas import Outcome
+from schemas.settings import LearnerSettings
 
 
 class Threshold:
@@ -111,3 +122,115 @@ def test_alerts_before_the_drift_count_as_false_alarms_and_a_run_on_them_is_not_
     loop = next(s for s in summarise(spec, [result]) if s.system == "weir loop @100/s")
     assert loop.false_alarms == 1 and loop.stable_records == 4900
     assert loop.fa_per_100k is not None and round(loop.fa_per_100k, 1) == 20.4
+
+
+ONLINE = LearnerSettings(kind="hoeffding", seed=0, publish_every=500, window=300, min_outcomes=100)
+
+
+def test_the_learner_system_feeds_online_learner_outcomes_and_it_takes_over_after_the_drift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[Outcome] = []
+    followed: list[str | None] = []  # the active route it was told of, before each outcome
+    real_learn, real_follow = OnlineLearner.learn, OnlineLearner.follow
+
+    def learn(self: OnlineLearner, outcome: Outcome) -> bool | None:
+        seen.append(outcome)
+        return real_learn(self, outcome)
+
+    def follow(self: OnlineLearner, active: str | None) -> None:
+        followed.append(active)
+        real_follow(self, active)
+
+    monkeypatch.setattr(OnlineLearner, "learn", learn)
+    monkeypatch.setattr(OnlineLearner, "follow", follow)
+    data = drifting(3000, 1000)
+    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, ONLINE, embed_s=1.0, monitor=Never())
+    served = loop.simulate()
+
+    assert isinstance(loop.online, OnlineLearner) and loop.online.learnt == 2900
+    assert [o.record_id for o in seen] == [str(i) for i in range(100, 3000)]
+    assert seen[0].features == {"x0": data.x[100, 0]} and seen[0].version == "1"
+    (first, *_) = served.take_overs
+    assert 1000 < first < 1500  # after the drift, not before: version 1 is exact until then
+    # the snapshot published at the take-over serves one second (100 records) later, as
+    # "online": what the performance role and the learner then see
+    swap = served.swaps[1]
+    assert swap.record == first + 100 and swap.version.startswith("online.")
+    assert seen[swap.record - 100].version == "online" and seen[first + 1 - 100].version == "1"
+    # the routes said "online" from the take-over on, while version 1 still served
+    assert followed[first - 100] == "1" and followed[first + 1 - 100] == "online"
+    assert len(followed) == len(seen)
+    # refreshed every publish_every outcomes while it serves
+    assert [s.record - swap.record for s in served.swaps[2:]] == [500, 1000, 1500]
+    assert served.correct[first + 100 :].mean() > 0.93 > served.correct[1000:first].mean()
+    assert loop.snapshot is not None and loop.snapshot.estimator is not loop.online.estimator
+    assert served.runs == [] and served.alerts == []  # the silent detector started no run
+
+
+def test_while_its_snapshot_loads_the_old_versions_outcomes_call_for_no_second_take_over() -> None:
+    data = drifting(3000, 1000)
+    slow = LearnerLoop(data, Threshold(0.5), 100, LOOP, ONLINE, embed_s=4.0, monitor=Never())
+    served = slow.simulate()
+    # version 1 serves 400 more records while the snapshot loads; the learner follows the
+    # published routes (online), so it pairs none of them and takes over once
+    (take,) = served.take_overs
+    assert served.swaps[1].record == take + 400 and served.swaps[1].version.startswith("online.")
+    assert slow.online.pairs == 0 and slow.online.paired_with is None
+
+
+class Fixed:
+    def __init__(self, label: int) -> None:
+        self.label = label
+
+    def predict_one(self, x: dict[str, float]) -> int:
+        return self.label
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        pass
+
+
+def test_a_promotion_replaces_the_learner_and_its_route_published_before_never_serves() -> None:
+    data = drifting(2000, 2000)
+    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, ONLINE, monitor=Never())
+    loop.online.estimator = Fixed(1)
+    loop._publish(500, activate=True)  # a take-over's snapshot: serves from record 600
+    loop._serve_routes(599)
+    assert loop.version == "1" and loop.routed == "online"
+    loop._serve_routes(600)
+    assert loop.version == "online" and isinstance(loop.serving(), RiverSnapshot)
+    assert loop.serving().predict(data.x[:3]).tolist() == [1, 1, 1]
+
+    loop._publish(700, activate=True)  # a refresh while it serves, due at 800 ...
+    loop._promote(750, Threshold(0.5))  # ... but version 2 is promoted at 750
+    loop._serve_routes(800)
+    assert loop.version == "2" and loop.routed == "2" and loop.serving().cut == 0.5
+    loop._learn(800, 1, 1, True)  # the learner pairs against version 2 afresh
+    assert loop.online.paired_with == "2" and loop.online.pairs == 1
+    assert [(s.record, s.version) for s in loop.served.swaps] == [
+        (100, "1"),
+        (600, "online.1"),
+        (750, "2"),
+    ]
+    loop._publish(900, activate=loop.routed == "online")  # a shadow now: nothing to load
+    assert loop.pending == [] and loop.online.snapshot == 3
+
+
+def test_a_system_on_a_prefix_counts_its_own_stable_records_and_its_take_overs() -> None:
+    data = drifting(5000, 5000)
+    whole = WeirLoop(data, Threshold(0.5), 100, LOOP, monitor=Never()).simulate()
+    prefix = Served(whole.correct[:3000].copy(), 100, 3000, take_overs=[1200, 1500])
+    spec = StreamSpec("stable", "", 5000, None, 5000, lambda seed: iter(()), None)
+    systems: dict[str, Served] = {
+        "static": whole,
+        "oracle swap": whole,
+        "ARF (river)": prefix,
+        "weir loop @100/s": whole,
+        "weir loop + learner @100/s": prefix,
+    }
+    rows = summarise(spec, [SeedResult("stable", 0, systems, 0.0)])
+    both = next(s for s in rows if s.system == "weir loop + learner @100/s")
+    assert both.cut and both.stable_records == 2900 and both.take_overs == [2]
+    assert next(s for s in rows if s.system == "weir loop @100/s").stable_records == 4900
+    cells = row_cells(both)
+    assert cells[2] == "-" and cells[-1] == "2 (2-2)"
