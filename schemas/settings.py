@@ -496,7 +496,13 @@ class LearnerSettings(_Group):
     )
     seed: int = 42
     publish_every: int = Field(
-        2000, ge=50, description="served outcomes learnt between two published snapshots"
+        500, ge=50, description="served outcomes learnt between two published snapshots"
+    )
+    publish_min_s: float = Field(
+        1.0,
+        ge=0,
+        description="and at least this long between them (every scoring worker loads each "
+        "one); a take-over publishes at once",
     )
     slot: Literal["shadow", "none"] = Field(
         "shadow",
@@ -515,7 +521,7 @@ class LearnerSettings(_Group):
         200, ge=20, description="paired outcomes since the serving version changed, at least"
     )
     confidence: float = Field(
-        0.999,
+        0.99,
         gt=0.5,
         lt=1,
         description="McNemar's test must show the learner better at this confidence",

@@ -99,6 +99,7 @@ def attach_learner(ctx: RoleContext) -> None:
     state = {"learner": OnlineLearner(s, model)}
     started = asyncio.Event()
     warned: list[bool] = []  # the learner stopped, and the log said so once
+    published_at = [float("-inf")]  # loop time of the last scheduled snapshot
 
     @ctx.app.task
     async def restore() -> None:
@@ -212,7 +213,13 @@ def attach_learner(ctx: RoleContext) -> None:
             take = learner.take_over()
             if take is not None:
                 await publish(learner, take)
-        if learner.due and learner.features is not None:
+        now = asyncio.get_running_loop().time()
+        if (
+            learner.due
+            and learner.features is not None
+            and now >= published_at[0] + s.publish_min_s
+        ):
+            published_at[0] = now
             await publish(learner, None)
 
     async def save_at_stop() -> None:
