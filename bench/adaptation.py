@@ -405,18 +405,22 @@ class WeirLoop:
             self.clock.now = i / rate
             ok = bool(self.predicted[i] == y[i])
             self.served.correct[i] = ok
-            signal = self.monitor.update(self.version, ok)
-            if signal is None:
-                continue
-            self.served.alerts.append(i)
-            # as Retrainer.on_alert: a re-alert of a model still degraded is persistent
-            persistent = signal.baseline is not None
-            decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent)
-            if decision.held:
-                self._held = i
-            elif decision.start:
-                self._start_run(i, i / rate)
+            self._judge(i, ok)
         return self.served
+
+    def _judge(self, i: int, ok: bool) -> None:
+        """The performance role and the retrainer on one served outcome."""
+        signal = self.monitor.update(self.version, ok)
+        if signal is None:
+            return
+        self.served.alerts.append(i)
+        # as Retrainer.on_alert: a re-alert of a model still degraded is persistent
+        persistent = signal.baseline is not None
+        decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent)
+        if decision.held:
+            self._held = i
+        elif decision.start:
+            self._start_run(i, i / self.config.rate)
 
     def _end_run(self, i: int) -> None:
         """``Retrainer._run``'s end and ``Retrainer._finish``: swap, tell the policy, held alert."""
@@ -587,16 +591,7 @@ class LearnerLoop(WeirLoop):
             ok = output == label
             self.served.correct[i] = ok
             self._learn(i, output, label, ok)
-            signal = self.monitor.update(self.version, ok)
-            if signal is None:
-                continue
-            self.served.alerts.append(i)
-            persistent = signal.baseline is not None
-            decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent)
-            if decision.held:
-                self._held = i
-            elif decision.start:
-                self._start_run(i, i / rate)
+            self._judge(i, ok)
         return self.served
 
     def _learn(self, i: int, output: int, label: int, ok: bool) -> None:
