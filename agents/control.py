@@ -154,14 +154,21 @@ class RegistryCheck:
         """Why the registry refuses this route, or None; raises ServiceError when it cannot
         be asked (MinIO away)."""
         for version, url, protocol, named in change.targets:
-            if protocol == "embedded":  # the snapshot its url names
+            # an embedded route: the snapshot its url names. Snapshots come and go (one
+            # every few hundred outcomes), so they are not remembered: the set would only grow
+            embedded = protocol == "embedded"
+            if embedded:
                 version = embedded_target(url)[1]
-            problem = self._version_problem(change.model, version, tuple(named or ()))
+            problem = self._version_problem(
+                change.model, version, tuple(named or ()), remember=not embedded
+            )
             if problem is not None:
                 return problem
         return None
 
-    def _version_problem(self, model: str, version: str, features: tuple[str, ...]) -> str | None:
+    def _version_problem(
+        self, model: str, version: str, features: tuple[str, ...], *, remember: bool
+    ) -> str | None:
         key = (model, version, features)
         if key in self._known:
             return None
@@ -179,7 +186,8 @@ class RegistryCheck:
                 f"the route's features {list(features)} are not the model card's "
                 f"{list(card.features)}"
             )
-        self._known.add(key)
+        if remember:
+            self._known.add(key)
         return None
 
 

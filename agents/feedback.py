@@ -86,7 +86,7 @@ class FeedbackJoiner:
             )
             entry.archived = True
         if entry.prediction is not None and not entry.judged:
-            features = entry.features if getattr(self, "with_features", False) else None
+            features = entry.features if self.with_features else None
             out.outcomes.append(_outcome(entry.prediction, entry.label, features=features))
             entry.judged = True
         if entry.shadow is not None and entry.prediction is not None:  # compared when both are in
