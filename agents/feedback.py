@@ -149,4 +149,5 @@ def _outcome(
         shadow=p.shadow,
         agrees=p.output == served.output if p.shadow and served is not None else None,
         features=features,
+        url=p.url if features is not None else None,
     )

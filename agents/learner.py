@@ -22,6 +22,7 @@ learner serves, its outcomes teach it and nothing is compared.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from connectors.mcnemar import mcnemar_p
 from schemas import Outcome
 from schemas.model_card import ModelCard
+from schemas.payloads import embedded_url
 from schemas.settings import LearnerSettings
 
 CHECK_EVERY = 25  # pairs between two take-over tests (the exact test sums binomial terms)
@@ -60,6 +62,7 @@ class TakeOver:
     p: float
     learner_accuracy: float
     served_accuracy: float
+    last_record: str = ""  # the newest record the pairs judge (the take-over's delay starts there)
 
     @property
     def evidence(self) -> dict[str, float]:
@@ -79,7 +82,7 @@ class TakeOver:
             f"online learner beats version {self.served_version} on the same "
             f"{self.pairs} records: {self.learner_accuracy:.1%} vs {self.served_accuracy:.1%} "
             f"({self.only_learner_right} only it got right, {self.only_served_right} only the "
-            f"served one; McNemar p={self.p:.2g})"
+            f"served one; McNemar p={self.p:.2g}; up to record {self.last_record})"
         )
 
 
@@ -133,11 +136,15 @@ class OnlineLearner:
         self._windows = [_Pairs(size) for size in sorted(sizes)]
         self._paired_with: str | None = None
         self._unchecked = 0
+        self._last_record = ""
         # the version the routes say is active (None: not told, pair with any other), and
         # the one it took over from, whose late outcomes are not paired again until the
         # routes show the take-over (or that would take over once more)
         self._active: str | None = None
         self._left: str | None = None
+        # while it serves: the live learner against the newest snapshot, on the records that
+        # snapshot answered (an adapting learner outruns its snapshot: refresh it early)
+        self._fresh = _Pairs(settings.publish_every)
 
     @property
     def name(self) -> str:
@@ -162,35 +169,49 @@ class OnlineLearner:
         when the outcome is not one to learn from (a shadow's, another model's, no features)."""
         if outcome.shadow or outcome.model != self.model or outcome.features is None:
             return None
+        mine = self._learn_one(outcome.features, outcome.label)
+        if mine is not None:
+            self._pair(outcome, mine)
+        return mine
+
+    def warm(self, rows: Iterable[tuple[Mapping[str, Any], Any]]) -> int:
+        """Learn labelled rows (features, label) before any outcome — the archived training
+        data, oldest first — so a new learner does not start from nothing; nothing is paired.
+        Returns how many were learnt."""
+        return sum(self._learn_one(features, label) is not None for features, label in rows)
+
+    def _learn_one(self, features: Mapping[str, Any], label: Any) -> bool | None:
         if self.stopped is not None:
             return None
-        if outcome.label not in self.classes:
+        if label not in self.classes:
             if len(self.classes) >= MAX_CLASSES:
                 self.stopped = (
-                    f"more than {MAX_CLASSES} distinct labels ({outcome.label!r} is new): the "
+                    f"more than {MAX_CLASSES} distinct labels ({label!r} is new): the "
                     "online learner is a classifier, and these labels look continuous"
                 )
                 return None
-            self.classes.add(outcome.label)
+            self.classes.add(label)
         if self.features is None:
-            self.features = tuple(sorted(outcome.features))
+            self.features = tuple(sorted(features))
         try:
-            x = {name: outcome.features[name] for name in self.features}
+            x = {name: features[name] for name in self.features}
         except KeyError:
             self.skipped += 1
             return None
         guess = self.estimator.predict_one(x)
-        mine = guess is not None and guess == outcome.label
-        self.estimator.learn_one(x, outcome.label)
+        mine = guess is not None and guess == label
+        self.estimator.learn_one(x, label)
         self.learnt += 1
         self.since_publish += 1
         self._recent.append(mine)
-        self._pair(outcome.version, mine, outcome.correct)
-        return mine
+        return bool(mine)
 
-    def _pair(self, served_version: str, mine: bool, served: bool) -> None:
-        if served_version == self.name:  # its own snapshot served: nothing to compare
+    def _pair(self, outcome: Outcome, mine: bool) -> None:
+        served_version, served = outcome.version, outcome.correct
+        if served_version == self.name:  # its own snapshot served: compared with itself live
             self._reset(None)
+            if outcome.url is None or outcome.url == self._serving_url:
+                self._fresh.push(mine, served)
             return
         if served_version == self._left or self._active not in (None, served_version):
             return  # late outcomes of a version that no longer serves
@@ -199,6 +220,7 @@ class OnlineLearner:
         for window in self._windows:
             window.push(mine, served)
         self._unchecked += 1
+        self._last_record = outcome.record_id
 
     def _reset(self, served_version: str | None) -> None:
         for window in self._windows:
@@ -228,6 +250,7 @@ class OnlineLearner:
                 p=p,
                 learner_accuracy=w.mine / n,
                 served_accuracy=w.served / n,
+                last_record=self._last_record,
             )
         return found
 
@@ -236,17 +259,35 @@ class OnlineLearner:
         self._left = self._paired_with
         self._reset(None)
 
+    @property
+    def activating(self) -> bool:
+        """It published its take-over and the routes it follows show neither it nor another
+        new version serving yet: its scheduled snapshots route nowhere meanwhile."""
+        return self._left is not None
+
     def follow(self, active_version: str | None) -> None:
         """The version the routes say is active now: only its outcomes are paired (a late
         outcome of a version replaced since would compare the learner with the past)."""
         self._active = active_version
-        if active_version == self.name:
+        if active_version not in (None, self._left):  # it serves, or another version does
             self._left = None
 
     @property
+    def _serving_url(self) -> str:
+        return embedded_url(self.model, f"{self.name}.{self.snapshot}")
+
+    @property
     def due(self) -> bool:
-        """Enough outcomes learnt since the last snapshot to publish the next."""
-        return self.since_publish >= self.settings.publish_every
+        """Time for the next snapshot: ``publish_every`` outcomes learnt since the last, or
+        the live learner beats the snapshot serving now on the records it answered
+        (McNemar at ``refresh_confidence``, at least ``refresh_min`` of them)."""
+        s = self.settings
+        if self.since_publish >= s.publish_every:
+            return True
+        fresh = self._fresh
+        if len(fresh.pairs) < s.refresh_min or fresh.b <= fresh.c:
+            return False
+        return mcnemar_p(fresh.b, fresh.c) <= 1 - s.refresh_confidence
 
     def next_card(self, now: datetime) -> ModelCard:
         """The card of the next snapshot (``<name>.<n>``), for the registry."""
@@ -272,6 +313,7 @@ class OnlineLearner:
     def published(self, snapshot: int) -> None:
         self.snapshot = snapshot
         self.since_publish = 0
+        self._fresh.clear()
 
 
 def snapshot_number(name: str, version: str) -> int | None:

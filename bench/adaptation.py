@@ -97,6 +97,7 @@ from agents.retraining import PERFORMANCE, RetrainPolicy
 from connectors.learners import Fitted, fit_candidate, paired_test, promotion
 from connectors.pipeline import MIN_ROWS, RetrainRequest
 from schemas import Outcome
+from schemas.payloads import embedded_url
 from schemas.settings import LearnerSettings, Settings
 from streams.synthetic import drifting_stream
 
@@ -559,8 +560,14 @@ class LearnerLoop(WeirLoop):
     ) -> None:
         super().__init__(data, first, start, config, monitor=monitor, fit=fit, judge=judge)
         self.online = OnlineLearner(settings, MODEL)
+        # the role's first start: the newest archived rows, those version 1 was trained on
+        self.online.warm(
+            (data.rows[j], int(data.y[j])) for j in range(max(0, start - settings.warm_rows), start)
+        )
         self.name = settings.name
         self.delay = at_record(embed_s, config.rate)
+        self.min_gap = at_record(settings.publish_min_s, config.rate)  # between scheduled ones
+        self._scheduled = -self.min_gap
         self.names = tuple(str(k) for k in data.rows[0]) if data.rows else ()
         self.routed = "1"  # the active route's version as the learner role's control fold sees it
         self.active_published = start  # record the serving route was published at
@@ -607,6 +614,9 @@ class LearnerLoop(WeirLoop):
             label=label,
             correct=ok,
             features=self.data.rows[i],
+            url=embedded_url(MODEL, f"{self.name}.{self.snapshot.number}")
+            if self.version == self.name and self.snapshot is not None
+            else f"http://{MODEL}-{self.version}",
         )
         if self.online.learn(outcome) is None:
             return
@@ -614,7 +624,9 @@ class LearnerLoop(WeirLoop):
             self.served.take_overs.append(i)
             self._publish(i, activate=True)
             self.online.took_over()
-        if self.online.due:  # the role looks after each batch; here after each outcome
+        # the role looks after each batch, here after each outcome; publish_min_s apart
+        if self.online.due and i >= self._scheduled + self.min_gap:
+            self._scheduled = i
             self._publish(i, activate=self.routed == self.name)
 
     def _publish(self, i: int, *, activate: bool) -> None:
@@ -1054,8 +1066,12 @@ def main() -> None:
         ls = settings.learner
         console.print(
             f"[bold]{WITH_LEARNER}[/]: agents.learner.OnlineLearner ({ls.kind}, seed = the "
-            f"stream's seed) learns every served outcome from record {args.train}; a snapshot "
-            f"every {ls.publish_every} outcomes; take over when McNemar p <= "
+            f"stream's seed) warmed on the newest {ls.warm_rows} of the {args.train} records "
+            f"version 1 was trained on, then learns every served outcome; a snapshot every "
+            f"{ls.publish_every} outcomes, or sooner when the live learner beats the snapshot "
+            f"serving (McNemar p <= {1 - ls.refresh_confidence:.2g}, at least "
+            f"{ls.refresh_min} of its answers), {ls.publish_min_s:g} s apart at least; take "
+            f"over when McNemar p <= "
             f"{1 - ls.confidence:.3g} (Bonferroni over the latest {ls.window}, "
             f"{ls.window // 2} and {ls.window // 4} pairs, at least {ls.min_outcomes}); a "
             f"published snapshot serves {args.embed_s:g} s later; "

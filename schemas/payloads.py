@@ -144,6 +144,12 @@ class Outcome(Payload):
         description="the record's features, on served outcomes while an online learner "
         "learns from them (WEIR_LEARNER__ENABLED)",
     )
+    url: str | None = Field(
+        None,
+        max_length=2048,
+        description="the route that answered, on the outcomes that carry features (the "
+        "learner tells its serving snapshot's answers from an older one's)",
+    )
 
     @property
     def partition_key(self) -> str:

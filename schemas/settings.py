@@ -527,6 +527,25 @@ class LearnerSettings(_Group):
         description="McNemar's test must show the learner better at this confidence",
     )
     keep: int = Field(3, ge=1, description="snapshots kept in the registry; older are deleted")
+    refresh_confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="publish a snapshot before publish_every when the live learner beats the "
+        "snapshot serving now on the records that snapshot answered, at this confidence "
+        "(McNemar; at least refresh_min of them): a learner adapting to a drift is served "
+        "fresh while it changes, and seldom once it is stable",
+    )
+    refresh_min: int = Field(
+        100, ge=20, description="records its serving snapshot answered before an early refresh"
+    )
+    warm_rows: int = Field(
+        2000,
+        ge=0,
+        description="a learner with no snapshot first learns the newest this many archived "
+        "training rows (the data the first version was trained on), so it does not start from "
+        "nothing; 0: start empty",
+    )
 
 
 class StackSettings(_Group):

@@ -23,6 +23,10 @@ their own process (:mod:`connectors.embedded`):
 This role publishes routes, so it holds the signing key and runs as Kafka's
 control principal, like the retrainer.
 
+**A first start is warm:** with no snapshot in the registry it first learns the
+newest ``WEIR_LEARNER__WARM_ROWS`` archived training rows (oldest first), the
+data the first version was trained on, so it can challenge that version soon.
+
 **Its state survives a restart:** at start it loads its newest snapshot from
 the registry (waiting for MinIO if it is away) and goes on learning from its
 committed offsets; a stop saves one more snapshot first. Outcomes learnt after
@@ -34,11 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agents.learner import OnlineLearner, TakeOver, snapshot_number
 from agents.routing import RoutingTable
+from connectors.archive import read_window
 from connectors.bounded import Bounded
+from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from connectors.signing import signed
 from schemas import Event, ModelVersionEvent, Outcome, RawMessage, ServiceError, new_event
@@ -51,6 +58,7 @@ from streams.roles.control import attach_control
 from streams.roles.decode import decoded
 
 log = logging.getLogger("weir.learner")
+T = TypeVar("T")
 
 BATCH_SIZE = 500
 BATCH_WAIT_S = 0.2
@@ -101,15 +109,19 @@ def attach_learner(ctx: RoleContext) -> None:
     warned: list[bool] = []  # the learner stopped, and the log said so once
     published_at = [float("-inf")]  # loop time of the last scheduled snapshot
 
-    @ctx.app.task
-    async def restore() -> None:
+    async def patiently(what: str, call: Callable[[], T]) -> T:
         while True:
             try:
-                found = await asyncio.to_thread(newest_snapshot, registry, model, s.name)
-                break
+                return await asyncio.to_thread(call)
             except ServiceError as err:  # MinIO away: the learner waits, nothing else does
-                log.warning("cannot read %s's snapshots yet (%s); retrying", s.name, err)
+                log.warning("cannot read %s yet (%s); retrying", what, err)
                 await asyncio.sleep(RESTORE_RETRY_S)
+
+    @ctx.app.task
+    async def restore() -> None:
+        found = await patiently(
+            f"{s.name}'s snapshots", lambda: newest_snapshot(registry, model, s.name)
+        )
         if found is not None:
             number, loaded = found
             state["learner"] = OnlineLearner(
@@ -127,6 +139,15 @@ def attach_learner(ctx: RoleContext) -> None:
                 number,
                 state["learner"].learnt,
             )
+        elif s.warm_rows:  # a first start: learn what version 1 learnt from, not nothing
+            rows = await patiently(
+                "the training archive",
+                lambda: read_window(
+                    ObjectStore(settings.minio), settings.minio.data_bucket, model, s.warm_rows
+                ),
+            )
+            learnt = state["learner"].warm((row.features, row.label) for row in rows)
+            log.info("learner %s of %s warmed on %d archived rows", s.name, model, learnt)
         await ctx.ready.wait()  # the control fold caught up: the routes are known
         started.set()
 
@@ -169,6 +190,10 @@ def attach_learner(ctx: RoleContext) -> None:
             if routes.shadow is not None and routes.shadow.version == s.name:
                 events.append(ModelVersionEvent(action="clear-shadow", model=model, version=s.name))
             return events
+        if learner.activating and not serving:
+            # its take-over is not folded here yet: a shadow route now would mirror the
+            # version that serves beside itself; the next snapshot will move the active route
+            return []
         if serving:  # a newer snapshot of what serves; a canary contest goes on
             return [ModelVersionEvent(action="activate", **common)]
         if s.slot == "shadow":

@@ -16,16 +16,20 @@ import os
 import signal
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from connectors.archive import write_chunk
 from connectors.kafka import EventProducer
+from connectors.minio_store import ObjectStore
 from connectors.process import free_port
 from connectors.registry import ModelRegistry
 from schemas.payloads import embedded_target
 from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
+from schemas.training import TrainingRow
 from streams.dev.localrun import Collector
 from streams.servers.deployers import serve
 from tests.helpers import own_topics, start_roles
@@ -46,6 +50,7 @@ def number(record_id: str) -> int:
     return int(record_id.rsplit("-", 1)[1])
 
 
+WARM_ROWS = 300
 LEARNER = LearnerSettings(
     enabled=True, publish_every=200, min_outcomes=100, window=300, confidence=0.999, keep=2
 )
@@ -72,6 +77,26 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     port = free_port()
     v1 = serve(settings, model, "1", port)
     publish_route(settings, activation(model, "1", f"http://127.0.0.1:{port}"))
+    # the archive version 1 was trained on: a first learner starts from it (warm_rows)
+    warm = [
+        TrainingRow(
+            record_id=f"warm-{i}",
+            features={"a": a, "b": 1.0},
+            label=expected_output("1", a),
+            time=datetime.now(UTC),
+        )
+        for i in range(WARM_ROWS)
+        if (a := ((i * 104729) % 2001 - 1000) / 100.0 or 0.5)
+    ]
+    write_chunk(
+        ObjectStore(settings.minio),
+        settings.minio.data_bucket,
+        model,
+        warm,
+        writer="test",
+        seq=1,
+        at=datetime.now(UTC),
+    )
     worker = start_roles(settings, unique, ("scoring", "feedback"))
     learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
     out = Collector(
@@ -118,6 +143,8 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
             "a shadow prediction of the embedded learner",
         )
         assert not learner_routes("activate"), "no take-over while the served version is right"
+        assert f"warmed on {WARM_ROWS} archived rows" in learner.log_file.read_text()
+        assert learner_routes("shadow")[0].metrics["learnt"] >= WARM_ROWS
         first = learner_routes("shadow")[0]
         assert first.protocol == "embedded" and first.features == ["a", "b"]
         assert embedded_target(first.url or "")[1].startswith("online.")
@@ -133,6 +160,10 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
             "the learner's take-over and its first served prediction",
         )
         take = learner_routes("activate")[0]
+        since = routes()[routes().index(take) :]
+        assert not [r for r in since if r.version == "online" and r.action == "shadow"], (
+            "no shadow route of the version that took over"
+        )
         assert take.metrics["mcnemar_p"] <= 1 - LEARNER.confidence
         assert take.metrics["learner_accuracy"] > take.metrics["served_accuracy"]
         assert take.metrics["pairs"] <= 1000, "within 1,000 outcomes of the drift"

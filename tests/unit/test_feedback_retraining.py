@@ -44,6 +44,19 @@ def test_label_after_prediction_joins_both_ways():
     assert out.training_rows[0].time == FIXED_TIME
 
 
+def test_a_learning_joiner_puts_features_and_the_route_on_served_outcomes():
+    j = FeedbackJoiner(with_features=True)
+    j.on_record(InputRecord(id="r9", features={"a": 9.0}))
+    j.on_prediction(pred("r9", 1))
+    (outcome,) = j.on_label(Label(record_id="r9", label=1), FIXED_TIME).outcomes
+    assert outcome.features == {"a": 9.0} and outcome.url == "http://127.0.0.1:1"
+    plain = FeedbackJoiner()
+    plain.on_record(InputRecord(id="r9", features={"a": 9.0}))
+    plain.on_prediction(pred("r9", 1))
+    (outcome,) = plain.on_label(Label(record_id="r9", label=1), FIXED_TIME).outcomes
+    assert outcome.features is None and outcome.url is None
+
+
 def test_label_before_prediction_is_joined_late():
     j = FeedbackJoiner()
     j.on_label(Label(record_id="r2", label=0), FIXED_TIME)

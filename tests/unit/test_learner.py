@@ -93,7 +93,11 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     assert found.learner_accuracy > found.served_accuracy
     assert after < 1000, f"took {after} outcomes after the drift"
     assert "beats version 1" in found.reason and found.evidence["mcnemar_p"] == found.p
+    assert found.last_record == f"r{1500 + after - 1}" and found.last_record in found.reason
     learner.took_over()
+    assert learner.activating
+    learner.follow("1")  # the routes do not show the take-over yet
+    assert learner.activating
     # late outcomes of the version it took over from are not paired: no second take-over
     for o in outcomes(600, flipped=True, seed=3, start=4000):
         learner.learn(o)
@@ -101,6 +105,7 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     assert learner.pairs == 0
     # its own snapshot serves now: nothing is compared, nothing taken over
     learner.follow("online")
+    assert not learner.activating
     for o in outcomes(500, flipped=True, served="online", seed=2, start=5000):
         learner.learn(o)
         assert learner.take_over() is None
@@ -112,10 +117,73 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     # late outcomes of a version that no longer serves are not paired
     learner.learn(next(outcomes(1, flipped=True, served="1", start=6001)))
     assert learner.paired_with == "7" and learner.pairs == 1
+    # a version promoted before its take-over showed ends the wait for it
+    learner.took_over()
+    assert learner.activating
+    learner.follow("8")
+    assert not learner.activating
     # a version rolled back to may be beaten again
     learner.follow("1")
     learner.learn(next(outcomes(1, flipped=True, served="1", start=6002)))
     assert learner.paired_with == "1"
+
+
+def test_a_warm_learner_starts_from_the_archived_rows_and_pairs_none_of_them():
+    rnd = random.Random(5)
+    rows = [{"a": rnd.random(), "b": rnd.random()} for _ in range(1500)]
+    warm = OnlineLearner(LEARNER, "churn")
+    assert warm.warm((x, concept(x, False)) for x in rows) == 1500
+    assert warm.learnt == 1500 and warm.features == ("a", "b") and warm.pairs == 0
+    assert warm.due  # a first snapshot is stored at once
+    cold = OnlineLearner(LEARNER, "churn")
+    first = list(outcomes(100, flipped=False, seed=6))
+    warm_right = sum(bool(warm.learn(o)) for o in first)
+    cold_right = sum(bool(cold.learn(o)) for o in first)
+    assert warm_right >= 95 and warm_right > cold_right
+    assert warm.warm([({"b": 0.1}, 1)]) == 0 and warm.skipped == 1  # a row without its features
+
+
+def served_by_snapshot(o: Outcome, number: int, *, right: bool) -> Outcome:
+    """``o`` as answered by the learner's snapshot ``online.<number>``."""
+    output = o.label if right else 1 - int(o.label)
+    return o.model_copy(
+        update={
+            "version": "online",
+            "url": embedded_url("churn", f"online.{number}"),
+            "output": output,
+            "correct": right,
+        }
+    )
+
+
+def test_a_snapshot_the_live_learner_outruns_is_refreshed_early():
+    s = LEARNER.model_copy(update={"publish_every": 5000, "refresh_min": 100})
+    learner = OnlineLearner(s, "churn")
+    for o in outcomes(1000, flipped=False):
+        learner.learn(o)
+    learner.published(1)
+    # its snapshot serves and is as good as the live learner: no refresh before publish_every
+    for o in outcomes(400, flipped=False, seed=7, start=1000):
+        learner.learn(
+            served_by_snapshot(
+                o, 1, right=bool(learner.estimator.predict_one(o.features) == o.label)
+            )
+        )
+    assert not learner.due
+    # a stale snapshot (wrong) while the live learner is right: refreshed early
+    learner.published(2)
+    stale = list(outcomes(150, flipped=False, seed=8, start=2000))
+    for o in stale[:99]:
+        learner.learn(served_by_snapshot(o, 2, right=False))
+    assert not learner.due, "fewer than refresh_min answers of the snapshot"
+    for o in stale[99:]:
+        learner.learn(served_by_snapshot(o, 2, right=False))
+    assert learner.due and learner.since_publish == 150
+    # answers of an older snapshot (still loading elsewhere) say nothing of the newest
+    learner.published(3)
+    for o in outcomes(300, flipped=False, seed=9, start=3000):
+        learner.learn(served_by_snapshot(o, 2, right=False))
+    assert not learner.due
 
 
 def test_take_over_can_be_turned_off():
