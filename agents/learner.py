@@ -129,6 +129,7 @@ class OnlineLearner:
         self.learnt = learnt
         self.since_publish = 0
         self.skipped = 0  # outcomes without the learner's features
+        self.shed = 0  # outcomes skipped because the learner was too far behind
         self.classes: set[int | float | str] = set()
         self.stopped: str | None = None  # why it no longer learns, if it does not
         self._recent: deque[bool] = deque(maxlen=RECENT)
@@ -142,6 +143,7 @@ class OnlineLearner:
         # routes show the take-over (or that would take over once more)
         self._active: str | None = None
         self._left: str | None = None
+        self._taking: str | None = None  # the url of its take-over route, until folded
         # while it serves: the live learner against the newest snapshot, on the records that
         # snapshot answered (an adapting learner outruns its snapshot: refresh it early)
         self._fresh = _Pairs(settings.publish_every)
@@ -164,10 +166,16 @@ class OnlineLearner:
     def pairs(self) -> int:
         return len(self._windows[-1].pairs)
 
-    def learn(self, outcome: Outcome) -> bool | None:
+    def learn(self, outcome: Outcome, *, age_s: float = 0.0) -> bool | None:
         """Predict ``outcome``'s record, then learn it; whether the guess was right, or None
-        when the outcome is not one to learn from (a shadow's, another model's, no features)."""
+        when the outcome is not one to learn from (a shadow's, another model's, no features)
+        or not one to learn now: made ``age_s`` ago, more than ``max_lag_s``, it is skipped
+        (counted in ``shed``) so that a learner slower than the stream learns its newest
+        outcomes, not ever older ones."""
         if outcome.shadow or outcome.model != self.model or outcome.features is None:
+            return None
+        if self.settings.max_lag_s and age_s > self.settings.max_lag_s:
+            self.shed += 1
             return None
         mine = self._learn_one(outcome.features, outcome.label)
         if mine is not None:
@@ -254,9 +262,11 @@ class OnlineLearner:
             )
         return found
 
-    def took_over(self) -> None:
-        """Its route was published as the active one: stop comparing until another serves."""
+    def took_over(self, url: str) -> None:
+        """Its route ``url`` is being published as the active one: stop comparing until
+        another serves (called before the event is sent, so a refusal finds it)."""
         self._left = self._paired_with
+        self._taking = url
         self._reset(None)
 
     @property
@@ -270,7 +280,17 @@ class OnlineLearner:
         outcome of a version replaced since would compare the learner with the past)."""
         self._active = active_version
         if active_version not in (None, self._left):  # it serves, or another version does
-            self._left = None
+            self._left = self._taking = None
+
+    def refused(self, url: str | None) -> bool:
+        """The routes refused the route ``url`` (a signature, registry or readiness
+        problem). When that was its take-over it pairs with the serving version again from
+        scratch, rather than wait for a take-over that will not come; returns whether it
+        was."""
+        if self._taking is None or url != self._taking:
+            return False
+        self._left = self._taking = None
+        return True
 
     @property
     def _serving_url(self) -> str:
@@ -299,7 +319,7 @@ class OnlineLearner:
             version=f"{self.name}.{self.snapshot + 1}",
             framework="river",
             features=list(self.features),
-            metrics={"learnt": self.learnt}
+            metrics={"learnt": self.learnt, "shed": self.shed}
             | ({"prequential_accuracy": accuracy} if accuracy is not None else {}),
             created_at=now,
             learner={

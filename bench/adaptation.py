@@ -623,7 +623,7 @@ class LearnerLoop(WeirLoop):
         if self.online.take_over() is not None:
             self.served.take_overs.append(i)
             self._publish(i, activate=True)
-            self.online.took_over()
+            self.online.took_over(embedded_url(MODEL, f"{self.name}.{self.online.snapshot}"))
         # the role looks after each batch, here after each outcome; publish_min_s apart
         if self.online.due and i >= self._scheduled + self.min_gap:
             self._scheduled = i

@@ -546,6 +546,13 @@ class LearnerSettings(_Group):
         "training rows (the data the first version was trained on), so it does not start from "
         "nothing; 0: start empty",
     )
+    max_lag_s: float = Field(
+        5.0,
+        ge=0,
+        description="outcomes made longer ago than this are skipped (counted as shed): a "
+        "learner slower than the stream learns the newest outcomes rather than fall ever "
+        "further behind (what it learns late, it serves late); 0: learn every outcome",
+    )
 
 
 class StackSettings(_Group):

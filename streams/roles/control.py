@@ -7,12 +7,15 @@ and sets ``ready`` once it has caught up with the topic's end. Replayed routes
 whose endpoint was not ready are probed again every ``RECHECK_S`` seconds. The
 scoring role emits its route decisions (to ``alerts``) and dead letters; the
 retrainer only reads the routes (which version is active) and emits nothing.
+A role that sends route events may pass ``on_decision`` to hear how its own
+fold answered the live ones (the learner learns that its take-over was refused).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,7 +24,7 @@ from agents.control import Controller, RegistryCheck
 from agents.routing import RoutingTable
 from connectors.dead_letters import OversizeStore
 from connectors.kafka import aiokafka_security, list_topics
-from schemas import ConfigurationError, Event
+from schemas import ConfigurationError, Event, RouteDecision
 from schemas.topics import Topic
 from streams.context import RoleContext, raw_message
 
@@ -31,7 +34,13 @@ POLL_MS = 200
 RECHECK_S = 2.0
 
 
-def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> None:
+def attach_control(
+    ctx: RoleContext,
+    routing: RoutingTable,
+    *,
+    emit: bool,
+    on_decision: Callable[[RouteDecision], None] | None = None,
+) -> None:
     app, settings, k = ctx.app, ctx.settings, ctx.settings.kafka
     ctx.routing = routing
 
@@ -47,6 +56,8 @@ def attach_control(ctx: RoleContext, routing: RoutingTable, *, emit: bool) -> No
 
         async def publish(out: Event[Any] | None) -> None:
             ctx.live.record_routes(routing)
+            if on_decision is not None and out is not None and isinstance(out.data, RouteDecision):
+                on_decision(out.data)
             if out is None or not emit:
                 return
             dead = out.type == "io.weir.deadletter.v1"

@@ -21,7 +21,15 @@ their own process (:mod:`connectors.embedded`):
   activated, with the test's evidence in the event's ``metrics``.
 
 This role publishes routes, so it holds the signing key and runs as Kafka's
-control principal, like the retrainer.
+control principal, like the retrainer. Its own control fold tells it when a
+take-over was refused (a key or registry problem): it then goes back to
+challenging the serving version instead of waiting for a route that never comes.
+
+**It stays near the stream's head:** an outcome made more than
+``WEIR_LEARNER__MAX_LAG_S`` ago is skipped (counted as ``shed`` in the
+snapshot's card). A learner slower than the stream (a forest on a busy small
+machine) then learns a share of the newest outcomes instead of falling ever
+further behind: after a drift, what it learns late it would also serve late.
 
 **A first start is warm:** with no snapshot in the registry it first learns the
 newest ``WEIR_LEARNER__WARM_ROWS`` archived training rows (oldest first), the
@@ -48,7 +56,15 @@ from connectors.bounded import Bounded
 from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from connectors.signing import signed
-from schemas import Event, ModelVersionEvent, Outcome, RawMessage, ServiceError, new_event
+from schemas import (
+    Event,
+    ModelVersionEvent,
+    Outcome,
+    RawMessage,
+    RouteDecision,
+    ServiceError,
+    new_event,
+)
 from schemas.events import utc_now
 from schemas.payloads import embedded_url
 from schemas.topics import Topic
@@ -64,6 +80,7 @@ BATCH_SIZE = 500
 BATCH_WAIT_S = 0.2
 MINIO_TIMEOUT_S = 60.0  # a forest of a few MB to a busy MinIO
 RESTORE_RETRY_S = 2.0
+SHED_LOG_S = 30.0  # at most one "skips to the newest" warning this often
 
 
 def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
@@ -101,13 +118,23 @@ def attach_learner(ctx: RoleContext) -> None:
     settings, model = ctx.settings, ctx.settings.scoring.model
     s = settings.learner
     routing = RoutingTable()
-    attach_control(ctx, routing, emit=False)  # which version serves, what is in the shadow
     registry = ModelRegistry.for_settings(settings)
     minio = Bounded(MINIO_TIMEOUT_S, pause_s=RESTORE_RETRY_S)
     state = {"learner": OnlineLearner(s, model)}
     started = asyncio.Event()
     warned: list[bool] = []  # the learner stopped, and the log said so once
     published_at = [float("-inf")]  # loop time of the last scheduled snapshot
+    shed_logged = [float("-inf")]  # loop time the log last said the learner skips outcomes
+
+    def heard(decision: RouteDecision) -> None:
+        refused = decision.model == model and not decision.accepted
+        if refused and state["learner"].refused(decision.url):
+            log.error(
+                "the take-over by %s was refused (%s); it challenges version %s again",
+                s.name,
+                decision.reason,
+                decision.active_version,
+            )
 
     async def patiently(what: str, call: Callable[[], T]) -> T:
         while True:
@@ -209,12 +236,13 @@ def attach_learner(ctx: RoleContext) -> None:
         for change in changes:
             event = new_event(change, source=settings.events.source)
             events.append(await asyncio.to_thread(signed, settings, event))
+        if take is not None:  # before sending: its own fold may refuse it at once
+            learner.took_over(embedded_url(model, version))
         if events:
             await ctx.send_all([(Topic.MODELS, e) for e in events])
             for event in events:
                 ctx.live.record_event(event)
         if take is not None:
-            learner.took_over()
             log.warning(
                 "%s takes over from version %s: %s", s.name, take.served_version, take.reason
             )
@@ -226,11 +254,13 @@ def attach_learner(ctx: RoleContext) -> None:
         learner = state["learner"]
         active = routing.get(model).active
         learner.follow(active.version if active else None)
+        shed = learner.shed
         for raw in batch:
             found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
             if found is None or not isinstance(found.data, Outcome):
                 continue
-            if learner.learn(found.data) is None:
+            age_s = (utc_now() - found.time).total_seconds() if found.time else 0.0
+            if learner.learn(found.data, age_s=age_s) is None:
                 if learner.stopped is not None and not warned:
                     warned.append(True)
                     log.error("learner %s stopped learning: %s", s.name, learner.stopped)
@@ -239,6 +269,16 @@ def attach_learner(ctx: RoleContext) -> None:
             if take is not None:
                 await publish(learner, take)
         now = asyncio.get_running_loop().time()
+        if learner.shed > shed and now >= shed_logged[0] + SHED_LOG_S:
+            shed_logged[0] = now
+            log.warning(
+                "learner %s is more than %.0f s behind the outcomes: it skips to the newest "
+                "(%d skipped so far, %d learnt)",
+                s.name,
+                s.max_lag_s,
+                learner.shed,
+                learner.learnt,
+            )
         if (
             learner.due
             and learner.features is not None
@@ -252,6 +292,8 @@ def attach_learner(ctx: RoleContext) -> None:
         if started.is_set() and learner.since_publish and learner.features is not None:
             await store_snapshot(learner)
 
+    # which version serves, what is in the shadow, and whether its take-over was refused
+    attach_control(ctx, routing, emit=False, on_decision=heard)
     ctx.on_shutdown(save_at_stop)
     attach_batches(
         ctx, (Topic.OUTCOMES,), handle, size=BATCH_SIZE, wait_s=BATCH_WAIT_S, after=started

@@ -94,8 +94,10 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     assert after < 1000, f"took {after} outcomes after the drift"
     assert "beats version 1" in found.reason and found.evidence["mcnemar_p"] == found.p
     assert found.last_record == f"r{1500 + after - 1}" and found.last_record in found.reason
-    learner.took_over()
+    taking = embedded_url("churn", "online.1")
+    learner.took_over(taking)
     assert learner.activating
+    assert not learner.refused(embedded_url("churn", "online.0")), "another route's refusal"
     learner.follow("1")  # the routes do not show the take-over yet
     assert learner.activating
     # late outcomes of the version it took over from are not paired: no second take-over
@@ -118,14 +120,53 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     learner.learn(next(outcomes(1, flipped=True, served="1", start=6001)))
     assert learner.paired_with == "7" and learner.pairs == 1
     # a version promoted before its take-over showed ends the wait for it
-    learner.took_over()
+    learner.took_over(embedded_url("churn", "online.2"))
     assert learner.activating
     learner.follow("8")
     assert not learner.activating
+    assert not learner.refused(embedded_url("churn", "online.2")), "it no longer waits"
     # a version rolled back to may be beaten again
     learner.follow("1")
     learner.learn(next(outcomes(1, flipped=True, served="1", start=6002)))
     assert learner.paired_with == "1"
+
+
+def test_a_refused_take_over_sends_the_learner_back_to_challenging():
+    learner = OnlineLearner(LEARNER, "churn")
+    learner.follow("1")
+    for o in outcomes(1500, flipped=False):
+        learner.learn(o)
+    found = None
+    for o in outcomes(1000, flipped=True, seed=1, start=1500):
+        learner.learn(o)
+        found = found or learner.take_over()
+    assert found is not None
+    url = embedded_url("churn", "online.1")
+    learner.took_over(url)
+    assert learner.activating and learner.pairs == 0
+    # the control fold refused it (say, a signing-key mismatch): version 1 still serves
+    assert learner.refused(url)
+    assert not learner.activating
+    learner.follow("1")
+    again = None
+    for o in outcomes(1000, flipped=True, seed=4, start=3000):
+        learner.learn(o)
+        again = again or learner.take_over()
+    assert learner.paired_with == "1"
+    assert again is not None and again.served_version == "1", "it challenges version 1 again"
+
+
+def test_a_learner_far_behind_skips_to_the_newest_outcomes():
+    learner = OnlineLearner(LEARNER.model_copy(update={"max_lag_s": 5.0}), "churn")
+    batch = list(outcomes(300, flipped=False))
+    ages = [20.0 - i * 0.1 for i in range(300)]  # 20 s behind at first, 0.1 s at the end
+    learnt = [learner.learn(o, age_s=age) for o, age in zip(batch, ages, strict=True)]
+    stale = sum(age > 5.0 for age in ages)
+    assert learner.shed == stale and learner.learnt == 300 - stale
+    assert all(r is None for r in learnt[:stale]) and None not in learnt[stale:]
+    assert learner.next_card(FIXED_TIME).metrics["shed"] == stale
+    every = OnlineLearner(LEARNER.model_copy(update={"max_lag_s": 0.0}), "churn")
+    assert every.learn(batch[0], age_s=3600.0) is not None and every.shed == 0, "0: learn all"
 
 
 def test_a_warm_learner_starts_from_the_archived_rows_and_pairs_none_of_them():
@@ -366,3 +407,23 @@ def test_continuous_labels_stop_the_learner_instead_of_growing_it():
         learner.learn(base.model_copy(update={"label": i / 7, "output": 0.0, "correct": False}))
     assert learner.stopped is not None and "continuous" in learner.stopped
     assert learner.learnt == 256 and len(learner.classes) == 256
+
+
+def test_the_fold_refusing_a_take_over_route_names_the_url_the_learner_waits_on():
+    """The learner role hears its own fold's decisions (``attach_control(on_decision=)``):
+    a refusal must carry the url it took over with, or it would wait for ever."""
+    registry = FakeRegistry(trained())
+    registry.state = "refused"  # a snapshot whose signature does not check out
+    client = ModelClient(SETTINGS.kserve, lambda: registry)  # type: ignore[arg-type,return-value]
+    control = Controller(
+        SETTINGS,
+        RoutingTable(),
+        client,
+        now=lambda: FIXED_TIME,
+        registry=RegistryCheck(registry),  # type: ignore[arg-type]
+    )
+    learner = OnlineLearner(LEARNER, "churn")
+    learner.took_over(embedded_url("churn", "online.4"))
+    decision = asyncio.run(control.handle(control_msg(embedded_event(4), 0), replaying=False))
+    assert decision is not None and not decision.data.accepted, decision
+    assert learner.refused(decision.data.url) and not learner.activating
