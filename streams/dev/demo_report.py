@@ -18,6 +18,8 @@ class Timeline:
     run_started_at: int | None = None
     run_finished_at: int | None = None
     run_id: str | None = None
+    take_over_at: int | None = None  # how far scoring had got when the learner took over
+    take_over: str | None = None  # the test its activate carried
     swap_at: int | None = None  # first record scored by the new version
     new_version: str | None = None
     served_from: dict[str, int] = field(default_factory=dict)  # version → its first record

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,7 +129,13 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
             s,
             [
                 topic_name(s.kafka, t)
-                for t in (Topic.PREDICTIONS, Topic.ALERTS, Topic.PIPELINE_RUNS, Topic.DEAD_LETTER)
+                for t in (
+                    Topic.PREDICTIONS,
+                    Topic.ALERTS,
+                    Topic.PIPELINE_RUNS,
+                    Topic.DEAD_LETTER,
+                    Topic.MODELS,  # the learner's take-over
+                )
             ],
             group=f"demo-{stamp}",
         )
@@ -314,6 +321,25 @@ def _fill_report(
             tl.alert_at = reach.at(trigger.time)
     if done is not None:
         tl.run_finished_at = reach.at(done.time)
+    take = next(
+        (
+            e
+            for e in collector.events("io.weir.model.version.v1")
+            if e.data.model == model
+            and e.data.action == "activate"
+            and e.data.protocol == "embedded"
+        ),
+        None,
+    )
+    if take is not None:
+        tl.take_over_at = reach.at(take.time)
+        m = take.data.metrics or {}
+        if "pairs" in m:
+            tl.take_over = (
+                f"{version_name(take.data.version)} beat the served version on the same "
+                f"{m['pairs']:.0f} records: {m['learner_accuracy']:.1%} vs "
+                f"{m['served_accuracy']:.1%} (McNemar p {m['mcnemar_p']:.2g})"
+            )
     for i in index:
         tl.served_from.setdefault(by_index[i].version, int(i))
     new = sorted(i for i in by_index if by_index[i].version != report.v1)
@@ -347,36 +373,50 @@ def _kind(version: str | None) -> str:
 
 def print_report(report: LoopReport, console: Console) -> None:
     tl = report.timeline
-    table = Table("moment", "record", "detail", title=f"the loop for model {report.model}")
-    table.add_row("concept drift (known)", str(tl.drift_at), "SEA variant 0 → 3")
-    table.add_row(
-        "alert that started the run",
-        str(tl.alert_at if tl.alert_at is not None else "-"),
-        tl.alert or "none",
-    )
-    table.add_row(
-        "retraining run started",
-        str(tl.run_started_at if tl.run_started_at is not None else "-"),
-        tl.run_id or "none",
-    )
-    table.add_row(
-        "run finished",
-        str(tl.run_finished_at if tl.run_finished_at is not None else "-"),
-        "; ".join(
-            f"{r[1]}: {r[2]}" for r in report.runs if r[1] != "requested" and r[1] != "started"
-        )
-        or "-",
-    )
-    table.add_row(
-        "first record scored by the new version",
-        str(tl.swap_at if tl.swap_at is not None else "-"),
-        (version_name(tl.new_version) + _kind(tl.new_version)) if tl.new_version else "no swap",
-    )
-    for version, at in sorted(tl.served_from.items(), key=lambda kv: kv[1]):
-        if version not in (report.v1, tl.new_version):
-            table.add_row(
-                f"first record scored by {version_name(version)}", str(at), _kind(version).strip()
+    rows: list[tuple[str, int | None, str]] = [
+        ("concept drift (known)", tl.drift_at, "SEA variant 0 → 3"),
+        ("alert that started the run", tl.alert_at, tl.alert or "none"),
+        ("retraining run started", tl.run_started_at, tl.run_id or "none"),
+        (
+            "run finished",
+            tl.run_finished_at,
+            "; ".join(
+                f"{status}: {reason}"
+                for run_id, status, reason in report.runs
+                if run_id == tl.run_id and status not in ("requested", "started")
             )
+            or "-",
+        ),
+        (
+            "first record scored by the new version",
+            tl.swap_at,
+            (version_name(tl.new_version) + _kind(tl.new_version)) if tl.new_version else "no swap",
+        ),
+    ]
+    if tl.take_over_at is not None:
+        rows.append(
+            (
+                "the online learner took over",
+                tl.take_over_at,
+                tl.take_over or "its activate went out (scoring had reached this record)",
+            )
+        )
+    for version, first in tl.served_from.items():
+        if version not in (report.v1, tl.new_version):
+            rows.append(
+                (f"first record scored by {version_name(version)}", first, _kind(version).strip())
+            )
+    table = Table("moment", "record", "detail", title=f"the loop for model {report.model}")
+    # in the order they happened; what did not happen last
+    for moment, when, detail in sorted(rows, key=lambda r: (r[1] is None, r[1] or 0)):
+        table.add_row(moment, "-" if when is None else str(when), detail)
+    unstarted = Counter(reason for _id, status, reason in report.runs if status == "not-started")
+    if unstarted:
+        table.add_row(
+            "alerts that started no run",
+            "-",
+            "; ".join(f"{n} alerts: {reason}" for reason, n in unstarted.items()),
+        )
     console.print(table)
     acc = Table("accuracy", "value", title="accuracy against the labels")
     for name, value in report.accuracy.items():
