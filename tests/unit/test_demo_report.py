@@ -1,0 +1,54 @@
+"""The demo's closing table: moments in the order they happened, each run's own verdict."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from streams.dev.demo_report import Timeline
+from streams.dev.loop import LoopReport, print_report
+
+
+def test_the_timeline_is_in_order_and_answers_without_a_run_have_their_own_row():
+    tl = Timeline(
+        drift_at=3000,
+        alert_at=3599,
+        alert="io.weir.alert.performance.v1 alert-1",
+        run_started_at=3899,
+        run_finished_at=9114,
+        run_id="run-a",
+        swap_at=6400,
+        new_version="online",
+        served_from={"1": 0, "online": 6400, "2": 9115},
+        take_over_at=6299,
+        take_over="online beat the served version on the same 500 records",
+    )
+    report = LoopReport(
+        model="sea",
+        v1="1",
+        timeline=tl,
+        runs=[
+            ("run-a", "requested", ""),
+            ("none-alert-2", "not-started", "feature drift informs"),
+            ("run-a", "started", ""),
+            ("none-alert-3", "not-started", "feature drift informs"),
+            ("run-a", "succeeded", "registered version 2"),
+        ],
+    )
+    console = Console(width=200, record=True)
+    print_report(report, console)
+    lines = console.export_text().splitlines()
+    moments = [
+        "concept drift",
+        "alert that started",
+        "retraining run started",
+        "the online learner took over",
+        "first record scored by the new version",
+        "run finished",
+        "first record scored by v2",
+        "alerts that started no run",
+    ]
+    at = [next(i for i, line in enumerate(lines) if m in line) for m in moments]
+    assert at == sorted(at), "in the order they happened"
+    finished = lines[at[5]]
+    assert "succeeded: registered version 2" in finished and "feature drift" not in finished
+    assert "2 alerts: feature drift informs" in lines[at[7]]
