@@ -436,6 +436,7 @@ class PerformanceSignal:
     outcomes_seen: int
     cumulative_accuracy: float
     baseline: float | None = None  # a re-alert: the model's accuracy before the drift
+    model_outcomes: int = 0  # outcomes of every version so far (the retrainer's cooldown clock)
 
 
 @dataclass
@@ -513,9 +514,11 @@ class ErrorRateMonitor:
         self._versions: dict[str, _Version] = {}
 
     _watch: float | None = None  # the model's accuracy before the drift, while degraded
+    outcomes: int = 0  # every version's outcomes so far: cooldowns count in these, not seconds
 
     def update(self, version: str, correct: bool) -> PerformanceSignal | None:
         """Record one outcome of ``version``; a signal when its error rate drifted."""
+        self.outcomes += 1
         state = self._versions.get(version)
         if state is None:
             state = _Version(
@@ -555,6 +558,7 @@ class ErrorRateMonitor:
             outcomes_seen=state.seen,
             cumulative_accuracy=state.correct / state.seen,
             baseline=state.baseline if still else None,
+            model_outcomes=self.outcomes,
         )
 
     def _still_degraded(self, state: _Version) -> bool:

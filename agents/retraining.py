@@ -4,9 +4,16 @@
 type (performance alerts; feature-drift alerts too with
 ``WEIR_RETRAINING__DRIFT_STARTS_RUNS``, otherwise they inform and are logged)
 starts a run unless its id was seen before (dedupe), a run for the model
-is already under way (at most one at a time), or the model is cooling down:
-``cooldown_s`` after a run that put a new version live, ``retry_after_s`` after
-one that did not. An alert that arrives while a run is under way is held (the
+is already under way (at most one at a time), or the model is cooling down.
+Waits are counted in the model's labelled outcomes, which a performance alert
+carries (the performance role's count), from the alert that started the last
+run: ``cooldown_outcomes`` after a run that put a new version live,
+``retry_after_outcomes`` after one that did not, so the loop behaves the same
+at 300 or 3,000 records/s. Alerts without a count fall back to ``cooldown_s`` /
+``retry_after_s`` from the run's end. A run gathers ``collect_rows`` labelled
+rows after its alert before training, twice as many for each run in a row that
+promoted nothing (at most ``window_rows``): during a gradual drift the first
+rows still mix both concepts. An alert that arrives while a run is under way is held (the
 newest one per model); if that run promotes nothing, the held alert starts the
 next run as soon as it ends, so a false alarm just before a real drift cannot
 hide the drift. If the run promoted a version, the held alert was about the
@@ -62,22 +69,48 @@ class RetrainDecision:
     answer: bool = False  # not started for a reason worth a "not-started" run event
 
 
+@dataclass(frozen=True)
+class _Marks:
+    """Where a model's waits end, in its labelled outcomes (the performance role's count)."""
+
+    start: int  # the count at the alert that started the last run
+    cooldown: int  # a new alert may start a run from this count on
+    retry: int  # a re-alert of a model still degraded, from this one
+
+
 @dataclass
 class RetrainPolicy:
     cooldown_s: float
     retry_after_s: float = 0.0
     monotonic: Callable[[], float] = time.monotonic
     triggers: Iterable[str] = DEFAULT_TRIGGERS
+    cooldown_outcomes: int = 0
+    retry_after_outcomes: int = 0
     _seen: set[str] = field(default_factory=set)
     _running: set[str] = field(default_factory=set)
     _not_before: dict[str, float] = field(default_factory=dict)
     _retry_from: dict[str, float] = field(default_factory=dict)  # the shorter wait's end
+    _started_at: dict[str, int] = field(default_factory=dict)  # count at the run's alert
+    _marks: dict[str, _Marks] = field(default_factory=dict)
+    _misses: dict[str, int] = field(default_factory=dict)  # runs in a row that promoted nothing
 
     def consider(
-        self, event_type: str, alert_id: str, model: str, *, persistent: bool = False
+        self,
+        event_type: str,
+        alert_id: str,
+        model: str,
+        *,
+        persistent: bool = False,
+        outcomes: int | None = None,
     ) -> RetrainDecision:
         """Whether this alert starts a run. A ``persistent`` alert (the model stayed degraded
-        after a run promoted a version) waits only ``retry_after_s``, not ``cooldown_s``."""
+        after a run promoted a version) waits only the retry wait, not the cooldown.
+
+        An alert that carries ``outcomes`` (the model's labelled outcomes when it was
+        raised) waits in outcomes, counted from the alert that started the last run:
+        ``cooldown_outcomes`` after a run that promoted a version, ``retry_after_outcomes``
+        after one that did not. Alerts without a count (feature drift), or after a run
+        started by one, wait ``cooldown_s`` / ``retry_after_s`` from the run's end."""
         if event_type == FEATURE_DRIFT and event_type not in set(self.triggers):
             return RetrainDecision(
                 False,
@@ -96,36 +129,82 @@ class RetrainPolicy:
                 f"a run for {model} is under way; alert {alert_id} is held until it ends",
                 held=True,
             )
-        until = self._retry_from if persistent else self._not_before
-        left = until.get(model, 0.0) - self.monotonic()
-        if left > 0:
-            return RetrainDecision(
-                False, f"{model} is cooling down for {left:.0f}s more", answer=True
-            )
-        self._running.add(model)
+        waiting = self._waiting(model, persistent, outcomes)
+        if waiting:
+            return RetrainDecision(False, f"{model} is cooling down for {waiting}", answer=True)
+        self._begin(model, outcomes)
         return RetrainDecision(True, f"alert {alert_id} starts a run for {model}")
+
+    def _waiting(self, model: str, persistent: bool, outcomes: int | None) -> str:
+        """What is left of the model's wait ("" when none)."""
+        marks = self._marks.get(model)
+        if marks is not None and outcomes is not None and outcomes < marks.start:
+            # the count started again (the performance role's state was lost): a mark of the
+            # old count would hold runs back for long; the wait in seconds decides instead
+            del self._marks[model]
+            marks = None
+        if marks is not None and outcomes is not None:
+            left_n = (marks.retry if persistent else marks.cooldown) - outcomes
+            return f"{left_n} more labelled outcomes" if left_n > 0 else ""
+        until = self._retry_from if persistent else self._not_before
+        left_s = until.get(model, 0.0) - self.monotonic()
+        return f"{left_s:.0f}s more" if left_s > 0 else ""
+
+    def _begin(self, model: str, outcomes: int | None) -> None:
+        self._running.add(model)
+        if outcomes is None:
+            self._started_at.pop(model, None)
+        else:
+            self._started_at[model] = outcomes
 
     def finished(self, model: str, *, promoted: bool) -> None:
         self._running.discard(model)
         wait = self.cooldown_s if promoted else self.retry_after_s
         self._not_before[model] = self.monotonic() + wait
         self._retry_from[model] = self.monotonic() + self.retry_after_s
+        self._misses[model] = 0 if promoted else self._misses.get(model, 0) + 1
+        start = self._started_at.pop(model, None)
+        if start is None:  # started by an alert without a count: the seconds decide
+            self._marks.pop(model, None)
+            return
+        retry = start + self.retry_after_outcomes
+        self._marks[model] = _Marks(
+            start, start + self.cooldown_outcomes if promoted else retry, retry
+        )
 
-    def start_held(self, model: str) -> None:
+    def start_held(self, model: str, outcomes: int | None = None) -> None:
         """A held alert starts the next run now (the run it waited for promoted nothing)."""
-        self._running.add(model)
+        self._begin(model, outcomes)
+
+    def rows_to_collect(self, model: str, collect_rows: int, window_rows: int) -> int:
+        """Labelled rows the next run of ``model`` gathers after its alert: ``collect_rows``,
+        doubled for each run in a row that promoted nothing (during a gradual drift the
+        first rows after the alert still mix both concepts), at most ``window_rows``."""
+        if collect_rows <= 0:
+            return 0
+        misses = min(self._misses.get(model, 0), 16)
+        return max(collect_rows, min(window_rows, collect_rows * 2**misses))
+
+    def misses(self, model: str) -> int:
+        """Runs of ``model`` in a row that promoted nothing."""
+        return self._misses.get(model, 0)
 
     def checkpoint(self) -> dict[str, Any]:
-        """What survives a restart: handled alert ids and the time left to wait per model.
+        """What survives a restart: handled alert ids, the waits per model and the runs in
+        a row that promoted nothing.
 
-        Waits are stored as seconds left, not as monotonic deadlines, so they
-        mean the same in a new process. A run under way does not survive.
+        Waits in seconds are stored as seconds left, not as monotonic deadlines,
+        so they mean the same in a new process; waits in outcomes are the
+        performance role's counts, which it checkpoints too. A run under way does
+        not survive.
         """
         now = self.monotonic()
         return {
             "seen": sorted(self._seen)[-SEEN_KEPT:],
             "wait_s": {m: t - now for m, t in self._not_before.items() if t > now},
             "retry_s": {m: t - now for m, t in self._retry_from.items() if t > now},
+            "marks": {m: [k.start, k.cooldown, k.retry] for m, k in self._marks.items()},
+            "misses": dict(self._misses),
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -133,6 +212,21 @@ class RetrainPolicy:
         self._seen = set(saved.get("seen", ()))
         self._not_before = {m: now + left for m, left in saved.get("wait_s", {}).items()}
         self._retry_from = {m: now + left for m, left in saved.get("retry_s", {}).items()}
+        self._marks = {m: _Marks(*k) for m, k in saved.get("marks", {}).items()}
+        self._misses = {m: int(n) for m, n in saved.get("misses", {}).items()}
+
+
+def policy_for(settings: Settings, **kw: Any) -> RetrainPolicy:
+    """The policy ``settings.retraining`` describes (``kw``: the clock, for a simulation)."""
+    r = settings.retraining
+    return RetrainPolicy(
+        cooldown_s=r.cooldown_s,
+        retry_after_s=r.retry_after_s,
+        cooldown_outcomes=r.cooldown_outcomes,
+        retry_after_outcomes=r.retry_after_outcomes,
+        triggers=DEFAULT_TRIGGERS if r.drift_starts_runs else (PERFORMANCE,),
+        **kw,
+    )
 
 
 Emit = Callable[[str, Event[Any]], Awaitable[None]]  # (topic kind: "models"|"pipeline-runs", event)
@@ -158,11 +252,7 @@ class Retrainer:
         self._deployer = deployer
         self._emit = emit
         self._run_pipeline = run_pipeline
-        self.policy = policy or RetrainPolicy(
-            cooldown_s=settings.retraining.cooldown_s,
-            retry_after_s=settings.retraining.retry_after_s,
-            triggers=DEFAULT_TRIGGERS if settings.retraining.drift_starts_runs else (PERFORMANCE,),
-        )
+        self.policy = policy or policy_for(settings)
         self._now = now
         self._gather = gather_rows
         self._sleep = sleep
@@ -182,8 +272,15 @@ class Retrainer:
             return RetrainDecision(False, f"{event.type} is not an alert")
         if not self._settings.retraining.enabled:
             return RetrainDecision(False, "retraining is off (WEIR_RETRAINING__ENABLED=false)")
-        persistent = isinstance(data, PerformanceAlert) and data.baseline is not None
-        decision = self.policy.consider(event.type, alert_id, model, persistent=persistent)
+        performance = isinstance(data, PerformanceAlert)
+        persistent = performance and data.baseline is not None
+        decision = self.policy.consider(
+            event.type,
+            alert_id,
+            model,
+            persistent=persistent,
+            outcomes=data.outcomes if performance else None,
+        )
         log.info("alert %s (%s) for %s: %s", alert_id, event.type, model, decision.reason)
         if decision.held:
             self._held[model] = event
@@ -233,7 +330,7 @@ class Retrainer:
             log.info("dropping held alert %s: a new version of %s went live", alert_id, model)
             return
         log.info("held alert %s starts the next run for %s", alert_id, model)
-        self.policy.start_held(model)
+        self.policy.start_held(model, getattr(held.data, "outcomes", None))
         await self._start(held, model, alert_id)
 
     async def _gather_rows(self, model: str, since: datetime) -> None:
@@ -242,7 +339,16 @@ class Retrainer:
         The new concept is only in the data after the alert: training right away
         would learn mostly the old one.
         """
-        wanted = self._settings.retraining.collect_rows
+        r = self._settings.retraining
+        wanted = self.policy.rows_to_collect(model, r.collect_rows, r.window_rows)
+        if wanted > r.collect_rows:
+            log.info(
+                "%d runs of %s in a row promoted nothing: gathering %d rows, not %d",
+                self.policy.misses(model),
+                model,
+                wanted,
+                r.collect_rows,
+            )
         if self._gather is not None and wanted > 0:
             await self._gather(model, since, wanted)
 

@@ -10,10 +10,12 @@ simulated is taken from weir itself:
   with ``Settings().monitor`` (kind, window, cooldown, recovery margin), fed the
   served version's outcomes one at a time; every signal is an alert;
 * the retrainer's decision: :class:`agents.retraining.RetrainPolicy` with
-  ``Settings().retraining`` (cooldown, retry-after), its clock injected as
-  ``record / rate``; an alert held during a run starts the next run if that run
+  ``Settings().retraining`` (cooldowns and retry waits in outcomes, each alert
+  carrying the monitor's outcome count; its seconds clock injected as
+  ``record / rate``); an alert held during a run starts the next run if that run
   promoted nothing and is dropped if it promoted, as ``Retrainer._finish`` does;
-* the run: it waits until ``collect_rows`` labelled rows after the alert are
+* the run: it waits until ``RetrainPolicy.rows_to_collect`` labelled rows after
+  the alert (``collect_rows``, doubled per run in a row that promoted nothing) are
   archived (the feedback role flushes every ``archive_interval_s``; at most
   ``collect_timeout_s``), takes the newest ``window_rows`` archived rows at or
   after the alert, holds out the newest ``holdout_fraction`` (the pipeline's
@@ -277,6 +279,8 @@ class LoopConfig:
     archive_interval_s: float = 2.0
     cooldown_s: float = 300.0
     retry_after_s: float = 30.0
+    cooldown_outcomes: int = 20_000
+    retry_after_outcomes: int = 3_000
     collect_rows: int = 600
     collect_timeout_s: float = 600.0
     window_rows: int = 2000
@@ -295,6 +299,8 @@ class LoopConfig:
             archive_interval_s=m.archive_interval_s,
             cooldown_s=r.cooldown_s,
             retry_after_s=r.retry_after_s,
+            cooldown_outcomes=r.cooldown_outcomes,
+            retry_after_outcomes=r.retry_after_outcomes,
             collect_rows=r.collect_rows,
             collect_timeout_s=r.collect_timeout_s,
             window_rows=r.window_rows,
@@ -387,6 +393,8 @@ class WeirLoop:
         self.policy = RetrainPolicy(
             cooldown_s=config.cooldown_s,
             retry_after_s=config.retry_after_s,
+            cooldown_outcomes=config.cooldown_outcomes,
+            retry_after_outcomes=config.retry_after_outcomes,
             monotonic=self.clock,
         )
         self.version, self.estimator = "1", first
@@ -396,7 +404,8 @@ class WeirLoop:
         self.served = Served(np.zeros(self.n, dtype=bool), start, self.n)
         self.served.swaps.append(Swap(start, "1", judge(first)))
         self._run: tuple[float, Run, Any] | None = None  # (done at s, run, candidate)
-        self._held: int | None = None  # record of the newest alert held during a run
+        # the record of the newest alert held during a run, and its outcome count
+        self._held: tuple[int, int] | None = None
 
     def simulate(self) -> Served:
         rate, y = self.config.rate, self.data.y
@@ -417,9 +426,11 @@ class WeirLoop:
         self.served.alerts.append(i)
         # as Retrainer.on_alert: a re-alert of a model still degraded is persistent
         persistent = signal.baseline is not None
-        decision = self.policy.consider(ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent)
+        decision = self.policy.consider(
+            ALERT_TYPE, f"alert-{i}", MODEL, persistent=persistent, outcomes=signal.model_outcomes
+        )
         if decision.held:
-            self._held = i
+            self._held = (i, signal.model_outcomes)
         elif decision.start:
             self._start_run(i, i / self.config.rate)
 
@@ -435,8 +446,8 @@ class WeirLoop:
         self.policy.finished(MODEL, promoted=run.promoted)
         held, self._held = self._held, None
         if held is not None and not run.promoted:  # a promotion drops the held alert
-            self.policy.start_held(MODEL)
-            self._start_run(held, done_s)
+            self.policy.start_held(MODEL, held[1])
+            self._start_run(held[0], done_s)
 
     def _promote(self, i: int, candidate: Any) -> None:
         """A promoted version serves from record ``i`` on."""
@@ -453,7 +464,8 @@ class WeirLoop:
         """Gather rows after the alert: when the run fetches, and which archived rows."""
         c, rate = self.config, self.config.rate
         since = alert_at + 1  # the alert is raised after its record's outcome
-        last_needed_s = (since + c.collect_rows - 1) / rate
+        wanted = self.policy.rows_to_collect(MODEL, c.collect_rows, c.window_rows)
+        last_needed_s = (since + wanted - 1) / rate
         archived_s = math.ceil(round(last_needed_s / c.archive_interval_s, 9))
         fetch_s = min(max(now_s, archived_s * c.archive_interval_s), now_s + c.collect_timeout_s)
         flushed_s = math.floor(round(fetch_s / c.archive_interval_s, 9)) * c.archive_interval_s
@@ -1058,8 +1070,9 @@ def main() -> None:
         f"run {args.run_s:g} s + deploy {args.deploy_s:g} s (calibrated on the demo, see "
         f"docstring); detector {c.detector} (window {c.performance_window}, cooldown "
         f"{c.performance_cooldown} outcomes, recovery margin {c.recovery_margin}); policy "
-        f"cooldown {c.cooldown_s:g} s, retry after {c.retry_after_s:g} s; collect "
-        f"{c.collect_rows} rows, window {c.window_rows}, holdout {HOLDOUT_FRACTION}, min_gain "
+        f"cooldown {c.cooldown_outcomes} outcomes, retry after {c.retry_after_outcomes} "
+        f"outcomes; collect {c.collect_rows} rows (doubled per run in a row that promoted "
+        f"nothing), window {c.window_rows}, holdout {HOLDOUT_FRACTION}, min_gain "
         f"{c.min_gain}, McNemar p <= {1 - c.confidence:.2f}; version 1 on {args.train} records"
     )
     if not args.no_learner:

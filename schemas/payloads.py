@@ -203,6 +203,12 @@ class PerformanceAlert(Alert):
         None,
         description="a re-alert while the model stays degraded: its accuracy before the drift",
     )
+    outcomes: int | None = Field(
+        None,
+        ge=0,
+        description="labelled outcomes of the model (every version) the performance role had "
+        "judged when it raised this alert: the retrainer counts its cooldowns in them",
+    )
 
 
 class CanaryVerdict(Alert):

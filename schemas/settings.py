@@ -393,11 +393,30 @@ class MonitorSettings(_Group):
 
 class RetrainingSettings(_Group):
     enabled: bool = True
+    cooldown_outcomes: int = Field(
+        20_000,
+        ge=0,
+        description="labelled outcomes of the model, counted from the alert that started a run "
+        "that put a new version live, before another alert may start a run (a re-alert of a "
+        "model still degraded waits only retry_after_outcomes)",
+    )
+    retry_after_outcomes: int = Field(
+        3_000,
+        ge=0,
+        description="labelled outcomes, counted from the alert that started a run that "
+        "promoted nothing (or failed), before the next alert may start one",
+    )
     cooldown_s: float = Field(
-        300.0, ge=0, description="least time after a run that put a new version live"
+        300.0,
+        ge=0,
+        description="least time after a run that put a new version live, for alerts that carry "
+        "no outcome count (feature drift, with drift_starts_runs)",
     )
     retry_after_s: float = Field(
-        30.0, ge=0, description="least time after a run that promoted nothing (or failed)"
+        30.0,
+        ge=0,
+        description="least time after a run that promoted nothing, for alerts that carry no "
+        "outcome count",
     )
     window_rows: int = Field(2000, ge=50, description="newest archived rows a run trains on")
     min_gain: float = Field(0.01, ge=0, description="accuracy a candidate must add to go live")
@@ -409,7 +428,11 @@ class RetrainingSettings(_Group):
         "it better at this confidence (0: off)",
     )
     collect_rows: int = Field(
-        600, ge=0, description="labelled rows to gather after an alert before training on them"
+        600,
+        ge=0,
+        description="labelled rows to gather after an alert before training on them; doubled "
+        "for each run in a row that promoted nothing (a gradual drift's rows are still mixed), "
+        "at most window_rows",
     )
     collect_timeout_s: float = Field(
         600.0, gt=0, description="longest a run waits for those rows before training on fewer"

@@ -277,7 +277,9 @@ PAYLOADS: st.SearchStrategy[Payload] = st.one_of(
 )
 
 
-def performance_alert(alert_id: str, model: str = "m", version: str = "1") -> PerformanceAlert:
+def performance_alert(
+    alert_id: str, model: str = "m", version: str = "1", outcomes: int | None = None
+) -> PerformanceAlert:
     """A performance alert as the performance role raises it, for retraining tests."""
     return PerformanceAlert(
         alert_id=alert_id,
@@ -287,4 +289,5 @@ def performance_alert(alert_id: str, model: str = "m", version: str = "1") -> Pe
         value=0.8,
         window=500,
         detector="adwin",
+        outcomes=outcomes,
     )

@@ -84,7 +84,7 @@ def loop_settings(settings: Settings, stamp: str) -> Settings:
                 update={"model": f"sea-{stamp}", "worker_id": f"demo-{stamp}"}
             ),
             "retraining": settings.retraining.model_copy(
-                update={"cooldown_s": 600.0, "window_rows": 1500, "min_gain": 0.02}
+                update={"window_rows": 1500, "min_gain": 0.02}
             ),
             "live": settings.live.model_copy(update={"port": free_port()}),
             "learner": learner.model_copy(update={"enabled": enabled}),

@@ -112,6 +112,7 @@ def attach_performance(ctx: RoleContext) -> None:
                         window=signal.window,
                         detector=signal.detector,
                         baseline=signal.baseline,
+                        outcomes=signal.model_outcomes,
                     )
                 )
             verdict = judge_canary(outcome)

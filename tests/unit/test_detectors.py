@@ -330,11 +330,16 @@ def test_the_watch_ends_when_the_version_recovers():
 
 def test_error_rate_monitor_keeps_versions_apart(demo_outcomes: list[bool]):
     monitor = ErrorRateMonitor(window=100)
+    signals = []
     for correct in demo_outcomes[TRAIN_ROWS:]:
-        monitor.update("v1", correct)
+        signals.append(monitor.update("v1", correct))
         assert monitor.update("v2", True) is None
     assert monitor.accuracy("v2") == monitor.cumulative_accuracy("v2") == 1.0
     assert monitor.outcomes_seen("v1") == monitor.outcomes_seen("v2") == 4500
+    # the model's count (the retrainer's cooldown clock) covers every version
+    assert monitor.outcomes == 9000
+    first = next(s for s in signals if s is not None)
+    assert first.model_outcomes == 2 * first.outcomes_seen - 1
     assert monitor.accuracy("v3") is None and monitor.cumulative_accuracy("v3") is None
     assert monitor.outcomes_seen("v3") == 0
 

@@ -277,6 +277,65 @@ def test_a_model_still_degraded_after_a_promotion_waits_only_the_retry_time():
     assert again.checkpoint() == saved
 
 
+def test_waits_are_counted_in_outcomes_from_the_alert_that_started_the_run():
+    clock = Clock()
+    policy = RetrainPolicy(
+        cooldown_s=300,
+        retry_after_s=30,
+        cooldown_outcomes=5000,
+        retry_after_outcomes=1500,
+        monotonic=clock,
+    )
+    perf = "io.weir.alert.performance.v1"
+    assert policy.consider(perf, "a1", "m", outcomes=10_000).start
+    clock.t = 1000.0  # any time: a count decides, at any rate of records
+    policy.finished("m", promoted=True)
+    early = policy.consider(perf, "a2", "m", outcomes=14_000)
+    assert not early.start and early.answer and "1000 more labelled outcomes" in early.reason
+    assert policy.consider(perf, "a3", "m", outcomes=11_600, persistent=True).start, "retry only"
+    policy.finished("m", promoted=False)  # from 11,600: a retry 1,500 outcomes on
+    assert "100 more labelled outcomes" in policy.consider(perf, "a4", "m", outcomes=13_000).reason
+    assert policy.consider(perf, "a5", "m", outcomes=13_100).start
+    policy.finished("m", promoted=False)
+    # the performance role's count started again (its state was lost): the marks of the
+    # old count are dropped, and the wait in seconds from the run's end decides
+    assert "30s more" in policy.consider(perf, "a6", "m", outcomes=40).reason
+    clock.t = 1031.0
+    assert policy.consider(perf, "a6b", "m", outcomes=41).start
+    policy.finished("m", promoted=True)
+    # an alert without a count (feature drift, when it starts runs) waits in seconds
+    drift = RetrainPolicy(cooldown_s=300, retry_after_s=30, monotonic=clock, cooldown_outcomes=10)
+    assert drift.consider(perf, "d1", "m", outcomes=100).start
+    drift.finished("m", promoted=True)
+    assert "cooling down for 300s" in drift.consider(perf, "d2", "m").reason
+    assert drift.consider(perf, "d3", "m", outcomes=110).start, "10 outcomes after d1"
+    saved = policy.checkpoint()
+    again = RetrainPolicy(cooldown_s=300, retry_after_s=30, monotonic=clock)
+    again.restore(saved)
+    assert again.checkpoint() == saved
+    assert "more labelled outcomes" in again.consider(perf, "a7", "m", outcomes=42).reason
+
+
+def test_runs_that_promote_nothing_gather_more_rows_next_time():
+    policy = RetrainPolicy(cooldown_s=0, retry_after_s=0)
+    perf = "io.weir.alert.performance.v1"
+    assert policy.rows_to_collect("m", 600, 2000) == 600
+    for expected in (1200, 2000, 2000):
+        assert policy.consider(perf, f"a{expected}{policy.misses('m')}", "m").start
+        policy.finished("m", promoted=False)
+        assert policy.rows_to_collect("m", 600, 2000) == expected
+    assert policy.rows_to_collect("other", 600, 2000) == 600, "per model"
+    assert policy.rows_to_collect("m", 0, 2000) == 0, "collecting off stays off"
+    assert policy.rows_to_collect("m", 3000, 2000) == 3000, "never fewer than asked"
+    saved = policy.checkpoint()
+    assert policy.consider(perf, "b", "m").start
+    policy.finished("m", promoted=True)
+    assert policy.rows_to_collect("m", 600, 2000) == 600, "a promotion starts afresh"
+    again = RetrainPolicy(cooldown_s=0)
+    again.restore(saved)
+    assert again.misses("m") == 3
+
+
 def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
     """Two alerts for one model, the second while the first's run is under way."""
     emitted: list = []
@@ -326,6 +385,55 @@ def test_alert_held_during_a_run_that_promoted_a_version_is_dropped():
     assert alerts_run == ["false-alarm"], "the held alert was about the replaced version"
     routed = [(e.data.action, e.data.version) for kind, e in emitted if kind == "models"]
     assert routed == [("activate", "2"), ("clear-canary", "2")]
+
+
+def test_the_retrainer_gathers_more_after_a_miss_and_cools_down_in_outcomes():
+    emitted: list = []
+    gathered: list[int] = []
+    results = [FakeResult("not-promoted", None, reason="no gain"), FakeResult("succeeded", "2")]
+
+    class Deployer:
+        def deploy(self, model: str, version: str) -> str:
+            return "http://127.0.0.1:9999"
+
+    async def emit(kind: str, event) -> None:
+        emitted.append((kind, event))
+
+    async def gather(model: str, since, wanted: int) -> None:
+        gathered.append(wanted)
+
+    table = RoutingTable()
+    table.apply(
+        ModelVersionEvent(action="activate", model="m", version="1", url="http://127.0.0.1:1"),
+        ready=True,
+    )
+    retrainer = Retrainer(
+        Settings(),
+        table,
+        Deployer(),
+        emit,
+        run_pipeline=lambda settings, request: results.pop(0),
+        gather_rows=gather,
+    )
+    retrainer._features = lambda model, version: ["a"]
+    cooldown = Settings().retraining.cooldown_outcomes
+
+    async def go():
+        for alert_id, at in (("first", 5000), ("held", 6000)):
+            await retrainer.on_alert(
+                new_event(performance_alert(alert_id, outcomes=at), source="t")
+            )
+        while retrainer.tasks:
+            await asyncio.gather(*list(retrainer.tasks))
+        # the held alert's run promoted version 2: a new alert waits, counted from "held"
+        late = performance_alert("late", outcomes=6000 + cooldown - 10)
+        return await retrainer.on_alert(new_event(late, source="t"))
+
+    late = asyncio.run(go())
+    assert gathered == [600, 1200], "the second run gathered twice the rows"
+    assert not late.start and "10 more labelled outcomes" in late.reason
+    answer = emitted[-1][1].data
+    assert answer.status == "not-started" and answer.alert_id == "late"
 
 
 def test_outlier_alerts_do_not_start_runs():
