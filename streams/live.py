@@ -293,6 +293,13 @@ class LiveView:
         )
         self.metrics.rolling_accuracy.labels(self.model, version).set(accuracy)
 
+    def record_learner(self, *, learnt: int, shed: int) -> None:
+        """Outcomes the online learner learnt and shed since the last call."""
+        if learnt:
+            self.metrics.learner_outcomes.labels(self.model, "learnt").inc(learnt)
+        if shed:
+            self.metrics.learner_outcomes.labels(self.model, "shed").inc(shed)
+
     def record_contest(self, contest: Contest | None) -> None:
         """The canary contest the performance role's judge holds now (shown as it stands
         when the status is read; nothing is built per outcome)."""

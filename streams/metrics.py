@@ -23,6 +23,7 @@ metric                                    labels                       kind
 ``weir_alerts_total``                     type                         counter
 ``weir_retraining_runs_total``            status                       counter
 ``weir_rolling_accuracy``                 model, version               gauge
+``weir_learner_outcomes_total``           model, fate (learnt, shed)   counter
 ========================================  ===========================  =========
 """
 
@@ -112,6 +113,14 @@ class WorkerMetrics:
             "weir_rolling_accuracy",
             "Accuracy over the last monitor.performance_window labelled outcomes",
             ["model", "version"],
+            registry=r,
+        )
+
+        self.learner_outcomes = Counter(
+            "weir_learner_outcomes",
+            "Served outcomes the online learner learnt, or shed (skipped: more than "
+            "learner.max_lag_s behind)",
+            ["model", "fate"],
             registry=r,
         )
 

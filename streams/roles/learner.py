@@ -254,7 +254,7 @@ def attach_learner(ctx: RoleContext) -> None:
         learner = state["learner"]
         active = routing.get(model).active
         learner.follow(active.version if active else None)
-        shed = learner.shed
+        shed, learnt = learner.shed, learner.learnt
         for raw in batch:
             found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
             if found is None or not isinstance(found.data, Outcome):
@@ -268,6 +268,7 @@ def attach_learner(ctx: RoleContext) -> None:
             take = learner.take_over()
             if take is not None:
                 await publish(learner, take)
+        ctx.live.record_learner(learnt=learner.learnt - learnt, shed=learner.shed - shed)
         now = asyncio.get_running_loop().time()
         if learner.shed > shed and now >= shed_logged[0] + SHED_LOG_S:
             shed_logged[0] = now

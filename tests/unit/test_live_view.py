@@ -186,6 +186,14 @@ def test_rolling_accuracy_comes_from_the_error_rate_monitor():
     assert (acc.version, acc.accuracy, acc.outcomes) == ("1", 0.75, 5)
 
 
+def test_the_learner_counts_what_it_learnt_and_what_it_shed():
+    live, _ = view()
+    live.record_learner(learnt=480, shed=20)
+    live.record_learner(learnt=500, shed=0)
+    assert sample(live, "weir_learner_outcomes_total", model="churn", fate="learnt") == 980
+    assert sample(live, "weir_learner_outcomes_total", model="churn", fate="shed") == 20
+
+
 def role_view(role: str = "scoring") -> Any:
     """What the live view reads of a role process: its LiveView, readiness and name."""
     return SimpleNamespace(
