@@ -283,10 +283,10 @@ class OnlineLearner:
             self._left = self._taking = None
 
     def refused(self, url: str | None) -> bool:
-        """The routes refused the route ``url`` (a signature, registry or readiness
-        problem). When that was its take-over it pairs with the serving version again from
-        scratch, rather than wait for a take-over that will not come; returns whether it
-        was."""
+        """The routes refused its route ``url`` (a signature, registry or readiness problem).
+        When that was its take-over, not folded yet, it pairs with the serving version again
+        from scratch rather than wait for a take-over that will not come; returns whether
+        it was."""
         if self._taking is None or url != self._taking:
             return False
         self._left = self._taking = None

@@ -1,8 +1,9 @@
 """The learner role: an online river model kept in-stream from labels, served as a route.
 
 Reads ``outcomes`` (keyed by model, so one learner sees every outcome of its
-model) in its own consumer group; the feedback role puts the record's
-features on served outcomes while ``WEIR_LEARNER__ENABLED``. Each one is
+model), and ``alerts`` for the scoring workers' route decisions, in its own
+consumer group; the feedback role puts the record's features on served
+outcomes while ``WEIR_LEARNER__ENABLED``. Each one is
 predicted, then learnt (:class:`agents.learner.OnlineLearner`).
 
 Every ``WEIR_LEARNER__PUBLISH_EVERY`` outcomes the model is stored in the
@@ -21,9 +22,12 @@ their own process (:mod:`connectors.embedded`):
   activated, with the test's evidence in the event's ``metrics``.
 
 This role publishes routes, so it holds the signing key and runs as Kafka's
-control principal, like the retrainer. Its own control fold tells it when a
-take-over was refused (a key or registry problem): it then goes back to
-challenging the serving version instead of waiting for a route that never comes.
+control principal, like the retrainer. Its own control fold, and the scoring
+workers' route decisions on ``alerts``, tell it when one of its routes was
+refused (a registry problem; a signing key the workers do not trust, which its
+own fold does trust): the log names the worker and its reason, and a take-over
+refused before its own fold showed it sends the learner back to challenging the
+serving version instead of waiting for a route that never comes.
 
 **It stays near the stream's head:** an outcome made more than
 ``WEIR_LEARNER__MAX_LAG_S`` ago is skipped (counted as ``shed`` in the
@@ -125,15 +129,33 @@ def attach_learner(ctx: RoleContext) -> None:
     warned: list[bool] = []  # the learner stopped, and the log said so once
     published_at = [float("-inf")]  # loop time of the last scheduled snapshot
     shed_logged = [float("-inf")]  # loop time the log last said the learner skips outcomes
+    refusal_logged = [float("-inf")]  # and that a worker refused one of its routes
 
     def heard(decision: RouteDecision) -> None:
-        refused = decision.model == model and not decision.accepted
-        if refused and state["learner"].refused(decision.url):
+        """A control fold's answer to a route of the learner's: its own fold's, or a scoring
+        worker's (on ``alerts``; a worker that trusts other signing keys refuses what the
+        learner's own fold accepted)."""
+        if decision.model != model or decision.version != s.name or decision.accepted:
+            return
+        if state["learner"].refused(decision.url):  # its take-over, not folded yet
             log.error(
-                "the take-over by %s was refused (%s); it challenges version %s again",
+                "the take-over by %s was refused by %s (%s); it challenges version %s again",
                 s.name,
+                decision.worker,
                 decision.reason,
                 decision.active_version,
+            )
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= refusal_logged[0] + SHED_LOG_S:  # each snapshot's route may be refused
+            refusal_logged[0] = now
+            log.error(
+                "route %s of %s refused by %s: %s (the learner's snapshots go on being routed; "
+                "a worker that does not trust the learner's signing key refuses every one)",
+                decision.url,
+                s.name,
+                decision.worker,
+                decision.reason,
             )
 
     async def patiently(what: str, call: Callable[[], T]) -> T:
@@ -257,6 +279,8 @@ def attach_learner(ctx: RoleContext) -> None:
         shed, learnt = learner.shed, learner.learnt
         for raw in batch:
             found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
+            if found is not None and isinstance(found.data, RouteDecision):
+                heard(found.data)
             if found is None or not isinstance(found.data, Outcome):
                 continue
             age_s = (utc_now() - found.time).total_seconds() if found.time else 0.0
@@ -297,5 +321,10 @@ def attach_learner(ctx: RoleContext) -> None:
     attach_control(ctx, routing, emit=False, on_decision=heard)
     ctx.on_shutdown(save_at_stop)
     attach_batches(
-        ctx, (Topic.OUTCOMES,), handle, size=BATCH_SIZE, wait_s=BATCH_WAIT_S, after=started
+        ctx,
+        (Topic.OUTCOMES, Topic.ALERTS),  # alerts: the scoring workers' route decisions
+        handle,
+        size=BATCH_SIZE,
+        wait_s=BATCH_WAIT_S,
+        after=started,
     )

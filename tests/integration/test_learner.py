@@ -12,6 +12,7 @@ with SIGKILL and started again, it resumes from its newest snapshot.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import time
@@ -20,11 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from connectors.archive import write_chunk
 from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
-from connectors.process import free_port
+from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
 from schemas.payloads import embedded_target
 from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
@@ -63,21 +65,23 @@ def test_the_learner_shadows_takes_over_when_better_and_survives_a_kill(
         learner_run(topics, unique, tmp_path)
 
 
-def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
-    model = f"lrn{unique}"
-    settings = topics.model_copy(
+def learner_settings(topics: Settings, model: str, tmp_path: Path) -> Settings:
+    return topics.model_copy(
         update={
             "scoring": ScoringSettings(model=model, batch_size=50, batch_wait_s=0.05),
             "stack": StackSettings(cache_dir=topics.stack.cache_dir, state_dir=tmp_path),
             "learner": LEARNER,
         }
     )
-    k = settings.kafka
+
+
+def serve_version_1(settings: Settings, model: str) -> ServiceProcess:
+    """The flip models registered, version 1 served and routed, and the archive version 1
+    was trained on (a first learner starts from it: ``warm_rows``)."""
     publish_flip_models(settings, model)
     port = free_port()
     v1 = serve(settings, model, "1", port)
     publish_route(settings, activation(model, "1", f"http://127.0.0.1:{port}"))
-    # the archive version 1 was trained on: a first learner starts from it (warm_rows)
     warm = [
         TrainingRow(
             record_id=f"warm-{i}",
@@ -97,6 +101,14 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         seq=1,
         at=datetime.now(UTC),
     )
+    return v1
+
+
+def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
+    model = f"lrn{unique}"
+    settings = learner_settings(topics, model, tmp_path)
+    k = settings.kafka
+    v1 = serve_version_1(settings, model)
     worker = start_roles(settings, unique, ("scoring", "feedback"))
     learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
     out = Collector(
@@ -211,3 +223,72 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         worker.stop()
         learner.stop()
         v1.stop()
+
+
+def test_routes_the_workers_refuse_are_reported_by_the_learner(
+    live_stack: Settings, unique: str, tmp_path: Path
+):
+    """A learner that signs with a key the scoring workers do not trust (a misconfigured
+    deployment; its own control fold trusts its own key). The workers refuse its take-over
+    and every later route, say so on ``alerts``, and version 1 goes on serving every record;
+    the learner reads their decisions and logs each worker's reason, and keeps running."""
+    with own_topics(live_stack, f"{live_stack.kafka.topic_prefix}-lrx{unique}") as topics:
+        model = f"lrx{unique}"
+        settings = learner_settings(topics, model, tmp_path)
+        rogue_key = SecretStr(base64.b64encode(bytes(range(1, 33))).decode())
+        rogue = settings.model_copy(
+            update={"control": settings.control.model_copy(update={"signing_key": rogue_key})}
+        )
+        v1 = serve_version_1(settings, model)
+        worker = start_roles(settings, unique, ("scoring", "feedback"))
+        learner = start_roles(rogue, f"lrx-{unique}", ("learner",), name="learner")
+        k = settings.kafka
+        out = Collector(
+            settings,
+            [topic_name(k, t) for t in (Topic.PREDICTIONS, Topic.ALERTS)],
+            group=f"{k.topic_prefix}-{unique}",
+        )
+        producer = EventProducer(settings)
+        a_of: dict[str, float] = {}
+        produced = 0
+
+        def log() -> str:
+            return learner.log_file.read_text(errors="replace")
+
+        def refused_activates() -> list:
+            return [
+                e.data
+                for e in out.events("io.weir.model.route.v1")
+                if e.data.model == model
+                and e.data.version == "online"
+                and e.data.action == "activate"
+                and not e.data.accepted
+            ]
+
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            # labels by version 2 from the start: version 1 is always wrong
+            while not (refused_activates() and "refused by" in log()):
+                assert time.monotonic() < deadline, f"no refused take-over seen:\n{log()[-3000:]}"
+                produce_records(settings, producer, unique, produced, 100, a_of, labels_by="2")
+                produced += 100
+                out.poll_for(1.0)
+            assert "online takes over from version 1" in log()
+            [reason] = {d.reason for d in refused_activates()[:1]}
+            assert "signed by unknown key" in reason, reason
+            assert "signed by unknown key" in log(), "the learner logs the worker's reason"
+            out.until(
+                lambda: (
+                    len({e.data.record_id for e in out.events("io.weir.prediction.v1")}) >= produced
+                ),
+                deadline_s=DEADLINE_S,
+                what=f"{produced} predictions",
+            )
+            served = {e.data.version for e in out.events("io.weir.prediction.v1")}
+            assert served == {"1"}, f"nothing but version 1 served: {served}"
+            assert learner.pid() is not None, "the learner keeps running"
+        finally:
+            out.close()
+            worker.stop()
+            learner.stop()
+            v1.stop()
