@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -85,6 +86,7 @@ BATCH_WAIT_S = 0.2
 MINIO_TIMEOUT_S = 60.0  # a forest of a few MB to a busy MinIO
 RESTORE_RETRY_S = 2.0
 SHED_LOG_S = 30.0  # at most one "skips to the newest" warning this often
+ROUTED_KEPT = 32  # urls of its latest routes, whose refusals it reports
 
 
 def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
@@ -130,12 +132,13 @@ def attach_learner(ctx: RoleContext) -> None:
     published_at = [float("-inf")]  # loop time of the last scheduled snapshot
     shed_logged = [float("-inf")]  # loop time the log last said the learner skips outcomes
     refusal_logged = [float("-inf")]  # and that a worker refused one of its routes
+    routed: deque[str] = deque(maxlen=ROUTED_KEPT)  # urls of the routes it sent (this run)
 
     def heard(decision: RouteDecision) -> None:
         """A control fold's answer to a route of the learner's: its own fold's, or a scoring
         worker's (on ``alerts``; a worker that trusts other signing keys refuses what the
         learner's own fold accepted)."""
-        if decision.model != model or decision.version != s.name or decision.accepted:
+        if decision.accepted or decision.url not in routed:  # not one it sent in this run
             return
         if state["learner"].refused(decision.url):  # its take-over, not folded yet
             log.error(
@@ -258,7 +261,8 @@ def attach_learner(ctx: RoleContext) -> None:
         for change in changes:
             event = new_event(change, source=settings.events.source)
             events.append(await asyncio.to_thread(signed, settings, event))
-        if take is not None:  # before sending: its own fold may refuse it at once
+        routed.append(embedded_url(model, version))  # before sending: a refusal may be quick
+        if take is not None:
             learner.took_over(embedded_url(model, version))
         if events:
             await ctx.send_all([(Topic.MODELS, e) for e in events])
