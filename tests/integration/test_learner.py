@@ -104,18 +104,27 @@ def serve_version_1(settings: Settings, model: str) -> ServiceProcess:
     return v1
 
 
+def start_parts(
+    settings: Settings, for_learner: Settings, model: str, unique: str, watched: Topic
+) -> tuple[ServiceProcess, ServiceProcess, ServiceProcess, Collector]:
+    """Version 1 served, the scoring and feedback roles, the learner role (with
+    ``for_learner``), and a collector of predictions and ``watched``."""
+    v1 = serve_version_1(settings, model)
+    worker = start_roles(settings, unique, ("scoring", "feedback"))
+    learner = start_roles(for_learner, f"lrn-{unique}", ("learner",), name="learner")
+    k = settings.kafka
+    out = Collector(
+        settings,
+        [topic_name(k, t) for t in (Topic.PREDICTIONS, watched)],
+        group=f"{k.topic_prefix}-{unique}",
+    )
+    return v1, worker, learner, out
+
+
 def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
     model = f"lrn{unique}"
     settings = learner_settings(topics, model, tmp_path)
-    k = settings.kafka
-    v1 = serve_version_1(settings, model)
-    worker = start_roles(settings, unique, ("scoring", "feedback"))
-    learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
-    out = Collector(
-        settings,
-        [topic_name(k, t) for t in (Topic.PREDICTIONS, Topic.MODELS)],
-        group=f"{k.topic_prefix}-{unique}",
-    )
+    v1, worker, learner, out = start_parts(settings, settings, model, unique, Topic.MODELS)
     producer = EventProducer(settings)
     a_of: dict[str, float] = {}
 
@@ -239,15 +248,7 @@ def test_routes_the_workers_refuse_are_reported_by_the_learner(
         rogue = settings.model_copy(
             update={"control": settings.control.model_copy(update={"signing_key": rogue_key})}
         )
-        v1 = serve_version_1(settings, model)
-        worker = start_roles(settings, unique, ("scoring", "feedback"))
-        learner = start_roles(rogue, f"lrx-{unique}", ("learner",), name="learner")
-        k = settings.kafka
-        out = Collector(
-            settings,
-            [topic_name(k, t) for t in (Topic.PREDICTIONS, Topic.ALERTS)],
-            group=f"{k.topic_prefix}-{unique}",
-        )
+        v1, worker, learner, out = start_parts(settings, rogue, model, unique, Topic.ALERTS)
         producer = EventProducer(settings)
         a_of: dict[str, float] = {}
         produced = 0
