@@ -130,6 +130,7 @@ class OnlineLearner:
         self.since_publish = 0
         self.skipped = 0  # outcomes without the learner's features
         self.shed = 0  # outcomes skipped because the learner was too far behind
+        self.featureless = 0  # served outcomes of its model that came without features
         self.classes: set[int | float | str] = set()
         self.stopped: str | None = None  # why it no longer learns, if it does not
         self._recent: deque[bool] = deque(maxlen=RECENT)
@@ -172,7 +173,10 @@ class OnlineLearner:
         or not one to learn now: made ``age_s`` ago, more than ``max_lag_s``, it is skipped
         (counted in ``shed``) so that a learner slower than the stream learns its newest
         outcomes, not ever older ones."""
-        if outcome.shadow or outcome.model != self.model or outcome.features is None:
+        if outcome.shadow or outcome.model != self.model:
+            return None
+        if outcome.features is None:  # the feedback role puts them on only for a learner
+            self.featureless += 1
             return None
         if self.settings.max_lag_s and age_s > self.settings.max_lag_s:
             self.shed += 1

@@ -87,6 +87,7 @@ MINIO_TIMEOUT_S = 60.0  # a forest of a few MB to a busy MinIO
 RESTORE_RETRY_S = 2.0
 SHED_LOG_S = 30.0  # at most one "skips to the newest" warning this often
 ROUTED_KEPT = 32  # urls of its latest routes, whose refusals it reports
+FEATURELESS_WARN = 100  # served outcomes without features before the log says why
 
 
 def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
@@ -129,6 +130,7 @@ def attach_learner(ctx: RoleContext) -> None:
     state = {"learner": OnlineLearner(s, model)}
     started = asyncio.Event()
     warned: list[bool] = []  # the learner stopped, and the log said so once
+    told_featureless: list[bool] = []  # outcomes come without features, and the log said so
     published_at = [float("-inf")]  # loop time of the last scheduled snapshot
     shed_logged = [float("-inf")]  # loop time the log last said the learner skips outcomes
     refusal_logged = [float("-inf")]  # and that a worker refused one of its routes
@@ -297,6 +299,15 @@ def attach_learner(ctx: RoleContext) -> None:
             if take is not None:
                 await publish(learner, take)
         ctx.live.record_learner(learnt=learner.learnt - learnt, shed=learner.shed - shed)
+        if learner.featureless >= FEATURELESS_WARN and not told_featureless:
+            told_featureless.append(True)
+            log.error(
+                "%d served outcomes of %s came without the record's features, so the learner "
+                "cannot learn them: set WEIR_LEARNER__ENABLED=true for the feedback role too "
+                "(it puts the features on outcomes only then)",
+                learner.featureless,
+                model,
+            )
         now = asyncio.get_running_loop().time()
         if learner.shed > shed and now >= shed_logged[0] + SHED_LOG_S:
             shed_logged[0] = now

@@ -293,3 +293,34 @@ def test_routes_the_workers_refuse_are_reported_by_the_learner(
             worker.stop()
             learner.stop()
             v1.stop()
+
+
+def test_a_learner_whose_outcomes_carry_no_features_says_why(
+    live_stack: Settings, unique: str, tmp_path: Path
+):
+    """The learner role on, the feedback role started without WEIR_LEARNER__ENABLED (a
+    role-by-role deployment that set it on one of them): outcomes come without the
+    record's features, and the learner's log says which setting is missing."""
+    with own_topics(live_stack, f"{live_stack.kafka.topic_prefix}-lrf{unique}") as topics:
+        model = f"lrf{unique}"
+        settings = learner_settings(topics, model, tmp_path)
+        off = settings.model_copy(update={"learner": LEARNER.model_copy(update={"enabled": False})})
+        v1, worker, learner, out = start_parts(off, settings, model, unique, Topic.ALERTS)
+        producer = EventProducer(settings)
+        a_of: dict[str, float] = {}
+        produced = 0
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while "came without the record's features" not in learner.log_file.read_text():
+                assert time.monotonic() < deadline, "the learner never said why it learns nothing"
+                produce_records(settings, producer, unique, produced, 100, a_of, labels_by="1")
+                produced += 100
+                out.poll_for(1.0)
+            assert (
+                "WEIR_LEARNER__ENABLED=true for the feedback role" in learner.log_file.read_text()
+            )
+        finally:
+            out.close()
+            worker.stop()
+            learner.stop()
+            v1.stop()

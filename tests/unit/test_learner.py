@@ -68,6 +68,7 @@ def test_it_learns_prequentially_from_served_outcomes_only():
     assert learner.learn(plain.model_copy(update={"shadow": True})) is None
     assert learner.learn(plain.model_copy(update={"model": "other"})) is None
     assert learner.learn(plain.model_copy(update={"features": None})) is None
+    assert learner.featureless == 1, "counted: the feedback role may not be putting them on"
     assert learner.learn(plain.model_copy(update={"features": {"a": 0.1}})) is None
     assert learner.skipped == 1 and learner.learnt == 2000
 
