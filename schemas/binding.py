@@ -23,14 +23,14 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import unquote
 
 from cloudevents import conversion as ce_conversion
 from cloudevents import kafka as ce_kafka
 from cloudevents.http import CloudEvent as SdkEvent
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.errors import (
     EventDecodeError,
@@ -155,6 +155,13 @@ class _Attributes(BaseModel):
     time: datetime | None = None
     subject: str | None = Field(default=None, max_length=1024)
     datacontenttype: str | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        """A time without an offset (RFC 3339 wants one; some clients leave it out) is UTC:
+        every consumer compares event times with aware ones."""
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from cloudevents import kafka as ce_kafka
@@ -92,6 +93,24 @@ def test_structured_with_plain_json_content_type_from_the_sdk_decodes():
     event = from_kafka(msg.value, None, list(msg.headers.items()))
     assert event.data == InputRecord(id="r-2", features={"a": 1.0})
     assert event.id == "e-1"
+
+
+def test_a_time_without_an_offset_is_taken_as_utc():
+    # another client's structured event whose time has no offset: consumers subtract it
+    # from aware times (the learner's lag, the retrainer's archive window), so it must be aware
+    value = json.dumps(
+        {
+            "specversion": "1.0",
+            "type": "io.weir.record.v1",
+            "source": "other-producer",
+            "id": "e-naive",
+            "time": "2026-11-30T08:00:00",
+            "data": {"id": "r-3", "features": {"a": 1.0}},
+        }
+    ).encode()
+    event = from_kafka(value, None, [("content-type", b"application/cloudevents+json")])
+    assert event.time is not None and event.time.utcoffset() == timedelta(0)
+    assert event.time.hour == 8
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
