@@ -515,6 +515,15 @@ class ErrorRateMonitor:
 
     _watch: float | None = None  # the model's accuracy before the drift, while degraded
     outcomes: int = 0  # every version's outcomes so far: cooldowns count in these, not seconds
+    _closely_until: int = 0  # a feature drift was seen: look closely until this many outcomes
+
+    def watch_closely(self, outcomes: int) -> None:
+        """A feature drift was seen: for the next ``outcomes`` outcomes, a version not yet
+        alerted on signals as soon as its accuracy over a full window is more than
+        ``recovery_margin`` below its accuracy before (``"<name>, confirmed after feature
+        drift"``), without waiting for its detector. Feature drift raises the watch level;
+        only the outcomes can confirm it."""
+        self._closely_until = max(self._closely_until, self.outcomes + outcomes)
 
     def update(self, version: str, correct: bool) -> PerformanceSignal | None:
         """Record one outcome of ``version``; a signal when its error rate drifted."""
@@ -543,16 +552,21 @@ class ErrorRateMonitor:
         if alarm:
             state.detector.reset()
         still = not alarm and self._still_degraded(state)
-        if not state.cooldown.admit(alarm or still):
+        confirmed = not alarm and not still and self._confirmed(state)
+        if not state.cooldown.admit(alarm or still or confirmed):
             return None
         if state.baseline is None:
             state.baseline = state.before_drift()
         self._watch = state.baseline
         state.recheck_at = state.seen + self.cooldown + 1  # the first the cooldown lets through
         name = state.detector.name
+        if still:
+            name = f"{name}, still degraded"
+        elif confirmed:
+            name = f"{name}, confirmed after feature drift"
         return PerformanceSignal(
             version=version,
-            detector=f"{name}, still degraded" if still else name,
+            detector=name,
             accuracy=state.recent_correct / len(state.recent),
             window=len(state.recent),
             outcomes_seen=state.seen,
@@ -560,6 +574,16 @@ class ErrorRateMonitor:
             baseline=state.baseline if still else None,
             model_outcomes=self.outcomes,
         )
+
+    def _confirmed(self, state: _Version) -> bool:
+        """Watched closely after a feature drift: a version not alerted on yet, its full
+        window below its accuracy before by more than the margin?"""
+        if self.outcomes > self._closely_until or state.baseline is not None:
+            return False
+        if len(state.recent) < self.window:
+            return False
+        now = state.recent_correct / self.window
+        return now < state.before_drift() - self.recovery_margin
 
     def _still_degraded(self, state: _Version) -> bool:
         """A watched version, due for a look: still below its accuracy before the drift?"""

@@ -380,6 +380,14 @@ class MonitorSettings(_Group):
         description="after an alert, a version is alerted on again every cooldown while its "
         "accuracy stays more than this below its accuracy before the drift",
     )
+    drift_watch_outcomes: int = Field(
+        2000,
+        ge=0,
+        description="after a feature-drift alert, the performance role alerts on the served "
+        "version as soon as its accuracy over a full window is recovery_margin below its "
+        "accuracy before, for this many outcomes (feature drift raises the watch level; the "
+        "outcomes confirm it); 0: off",
+    )
     join_window: int = Field(50_000, ge=100, description="record ids kept for late labels")
     archive_chunk_rows: int = Field(500, ge=1, description="training rows per archived object")
     archive_interval_s: float = Field(2.0, gt=0, description="seconds between archive flushes")

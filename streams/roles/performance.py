@@ -8,7 +8,11 @@ performance alerts, and the rolling accuracy shown live. A version that
 alerted is watched until it recovers: it is alerted on again every
 ``WEIR_MONITOR__PERFORMANCE_COOLDOWN`` outcomes while it stays degraded, so a
 retraining run that promoted nothing gets a second chance. Detector state is
-checkpointed (:mod:`streams.roles.state`).
+checkpointed (:mod:`streams.roles.state`). A feature-drift alert of the model
+(on ``alerts``, from the monitor role) raises the watch level for
+``WEIR_MONITOR__DRIFT_WATCH_OUTCOMES`` outcomes: a version whose accuracy over
+a full window is then ``recovery_margin`` below its accuracy before is alerted
+on at once ("confirmed after feature drift"), without waiting for its detector.
 
 It also judges the model's canary (:class:`agents.canary.CanaryJudge`, with
 ``WEIR_CANARY__AUTO``): it folds the control topic to know which version is
@@ -32,7 +36,7 @@ from typing import Any
 from agents.canary import CanaryJudge
 from agents.detectors import ErrorRateMonitor
 from agents.routing import RoutingTable
-from schemas import Outcome, PerformanceAlert
+from schemas import DriftAlert, Outcome, PerformanceAlert
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.alerts import alert_id, send_alerts
@@ -70,6 +74,19 @@ def attach_performance(ctx: RoleContext) -> None:
         verdict = judge.update(outcome.version, outcome.correct)
         ctx.live.record_contest(judge.contest)
         return verdict
+
+    if m.drift_watch_outcomes:
+
+        @ctx.app.agent(ctx.topics[Topic.ALERTS])
+        async def feature_drift(stream: Any) -> None:
+            """A feature-drift alert of the model raises the watch level (see
+            ``ErrorRateMonitor.watch_closely``); it starts nothing by itself."""
+            await restored.wait()
+            async for event in stream.events():
+                found = decoded(ctx, event.message)
+                drift = found.data if found is not None else None
+                if isinstance(drift, DriftAlert) and drift.model == model:
+                    state["errors"].watch_closely(m.drift_watch_outcomes)
 
     @ctx.app.agent(ctx.topics[Topic.OUTCOMES])
     async def performance(stream: Any) -> None:

@@ -27,6 +27,7 @@ from agents.detectors import (
     DetectorKind,
     ErrorRateMonitor,
     OutlierScorer,
+    PerformanceSignal,
     StreamDriftMonitor,
     make_detector,
 )
@@ -326,6 +327,39 @@ def test_the_watch_ends_when_the_version_recovers():
     assert set(detectors[1:]) == {"adwin, still degraded"} and len(detectors) >= 4
     assert all(i < 3000 + 200 for i, _ in signals), "no signal once accuracy is back"
     assert monitor.update("v", True) is None
+
+
+def test_a_feature_drift_raises_the_watch_level_and_the_outcomes_confirm_it():
+    rnd = random.Random(11)
+    outcomes = [rnd.random() < 0.95 for _ in range(3000)] + [
+        rnd.random() < 0.85 for _ in range(1000)
+    ]
+
+    def first_signal(watch_at: int | None) -> tuple[int, PerformanceSignal] | None:
+        monitor = ErrorRateMonitor(window=100, cooldown=500)
+        for i, correct in enumerate(outcomes):
+            if i == watch_at:
+                monitor.watch_closely(500)
+            signal = monitor.update("v1", correct)
+            if signal is not None:
+                return i, signal
+        return None
+
+    plain = first_signal(None)
+    assert plain is not None and plain[1].detector == "adwin" and plain[0] >= 3000
+    closely = first_signal(3000)  # a feature-drift alert as the concept changes
+    assert closely is not None
+    at, signal = closely
+    assert signal.detector == "adwin, confirmed after feature drift"
+    assert 3000 < at < plain[0], "confirmed before the detector alone would alarm"
+    assert signal.baseline is None and signal.accuracy < 0.90
+    # a feature drift without a change in accuracy confirms nothing
+    stable = ErrorRateMonitor(window=100, cooldown=500)
+    stable.watch_closely(3000)
+    assert [s for c in outcomes[:3000] if (s := stable.update("v1", c))] == []
+    # the close watch ends after its outcomes
+    late = first_signal(1000)
+    assert late is not None and late[1].detector == "adwin"
 
 
 def test_error_rate_monitor_keeps_versions_apart(demo_outcomes: list[bool]):
