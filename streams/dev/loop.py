@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -50,6 +51,7 @@ class LoopConfig:
     history: int = 2000  # archived rows of the old concept that train version 1
     label_lag: int = 25  # a record's label is produced this many records later
     deadline_s: float = 300.0  # for the last predictions after the stream ends
+    ready_timeout_s: float = 180.0  # for every role to answer /readyz before streaming
     out_dir: Path = Path("out")
 
 
@@ -125,6 +127,9 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
             f"worker started; live view at [bold]http://127.0.0.1:{s.live.port}/[/] "
             f"(metrics at /metrics)"
         )
+        with console.status("waiting for every role to be ready (/readyz)…"):
+            waited = wait_ready(s.live.port, cfg.ready_timeout_s)
+        console.print(f"every role ready after {waited:.1f}s; streaming")
         collector = Collector(
             s,
             [
@@ -247,6 +252,29 @@ def _stream(
             task, completed=n, total=n, info=_status_line(collector, s.scoring.model, cfg, n)
         )
     return produced_at
+
+
+def wait_ready(port: int, timeout_s: float) -> float:
+    """Wait until the worker's merged /readyz answers 200 (every role caught up, its state
+    restored: the learner warm); seconds waited. The stream starts after, so the roles
+    that start slowest (the learner imports river and learns the archive) see it from the
+    first record."""
+    started = time.monotonic()
+    why = "no answer"
+    while time.monotonic() - started < timeout_s:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2.0)
+        except httpx.HTTPError as err:
+            why = f"{type(err).__name__}"
+        else:
+            if answer.status_code == 200:
+                return time.monotonic() - started
+            why = answer.text.strip()
+        time.sleep(READY_POLL_S)  # polling a local process, not waiting on an outcome
+    raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s: {why}")
+
+
+READY_POLL_S = 0.5
 
 
 def _run_going(collector: Collector) -> bool:

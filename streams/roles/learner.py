@@ -171,6 +171,8 @@ def attach_learner(ctx: RoleContext) -> None:
                 log.warning("cannot read %s yet (%s); retrying", what, err)
                 await asyncio.sleep(RESTORE_RETRY_S)
 
+    ctx.problems["state"] = "restoring its model (its newest snapshot, or archived rows)"
+
     @ctx.app.task
     async def restore() -> None:
         found = await patiently(
@@ -203,6 +205,7 @@ def attach_learner(ctx: RoleContext) -> None:
             learnt = state["learner"].warm((row.features, row.label) for row in rows)
             log.info("learner %s of %s warmed on %d archived rows", s.name, model, learnt)
         await ctx.ready.wait()  # the control fold caught up: the routes are known
+        ctx.problems.pop("state", None)  # /readyz: ready to learn
         started.set()
 
     async def store_snapshot(learner: OnlineLearner) -> str | None:

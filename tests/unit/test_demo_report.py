@@ -1,11 +1,17 @@
-"""The demo's closing table: moments in the order they happened, each run's own verdict."""
+"""The demo: it streams once every role is ready, and its closing table shows the moments
+in the order they happened, each run's own verdict."""
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 from rich.console import Console
 
+from connectors.process import free_port
 from streams.dev.demo_report import Timeline
-from streams.dev.loop import LoopReport, print_report
+from streams.dev.loop import LoopReport, print_report, wait_ready
 
 
 def test_the_timeline_is_in_order_and_answers_without_a_run_have_their_own_row():
@@ -52,3 +58,31 @@ def test_the_timeline_is_in_order_and_answers_without_a_run_have_their_own_row()
     finished = lines[at[5]]
     assert "succeeded: registered version 2" in finished and "feature drift" not in finished
     assert "2 alerts: feature drift informs" in lines[at[7]]
+
+
+def test_the_demo_streams_only_once_every_role_is_ready():
+    answers = iter([503, 503, 200])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = next(answers, 200)
+            body = b"ready\n" if code == 200 else b"not ready: learner: restoring its model\n"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert wait_ready(port, timeout_s=30) >= 0
+        assert next(answers, None) is None, "it asked until the answer was 200"
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(TimeoutError, match="not ready after"):
+        wait_ready(free_port(), timeout_s=1)
