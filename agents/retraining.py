@@ -216,8 +216,8 @@ class RetrainPolicy:
         self._misses = {m: int(n) for m, n in saved.get("misses", {}).items()}
 
 
-def policy_for(settings: Settings, **kw: Any) -> RetrainPolicy:
-    """The policy ``settings.retraining`` describes (``kw``: the clock, for a simulation)."""
+def policy_for(settings: Settings) -> RetrainPolicy:
+    """The policy ``settings.retraining`` describes."""
     r = settings.retraining
     return RetrainPolicy(
         cooldown_s=r.cooldown_s,
@@ -225,7 +225,6 @@ def policy_for(settings: Settings, **kw: Any) -> RetrainPolicy:
         cooldown_outcomes=r.cooldown_outcomes,
         retry_after_outcomes=r.retry_after_outcomes,
         triggers=DEFAULT_TRIGGERS if r.drift_starts_runs else (PERFORMANCE,),
-        **kw,
     )
 
 

@@ -27,9 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from connectors.kafka import EventProducer, ensure_topics
-from connectors.process import free_port
+from connectors.process import free_port, wait_until
 from connectors.signing import signed
-from schemas import InputRecord, Label, new_event
+from schemas import InputRecord, Label, StackError, new_event
 from schemas.events import utc_now
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
@@ -254,27 +254,29 @@ def _stream(
     return produced_at
 
 
+READY_POLL_S = 0.5
+
+
 def wait_ready(port: int, timeout_s: float) -> float:
     """Wait until the worker's merged /readyz answers 200 (every role caught up, its state
     restored: the learner warm); seconds waited. The stream starts after, so the roles
     that start slowest (the learner imports river and learns the archive) see it from the
     first record."""
-    started = time.monotonic()
-    why = "no answer"
-    while time.monotonic() - started < timeout_s:
+    why = ["no answer"]
+
+    def ready() -> bool:
         try:
             answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2.0)
         except httpx.HTTPError as err:
-            why = f"{type(err).__name__}"
-        else:
-            if answer.status_code == 200:
-                return time.monotonic() - started
-            why = answer.text.strip()
-        time.sleep(READY_POLL_S)  # polling a local process, not waiting on an outcome
-    raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s: {why}")
+            why[0] = type(err).__name__
+            return False
+        why[0] = answer.text.strip()
+        return answer.status_code == 200
 
-
-READY_POLL_S = 0.5
+    try:
+        return wait_until(ready, timeout_s=timeout_s, what="for /readyz", interval_s=READY_POLL_S)
+    except StackError as err:
+        raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s: {why[0]}") from err
 
 
 def _run_going(collector: Collector) -> bool:

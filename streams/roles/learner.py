@@ -85,7 +85,7 @@ BATCH_SIZE = 500
 BATCH_WAIT_S = 0.2
 MINIO_TIMEOUT_S = 60.0  # a forest of a few MB to a busy MinIO
 RESTORE_RETRY_S = 2.0
-SHED_LOG_S = 30.0  # at most one "skips to the newest" warning this often
+LOG_EVERY_S = 30.0  # at most one of each of its repeated warnings this often
 ROUTED_KEPT = 32  # urls of its latest routes, whose refusals it reports
 FEATURELESS_WARN = 100  # served outcomes without features before the log says why
 
@@ -152,7 +152,7 @@ def attach_learner(ctx: RoleContext) -> None:
             )
             return
         now = asyncio.get_running_loop().time()
-        if now >= refusal_logged[0] + SHED_LOG_S:  # each snapshot's route may be refused
+        if now >= refusal_logged[0] + LOG_EVERY_S:  # each snapshot's route may be refused
             refusal_logged[0] = now
             log.error(
                 "route %s of %s refused by %s: %s (the learner's snapshots go on being routed; "
@@ -312,7 +312,7 @@ def attach_learner(ctx: RoleContext) -> None:
                 model,
             )
         now = asyncio.get_running_loop().time()
-        if learner.shed > shed and now >= shed_logged[0] + SHED_LOG_S:
+        if learner.shed > shed and now >= shed_logged[0] + LOG_EVERY_S:
             shed_logged[0] = now
             log.warning(
                 "learner %s is more than %.0f s behind the outcomes: it skips to the newest "
