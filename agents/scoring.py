@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from agents.letters import dead_letter
 from agents.predictions import prediction_of, route_lineage, route_rows
-from agents.routing import Route, RoutingTable, Speculation
+from agents.routing import ModelRoutes, Route, RoutingTable, Speculation
 from agents.shadow import ShadowMirror
 from agents.speculation import Speculator
 from connectors.dead_letters import OversizeStore
@@ -105,6 +105,7 @@ class Scorer:
         self._sleep = sleep
         self._oversize = oversize
         self.model = settings.scoring.model
+        self._under_way: list[tuple[ModelRoutes, asyncio.Future[None]]] = []  # batches being scored
 
     def _dead(
         self,
@@ -152,6 +153,31 @@ class Scorer:
         """Score one micro-batch. Returns only when every record is predicted or dead-lettered."""
         outcome = BatchOutcome()
         pending = self._decode(messages, outcome)
+        routes = await self._routes_settled()
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        under_way = (routes, finished)
+        self._under_way.append(under_way)
+        try:
+            return await self._score(pending, outcome)
+        finally:
+            self._under_way.remove(under_way)
+            finished.set_result(None)
+
+    async def _routes_settled(self) -> ModelRoutes:
+        """The model's routes, once no batch begun under other routes is still under way.
+
+        The role scores batches at once (the next while a model call is out); a batch
+        that finds the routes changed — a swap, a canary share — waits for the earlier
+        batches first, so once a new version has answered the old one answers no more.
+        """
+        while True:
+            routes = self._routing.get(self.model)
+            earlier = [done for seen, done in self._under_way if seen != routes]
+            if not earlier:
+                return routes
+            await asyncio.wait(earlier)
+
+    async def _score(self, pending: list[_Pending], outcome: BatchOutcome) -> BatchOutcome:
         if self._shadow is not None:  # off the active path: a task of its own, bounded
             self._shadow.mirror([item.event for item in pending])
         speculative = self._routing.get(self.model).speculative

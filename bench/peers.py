@@ -152,6 +152,14 @@ def copy_topic(settings: Settings, src: str, dst: str) -> int:
     return copied
 
 
+def made_at(headers: Any) -> float:
+    """A prediction's ce_time header as epoch seconds (NaN when absent)."""
+    for name, value in headers or ():
+        if name == "ce_time":
+            return datetime.fromisoformat(value.decode().replace("Z", "+00:00")).timestamp()
+    return float("nan")
+
+
 class Reader:
     """Reads a predictions topic from its start: first read time per record id."""
 
@@ -168,6 +176,8 @@ class Reader:
         parts = list_topics(settings)[topic]
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(parts)])
         self.read_at: dict[str, float] = {}
+        self.made_at: dict[str, float] = {}  # the prediction's ce_time, epoch s
+        self.call_ms: dict[str, float] = {}  # the model call's latency, from the prediction
         self.predictions = 0
         self.shadows = 0
 
@@ -183,7 +193,10 @@ class Reader:
                     self.shadows += 1
                     continue
                 self.predictions += 1
-                self.read_at.setdefault(body["record_id"], now)
+                if body["record_id"] not in self.read_at:
+                    self.read_at[body["record_id"]] = now
+                    self.made_at[body["record_id"]] = made_at(m.headers())
+                    self.call_ms[body["record_id"]] = float(body.get("latency_ms", "nan"))
 
     def close(self) -> None:
         self.consumer.close()
@@ -197,6 +210,7 @@ class OpenLoop(threading.Thread):
         super().__init__(name="bench-open-loop", daemon=True)
         self.bootstrap, self.topic, self.messages, self.rate = bootstrap, topic, messages, rate
         self.sent_at: list[float] = []
+        self.sent_wall: list[float] = []  # epoch s, to set against the predictions' ce_time
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -211,6 +225,7 @@ class OpenLoop(threading.Thread):
                 if delay > 0:
                     time.sleep(delay)
                 self.sent_at.append(time.monotonic())
+                self.sent_wall.append(time.time())
                 producer.produce(self.topic, value, key, headers=headers)
                 producer.poll(0)
             producer.flush(30)
@@ -227,6 +242,10 @@ class Latency:
     done_rate: float = 0.0
     p50_ms: float | None = None
     p99_ms: float | None = None
+    made_p50_ms: float | None = None  # of the latency: record sent -> prediction made (ce_time)
+    made_p99_ms: float | None = None
+    call_p50_ms: float | None = None  # the model call's own latency (the prediction's latency_ms)
+    call_p99_ms: float | None = None
     max_ms: float | None = None
     saturated: bool = False
     proc_cpu_s: float | None = None
@@ -450,6 +469,18 @@ class Bench:
         if done:
             out.p50_ms, out.p99_ms = float(np.percentile(done, 50)), float(np.percentile(done, 99))
             out.max_ms = max(done)
+            made = [
+                (reader.made_at[i] - w) * 1000
+                for i, w in zip(ids, loop.sent_wall[warm:], strict=True)
+                if i in reader.made_at and reader.made_at[i] == reader.made_at[i]
+            ]
+            if made:
+                out.made_p50_ms = float(np.percentile(made, 50))
+                out.made_p99_ms = float(np.percentile(made, 99))
+            calls = [reader.call_ms[i] for i in ids if reader.call_ms.get(i, float("nan")) >= 0]
+            if calls:
+                out.call_p50_ms = float(np.percentile(calls, 50))
+                out.call_p99_ms = float(np.percentile(calls, 99))
         fifth = max(1, len(lat) // 5)
         first, last = statistics.median(lat[:fifth]), statistics.median(lat[-fifth:])
         out.saturated = out.completed < 0.95 * out.measured or last > 2 * first + 250
@@ -457,7 +488,10 @@ class Bench:
         self.log(
             f"{proc.name} @{rate}/s: offered {out.offered_rate:.0f}/s, "
             f"{out.completed}/{out.measured} done, "
-            f"p50 {out.p50_ms or 0:.0f} p99 {out.p99_ms or 0:.0f} ms, {state}"
+            f"p50 {out.p50_ms or 0:.0f} p99 {out.p99_ms or 0:.0f} ms "
+            f"(to the prediction's time: p50 {out.made_p50_ms or 0:.0f} "
+            f"p99 {out.made_p99_ms or 0:.0f}; the model call: p50 {out.call_p50_ms or 0:.0f} "
+            f"p99 {out.call_p99_ms or 0:.0f}), {state}"
         )
         return out
 

@@ -139,9 +139,9 @@ class BatchConsumer:
     messages, waiting at most ``wait_s`` for the first; :meth:`done` stores
     their offsets once their outputs are acknowledged, and librdkafka commits
     stored offsets every ``commit_interval_ms`` and on close — so an offset is
-    committed only after its record was handled (at-least-once). Every call
-    runs on one thread of its own (librdkafka's consumer is not thread-safe),
-    so the event loop never blocks on the broker.
+    committed only after its record was handled (at-least-once). Fetching
+    and closing run on a thread of their own, so the event loop never blocks on
+    the broker.
     """
 
     def __init__(
@@ -180,8 +180,13 @@ class BatchConsumer:
             out.append(raw_message(m))
         return out
 
-    async def done(self, messages: Sequence[RawMessage]) -> None:
-        """Mark ``messages`` handled: their offsets are committed with the next commit."""
+    def done(self, messages: Sequence[RawMessage]) -> None:
+        """Mark ``messages`` handled: their offsets are committed with the next commit.
+
+        Called on the caller's thread while :meth:`take` may be waiting on the
+        consumer's own: librdkafka's offset store is thread-safe and does not block,
+        so a batch's offsets never wait behind the next fetch.
+        """
         last: dict[tuple[str, int], int] = {}
         for m in messages:
             o = m.origin
@@ -191,7 +196,7 @@ class BatchConsumer:
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         if offsets:
             try:
-                await self._call(self._consumer.store_offsets, None, offsets)
+                self._consumer.store_offsets(offsets=offsets)
             except KafkaException as err:  # the partition moved meanwhile: its new owner redoes it
                 log.warning("offsets not stored (%s); those records are delivered again", err)
 

@@ -324,6 +324,13 @@ class ScoringSettings(_Group):
     batch_wait_s: float = Field(
         0.01, gt=0, description="longest wait to fill a batch (a full batch goes at once)"
     )
+    batches_scoring: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="batches scored at once: the next is read and scored while a model call "
+        "is out (outputs still go in input order)",
+    )
     batches_in_flight: int = Field(
         4, ge=1, le=64, description="scored batches whose outputs may await Kafka's ack at once"
     )

@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from connectors.kafka_async import BatchConsumer
 from schemas import ConfigurationError, RawMessage
@@ -28,6 +28,7 @@ from streams.context import RoleContext
 log = logging.getLogger("weir.batches")
 
 COMMIT_INTERVAL_MS = 1000
+_T = TypeVar("_T")
 
 
 def keep_faust_subscribed(ctx: RoleContext) -> None:
@@ -48,6 +49,8 @@ class Pending:
 
 
 Handle = Callable[[list[RawMessage]], Awaitable[Pending | None]]
+Work = Callable[[list[RawMessage]], Awaitable[_T]]
+Emit = Callable[[list[RawMessage], _T], Pending | None]
 
 
 def attach_batches(
@@ -58,16 +61,37 @@ def attach_batches(
     size: int,
     wait_s: float,
     after: asyncio.Event,
+) -> None:
+    """A task that hands batches of ``topics`` to ``handle``, one at a time, once ``after``
+    is set; a batch's offsets are stored once ``handle`` is done with it (and Kafka
+    acknowledged what it returned as :class:`Pending`). See :func:`attach_pipeline`."""
+    attach_pipeline(
+        ctx, topics, handle, lambda _batch, pending: pending, size=size, wait_s=wait_s, after=after
+    )
+
+
+def attach_pipeline(
+    ctx: RoleContext,
+    topics: Sequence[Topic],
+    work: Work[_T],
+    emit: Emit[_T],
+    *,
+    size: int,
+    wait_s: float,
+    after: asyncio.Event,
+    overlap: int = 1,
     in_flight: int = 1,
 ) -> None:
-    """A task that hands batches of ``topics`` to ``handle`` once ``after`` is set.
+    """A task that reads batches of ``topics`` once ``after`` is set and runs them through
+    two stages: ``work`` (up to ``overlap`` batches at once: the next batch is read and
+    worked on while a model call is out) and ``emit`` (strictly in the order the batches
+    were read, so outputs keep their input order).
 
-    ``handle`` returns None when it is done with a batch, or a :class:`Pending`
-    for outputs Kafka has yet to acknowledge; then the next batches are read and
-    handled meanwhile, at most ``in_flight`` of them unacknowledged. A batch's
-    offsets are stored (committed within a second) only once it is done, strictly
-    in order. An error in ``handle`` or a refused output crashes the role instead
-    of leaving it stalled (the supervisor starts it again).
+    ``emit`` returns None when it is done with a batch, or a :class:`Pending` for
+    outputs Kafka has yet to acknowledge; at most ``in_flight`` emitted batches wait
+    for it at once. A batch's offsets are stored (committed within a second) only
+    once it is done, strictly in order. An error in either stage or a refused output
+    crashes the role instead of leaving it stalled (the supervisor starts it again).
     """
     if ctx.app.conf.id == ctx.group:  # the app's own consumer would join our group
         raise ConfigurationError(
@@ -83,25 +107,90 @@ def attach_batches(
             ctx.group,
             commit_interval_ms=COMMIT_INTERVAL_MS,
         )
-        waiting: deque[tuple[Pending | None, list[RawMessage]]] = deque()  # oldest first
+        pipeline = BatchPipeline(
+            lambda: consumer.take(size, wait_s),
+            work,
+            emit,
+            consumer.done,
+            ctx.producer.check,
+            overlap=overlap,
+            in_flight=in_flight,
+        )
         try:
             await after.wait()
-            while True:
-                batch = await consumer.take(size, wait_s)
-                if batch:
-                    waiting.append((await handle(batch), batch))
-                while waiting and (
-                    waiting[0][0] is None or waiting[0][0].acked.done() or len(waiting) > in_flight
-                ):
-                    pending, done = waiting.popleft()
-                    if pending is not None:
-                        ctx.producer.check(await pending.acked)
-                        pending.then()
-                    await consumer.done(done)
+            await pipeline.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("%s: reading batches failed", ctx.role)
             await ctx.app.crash(exc)
         finally:
+            await pipeline.stop()
             await consumer.close()
+
+
+class BatchPipeline(Generic[_T]):
+    """The loop of :func:`attach_pipeline`, without Kafka or Faust (tested on its own).
+
+    ``take`` reads the next batch (never cancelled: its records would be lost),
+    ``store`` marks a done batch's offsets, ``check`` raises for Kafka's
+    delivery errors.
+    """
+
+    def __init__(
+        self,
+        take: Callable[[], Awaitable[list[RawMessage]]],
+        work: Work[_T],
+        emit: Emit[_T],
+        store: Callable[[list[RawMessage]], None],
+        check: Callable[[list[str]], None],
+        *,
+        overlap: int = 1,
+        in_flight: int = 1,
+    ) -> None:
+        self._take, self._work, self._emit = take, work, emit
+        self._store, self._check = store, check
+        self._overlap, self._in_flight = overlap, in_flight
+        self._working: deque[tuple[asyncio.Future[_T], list[RawMessage]]] = deque()  # read order
+        self._waiting: deque[tuple[Pending | None, list[RawMessage]]] = deque()  # emitted
+        self._taking: asyncio.Future[list[RawMessage]] | None = None
+
+    async def run(self) -> None:
+        """Read, work, emit and store until cancelled or an error is raised."""
+        working, waiting = self._working, self._waiting
+        while True:
+            if self._taking is None and len(working) < self._overlap:
+                self._taking = asyncio.ensure_future(self._take())
+            oldest = working[0][0] if working else None
+            acked = waiting[0][0].acked if waiting and waiting[0][0] is not None else None
+            await asyncio.wait(
+                {f for f in (self._taking, oldest, acked) if f is not None},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if self._taking is not None and self._taking.done():
+                batch, self._taking = self._taking.result(), None
+                if batch:
+                    working.append((asyncio.ensure_future(self._work(batch)), batch))
+            while working and working[0][0].done():
+                result, batch = working.popleft()
+                waiting.append((self._emit(batch, result.result()), batch))
+            while waiting and (
+                waiting[0][0] is None
+                or waiting[0][0].acked.done()
+                or len(waiting) > self._in_flight
+            ):
+                pending, done = waiting.popleft()
+                if pending is not None:
+                    self._check(await pending.acked)
+                    pending.then()
+                self._store(done)
+
+    async def stop(self) -> None:
+        """Drop the work under way (its offsets are not stored: it is read again) and let
+        a read under way finish, so the consumer is not closed beneath it."""
+        for future, _ in self._working:
+            future.cancel()
+        if self._taking is not None:
+            await asyncio.wait({self._taking})
+            if not self._taking.cancelled():
+                self._taking.exception()  # retrieved: the loop's error, if any, was logged

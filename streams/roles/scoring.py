@@ -4,12 +4,14 @@ The hot path. Its event loop runs the control fold (routes), this loop and,
 when asked for, the live view; no monitor, join, archive or pipeline shares it.
 
 Records are read in micro-batches by a librdkafka group consumer
-(:func:`streams.roles.batches.attach_batches`, group
+(:func:`streams.roles.batches.attach_pipeline`, group
 ``<prefix>-scoring-<model>``): up to ``WEIR_SCORING__BATCH_SIZE`` records,
 waiting at most ``WEIR_SCORING__BATCH_WAIT_S`` for them. Each batch is scored by
-:class:`agents.scoring.Scorer` and its predictions and dead letters are queued
-on the librdkafka producer; while Kafka acknowledges them the next batch is
-read and scored (at most ``WEIR_SCORING__BATCHES_IN_FLIGHT`` unacknowledged),
+:class:`agents.scoring.Scorer`; while its model call is out the next batch is
+read and scored (``WEIR_SCORING__BATCHES_SCORING`` at once). Batches' predictions
+and dead letters are queued on the librdkafka producer in the order the records
+were read; while Kafka acknowledges them the next batches are read and scored
+(at most ``WEIR_SCORING__BATCHES_IN_FLIGHT`` unacknowledged),
 and a batch's offsets are stored for the next commit only once its outputs are
 acknowledged, in order — at-least-once. Scoring starts
 once the control fold has caught up.
@@ -28,14 +30,14 @@ from __future__ import annotations
 import time
 
 from agents.routing import RoutingTable
-from agents.scoring import Scorer
+from agents.scoring import BatchOutcome, Scorer
 from agents.shadow import ShadowMirror
 from agents.speculation import Speculator
 from connectors.dead_letters import OversizeStore
 from schemas import RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
-from streams.roles.batches import Pending, attach_batches
+from streams.roles.batches import Pending, attach_pipeline
 from streams.roles.control import attach_control
 
 
@@ -45,7 +47,7 @@ def attach_scoring(ctx: RoleContext) -> None:
     attach_control(ctx, routing, emit=True)
     scorers: list[Scorer] = []  # one, made on the first batch (its HTTP client needs the loop)
 
-    async def handle(batch: list[RawMessage]) -> Pending:
+    async def score(batch: list[RawMessage]) -> tuple[BatchOutcome, float]:
         if not scorers:
             shadow = ShadowMirror(
                 settings,
@@ -71,7 +73,10 @@ def attach_scoring(ctx: RoleContext) -> None:
             )
         started = time.perf_counter()
         outcome = await scorers[0].score(batch)
-        seconds = time.perf_counter() - started
+        return outcome, time.perf_counter() - started
+
+    def emit(batch: list[RawMessage], scored: tuple[BatchOutcome, float]) -> Pending:
+        outcome, seconds = scored
         acked = ctx.queue_all(
             [(Topic.PREDICTIONS, p) for p in outcome.predictions]
             + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
@@ -80,12 +85,14 @@ def attach_scoring(ctx: RoleContext) -> None:
             acked, lambda: ctx.live.record_batch(outcome, consumed=len(batch), seconds=seconds)
         )
 
-    attach_batches(
+    attach_pipeline(
         ctx,
         (Topic.RECORDS,),
-        handle,
+        score,
+        emit,
         size=s.batch_size,
         wait_s=s.batch_wait_s,
         after=ctx.ready,  # the control fold has caught up: every route is known
+        overlap=s.batches_scoring,
         in_flight=s.batches_in_flight,
     )

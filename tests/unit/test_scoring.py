@@ -381,3 +381,66 @@ def test_a_slow_or_dead_shadow_costs_the_active_path_nothing():
         assert emitted == [] and shadow.failed == 5
 
     asyncio.run(dead())
+
+
+def test_batches_scored_at_once_never_answer_with_the_old_version_after_the_new():
+    """The role scores the next batch while a model call is out; a swap in between makes the
+    later batch wait for the earlier one, so v1 answers nothing once v2 has answered."""
+    servers = FakeServers()
+    gate = asyncio.Event()
+    answered: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 8081:
+            await gate.wait()  # v1's call stays out until the test opens the gate
+        response = servers(request)
+        answered.append(response.json()["model_version"])
+        return response
+
+    async def main() -> tuple[list, list]:
+        table = RoutingTable()
+        client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(handler))
+        scorer = Scorer(SETTINGS, table, client, now=lambda: FIXED_TIME)
+        table.apply(activate("1", V1), ready=True)
+        first = asyncio.ensure_future(scorer.score([raw_record(i) for i in range(3)]))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        table.apply(activate("2", V2), ready=True)  # the swap, while v1's call is out
+        second = asyncio.ensure_future(scorer.score([raw_record(i) for i in range(3, 6)]))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert answered == [] and not second.done(), "v2 is not called before v1 answered"
+        gate.set()
+        return (await first).predictions, (await second).predictions
+
+    first, second = asyncio.run(main())
+    assert answered == ["1", "2"]
+    assert {p.data.version for p in first} == {"1"} and {p.data.version for p in second} == {"2"}
+
+
+def test_batches_under_the_same_routes_are_scored_at_once():
+    servers = FakeServers()
+    gate = asyncio.Event()
+    out_at_once = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        out_at_once.append(len(out_at_once) + 1)
+        await gate.wait()
+        return servers(request)
+
+    async def main() -> None:
+        table = RoutingTable()
+        client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(handler))
+        scorer = Scorer(SETTINGS, table, client, now=lambda: FIXED_TIME)
+        table.apply(activate("1", V1), ready=True)
+        batches = [
+            asyncio.ensure_future(scorer.score([raw_record(10 * b + i) for i in range(2)]))
+            for b in range(2)
+        ]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert out_at_once == [1, 2], "both calls are out before either answers"
+        gate.set()
+        assert [len((await b).predictions) for b in batches] == [2, 2]
+
+    asyncio.run(main())

@@ -1,0 +1,187 @@
+"""The batch pipeline of the librdkafka roles without Kafka: overlap, order, offsets after acks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from schemas import Origin, RawMessage
+from streams.roles.batches import BatchPipeline, Pending
+
+
+def batch(name: str, offset: int) -> list[RawMessage]:
+    return [RawMessage(name.encode(), None, (), Origin("weir.records", 0, offset))]
+
+
+class Harness:
+    """Batches handed out on demand; each batch's work ends when the test says so."""
+
+    def __init__(self, *, overlap: int, in_flight: int = 4) -> None:
+        self.offered: asyncio.Queue[list[RawMessage]] = asyncio.Queue()
+        self.release: dict[str, asyncio.Event] = {}
+        self.acks: dict[str, asyncio.Future[list[str]]] = {}
+        self.log: list[str] = []
+        self.running = 0
+        self.most_running = 0
+        self.pipeline: BatchPipeline[str] = BatchPipeline(
+            self.take,
+            self.work,
+            self.emit,
+            lambda done: self.log.append(f"store {done[0].value.decode()}"),
+            self.check,
+            overlap=overlap,
+            in_flight=in_flight,
+        )
+
+    async def take(self) -> list[RawMessage]:
+        got = await self.offered.get()
+        if got:
+            self.log.append(f"read {got[0].value.decode()}")
+        return got
+
+    async def work(self, messages: list[RawMessage]) -> str:
+        name = messages[0].value.decode()
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.setdefault(name, asyncio.Event()).wait()
+        finally:
+            self.running -= 1
+        if name == "poison":
+            raise ValueError("the model call failed for good")
+        return name.upper()
+
+    def emit(self, messages: list[RawMessage], result: str) -> Pending:
+        self.log.append(f"emit {result}")
+        acked = self.acks[result.lower()] = asyncio.get_running_loop().create_future()
+        return Pending(acked, lambda: self.log.append(f"acked {result}"))
+
+    def check(self, errors: list[str]) -> None:
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+    def finish(self, name: str) -> None:
+        self.release.setdefault(name, asyncio.Event()).set()
+
+
+async def settle() -> None:
+    """Let every ready task run (the pipeline's hand-offs are a few loop turns)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def run_until(h: Harness, steps: Callable[[], object]) -> None:
+    runner = asyncio.ensure_future(h.pipeline.run())
+    try:
+        result = steps()
+        if asyncio.iscoroutine(result):
+            await result
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        h.offered.put_nowait([])  # a read under way returns (a real one does within its wait)
+        await h.pipeline.stop()
+
+
+def test_the_next_batch_is_worked_on_while_one_is_out_and_outputs_keep_read_order() -> None:
+    async def main() -> Harness:
+        h = Harness(overlap=2)
+
+        async def steps() -> None:
+            for i, name in enumerate(["a", "b", "c"]):
+                h.offered.put_nowait(batch(name, i))
+            await settle()
+            # two batches at work, the third not read until one of them is emitted
+            assert h.running == 2
+            assert h.log == ["read a", "read b"]
+            h.finish("b")  # the later batch's model call answers first ...
+            await settle()
+            assert "emit B" not in h.log  # ... but waits for the earlier one
+            assert h.log == ["read a", "read b"]
+            h.finish("a")
+            await settle()
+            assert h.log[2:4] == ["emit A", "emit B"]
+            assert "read c" in h.log
+            h.finish("c")
+            await settle()
+            for name in ("a", "b", "c"):
+                h.acks[name].set_result([])
+            await settle()
+
+        await run_until(h, steps)
+        return h
+
+    h = asyncio.run(main())
+    assert h.most_running == 2
+    emitted = [line for line in h.log if line.startswith("emit")]
+    stored = [line for line in h.log if line.startswith("store")]
+    assert emitted == ["emit A", "emit B", "emit C"]
+    assert stored == ["store a", "store b", "store c"]
+
+
+def test_offsets_are_stored_only_after_kafka_acknowledged_in_order() -> None:
+    async def main() -> Harness:
+        h = Harness(overlap=1, in_flight=4)
+
+        async def steps() -> None:
+            for i, name in enumerate(["a", "b"]):
+                h.offered.put_nowait(batch(name, i))
+                h.finish(name)
+            await settle()
+            assert h.log[-1] == "emit B"  # both emitted, neither acknowledged
+            h.acks["b"].set_result([])  # the later batch's ack first: nothing stored yet
+            await settle()
+            assert not [line for line in h.log if line.startswith("store")]
+            h.acks["a"].set_result([])
+            await settle()
+
+        await run_until(h, steps)
+        return h
+
+    h = asyncio.run(main())
+    tail = [line for line in h.log if line.startswith(("acked", "store"))]
+    assert tail == ["acked A", "store a", "acked B", "store b"]
+
+
+def test_one_batch_at_a_time_without_overlap() -> None:
+    async def main() -> Harness:
+        h = Harness(overlap=1)
+
+        async def steps() -> None:
+            h.offered.put_nowait(batch("a", 0))
+            h.offered.put_nowait(batch("b", 1))
+            await settle()
+            assert h.log == ["read a"]  # b stays unread while a is worked on
+            h.finish("a")
+            await settle()
+            assert h.log[:3] == ["read a", "emit A", "read b"]
+
+        await run_until(h, steps)
+        return h
+
+    assert asyncio.run(main()).most_running == 1
+
+
+def test_a_failed_batch_or_a_refused_output_ends_the_loop_with_the_error() -> None:
+    async def failing_work() -> None:
+        h = Harness(overlap=2)
+        h.offered.put_nowait(batch("poison", 0))
+        h.finish("poison")
+        await h.pipeline.run()
+
+    with pytest.raises(ValueError, match="failed for good"):
+        asyncio.run(failing_work())
+
+    async def refused() -> None:
+        h = Harness(overlap=2, in_flight=1)
+        h.offered.put_nowait(batch("a", 0))
+        h.finish("a")
+        runner = asyncio.ensure_future(h.pipeline.run())
+        await settle()
+        h.acks["a"].set_result(["broker gone"])
+        await runner
+
+    with pytest.raises(RuntimeError, match="broker gone"):
+        asyncio.run(refused())
