@@ -1,8 +1,13 @@
 """Async client for KServe's V1 and V2 (Open Inference Protocol) REST data planes.
 
 The URL is passed on every call — the scoring agent takes it from the routing
-state, so a hot swap is a data change, never a global. One pooled
-``httpx.AsyncClient`` (injectable transport for tests), timeouts always on,
+state, so a hot swap is a data change, never a global. Model calls go through
+one pooled ``aiohttp.ClientSession``: measured against httpx on loopback, an
+httpx call cost about 0.7 ms more and left ~40 objects in reference cycles per
+call, which the cyclic GC then freed in 10 to 50 ms pauses on the scoring path; an
+aiohttp call leaves none. Readiness probes use a pooled ``httpx.AsyncClient``,
+and tests inject an httpx transport, which then carries the model calls too.
+Timeouts always on,
 retries with exponential backoff and jitter (tenacity) on retriable failures
 only: connection errors, timeouts, 429 and 5xx. Everything else is translated
 into :class:`ModelServerError` here, with ``retriable`` telling the caller
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 from pydantic_core import from_json, to_json
 from tenacity import (
@@ -39,6 +46,9 @@ from schemas.settings import KServeSettings
 Protocol = RouteProtocol  # "embedded" routes are answered by connectors.embedded.ModelClient
 UNAVAILABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
 RETRIABLE_STATUS = UNAVAILABLE_STATUS | {500}
+RETRY_FIRST_WAIT_S = 0.05  # then doubling, plus up to RETRY_JITTER_S
+RETRY_MAX_WAIT_S = 2.0
+RETRY_JITTER_S = 0.05
 
 
 class ModelServerError(ServiceError):
@@ -136,6 +146,10 @@ class InferenceClient:
     ) -> None:
         self._settings = settings
         self._sleep = sleep
+        self._max_connections = max_connections
+        self._injected = transport is not None  # tests: model calls through httpx as well
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0)),
@@ -146,6 +160,29 @@ class InferenceClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = None
+
+    def _model_session(self) -> aiohttp.ClientSession:
+        """The model calls' session, opened on first use in the running loop (one per loop)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session_loop is not loop:
+            timeout_s = self._settings.timeout_s
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0)),
+            )
+            self._session_loop = loop
+        return self._session
+
+    async def _post(self, target: str, body: bytes) -> tuple[int, bytes]:
+        """POST a JSON body; the answer's status and body."""
+        if self._injected:
+            resp = await self._http.post(target, content=body, headers=JSON_HEADERS)
+            return resp.status_code, resp.content
+        async with self._model_session().post(target, data=body, headers=JSON_HEADERS) as answer:
+            return answer.status, await answer.read()
 
     async def __aenter__(self) -> InferenceClient:
         return self
@@ -169,10 +206,8 @@ class InferenceClient:
         try:
             # pydantic-core's JSON (Rust) both ways: a few times faster than the stdlib's
             # on a 256-row body, and this runs once per batch on the scoring path
-            resp = await self._http.post(
-                target, content=to_json(_request_body(protocol, rows)), headers=JSON_HEADERS
-            )
-        except httpx.TimeoutException as exc:
+            status, content = await self._post(target, to_json(_request_body(protocol, rows)))
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise ModelServerError(
                 f"model {model} at {url} timed out after {self._settings.timeout_s}s",
                 model=model,
@@ -180,7 +215,7 @@ class InferenceClient:
                 status=None,
                 retriable=True,
             ) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
             raise ModelServerError(
                 f"model {model} at {url} is unreachable: {exc!r}",
                 model=model,
@@ -189,22 +224,23 @@ class InferenceClient:
                 retriable=True,
             ) from exc
         latency_ms = (time.perf_counter() - started) * 1000
-        if resp.status_code != 200:
+        if status != 200:
+            text = content[:300].decode("utf-8", "replace")
             raise ModelServerError(
-                f"model {model} at {url} answered {resp.status_code}: {resp.text[:300]}",
+                f"model {model} at {url} answered {status}: {text}",
                 model=model,
                 url=url,
-                status=resp.status_code,
-                retriable=resp.status_code in RETRIABLE_STATUS,
+                status=status,
+                retriable=status in RETRIABLE_STATUS,
             )
         try:
-            labels, probs, version = _parse(protocol, from_json(resp.content), len(rows))
+            labels, probs, version = _parse(protocol, from_json(content), len(rows))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ModelServerError(
                 f"model {model} at {url} sent an unexpected {protocol} response: {exc!r}",
                 model=model,
                 url=url,
-                status=resp.status_code,
+                status=status,
                 retriable=False,
             ) from exc
         if len(labels) != len(rows):
@@ -212,7 +248,7 @@ class InferenceClient:
                 f"model {model} at {url} returned {len(labels)} predictions for {len(rows)} rows",
                 model=model,
                 url=url,
-                status=resp.status_code,
+                status=status,
                 retriable=False,
             )
         return InferenceResult(labels, probs, None if version is None else str(version), latency_ms)
@@ -226,12 +262,25 @@ class InferenceClient:
         *,
         attempts: int | None = None,
     ) -> InferenceResult:
-        """Score ``rows``; retries while the server is unavailable, then raises the last error."""
+        """Score ``rows``; retries while the server is unavailable, then raises the last error.
+
+        The first call goes out directly: tenacity's machinery (a few dozen objects in
+        reference cycles per use, freed only by the cyclic GC) is built only for retries,
+        which wait 0.05 s, 0.1 s, 0.2 s … (at most 2 s) plus up to 0.05 s of jitter.
+        """
+        budget = 1 + (self._settings.max_retries if attempts is None else attempts - 1)
+        try:
+            return await self._post_once(url, model, protocol, rows)
+        except ModelServerError as err:
+            if not err.unavailable or budget <= 1:
+                raise
+        await self._sleep(RETRY_FIRST_WAIT_S + random.uniform(0, RETRY_JITTER_S))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(
-                1 + (self._settings.max_retries if attempts is None else attempts - 1)
+            stop=stop_after_attempt(budget - 1),
+            # the n-th retry waits 0.05 * 2**(n-1) s: these are retries 2, 3, …
+            wait=wait_exponential_jitter(
+                multiplier=2 * RETRY_FIRST_WAIT_S, max=RETRY_MAX_WAIT_S, jitter=RETRY_JITTER_S
             ),
-            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
             retry=retry_if_exception(lambda e: isinstance(e, ModelServerError) and e.unavailable),
             reraise=True,
             sleep=self._sleep,

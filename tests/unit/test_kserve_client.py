@@ -154,3 +154,71 @@ def test_ready_probe():
         client(Recorder(httpx.Response(200, json={"ready": False}))).ready(URL, "m", "v1")
     )
     assert not run(client(Recorder(httpx.ConnectError("down"))).ready(URL, "m", "v1"))
+
+
+# ------------------------------------------------- the production path: aiohttp on loopback
+
+
+def test_model_calls_over_real_http_map_answers_and_failures_alike() -> None:
+    """Without an injected transport the model calls go through aiohttp: a real loopback
+    server answers, fails, refuses and stalls, and the client tells each case apart."""
+    from aiohttp import web
+
+    from connectors.process import free_port
+
+    seen: list[dict] = []
+    stall = asyncio.Event()  # set only at the end: the stalled calls end by the client's timeout
+
+    async def predict(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        case = request.match_info["model"]
+        if case == "busy":
+            return web.Response(status=503, text="warming up")
+        if case == "rejects":
+            return web.Response(status=400, text="feature count 3, expected 2")
+        if case == "stalls":
+            await stall.wait()
+        return web.json_response({"predictions": [len(r) for r in body["instances"]]})
+
+    async def main() -> list[object]:
+        app = web.Application()
+        app.router.add_post("/v1/models/{model}:predict", predict)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        url = f"http://127.0.0.1:{port}"
+        c = InferenceClient(KServeSettings(max_retries=1, timeout_s=0.3), sleep=lambda s: sleep0())
+        out: list[object] = []
+        try:
+            out.append(await c.predict(url, "m", "v1", [[1.0, 2.0], [3.0]]))
+            for model in ("busy", "rejects", "stalls"):
+                try:
+                    await c.predict(url, model, "v1", [[1.0]])
+                except ModelServerError as err:
+                    out.append(err)
+            try:
+                await c.predict(f"http://127.0.0.1:{free_port()}", "m", "v1", [[1.0]])
+            except ModelServerError as err:
+                out.append(err)
+        finally:
+            await c.aclose()
+            stall.set()  # the stalled handlers end, so the server stops at once
+            await runner.cleanup()
+        return out
+
+    ok, busy, rejects, stalls, refused = run(main())
+    assert ok.labels == [2, 1] and ok.latency_ms > 0
+    assert seen[0] == {"instances": [[1.0, 2.0], [3.0]]}
+    assert busy.status == 503 and busy.unavailable and "warming up" in str(busy)
+    assert rejects.status == 400 and not rejects.retriable and "feature count" in str(rejects)
+    assert stalls.status is None and stalls.unavailable and "timed out" in str(stalls)
+    assert refused.status is None and refused.unavailable and "unreachable" in str(refused)
+    assert sum(1 for body in seen if body == {"instances": [[1.0]]}) == 2 + 1 + 2, (
+        "busy and stalled calls are retried once (max_retries=1), a rejected one is not"
+    )
+
+
+async def sleep0() -> None:
+    await asyncio.sleep(0)
