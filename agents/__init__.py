@@ -1,1 +1,3 @@
-"""Faust agents, one module each: scoring, control, drift, outliers, performance, retraining."""
+"""The roles' cores without Faust or Kafka, one module per concern: scoring, routing and
+control, shadow and speculative calls, detectors, the label join, canary contests,
+retraining policy, the online learner. ``streams.roles`` wires them onto Faust apps."""
