@@ -18,7 +18,7 @@ def batch(name: str, offset: int) -> list[RawMessage]:
 class Harness:
     """Batches handed out on demand; each batch's work ends when the test says so."""
 
-    def __init__(self, *, overlap: int, in_flight: int = 4) -> None:
+    def __init__(self, *, overlap: int, in_flight: int = 4, full: int = 1) -> None:
         self.offered: asyncio.Queue[list[RawMessage]] = asyncio.Queue()
         self.release: dict[str, asyncio.Event] = {}
         self.acks: dict[str, asyncio.Future[list[str]]] = {}
@@ -33,6 +33,7 @@ class Harness:
             self.check,
             overlap=overlap,
             in_flight=in_flight,
+            full=full,  # batch() makes one-record batches: full, unless a test says otherwise
         )
 
     async def take(self) -> list[RawMessage]:
@@ -119,6 +120,27 @@ def test_the_next_batch_is_worked_on_while_one_is_out_and_outputs_keep_read_orde
     stored = [line for line in h.log if line.startswith("store")]
     assert emitted == ["emit A", "emit B", "emit C"]
     assert stored == ["store a", "store b", "store c"]
+
+
+def test_batches_overlap_only_under_a_backlog() -> None:
+    """Batches short of full mean the role keeps up: one at a time, fewer model calls."""
+
+    async def main() -> Harness:
+        h = Harness(overlap=2, full=2)  # one-record batches are short of full
+
+        async def steps() -> None:
+            h.offered.put_nowait(batch("a", 0))
+            h.offered.put_nowait(batch("b", 1))
+            await settle()
+            assert h.log == ["read a"] and h.running == 1  # b waits: no backlog
+            h.finish("a")
+            await settle()
+            assert h.log[:3] == ["read a", "emit A", "read b"]
+
+        await run_until(h, steps)
+        return h
+
+    assert asyncio.run(main()).most_running == 1
 
 
 def test_offsets_are_stored_only_after_kafka_acknowledged_in_order() -> None:
