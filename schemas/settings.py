@@ -328,8 +328,8 @@ class ScoringSettings(_Group):
         2,
         ge=1,
         le=16,
-        description="batches scored at once: the next is read and scored while a model call "
-        "is out (outputs still go in input order)",
+        description="batches scored at once under a backlog: after a full batch, the next is "
+        "read and scored while a model call is out (outputs still go in input order)",
     )
     batches_in_flight: int = Field(
         4, ge=1, le=64, description="scored batches whose outputs may await Kafka's ack at once"

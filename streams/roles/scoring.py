@@ -8,7 +8,8 @@ Records are read in micro-batches by a librdkafka group consumer
 ``<prefix>-scoring-<model>``): up to ``WEIR_SCORING__BATCH_SIZE`` records,
 waiting at most ``WEIR_SCORING__BATCH_WAIT_S`` for them. Each batch is scored by
 :class:`agents.scoring.Scorer`; while its model call is out the next batch is
-read and scored (``WEIR_SCORING__BATCHES_SCORING`` at once). Batches' predictions
+read and scored when the last batch was full (a backlog;
+``WEIR_SCORING__BATCHES_SCORING`` at once). Batches' predictions
 and dead letters are queued on the librdkafka producer in the order the records
 were read; while Kafka acknowledges them the next batches are read and scored
 (at most ``WEIR_SCORING__BATCHES_IN_FLIGHT`` unacknowledged),
