@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -472,12 +473,14 @@ class Bench:
             made = [
                 (reader.made_at[i] - w) * 1000
                 for i, w in zip(ids, loop.sent_wall[warm:], strict=True)
-                if i in reader.made_at and reader.made_at[i] == reader.made_at[i]
+                if not math.isnan(reader.made_at.get(i, math.nan))
             ]
             if made:
                 out.made_p50_ms = float(np.percentile(made, 50))
                 out.made_p99_ms = float(np.percentile(made, 99))
-            calls = [reader.call_ms[i] for i in ids if reader.call_ms.get(i, float("nan")) >= 0]
+            calls = [
+                reader.call_ms[i] for i in ids if not math.isnan(reader.call_ms.get(i, math.nan))
+            ]
             if calls:
                 out.call_p50_ms = float(np.percentile(calls, 50))
                 out.call_p99_ms = float(np.percentile(calls, 99))

@@ -122,27 +122,6 @@ def test_the_next_batch_is_worked_on_while_one_is_out_and_outputs_keep_read_orde
     assert stored == ["store a", "store b", "store c"]
 
 
-def test_batches_overlap_only_under_a_backlog() -> None:
-    """Batches short of full mean the role keeps up: one at a time, fewer model calls."""
-
-    async def main() -> Harness:
-        h = Harness(overlap=2, full=2)  # one-record batches are short of full
-
-        async def steps() -> None:
-            h.offered.put_nowait(batch("a", 0))
-            h.offered.put_nowait(batch("b", 1))
-            await settle()
-            assert h.log == ["read a"] and h.running == 1  # b waits: no backlog
-            h.finish("a")
-            await settle()
-            assert h.log[:3] == ["read a", "emit A", "read b"]
-
-        await run_until(h, steps)
-        return h
-
-    assert asyncio.run(main()).most_running == 1
-
-
 def test_offsets_are_stored_only_after_kafka_acknowledged_in_order() -> None:
     async def main() -> Harness:
         h = Harness(overlap=1, in_flight=4)
@@ -167,15 +146,24 @@ def test_offsets_are_stored_only_after_kafka_acknowledged_in_order() -> None:
     assert tail == ["acked A", "store a", "acked B", "store b"]
 
 
-def test_one_batch_at_a_time_without_overlap() -> None:
+@pytest.mark.parametrize(
+    ("overlap", "full"),
+    [
+        (1, 1),  # no overlap at all
+        (2, 2),  # overlap allowed, but one-record batches are short of full: no backlog
+    ],
+)
+def test_one_batch_at_a_time_without_overlap_or_without_a_backlog(overlap: int, full: int) -> None:
+    """Batches short of full mean the role keeps up: one at a time, fewer model calls."""
+
     async def main() -> Harness:
-        h = Harness(overlap=1)
+        h = Harness(overlap=overlap, full=full)
 
         async def steps() -> None:
             h.offered.put_nowait(batch("a", 0))
             h.offered.put_nowait(batch("b", 1))
             await settle()
-            assert h.log == ["read a"]  # b stays unread while a is worked on
+            assert h.log == ["read a"] and h.running == 1  # b stays unread while a is worked on
             h.finish("a")
             await settle()
             assert h.log[:3] == ["read a", "emit A", "read b"]
