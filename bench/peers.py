@@ -83,8 +83,7 @@ from schemas.topics import Topic, topic_name
 from streams.servers.deployers import serve
 
 SYSTEMS = ("bare", "naive", "quix", "weir-scoring", "weir-shadow", "weir-all")
-# The weir rows' command after `weir`. Until `weir worker --role` exists on this
-# branch both rows run the full worker; then weir-scoring is ["worker", "--role", "scoring"].
+# The weir rows' command after `weir`.
 WEIR_COMMANDS = {
     "weir-scoring": ["worker", "--role", "scoring"],
     # the scoring role with a shadow route on a second model server: every batch mirrored
@@ -96,6 +95,7 @@ QUIX_PINS = ("quixstreams==3.28.1", "httpx==0.28.1")
 QUIX_VENV = Path.home() / ".cache" / "weir" / "bench" / "quix-venv"
 HERE = Path(__file__).resolve().parent
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
+TRACE_COLUMNS = ("run", "rate", "sent_s", "sent_epoch_s", "latency_ms", "made_ms", "call_ms")
 
 
 def quix_python(log: Any) -> Path:
@@ -484,6 +484,8 @@ class Bench:
             if calls:
                 out.call_p50_ms = float(np.percentile(calls, 50))
                 out.call_p99_ms = float(np.percentile(calls, 99))
+        if a.trace:
+            self.trace(a.trace, proc.name, rate, ids, sent, loop.sent_wall[warm:], lat, reader)
         fifth = max(1, len(lat) // 5)
         first, last = statistics.median(lat[:fifth]), statistics.median(lat[-fifth:])
         out.saturated = out.completed < 0.95 * out.measured or last > 2 * first + 250
@@ -497,6 +499,34 @@ class Bench:
             f"p99 {out.call_p99_ms or 0:.0f}), {state}"
         )
         return out
+
+    def trace(
+        self,
+        path: Path,
+        name: str,
+        rate: int,
+        ids: list[str],
+        sent: list[float],
+        wall: list[float],
+        lat: list[float],
+        reader: Reader,
+    ) -> None:
+        """Append one row per measured record (when it was sent, its latency and parts) to
+        ``path``: where the tail comes from (a stall at one moment, or spread out)."""
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            out = csv.writer(f)
+            if new:
+                out.writerow(
+                    ["run", "rate", "sent_s", "sent_epoch_s", "latency_ms", "made_ms", "call_ms"]
+                )
+            for i, s, w, v in zip(ids, sent, wall, lat, strict=True):
+                made = (reader.made_at.get(i, math.nan) - w) * 1000
+                call = reader.call_ms.get(i, math.nan)
+                out.writerow(
+                    [name, rate, f"{s - sent[0]:.4f}", f"{w:.4f}", f"{v:.2f}", f"{made:.2f}", call]
+                )
+        self.log(f"per-record latencies of {name} @{rate}/s appended to {path}")
 
     def cleanup(self, ok: bool) -> None:
         for server in (self.server, self.shadow_server):
@@ -633,6 +663,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4, help="partitions of data topics")
     parser.add_argument("--deadline", type=float, default=600.0, help="bound per drain, s")
     parser.add_argument("--csv", type=Path, help="write raw results here")
+    parser.add_argument("--trace", type=Path, help="append per-record latencies (CSV) here")
     parser.add_argument("--keep-logs", action="store_true", help="keep process logs")
     args = parser.parse_args()
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]

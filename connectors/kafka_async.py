@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -132,11 +133,37 @@ class AsyncProducer:
         await asyncio.to_thread(self._thread.join, 1.0)
 
 
+def fill_batch(
+    consume: Callable[[int, float], list[_T]],
+    count: int,
+    wait_s: float,
+    since: float | None,
+    clock: Callable[[], float],
+) -> list[_T]:
+    """Up to ``count`` messages from ``consume(n, timeout)``, no record waiting for its
+    batch more than ``wait_s`` after it could be taken.
+
+    What is queued already arrived after the previous batch was taken (at ``since``,
+    a ``clock`` time) and has waited since then at most: the batch window opened
+    then, and only what is left of it is waited out — not a whole new window on top
+    of the time the previous batch was being worked on. With nothing queued, the
+    window opens now. A full batch (a backlog) goes at once.
+    """
+    now = clock()
+    got = consume(count, 0)
+    opened = now if not got or since is None else min(since, now)
+    left = opened + wait_s - clock()
+    if len(got) < count and left > 0:
+        got.extend(consume(count - len(got), left))
+    return got
+
+
 class BatchConsumer:
     """A librdkafka group consumer for asyncio code: whole batches in, offsets stored after.
 
     The scoring role's hot path. :meth:`take` returns up to ``count``
-    messages, waiting at most ``wait_s`` for the first; :meth:`done` stores
+    messages; a record waits at most ``wait_s`` for its batch to fill, counted
+    from when it could first be taken (:func:`fill_batch`); :meth:`done` stores
     their offsets once their outputs are acknowledged, and librdkafka commits
     stored offsets every ``commit_interval_ms`` and on close — so an offset is
     committed only after its record was handled (at-least-once). Fetching
@@ -158,6 +185,7 @@ class BatchConsumer:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="weir-consumer")
         self._topics = list(topics)
         self._subscribed = False
+        self._taken_at: float | None = None  # when the previous batch was taken (monotonic)
 
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -166,7 +194,7 @@ class BatchConsumer:
         if not self._subscribed:
             await self._call(self._consumer.subscribe, self._topics)
             self._subscribed = True
-        messages = await self._call(self._consumer.consume, count, wait_s)
+        messages = await self._call(self._fill, count, wait_s)
         out = []
         for m in messages:
             err = m.error()
@@ -179,6 +207,12 @@ class BatchConsumer:
                 raise unreachable(self._settings, "consuming", err)
             out.append(raw_message(m))
         return out
+
+    def _fill(self, count: int, wait_s: float) -> list[Message]:
+        """On the consumer's thread: a batch, then the time it was taken."""
+        messages = fill_batch(self._consumer.consume, count, wait_s, self._taken_at, time.monotonic)
+        self._taken_at = time.monotonic()
+        return messages
 
     def done(self, messages: Sequence[RawMessage]) -> None:
         """Mark ``messages`` handled: their offsets are committed with the next commit.

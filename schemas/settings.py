@@ -322,7 +322,11 @@ class ScoringSettings(_Group):
     model: str = Field("weir-demo", description="the model this scoring worker serves")
     batch_size: int = Field(256, ge=1, le=10_000, description="records per model call at most")
     batch_wait_s: float = Field(
-        0.01, gt=0, description="longest wait to fill a batch (a full batch goes at once)"
+        0.01,
+        gt=0,
+        description="longest a record waits for its batch to fill, from when it could be "
+        "taken (records queued while the previous batch was scored have waited already; a "
+        "full batch goes at once)",
     )
     batches_scoring: int = Field(
         2,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from connectors.kafka_async import fill_batch
 from schemas import Origin, RawMessage
 from streams.roles.batches import BatchPipeline, Pending
 
@@ -195,3 +196,45 @@ def test_a_failed_batch_or_a_refused_output_ends_the_loop_with_the_error() -> No
 
     with pytest.raises(RuntimeError, match="broker gone"):
         asyncio.run(refused())
+
+
+class Queue:
+    """A consumer's queue on a fake clock: ``consume(n, timeout)`` takes what is queued and,
+    while short of ``n``, lets the clock run to the timeout (nothing more arrives)."""
+
+    def __init__(self, queued: int) -> None:
+        self.queued, self.now, self.calls = queued, 100.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def consume(self, n: int, timeout: float) -> list[int]:
+        self.calls.append((n, round(timeout, 6)))
+        got, self.queued = min(n, self.queued), self.queued - min(n, self.queued)
+        if got < n:
+            self.now += timeout
+        return list(range(got))
+
+
+@pytest.mark.parametrize(
+    ("queued", "since", "waits", "took"),
+    [
+        # queued during the previous batch's 6 ms of work: only the window's last 4 ms
+        (5, 99.994, [(10, 0), (5, 0.004)], 5),
+        # queued longer than the window: they go at once
+        (5, 99.95, [(10, 0)], 5),
+        # nothing queued: a whole window from now
+        (0, 99.994, [(10, 0), (10, 0.01)], 0),
+        # a full batch (a backlog) goes at once
+        (12, 99.999, [(10, 0)], 10),
+        # the first batch: a whole window
+        (3, None, [(10, 0), (7, 0.01)], 3),
+    ],
+)
+def test_fill_batch_counts_the_window_from_when_records_could_be_taken(
+    queued: int, since: float | None, waits: list[tuple[int, float]], took: int
+) -> None:
+    q = Queue(queued)
+    got = fill_batch(q.consume, 10, 0.01, since, q.clock)
+    assert q.calls == waits
+    assert len(got) == took
