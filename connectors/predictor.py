@@ -20,10 +20,39 @@ def _plain(value: Any) -> int | float | str:
     return str(value)
 
 
-def predict_batch(
+# Classifiers whose ``predict`` is the class of the largest ``predict_proba`` column,
+# exactly (sklearn's own implementation, or a monotone map of the same decision
+# values): for them one pass gives both. Any other estimator is asked both.
+_ARGMAX_CLASSIFIERS = (
+    "DecisionTreeClassifier",
+    "ExtraTreeClassifier",
+    "ExtraTreesClassifier",
+    "GaussianNB",
+    "HistGradientBoostingClassifier",
+    "LogisticRegression",
+    "RandomForestClassifier",
+)
+
+
+def _final_step(est: Any) -> Any:
+    steps = getattr(est, "steps", None)  # a sklearn Pipeline: its last step decides
+    return steps[-1][1] if steps else est
+
+
+def _labels(values: Any) -> list[int | float | str]:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iuf":
+        return arr.tolist()
+    if arr.dtype.kind == "b":
+        return arr.astype(np.int64).tolist()
+    return [_plain(v) for v in arr]
+
+
+def score_batch(
     model: LoadedModel, rows: np.ndarray
-) -> tuple[list[int | float | str], list[dict[str, float]] | None]:
-    """Labels for ``rows`` (shape n x len(features)), and class probabilities if known."""
+) -> tuple[list[int | float | str], list[str] | None, np.ndarray | None]:
+    """Labels for ``rows`` (shape n x len(features)), and the class probabilities as a
+    table (one row per record, one column per class of ``classes``) if known."""
     if rows.ndim != 2 or rows.shape[1] != len(model.card.features):
         raise ValueError(
             f"expected rows of {len(model.card.features)} features "
@@ -31,20 +60,31 @@ def predict_batch(
         )
     est = model.estimator
     if model.card.framework == "sklearn":
-        labels = [_plain(v) for v in est.predict(rows)]
-        probs = None
-        if hasattr(est, "predict_proba"):
-            classes = [str(_plain(c)) for c in est.classes_]
-            probs = [
-                dict(zip(classes, map(float, p), strict=True)) for p in est.predict_proba(rows)
-            ]
-        return labels, probs
+        if not hasattr(est, "predict_proba"):
+            return _labels(est.predict(rows)), None, None
+        classes = [str(_plain(c)) for c in est.classes_]
+        table = np.asarray(est.predict_proba(rows), dtype=np.float64)
+        if type(_final_step(est)).__name__ in _ARGMAX_CLASSIFIERS:
+            labels = _labels(np.asarray(est.classes_)[table.argmax(axis=1)])
+        else:
+            labels = _labels(est.predict(rows))
+        return labels, classes, table
     dicts = [dict(zip(model.card.features, map(float, r), strict=True)) for r in rows]
     labels = [_plain(est.predict_one(x)) for x in dicts]
-    probs_river: list[dict[str, float]] = [
-        {str(k): float(v) for k, v in est.predict_proba_one(x).items()} for x in dicts
-    ]
-    return labels, probs_river
+    probs = [est.predict_proba_one(x) for x in dicts]
+    seen = list(dict.fromkeys(k for p in probs for k in p))  # a row may lack a class
+    table = np.array([[float(p.get(k, 0.0)) for k in seen] for p in probs], dtype=np.float64)
+    return labels, [str(k) for k in seen], table.reshape(len(probs), len(seen))
+
+
+def predict_batch(
+    model: LoadedModel, rows: np.ndarray
+) -> tuple[list[int | float | str], list[dict[str, float]] | None]:
+    """Labels for ``rows`` (shape n x len(features)), and class probabilities if known."""
+    labels, classes, table = score_batch(model, rows)
+    if classes is None or table is None:
+        return labels, None
+    return labels, [dict(zip(classes, row, strict=True)) for row in table.tolist()]
 
 
 def rows_from_features(features: Sequence[str], records: Sequence[dict[str, float]]) -> np.ndarray:

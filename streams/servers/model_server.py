@@ -10,6 +10,14 @@ handled here, in this process only:
   is replaced by a subclass that binds ``WEIR_KSERVE__BIND_HOST`` (loopback by
   default). gRPC is disabled (it would bind ``[::]``).
 
+Every request used to write five log lines: uvicorn's access line, KServe's
+two timing lines, and FastAPI's deprecation warning for the ``ORJSONResponse``
+KServe uses (shown again on every call, as sklearn's ``catch_warnings`` resets
+Python's warning registry, so even a "once" filter does not hold). The warning
+is not shown (it is KServe's to fix); the request lines only with
+``WEIR_KSERVE__REQUEST_LOG=true`` (request counts and latencies are in KServe's
+Prometheus metrics either way).
+
 Endpoints: ``GET /v1/models/NAME`` (ready), ``POST /v1/models/NAME:predict``
 (``{"instances": [[...], ...]}``), ``GET /v2/models/NAME/ready``,
 ``GET /v2/models/NAME`` (metadata), ``POST /v2/models/NAME/infer``. Responses
@@ -20,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
 
-from connectors.predictor import predict_batch
+from connectors.predictor import predict_batch, score_batch
 from connectors.process import ServiceProcess
 from connectors.registry import LoadedModel, ModelRegistry
 from schemas.settings import Settings, settings_env
@@ -55,7 +65,7 @@ def _kserve_model_class() -> type:
             assert self._model is not None
             if isinstance(payload, InferRequest):
                 rows = payload.inputs[0].as_numpy().astype(np.float64)
-                labels, probs = predict_batch(self._model, rows.reshape(len(rows), -1))
+                labels, classes, table = score_batch(self._model, rows.reshape(len(rows), -1))
                 arr = np.asarray(labels)
                 out = InferOutput(
                     name="label",
@@ -66,12 +76,11 @@ def _kserve_model_class() -> type:
                     arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float64)
                 )
                 outputs = [out]
-                if probs:  # one row per record, one column per class (named in parameters)
-                    classes = list(probs[0])
-                    table = np.array([[p[c] for c in classes] for p in probs], dtype=np.float64)
+                if classes is not None and table is not None:
+                    # one row per record, one column per class (named in parameters)
                     scores = InferOutput(
                         name="probabilities",
-                        shape=[len(probs), len(classes)],
+                        shape=[len(labels), len(classes)],
                         datatype="FP64",
                         parameters={"classes": json.dumps(classes)},
                     )
@@ -108,7 +117,9 @@ def serve(settings: Settings, name: str, version: str, port: int) -> None:
     import kserve.model_server as kms
     from kserve.protocol.rest.server import RESTServer
 
-    bind_host = settings.kserve.bind_host
+    bind_host, request_log = settings.kserve.bind_host, settings.kserve.request_log
+    # KServe's deprecated ORJSONResponse, not weir's: "once" does not hold (see above)
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
 
     class BoundRESTServer(RESTServer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -119,9 +130,13 @@ def serve(settings: Settings, name: str, version: str, port: int) -> None:
     registry = ModelRegistry.for_settings(settings)
     model = _kserve_model_class()(name, version, registry)
     model.load()
-    kserve.ModelServer(
+    server = kserve.ModelServer(
         http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False
-    ).start([model])
+    )
+    if not request_log:  # its logging is configured by now
+        for name in ("uvicorn.access", "kserve.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    server.start([model])
 
 
 def server_process(settings: Settings, name: str, version: str, port: int) -> ServiceProcess:
