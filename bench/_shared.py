@@ -14,6 +14,7 @@ from confluent_kafka import TopicPartition
 from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import EventProducer, admin, list_topics
+from connectors.kafka import delete_topics as delete_prefixed
 from connectors.minio_store import ObjectStore
 from connectors.registry import ModelRegistry
 from schemas import InputRecord, new_event
@@ -133,11 +134,7 @@ def groups_with_prefix(settings: Settings, prefix: str) -> list[str]:
 
 
 def delete_topics(settings: Settings, prefix: str) -> None:
-    names = [t for t in list_topics(settings) if t.startswith(prefix + ".")]
-    if names:
-        client = admin(settings)
-        for fut in client.delete_topics(names, operation_timeout=30).values():
-            fut.result(timeout=30)
+    delete_prefixed(settings, prefix + ".")
 
 
 def delete_models(settings: Settings, model: str) -> None:

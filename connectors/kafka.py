@@ -183,6 +183,24 @@ def ensure_topics(
     return outcome
 
 
+def delete_topics(settings: Settings, starting_with: str, *, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with ``starting_with`` (a run's own prefix);
+    returns their names. For tests, benchmarks and demos that leave nothing behind."""
+    if not starting_with:
+        raise ValueError("refusing to delete every topic: give a prefix")
+    settings = settings.as_control()
+    names = sorted(t for t in list_topics(settings) if t.startswith(starting_with))
+    if names:
+        client = admin(settings)  # kept referenced until its futures are done
+        for name, fut in client.delete_topics(names, operation_timeout=timeout_s).items():
+            try:
+                fut.result(timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # gone already
+                    raise unreachable(settings, f"deleting topic {name}", exc.args[0]) from exc
+    return names
+
+
 def topic_config(settings: Settings, name: str, *, timeout_s: float = 15.0) -> dict[str, str]:
     """The broker's effective configuration of one topic."""
     client = admin(settings)

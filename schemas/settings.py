@@ -52,7 +52,9 @@ class KafkaSettings(_Group):
     managed: bool = Field(True, description="start a local KRaft broker in `weir stack up`")
     controller_port: int = Field(9093, description="KRaft controller port of the local broker")
     version: str = Field(KAFKA_VERSION, description="Apache Kafka version fetched from Maven")
-    heap: str = Field("512m", description="JVM heap of the local broker")
+    heap: str = Field(
+        "1g", description="JVM heap of the local broker (1g: what Kafka's own start script gives)"
+    )
     topic_prefix: str = Field("weir", pattern=r"^[A-Za-z0-9._-]+$")
     record_partitions: int = Field(4, ge=1, description="partitions of records/predictions/labels")
     replication_factor: int = Field(1, ge=1)

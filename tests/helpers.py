@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from connectors.kafka import admin, ensure_topics, list_topics
+from connectors.kafka import delete_topics, ensure_topics, list_topics
 from connectors.process import ServiceProcess, wait_until
 from schemas.settings import Settings, settings_env
 from schemas.topics import topic_specs
@@ -45,9 +45,7 @@ def own_topics(settings: Settings, prefix: str) -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        client = admin(settings)  # kept referenced until its futures are done
-        for future in client.delete_topics(names, operation_timeout=30).values():
-            future.result(timeout=30)
+        delete_topics(settings, prefix + ".")
 
 
 def start_roles(

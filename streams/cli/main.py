@@ -274,7 +274,9 @@ def egress(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--keep", is_flag=True, help="leave the stack running afterwards")
+@click.option(
+    "--keep", is_flag=True, help="leave the stack running afterwards, and the run's topics"
+)
 @click.pass_context
 @weir_errors
 def demo(ctx: click.Context, keep: bool) -> None:

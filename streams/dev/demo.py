@@ -130,6 +130,7 @@ def run_demo(
             settings,
             LoopConfig(min_records=min_records, drift_at=drift_at, rate=rate, out_dir=out_dir),
             console=console,
+            keep_topics=keep,
         )
         print_report(loop, console)
         if not loop.ok:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.kafka import EventProducer, ensure_topics
+from connectors.kafka import EventProducer, delete_topics, ensure_topics
 from connectors.process import free_port, wait_until
 from connectors.signing import signed
 from schemas import InputRecord, Label, StackError, new_event
@@ -94,7 +94,12 @@ def loop_settings(settings: Settings, stamp: str) -> Settings:
     )
 
 
-def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport:
+def run_loop(
+    base: Settings, cfg: LoopConfig, *, console: Console, keep_topics: bool = False
+) -> LoopReport:
+    """Run the closed loop on topics of its own (``demo-<stamp>.*``), deleted at the end
+    unless ``keep_topics``: a broker that keeps every run's partitions spends its heap
+    on them. The model's versions stay in the registry (the report names them)."""
     started = time.monotonic()
     stamp = utc_now().strftime("%m%d%H%M%S")
     s = loop_settings(base, stamp)
@@ -161,6 +166,9 @@ def run_loop(base: Settings, cfg: LoopConfig, *, console: Console) -> LoopReport
         if worker is not None:
             worker.stop()
         stop_model_servers(s)
+        if not keep_topics:
+            gone = delete_topics(s, f"{s.kafka.topic_prefix}.")
+            console.print(f"deleted the run's {len(gone)} topics ({s.kafka.topic_prefix}.*)")
     report.seconds = time.monotonic() - started
     return report
 

@@ -230,7 +230,12 @@ def start_order() -> list[str]:
 
 @pytest.fixture
 def rehearsal(live_stack: Settings, unique: str, tmp_path: Path) -> Iterator[Rehearsal]:
-    r = Rehearsal(live=live_stack, prefix=f"compose-{unique}", model=f"c{unique}", tmp=tmp_path)
+    r = Rehearsal(
+        live=live_stack,
+        prefix=f"{live_stack.kafka.topic_prefix}-compose{unique}",
+        model=f"c{unique}",
+        tmp=tmp_path,
+    )
     try:
         yield r
     finally:

@@ -9,6 +9,7 @@ import pytest
 from connectors.kafka import (
     EventConsumer,
     EventProducer,
+    delete_topics,
     ensure_topics,
     list_topics,
     read_at,
@@ -111,11 +112,22 @@ def test_topics_exist_with_their_partitions_and_models_is_compacted(live_stack: 
 
 def test_topic_prefix_creates_a_separate_set(live_stack: Settings, unique: str):
     other = live_stack.model_copy(
-        update={"kafka": live_stack.kafka.model_copy(update={"topic_prefix": f"t{unique}"})}
+        update={
+            "kafka": live_stack.kafka.model_copy(
+                update={"topic_prefix": f"{live_stack.kafka.topic_prefix}-t{unique}"}
+            )
+        }
     )
     outcome = ensure_topics(other)
     assert sorted(outcome) == sorted(s.name for s in topic_specs(other.kafka))
     assert set(outcome.values()) == {"created"}
+    # and a run deletes its own set, nothing else
+    assert delete_topics(other, f"{other.kafka.topic_prefix}.") == sorted(outcome)
+    left = set(list_topics(live_stack))
+    assert not left & set(outcome)
+    assert {s.name for s in topic_specs(live_stack.kafka)} <= left
+    with pytest.raises(ValueError, match="give a prefix"):
+        delete_topics(other, "")
 
 
 def test_control_topic_event_keyed_by_model(live_stack: Settings, unique: str):

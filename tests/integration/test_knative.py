@@ -220,7 +220,9 @@ class Receiver:
 
 
 def _egress_settings(live_stack: Settings, unique: str, sink: str) -> Settings:
-    kafka = live_stack.kafka.model_copy(update={"topic_prefix": f"eg-{unique}"})
+    kafka = live_stack.kafka.model_copy(
+        update={"topic_prefix": f"{live_stack.kafka.topic_prefix}-eg{unique}"}
+    )
     return live_stack.model_copy(update={"kafka": kafka, "k_sink": sink})
 
 

@@ -119,7 +119,9 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_metrics_status_and_page_of_a_real_worker(live_stack: Settings, unique: str, tmp_path):
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make deps-browser`"
     model, port = f"live{unique}", free_port()
-    kafka = live_stack.kafka.model_copy(update={"topic_prefix": f"live-{unique}"})
+    kafka = live_stack.kafka.model_copy(
+        update={"topic_prefix": f"{live_stack.kafka.topic_prefix}-live{unique}"}
+    )
     settings = live_stack.model_copy(
         update={
             "kafka": kafka,
