@@ -462,6 +462,20 @@ class EventConsumer:
             raise unreachable(self._settings, "consuming", err)
         return decode_message(self._settings, msg)
 
+    def batch(self, count: int, timeout_s: float = 1.0) -> list[ConsumedMessage]:
+        """Up to ``count`` messages: what is queued, waiting up to ``timeout_s`` for the first."""
+        first = self.poll(timeout_s)
+        if first is None:
+            return []
+        out = [first]
+        for msg in self._consumer.consume(count - 1, 0) if count > 1 else ():
+            err = msg.error()
+            if err is None:
+                out.append(decode_message(self._settings, msg))
+            elif err.code() != KafkaError._PARTITION_EOF:
+                raise unreachable(self._settings, "consuming", err)
+        return out
+
     def take(
         self,
         count: int,

@@ -313,6 +313,20 @@ class KnativeSettings(_Group):
     )
     egress_attempts: int = Field(5, ge=1, description="tries per event before dead-lettering")
     egress_timeout_s: float = Field(10.0, gt=0)
+    egress_concurrency: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="events POSTed to the sink at once (each retried on its own); 1 keeps "
+        "the order of a partition, which a Knative broker does not keep anyway",
+    )
+    egress_batch: int = Field(
+        512,
+        ge=1,
+        le=10_000,
+        description="events read at once; their offsets are committed once every one of "
+        "them was delivered or dead-lettered",
+    )
     egress_topics: tuple[str, ...] = Field(
         ("predictions", "alerts"), description="logical topics forwarded to the sink"
     )

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import delete_topics, ensure_topics, list_topics
 from connectors.process import ServiceProcess, wait_until
@@ -102,3 +103,29 @@ def http_get(url: str, timeout_s: float = 2.0) -> httpx.Response | None:
         return httpx.get(url, timeout=timeout_s)
     except httpx.TransportError:
         return None
+
+
+def group_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """A group's lag per partition: end offset minus committed offset.
+
+    Asked of the coordinator by a consumer that never subscribes, so it does
+    not join the group and cannot disturb its members.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    try:
+        parts = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        got = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=15)
+        ends = {
+            tp.partition: consumer.get_watermark_offsets(tp, timeout=15)[1]
+            for tp in (TopicPartition(topic, p) for p in parts)
+        }
+        return {tp.partition: ends[tp.partition] - max(tp.offset, 0) for tp in got}
+    finally:
+        consumer.close()

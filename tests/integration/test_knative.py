@@ -30,6 +30,7 @@ from schemas.settings import EventSettings, KnativeSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams.servers.egress import Egress
 from streams.servers.ingress import create_ingress_app
+from tests.helpers import group_lag
 
 pytestmark = pytest.mark.integration
 
@@ -192,18 +193,42 @@ def test_the_admin_route_is_off_without_a_token(live_stack: Settings):
 
 
 class Receiver:
-    """A real HTTP CloudEvents receiver on loopback that answers from a script."""
+    """A real HTTP CloudEvents receiver on loopback that answers from a script.
 
-    def __init__(self, script: list[int]) -> None:
+    Requests are handled on threads of their own (the egress POSTs several at once):
+    ``received`` keeps (status, headers, body) in the order the answers were chosen;
+    with ``gate`` set, the first ``gate`` requests are held until that many are in
+    flight together (answered 500 if they never are, within 30 s).
+    """
+
+    def __init__(self, script: list[int], *, gate: int = 0) -> None:
         self.script = script
-        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.received: list[tuple[int, dict[str, str], bytes]] = []
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+        self._gate = threading.Barrier(gate) if gate > 1 else None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                with outer._lock:
+                    outer.in_flight += 1
+                    outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
+                    gated = outer._gate is not None and not outer._gate.broken
+                status = 200
+                if gated:
+                    try:
+                        assert outer._gate is not None
+                        outer._gate.wait(timeout=30)
+                    except threading.BrokenBarrierError:
+                        status = 500
+                with outer._lock:
+                    if status == 200:
+                        status = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    outer.received.append((status, headers, body))
+                    outer.in_flight -= 1
                 self.send_response(status)
                 self.end_headers()
 
@@ -213,6 +238,9 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answered(self, status: int) -> list[tuple[dict[str, str], bytes]]:
+        return [(h, b) for code, h, b in self.received if code == status]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -254,9 +282,47 @@ def test_egress_forwards_binary_cloudevents_and_retries(live_stack: Settings, un
         receiver.close()
     assert stats.delivered == 3 and stats.dead_lettered == 0
     assert len(receiver.received) == 4 and len(sleeps) == 1, "one retry with backoff"
-    got = [from_http(h, b) for h, b in receiver.received[1:]]
+    assert len(receiver.answered(503)) == 1
+    got = [from_http(h, b) for h, b in receiver.answered(200)]
     assert sorted(e.id for e in got) == sorted(e.id for e in sent)
-    assert receiver.received[0][0]["ce-type"] == "io.weir.prediction.v1"
+    assert receiver.answered(503)[0][0]["ce-type"] == "io.weir.prediction.v1"
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_egress_posts_several_at_once_and_commits_after_all(
+    live_stack: Settings, unique: str, concurrency: int
+):
+    """With ``egress_concurrency`` 8 the sink sees 8 requests in flight together (it holds
+    the first 8 until they are); with 1, one at a time. Either way every event arrives,
+    and the group's committed offsets cover the batch only once all were delivered."""
+    from connectors.kafka import ensure_topics
+
+    receiver = Receiver([200], gate=8 if concurrency > 1 else 0)
+    settings = _egress_settings(live_stack, unique, receiver.url)
+    settings = settings.model_copy(
+        update={"knative": settings.knative.model_copy(update={"egress_concurrency": concurrency})}
+    )
+    ensure_topics(settings)
+    sent = [new_event(_prediction(i), source="t") for i in range(40)]
+    producer = EventProducer(settings)
+    for e in sent:
+        producer.send(topic_name(settings.kafka, Topic.PREDICTIONS), e)
+    try:
+        stats = Egress(settings).run(max_messages=len(sent), from_beginning=True)
+    finally:
+        receiver.close()
+    assert stats.delivered == len(sent) and stats.dead_lettered == 0
+    got = sorted(from_http(h, b).id for h, b in receiver.answered(200))
+    assert got == sorted(e.id for e in sent), "each event once (none was retried)"
+    if concurrency > 1:
+        assert receiver.most_in_flight >= 8
+    else:
+        assert receiver.most_in_flight == 1
+    group, topic = (
+        f"{settings.kafka.topic_prefix}-egress",
+        topic_name(settings.kafka, Topic.PREDICTIONS),
+    )
+    assert not any(group_lag(settings, group, topic).values()), "every offset committed"
 
 
 def test_egress_dead_letters_on_permanent_failure(live_stack: Settings, unique: str):

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
 from connectors.archive import prefix as archive_prefix
@@ -52,7 +51,7 @@ from streams.dev.stack import Stack
 from streams.dev.stack import minio as minio_stack
 from streams.servers.deployers import LocalDeployer
 from streams.synthetic import drifting_stream
-from tests.helpers import http_get, own_topics, role_pids, start_roles
+from tests.helpers import group_lag, http_get, own_topics, role_pids, start_roles
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 
 pytestmark = pytest.mark.integration
@@ -261,32 +260,6 @@ def log_count(proc: ServiceProcess, text: str) -> int:
         return proc.log_file.read_text(errors="replace").count(text)
     except OSError:
         return 0
-
-
-def group_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    """A group's lag per partition: end offset minus committed offset.
-
-    Asked of the coordinator by a consumer that never subscribes, so it does
-    not join the group and cannot disturb its members.
-    """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=15).topics[topic].partitions
-        got = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=15)
-        ends = {
-            tp.partition: consumer.get_watermark_offsets(tp, timeout=15)[1]
-            for tp in (TopicPartition(topic, p) for p in parts)
-        }
-        return {tp.partition: ends[tp.partition] - max(tp.offset, 0) for tp in got}
-    finally:
-        consumer.close()
 
 
 def caught_up(settings: Settings, group: str, *logical: Topic) -> bool:
