@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,13 +31,8 @@ from typing import Any
 import aiohttp
 import httpx
 from pydantic_core import from_json, to_json
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
+from connectors.retrying import retried
 from schemas import ServiceError
 from schemas.payloads import RouteProtocol
 from schemas.settings import KServeSettings
@@ -268,27 +262,15 @@ class InferenceClient:
         reference cycles per use, freed only by the cyclic GC) is built only for retries,
         which wait 0.05 s, 0.1 s, 0.2 s … (at most 2 s) plus up to 0.05 s of jitter.
         """
-        budget = 1 + (self._settings.max_retries if attempts is None else attempts - 1)
-        try:
-            return await self._post_once(url, model, protocol, rows)
-        except ModelServerError as err:
-            if not err.unavailable or budget <= 1:
-                raise
-        await self._sleep(RETRY_FIRST_WAIT_S + random.uniform(0, RETRY_JITTER_S))
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(budget - 1),
-            # the n-th retry waits 0.05 * 2**(n-1) s: these are retries 2, 3, …
-            wait=wait_exponential_jitter(
-                multiplier=2 * RETRY_FIRST_WAIT_S, max=RETRY_MAX_WAIT_S, jitter=RETRY_JITTER_S
-            ),
-            retry=retry_if_exception(lambda e: isinstance(e, ModelServerError) and e.unavailable),
-            reraise=True,
+        return await retried(
+            lambda: self._post_once(url, model, protocol, rows),
+            attempts=1 + (self._settings.max_retries if attempts is None else attempts - 1),
+            retriable=lambda e: isinstance(e, ModelServerError) and e.unavailable,
+            first_wait_s=RETRY_FIRST_WAIT_S,
+            max_wait_s=RETRY_MAX_WAIT_S,
+            jitter_s=RETRY_JITTER_S,
             sleep=self._sleep,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._post_once(url, model, protocol, rows)
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def ready(self, url: str, model: str, protocol: Protocol) -> bool:
         """True when the server says the model is ready; False when down or not ready."""

@@ -11,8 +11,9 @@ or the tries exhausted) sends the original message to the dead-letter topic
 with its raw bytes and the reason. Events are read in batches
 (``WEIR_KNATIVE__EGRESS_BATCH``) and a batch's offsets are committed only after
 every event of it was delivered or dead-lettered: at-least-once, nothing
-dropped. Requests go through aiohttp: one event at a time through httpx with a
-commit after each, as before, cost ~0.7 CPU ms an event (``bench/egress.py``).
+dropped. Requests go through aiohttp, a first try without tenacity
+(``connectors.retrying``). ``bench/egress.py`` measures it beside a naive
+forwarder (one POST and one commit per event, as this egress used to do).
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from connectors.kafka import ConsumedMessage, EventConsumer, EventProducer
+from connectors.retrying import retried
 from schemas import ConfigurationError, DeadLetter, RawMessage, new_event, to_http
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 
 log = logging.getLogger("weir.egress")
+
+RETRY_FIRST_WAIT_S = 0.2  # a sink's retries wait 0.2 s, 0.4 s, … up to 5 s, plus jitter
+RETRY_MAX_WAIT_S = 5.0
+RETRY_JITTER_S = 0.1
 
 
 class SinkError(Exception):
@@ -94,18 +99,22 @@ class Egress:
         assert message.event is not None
         headers, body = to_http(message.event, mode="binary")
         attempts = 0
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.knative.egress_attempts),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.1),
-            retry=retry_if_exception(lambda e: isinstance(e, SinkError) and e.retriable),
-            sleep=self._wait,
-            reraise=True,
-        )
+
+        async def post() -> None:
+            nonlocal attempts
+            attempts += 1
+            await self._post(http, headers, body)
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    await self._post(http, headers, body)
+            await retried(
+                post,
+                attempts=self.settings.knative.egress_attempts,
+                retriable=lambda e: isinstance(e, SinkError) and e.retriable,
+                first_wait_s=RETRY_FIRST_WAIT_S,
+                max_wait_s=RETRY_MAX_WAIT_S,
+                jitter_s=RETRY_JITTER_S,
+                sleep=self._wait,
+            )
         except SinkError as err:
             return attempts, err
         return attempts, None
