@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,9 +216,9 @@ class Bench:
         )
         return result
 
-    def wait(self, proc: ServiceProcess, done: object, what: str) -> float:
+    def wait(self, proc: ServiceProcess, done: Callable[[], bool], what: str) -> float:
         deadline = time.monotonic() + self.args.deadline
-        while not done():  # type: ignore[operator]
+        while not done():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out after {self.args.deadline:.0f}s waiting for {what}")
             if proc.pid() is None:

@@ -517,9 +517,7 @@ class Bench:
         with path.open("a", newline="") as f:
             out = csv.writer(f)
             if new:
-                out.writerow(
-                    ["run", "rate", "sent_s", "sent_epoch_s", "latency_ms", "made_ms", "call_ms"]
-                )
+                out.writerow(TRACE_COLUMNS)
             for i, s, w, v in zip(ids, sent, wall, lat, strict=True):
                 made = (reader.made_at.get(i, math.nan) - w) * 1000
                 call = reader.call_ms.get(i, math.nan)

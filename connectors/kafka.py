@@ -453,28 +453,24 @@ class EventConsumer:
 
     def poll(self, timeout_s: float = 1.0) -> ConsumedMessage | None:
         msg = self._consumer.poll(timeout_s)
-        if msg is None:
-            return None
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                return None
-            raise unreachable(self._settings, "consuming", err)
-        return decode_message(self._settings, msg)
+        return None if msg is None else self._decoded(msg)
 
     def batch(self, count: int, timeout_s: float = 1.0) -> list[ConsumedMessage]:
         """Up to ``count`` messages: what is queued, waiting up to ``timeout_s`` for the first."""
         first = self.poll(timeout_s)
         if first is None:
             return []
-        out = [first]
-        for msg in self._consumer.consume(count - 1, 0) if count > 1 else ():
-            err = msg.error()
-            if err is None:
-                out.append(decode_message(self._settings, msg))
-            elif err.code() != KafkaError._PARTITION_EOF:
-                raise unreachable(self._settings, "consuming", err)
-        return out
+        rest = (self._decoded(m) for m in self._consumer.consume(count - 1, 0)) if count > 1 else ()
+        return [first, *(m for m in rest if m is not None)]
+
+    def _decoded(self, msg: Message) -> ConsumedMessage | None:
+        """A fetched message decoded; None for a partition's end; a broker error raised."""
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise unreachable(self._settings, "consuming", err)
+        return decode_message(self._settings, msg)
 
     def take(
         self,

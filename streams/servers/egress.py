@@ -19,10 +19,9 @@ forwarder (one POST and one commit per event, as this egress used to do).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -56,11 +55,13 @@ class EgressStats:
 class Egress:
     """Reads the egress topics and POSTs their events to ``K_SINK`` (see the module doc).
 
-    ``sleep`` waits out a retry's backoff (``asyncio.sleep``; a test may pass a plain
-    function that records the waits instead).
+    ``sleep`` waits out a retry's backoff (``asyncio.sleep``; a test may pass one that
+    records the waits instead).
     """
 
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], object] = asyncio.sleep):
+    def __init__(
+        self, settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ):
         if not settings.k_sink:
             raise ConfigurationError(
                 "no sink to forward to: set K_SINK (a Knative SinkBinding injects it)"
@@ -70,11 +71,6 @@ class Egress:
         self._sleep = sleep
         self._producer = EventProducer(settings)
         self.stats = EgressStats()
-
-    async def _wait(self, seconds: float) -> None:
-        waited = self._sleep(seconds)
-        if inspect.isawaitable(waited):
-            await waited
 
     async def _post(
         self, http: aiohttp.ClientSession, headers: dict[str, str], body: bytes
@@ -113,7 +109,7 @@ class Egress:
                 first_wait_s=RETRY_FIRST_WAIT_S,
                 max_wait_s=RETRY_MAX_WAIT_S,
                 jitter_s=RETRY_JITTER_S,
-                sleep=self._wait,
+                sleep=self._sleep,
             )
         except SinkError as err:
             return attempts, err

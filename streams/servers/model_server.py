@@ -134,8 +134,8 @@ def serve(settings: Settings, name: str, version: str, port: int) -> None:
         http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False
     )
     if not request_log:  # its logging is configured by now
-        for name in ("uvicorn.access", "kserve.trace"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        for logger in ("uvicorn.access", "kserve.trace"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
     server.start([model])
 
 

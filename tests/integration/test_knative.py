@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -247,6 +247,15 @@ class Receiver:
         self.server.server_close()
 
 
+def recorded(waits: list[float]) -> Callable[[float], Awaitable[None]]:
+    """An egress ``sleep`` that notes the backoff instead of waiting it out."""
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    return sleep
+
+
 def _egress_settings(live_stack: Settings, unique: str, sink: str) -> Settings:
     kafka = live_stack.kafka.model_copy(
         update={"topic_prefix": f"{live_stack.kafka.topic_prefix}-eg{unique}"}
@@ -277,7 +286,7 @@ def test_egress_forwards_binary_cloudevents_and_retries(live_stack: Settings, un
         producer.send(topic_name(settings.kafka, Topic.PREDICTIONS), e)
     sleeps: list[float] = []
     try:
-        stats = Egress(settings, sleep=sleeps.append).run(max_messages=3, from_beginning=True)
+        stats = Egress(settings, sleep=recorded(sleeps)).run(max_messages=3, from_beginning=True)
     finally:
         receiver.close()
     assert stats.delivered == 3 and stats.dead_lettered == 0
@@ -335,7 +344,7 @@ def test_egress_dead_letters_on_permanent_failure(live_stack: Settings, unique: 
     where = EventProducer(settings).send(topic_name(settings.kafka, Topic.PREDICTIONS), event)
     original = read_at(settings, where)
     try:
-        stats = Egress(settings, sleep=lambda _: None).run(max_messages=1, from_beginning=True)
+        stats = Egress(settings, sleep=recorded([])).run(max_messages=1, from_beginning=True)
     finally:
         receiver.close()
     assert stats.dead_lettered == 1 and len(receiver.received) == 1, "a 400 is not retried"
