@@ -67,7 +67,8 @@ def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
     assert len(scored(collector)) == produced(), "every record of the stream was scored"
     # the served versions (the learner's shadow predictions are mirrored, never served)
     by_version = Counter(e.data.version for e in predictions if not e.data.shadow)
-    assert set(by_version) == {"1", "2"}, by_version
+    runs = [(e.data.status, e.data.reason) for e in collector.events("io.weir.pipeline.run.v1")]
+    assert set(by_version) == {"1", "2"}, (by_version, runs)  # the runs say why, if more
     assert collector.events("io.weir.deadletter.v1") == []
 
     # two scoring replicas, one of each other role, each in its own consumer group
