@@ -31,7 +31,6 @@ log = logging.getLogger("weir.kafka")
 _T = TypeVar("_T")
 
 POLL_S = 0.05  # how often the poll thread serves delivery callbacks when idle
-LAZY_FETCH_MIN_BYTES = 256 * 1024  # a lazy reader's fetch: this much, or its wait
 FULL_QUEUE_WAIT_S = 0.005  # librdkafka's queue is full: serve callbacks this long, look again
 
 
@@ -173,18 +172,8 @@ class BatchConsumer:
     """
 
     def __init__(
-        self,
-        settings: Settings,
-        topics: Sequence[str],
-        group_id: str,
-        *,
-        commit_interval_ms: int,
-        fetch_wait_ms: int | None = None,
+        self, settings: Settings, topics: Sequence[str], group_id: str, *, commit_interval_ms: int
     ) -> None:
-        """``fetch_wait_ms``: for a reader that is not latency-bound, the broker holds each
-        fetch until ``LAZY_FETCH_MIN_BYTES`` or that long: a few fetches a second
-        instead of one per arriving record, which costs the broker CPU every other
-        client then waits for."""
         self._settings = settings
         config = consumer_config(settings, group_id) | {
             "enable.auto.commit": True,
@@ -192,8 +181,6 @@ class BatchConsumer:
             "auto.commit.interval.ms": commit_interval_ms,
             "partition.assignment.strategy": "cooperative-sticky",
         }
-        if fetch_wait_ms is not None:
-            config |= {"fetch.wait.max.ms": fetch_wait_ms, "fetch.min.bytes": LAZY_FETCH_MIN_BYTES}
         self._consumer = Consumer(config)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="weir-consumer")
         self._topics = list(topics)

@@ -64,19 +64,9 @@ def attach_batches(
 ) -> None:
     """A task that hands batches of ``topics`` to ``handle``, one at a time, once ``after``
     is set; a batch's offsets are stored once ``handle`` is done with it (and Kafka
-    acknowledged what it returned as :class:`Pending`). See :func:`attach_pipeline`.
-
-    For the insight roles, which may lag: their fetches are lazy too (the broker
-    answers once it has ``LAZY_FETCH_MIN_BYTES`` or after ``wait_s``)."""
+    acknowledged what it returned as :class:`Pending`). See :func:`attach_pipeline`."""
     attach_pipeline(
-        ctx,
-        topics,
-        handle,
-        lambda _batch, pending: pending,
-        size=size,
-        wait_s=wait_s,
-        after=after,
-        lazy_fetch=True,
+        ctx, topics, handle, lambda _batch, pending: pending, size=size, wait_s=wait_s, after=after
     )
 
 
@@ -91,7 +81,6 @@ def attach_pipeline(
     after: asyncio.Event,
     overlap: int = 1,
     in_flight: int = 1,
-    lazy_fetch: bool = False,
 ) -> None:
     """A task that reads batches of ``topics`` once ``after`` is set and runs them through
     two stages: ``work`` (up to ``overlap`` batches at once: under a backlog, the next
@@ -103,8 +92,6 @@ def attach_pipeline(
     for it at once. A batch's offsets are stored (committed within a second) only
     once it is done, strictly in order. An error in either stage or a refused output
     crashes the role instead of leaving it stalled (the supervisor starts it again).
-    ``lazy_fetch``: the broker holds each fetch up to ``wait_s`` to fill it (roles
-    that may lag; see :class:`~connectors.kafka_async.BatchConsumer`).
     """
     if ctx.app.conf.id == ctx.group:  # the app's own consumer would join our group
         raise ConfigurationError(
@@ -119,7 +106,6 @@ def attach_pipeline(
             [ctx.name(t) for t in topics],
             ctx.group,
             commit_interval_ms=COMMIT_INTERVAL_MS,
-            fetch_wait_ms=round(wait_s * 1000) if lazy_fetch else None,
         )
         pipeline = BatchPipeline(
             lambda: consumer.take(size, wait_s),
