@@ -109,3 +109,9 @@ def test_the_local_broker_refuses_tls_rather_than_start_without_it(tmp_path, mon
     with pytest.raises(ConfigurationError, match="not WEIR_KAFKA__SECURITY_PROTOCOL=SASL_SSL"):
         kafka.start(s)
     assert not (tmp_path / "stack").exists() or not any((tmp_path / "stack").rglob("*.properties"))
+
+
+def test_the_stack_finds_the_files_of_its_checkout():
+    # a fresh machine has no cached jars: `weir stack fetch` resolves them from this pom
+    assert kafka.POM.is_file(), kafka.POM
+    assert (kafka.POM.parents[3] / "pyproject.toml").is_file()

@@ -16,7 +16,7 @@ INSTALL_HINTS = {
     "go": "install Go 1.24+ (https://go.dev/doc/install or Debian: apt-get install golang)",
 }
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # streams/dev/stack/tools.py
 
 
 def require(tool: str, purpose: str) -> str:
