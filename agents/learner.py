@@ -17,10 +17,18 @@ its snapshot becomes the active route, and serves while a pipeline run
 trains. A version that is promoted later is paired against afresh and has to
 be beaten again. Pairs are only made while another version serves: when the
 learner serves, its outcomes teach it and nothing is compared.
+
+A performance alert on the version it challenges lowers the bar: the
+performance role has already seen that version degrade, so the pairs made
+since the alert are tested on their own, at ``alert_confidence`` (0.9) from
+``alert_min_outcomes`` (50) pairs, before the windows at ``confidence``. The
+learner, adapting from the first record after a drift, then serves a few
+hundred records sooner while a pipeline run gathers rows and trains.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,6 +71,7 @@ class TakeOver:
     learner_accuracy: float
     served_accuracy: float
     last_record: str = ""  # the newest record the pairs judge (the take-over's delay starts there)
+    after_alert: bool = False  # judged on the pairs since a performance alert on that version
 
     @property
     def evidence(self) -> dict[str, float]:
@@ -74,13 +83,16 @@ class TakeOver:
             "mcnemar_p": self.p,
             "learner_accuracy": self.learner_accuracy,
             "served_accuracy": self.served_accuracy,
+            "after_alert": float(self.after_alert),
         }
 
     @property
     def reason(self) -> str:
+        since = " since a performance alert on it" if self.after_alert else ""
         return (
             f"online learner beats version {self.served_version} on the same "
-            f"{self.pairs} records: {self.learner_accuracy:.1%} vs {self.served_accuracy:.1%} "
+            f"{self.pairs} records{since}: {self.learner_accuracy:.1%} vs "
+            f"{self.served_accuracy:.1%} "
             f"({self.only_learner_right} only it got right, {self.only_served_right} only the "
             f"served one; McNemar p={self.p:.2g}; up to record {self.last_record})"
         )
@@ -139,6 +151,9 @@ class OnlineLearner:
         self._paired_with: str | None = None
         self._unchecked = 0
         self._last_record = ""
+        # the pairs since a performance alert on the version it challenges (``alarmed``)
+        self._alerted: str | None = None
+        self._since_alert = _Pairs(settings.window)
         # the version the routes say is active (None: not told, pair with any other), and
         # the one it took over from, whose late outcomes are not paired again until the
         # routes show the take-over (or that would take over once more)
@@ -231,6 +246,8 @@ class OnlineLearner:
             self._reset(served_version)
         for window in self._windows:
             window.push(mine, served)
+        if served_version == self._alerted:
+            self._since_alert.push(mine, served)
         self._unchecked += 1
         self._last_record = outcome.record_id
 
@@ -239,32 +256,61 @@ class OnlineLearner:
             window.clear()
         self._paired_with = served_version
         self._unchecked = 0
+        if served_version != self._alerted:  # an alert is on the version it named only
+            self._alerted = None
+            self._since_alert.clear()
+
+    def alarmed(self, version: str | None) -> None:
+        """A performance alert on ``version``: when that is the version it challenges (or
+        would, it has paired with none yet), the pairs made from now on are also tested on
+        their own (``alert_confidence``, ``alert_min_outcomes``). A re-alert starts them
+        afresh: the newest drift is the one to judge."""
+        if version is None or version == self.name or version == self._left:
+            return
+        if self._paired_with not in (None, version) or self._active not in (None, version):
+            return
+        self._alerted = version
+        self._since_alert.clear()
 
     def take_over(self) -> TakeOver | None:
-        """A take-over the latest pairs call for, or None (tested every few pairs)."""
+        """A take-over the latest pairs call for, or None (tested every few pairs). After a
+        performance alert on the version it challenges, the pairs since the alert are
+        tested first, at ``alert_confidence``; then the windows, at ``confidence`` shared
+        among them (the one with the smallest p answers)."""
         s = self.settings
         if not s.take_over or self._unchecked < CHECK_EVERY or self._paired_with is None:
             return None
         self._unchecked = 0
-        found: TakeOver | None = None
-        for w in self._windows:
-            n = len(w.pairs)
-            if n < s.min_outcomes or w.b <= w.c:
-                continue
-            p = mcnemar_p(w.b, w.c)
-            if p > (1 - s.confidence) / len(self._windows) or (found and found.p <= p):
-                continue
-            found = TakeOver(
-                served_version=self._paired_with,
-                pairs=n,
-                only_learner_right=w.b,
-                only_served_right=w.c,
-                p=p,
-                learner_accuracy=w.mine / n,
-                served_accuracy=w.served / n,
-                last_record=self._last_record,
-            )
-        return found
+        if self._alerted == self._paired_with:
+            found = self._test(self._since_alert, s.alert_min_outcomes, 1 - s.alert_confidence)
+            if found is not None:
+                return dataclasses.replace(found, after_alert=True)
+        tests = (
+            self._test(w, s.min_outcomes, (1 - s.confidence) / len(self._windows))
+            for w in self._windows
+        )
+        return min((t for t in tests if t is not None), key=lambda t: t.p, default=None)
+
+    def _test(self, pairs: _Pairs, least: int, max_p: float) -> TakeOver | None:
+        """McNemar's exact test on ``pairs``: a take-over when the learner is better at
+        ``max_p`` on at least ``least`` of them."""
+        n = len(pairs.pairs)
+        if n < least or pairs.b <= pairs.c:
+            return None
+        p = mcnemar_p(pairs.b, pairs.c)
+        if p > max_p:
+            return None
+        assert self._paired_with is not None
+        return TakeOver(
+            served_version=self._paired_with,
+            pairs=n,
+            only_learner_right=pairs.b,
+            only_served_right=pairs.c,
+            p=p,
+            learner_accuracy=pairs.mine / n,
+            served_accuracy=pairs.served / n,
+            last_record=self._last_record,
+        )
 
     def took_over(self, url: str) -> None:
         """Its route ``url`` is being published as the active one: stop comparing until

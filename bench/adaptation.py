@@ -641,6 +641,12 @@ class LearnerLoop(WeirLoop):
             self._scheduled = i
             self._publish(i, activate=self.routed == self.name)
 
+    def _judge(self, i: int, ok: bool) -> None:
+        alerts = len(self.served.alerts)
+        super()._judge(i, ok)
+        if len(self.served.alerts) > alerts:  # the role reads the alert on ``alerts``
+            self.online.alarmed(self.version)
+
     def _publish(self, i: int, *, activate: bool) -> None:
         number = self.online.snapshot + 1
         self.online.published(number)

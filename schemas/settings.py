@@ -589,6 +589,17 @@ class LearnerSettings(_Group):
         lt=1,
         description="McNemar's test must show the learner better at this confidence",
     )
+    alert_confidence: float = Field(
+        0.9,
+        gt=0.5,
+        lt=1,
+        description="after a performance alert on the serving version: McNemar's test on the "
+        "pairs since the alert must show the learner better at this confidence (that version "
+        "is known to be degraded, so less evidence is asked than of a healthy one)",
+    )
+    alert_min_outcomes: int = Field(
+        50, ge=10, description="paired outcomes since that alert, at least"
+    )
     keep: int = Field(3, ge=1, description="snapshots kept in the registry; older are deleted")
     refresh_confidence: float = Field(
         0.95,

@@ -19,7 +19,10 @@ their own process (:mod:`connectors.embedded`):
   judged on live labels, serving nobody);
 * when it beats the serving version on the same records
   (``WEIR_LEARNER__TAKE_OVER``), its snapshot is published at once and
-  activated, with the test's evidence in the event's ``metrics``.
+  activated, with the test's evidence in the event's ``metrics``. A
+  performance alert on the serving version (read on ``alerts``) lowers the
+  bar: the pairs since the alert decide on their own, at
+  ``WEIR_LEARNER__ALERT_CONFIDENCE`` (0.9) instead of ``CONFIDENCE`` (0.99).
 
 This role publishes routes, so it holds the signing key and runs as Kafka's
 control principal, like the retrainer. Its own control fold, and the scoring
@@ -65,6 +68,7 @@ from schemas import (
     Event,
     ModelVersionEvent,
     Outcome,
+    PerformanceAlert,
     RawMessage,
     RouteDecision,
     ServiceError,
@@ -290,6 +294,12 @@ def attach_learner(ctx: RoleContext) -> None:
             found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
             if found is not None and isinstance(found.data, RouteDecision):
                 heard(found.data)
+            elif (
+                found is not None
+                and isinstance(found.data, PerformanceAlert)
+                and found.data.model == model
+            ):  # the version it names is degraded: less evidence is asked to take over
+                learner.alarmed(found.data.version)
             if found is None or not isinstance(found.data, Outcome):
                 continue
             age_s = (utc_now() - found.time).total_seconds() if found.time else 0.0
@@ -340,7 +350,8 @@ def attach_learner(ctx: RoleContext) -> None:
     ctx.on_shutdown(save_at_stop)
     attach_batches(
         ctx,
-        (Topic.OUTCOMES, Topic.ALERTS),  # alerts: the scoring workers' route decisions
+        # alerts: the scoring workers' route decisions, and performance alerts
+        (Topic.OUTCOMES, Topic.ALERTS),
         handle,
         size=BATCH_SIZE,
         wait_s=BATCH_WAIT_S,

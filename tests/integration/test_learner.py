@@ -28,6 +28,7 @@ from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
+from schemas import PerformanceAlert, new_event
 from schemas.payloads import embedded_target
 from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
@@ -174,6 +175,18 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert {p.version for p in predictions(False)} == {"1"}, "a shadow serves nobody"
 
         # 2. the labels turn to version 2's: version 1 is always wrong; the learner takes over
+        # a performance alert on version 1 as the drift begins, as the performance role
+        # raises one: the pairs since it decide, at alert_confidence
+        alert = PerformanceAlert(
+            alert_id=f"a-{unique}",
+            model=model,
+            version="1",
+            metric="accuracy",
+            value=0.5,
+            window=100,
+            detector="test",
+        )
+        producer.produce(topic_name(settings.kafka, Topic.ALERTS), new_event(alert, source="t"))
         drift_at = produced[0]
         flow(
             "2",
@@ -185,7 +198,8 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert not [r for r in since if r.version == "online" and r.action == "shadow"], (
             "no shadow route of the version that took over"
         )
-        assert take.metrics["mcnemar_p"] <= 1 - LEARNER.confidence
+        assert take.metrics["after_alert"] == 1.0, "the alert's pairs decided"
+        assert take.metrics["mcnemar_p"] <= 1 - LEARNER.alert_confidence
         assert take.metrics["learner_accuracy"] > take.metrics["served_accuracy"]
         assert take.metrics["pairs"] <= 1000, "within 1,000 outcomes of the drift"
         served_from = produced[0]

@@ -36,16 +36,19 @@ SETTINGS = Settings(
 LEARNER = LearnerSettings(enabled=True, kind="hoeffding", min_outcomes=100, window=400)
 
 
-def concept(x: dict[str, float], flipped: bool) -> int:
-    return int((x["a"] > 0.5) != flipped)
+def concept(x: dict[str, float], flipped: bool, where: float = 0.0) -> int:
+    """a > 0.5; flipped where b >= ``where`` (everywhere by default, and without b)."""
+    return int((x["a"] > 0.5) != (flipped and x.get("b", 1.0) >= where))
 
 
-def outcomes(n: int, *, flipped: bool, served: str = "1", seed: int = 0, start: int = 0):
+def outcomes(
+    n: int, *, flipped: bool, served: str = "1", seed: int = 0, start: int = 0, where: float = 0.0
+):
     """Served outcomes of a model that learnt the unflipped concept."""
     rnd = random.Random(seed)
     for i in range(start, start + n):
         x = {"a": rnd.random(), "b": rnd.random()}
-        label = concept(x, flipped)
+        label = concept(x, flipped, where)
         output = concept(x, False)
         yield Outcome(
             record_id=f"r{i}",
@@ -130,6 +133,55 @@ def test_it_takes_over_from_a_stale_version_and_only_then():
     learner.follow("1")
     learner.learn(next(outcomes(1, flipped=True, served="1", start=6002)))
     assert learner.paired_with == "1"
+
+
+def take_over_after_drift(learner: OnlineLearner, *, alarm: str | None) -> tuple[int, object]:
+    """Outcomes after the drift until ``learner`` takes over (and the take-over), with a
+    performance alert on ``alarm`` heard just after the drift, or none."""
+    for o in outcomes(1500, flipped=False):
+        learner.learn(o)
+        assert learner.take_over() is None
+    # a drift on half the records: the served version is still right on the rest
+    drifted = outcomes(3000, flipped=True, seed=1, start=1500, where=0.5)
+    for after, o in enumerate(drifted, start=1):
+        learner.learn(o)
+        if after == 20 and alarm is not None:  # the performance role needs a few outcomes
+            learner.alarmed(alarm)
+        found = learner.take_over()
+        if found:
+            return after, found
+    raise AssertionError("no take-over")
+
+
+def test_an_alert_on_the_served_version_lets_the_pairs_since_it_decide():
+    settings = LEARNER.model_copy(update={"window": 1000, "min_outcomes": 200})
+    plain_after, plain = take_over_after_drift(OnlineLearner(settings, "churn"), alarm=None)
+    after, found = take_over_after_drift(OnlineLearner(settings, "churn"), alarm="1")
+    assert after < plain_after, (after, plain_after)
+    assert found.after_alert and not plain.after_alert
+    assert settings.alert_min_outcomes <= found.pairs <= after - 20  # pairs since the alert
+    # evidence enough against a version known to be degraded, not against a healthy one
+    assert (1 - settings.confidence) / 3 < found.p <= 1 - settings.alert_confidence
+    assert "since a performance alert on it" in found.reason
+    assert found.evidence["after_alert"] == 1.0 and plain.evidence["after_alert"] == 0.0
+    # an alert on another version, or on the learner's own, changes nothing
+    for other in ("2", settings.name):
+        again_after, again = take_over_after_drift(OnlineLearner(settings, "churn"), alarm=other)
+        assert (again_after, again.after_alert) == (plain_after, False)
+
+
+def test_an_alert_lasts_while_its_version_is_the_one_paired_with():
+    learner = OnlineLearner(LEARNER, "churn")
+    learner.follow("1")
+    for o in outcomes(300, flipped=False):
+        learner.learn(o)
+    learner.alarmed("1")
+    # version 2 is promoted before the alert's pairs decide: it is judged afresh, no alert
+    learner.follow("2")
+    for o in outcomes(400, flipped=True, served="2", seed=4, start=300):
+        learner.learn(o)
+        found = learner.take_over()
+        assert found is None or not found.after_alert
 
 
 def test_a_refused_take_over_sends_the_learner_back_to_challenging():
