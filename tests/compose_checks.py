@@ -23,7 +23,8 @@ from streams.dev.localrun import Collector
 from tests.compose_file import as_list, role_services, services
 
 # what the checks read: predictions, route events and decisions, alerts, dead letters
-WATCHED = (Topic.PREDICTIONS, Topic.MODELS, Topic.ALERTS, Topic.DEAD_LETTER)
+# pipeline runs: an assertion on the versions served names the runs and their reasons
+WATCHED = (Topic.PREDICTIONS, Topic.MODELS, Topic.ALERTS, Topic.DEAD_LETTER, Topic.PIPELINE_RUNS)
 
 
 def collector(settings: Settings, group: str) -> Collector:
@@ -67,8 +68,16 @@ def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
     assert len(scored(collector)) == produced(), "every record of the stream was scored"
     # the served versions (the learner's shadow predictions are mirrored, never served)
     by_version = Counter(e.data.version for e in predictions if not e.data.shadow)
-    runs = [(e.data.status, e.data.reason) for e in collector.events("io.weir.pipeline.run.v1")]
-    assert set(by_version) == {"1", "2"}, (by_version, runs)  # the runs say why, if more
+    runs = [
+        (e.data.status, e.data.alert_id, e.data.reason)
+        for e in collector.events("io.weir.pipeline.run.v1")
+    ]
+    alerts = [
+        (e.type, e.data.alert_id, e.data.version, getattr(e.data, "value", None))
+        for m in collector.messages
+        if (e := m.event) is not None and e.type.startswith("io.weir.alert.")
+    ]
+    assert set(by_version) == {"1", "2"}, (by_version, runs, alerts)  # why, if more
     assert collector.events("io.weir.deadletter.v1") == []
 
     # two scoring replicas, one of each other role, each in its own consumer group

@@ -29,7 +29,7 @@ from rich.table import Table
 from connectors.kafka import EventProducer, delete_topics, ensure_topics
 from connectors.process import free_port, wait_until
 from connectors.signing import signed
-from schemas import InputRecord, Label, StackError, new_event
+from schemas import InputRecord, Label, ServiceError, StackError, new_event
 from schemas.events import utc_now
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
@@ -167,10 +167,21 @@ def run_loop(
             worker.stop()
         stop_model_servers(s)
         if not keep_topics:
-            gone = delete_topics(s, f"{s.kafka.topic_prefix}.")
-            console.print(f"deleted the run's {len(gone)} topics ({s.kafka.topic_prefix}.*)")
+            _delete_run_topics(s, console)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _delete_run_topics(s: Settings, console: Console) -> None:
+    """The run's topics go; when the broker cannot be asked, a warning says so instead of
+    an error that would hide the run's own (a broker that went away is often why)."""
+    prefix = f"{s.kafka.topic_prefix}."
+    try:
+        gone = delete_topics(s, prefix)
+    except ServiceError as err:
+        console.print(f"[yellow]the run's topics ({prefix}*) were not deleted: {err}[/]")
+        return
+    console.print(f"deleted the run's {len(gone)} topics ({prefix}*)")
 
 
 def _predictions(collector: Collector, model: str) -> list[Any]:

@@ -86,3 +86,22 @@ def test_the_demo_streams_only_once_every_role_is_ready():
         server.server_close()
     with pytest.raises(TimeoutError, match="not ready after"):
         wait_ready(free_port(), timeout_s=1)
+
+
+def test_a_broker_gone_at_the_end_leaves_a_warning_not_an_error(monkeypatch):
+    from schemas import ServiceError
+    from schemas.settings import Settings
+    from streams.dev import loop
+
+    def unreachable(settings, prefix):
+        raise ServiceError("Kafka did not answer", service="kafka", address="127.0.0.1:9092")
+
+    monkeypatch.setattr(loop, "delete_topics", unreachable)
+    console = Console(record=True, width=200)
+    loop._delete_run_topics(Settings(), console)  # no raise: the run's own error shows instead
+    text = console.export_text()
+    assert "were not deleted" in text and "did not answer" in text
+
+    monkeypatch.setattr(loop, "delete_topics", lambda settings, prefix: ["a", "b"])
+    loop._delete_run_topics(Settings(), console)
+    assert "deleted the run's 2 topics" in console.export_text()
