@@ -46,16 +46,20 @@ first version of every system but ARF is ``fit_candidate`` on the first
 
 **weir loop + learner** is the loop with the learner role beside it
 (``streams/roles/learner.py``), simulated by :class:`LearnerLoop` with weir's
-own :class:`agents.learner.OnlineLearner` and ``Settings().learner`` (ARF,
-snapshot every 2,000 outcomes, McNemar on the latest 1,000/500/250 pairs at
-0.999; its seed is the stream's, as the ARF baseline's): it is fed every
+own :class:`agents.learner.OnlineLearner` and ``Settings().learner`` (every run
+prints the figures it uses; its seed is the stream's, as the ARF baseline's),
+and hears the loop's performance alerts as the role does on ``alerts``
+(``OnlineLearner.alarmed``): it is fed every
 served outcome as a :class:`schemas.Outcome` with the record's features (from
 the first served record, ``--train``; building the Outcome costs ~13 us
 against ~1-2 ms for ARF's predict and learn). A snapshot that is to serve is a
 frozen copy of the estimator (pickle round trip, as the registry stores it; a
 shadow serves nobody and is not copied); one published after record ``i``
-serves from ``i + ceil(embed_s * rate)`` (``--embed-s``: registry write and
-the scoring workers' load), unless a route published later serves first.
+serves from ``i + ceil(embed_s * rate)`` (``--embed-s``, 1 s: the pickle,
+the registry write, the route event and the scoring workers' load; measured
+on this machine for a 10-11 MB forest: 150-260 ms, 50-70 ms, ~0.27 s from
+control event to first prediction, 170-270 ms), unless a route published
+later serves first.
 While it loads the old version serves (in weir the records wait for the load
 instead), and the learner, which follows the published routes
 (``OnlineLearner.follow``), pairs none of its outcomes. Alerts on the served
@@ -1092,7 +1096,9 @@ def main() -> None:
             f"{ls.refresh_min} of its answers), {ls.publish_min_s:g} s apart at least; take "
             f"over when McNemar p <= "
             f"{1 - ls.confidence:.3g} (Bonferroni over the latest {ls.window}, "
-            f"{ls.window // 2} and {ls.window // 4} pairs, at least {ls.min_outcomes}); a "
+            f"{ls.window // 2} and {ls.window // 4} pairs, at least {ls.min_outcomes}), or "
+            f"p <= {1 - ls.alert_confidence:.2g} on the pairs since a performance alert on the "
+            f"served version (at least {ls.alert_min_outcomes}); a "
             f"published snapshot serves {args.embed_s:g} s later; "
             f"on ARF's records (0..{arf_records - 1:,}) only"
         )
