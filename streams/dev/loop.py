@@ -384,9 +384,10 @@ def _fill_report(
         tl.take_over_at = reach.at(take.time)
         m = take.data.metrics or {}
         if "pairs" in m:
+            since = " since its performance alert" if m.get("after_alert") else ""
             tl.take_over = (
                 f"{version_name(take.data.version)} beat the served version on the same "
-                f"{m['pairs']:.0f} records: {m['learner_accuracy']:.1%} vs "
+                f"{m['pairs']:.0f} records{since}: {m['learner_accuracy']:.1%} vs "
                 f"{m['served_accuracy']:.1%} (McNemar p {m['mcnemar_p']:.2g})"
             )
     for i in index:
