@@ -28,7 +28,7 @@ from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
 from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
-from schemas import PerformanceAlert, new_event
+from schemas import new_event
 from schemas.payloads import embedded_target
 from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
@@ -43,6 +43,7 @@ from tests.integration.flip_models import (
     publish_flip_models,
     publish_route,
 )
+from tests.samples import performance_alert
 
 pytestmark = pytest.mark.integration
 
@@ -177,16 +178,8 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         # 2. the labels turn to version 2's: version 1 is always wrong; the learner takes over
         # a performance alert on version 1 as the drift begins, as the performance role
         # raises one: the pairs since it decide, at alert_confidence
-        alert = PerformanceAlert(
-            alert_id=f"a-{unique}",
-            model=model,
-            version="1",
-            metric="accuracy",
-            value=0.5,
-            window=100,
-            detector="test",
-        )
-        producer.produce(topic_name(settings.kafka, Topic.ALERTS), new_event(alert, source="t"))
+        alert = new_event(performance_alert(f"a-{unique}", model), source="t")
+        producer.produce(topic_name(settings.kafka, Topic.ALERTS), alert)
         drift_at = produced[0]
         flow(
             "2",

@@ -53,6 +53,7 @@ from streams.servers.deployers import LocalDeployer
 from streams.synthetic import drifting_stream
 from tests.helpers import group_lag, http_get, own_topics, role_pids, start_roles
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
+from tests.samples import performance_alert
 
 pytestmark = pytest.mark.integration
 
@@ -638,18 +639,7 @@ def supervised(live_stack: Settings, tmp_path_factory) -> Iterator[Supervised]:
 
 def alert_event(model: str, alert_id: str) -> Any:
     """A performance alert about ``model``: the retrainer's input."""
-    return new_event(
-        PerformanceAlert(
-            alert_id=alert_id,
-            model=model,
-            version="1",
-            metric="accuracy",
-            value=0.5,
-            window=100,
-            detector="test",
-        ),
-        source="test",
-    )
+    return new_event(performance_alert(alert_id, model), source="test")
 
 
 @pytest.mark.parametrize("role", ROLES)
