@@ -371,6 +371,9 @@ class Retrainer:
             from connectors.pipeline import RetrainRequest, run_retrain
 
             runner = self._run_pipeline or run_retrain
+            await self._gather_rows(model, since)
+            # what serves once the rows are in: while they were gathered an online learner
+            # may have taken over, and a candidate must beat what it would replace
             active = self._routing.get(model).active
             request = RetrainRequest(
                 model=model,
@@ -383,7 +386,6 @@ class Retrainer:
                 confidence=self._settings.retraining.promotion_confidence,
                 since=since,
             )
-            await self._gather_rows(model, since)
             await self._emit("pipeline-runs", run_event("started"))
             result = await asyncio.to_thread(runner, self._settings, request)
             if result.status != "succeeded" or result.version is None:

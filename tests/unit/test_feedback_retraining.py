@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from schemas import (
     Prediction,
     new_event,
 )
+from schemas.payloads import embedded_url
 from schemas.settings import Settings
 from tests.samples import FIXED_TIME, performance_alert
 
@@ -145,7 +147,16 @@ class FakeResult:
     storage_uri: str | None = None
 
 
-def run_alert(result: FakeResult, alert, settings: Settings | None = None) -> tuple[list, list]:
+def run_alert(
+    result: FakeResult,
+    alert,
+    settings: Settings | None = None,
+    *,
+    while_gathering: Callable[[RoutingTable], None] | None = None,
+    compared_with: str = "1",
+) -> tuple[list, list]:
+    """Run the retrainer on ``alert`` with ``result`` as the pipeline's answer; the routes
+    may change ``while_gathering`` the rows, and the run compares with ``compared_with``."""
     emitted: list = []
     deployed: list = []
 
@@ -168,6 +179,10 @@ def run_alert(result: FakeResult, alert, settings: Settings | None = None) -> tu
         requests.append(request)
         return result
 
+    async def gather(model: str, since, rows: int) -> None:
+        if while_gathering is not None:
+            while_gathering(table)
+
     retrainer = Retrainer(
         settings or Settings(),
         table,
@@ -175,6 +190,7 @@ def run_alert(result: FakeResult, alert, settings: Settings | None = None) -> tu
         emit,
         run_pipeline=pipeline,
         now=lambda: FIXED_TIME + timedelta(seconds=1),
+        gather_rows=gather,
     )
     retrainer._features = lambda model, version: ["a"]  # registry lookup, not under test here
 
@@ -183,8 +199,30 @@ def run_alert(result: FakeResult, alert, settings: Settings | None = None) -> tu
         await asyncio.gather(*retrainer.tasks)
 
     asyncio.run(go())
-    assert requests[0].current_version == "1"
+    assert requests[0].current_version == compared_with
     return emitted, deployed
+
+
+def test_a_run_compares_with_what_serves_once_its_rows_are_in():
+    """The online learner took over while the run gathered rows: the candidate has to beat
+    the learner's snapshot, which it would replace, not the version the alert was about."""
+
+    def learner_takes_over(table: RoutingTable) -> None:
+        url = embedded_url("m", "online.3")
+        change = ModelVersionEvent(
+            action="activate", model="m", version="online", url=url, protocol="embedded"
+        )
+        table.apply(change, ready=True)
+
+    emitted, deployed = run_alert(
+        FakeResult("succeeded", "2"),
+        performance_alert("al-l"),
+        while_gathering=learner_takes_over,
+        compared_with="online.3",
+    )
+    assert deployed == [("m", "2")]
+    routes = [e.data for k, e in emitted if k == "models"]
+    assert (routes[0].action, routes[0].version) == ("activate", "2")  # replaces the learner
 
 
 def test_successful_run_deploys_and_activates_with_lineage():
