@@ -244,6 +244,7 @@ class Retrainer:
         policy: RetrainPolicy | None = None,
         now: Clock = utc_now,
         gather_rows: Callable[[str, datetime, int], Awaitable[None]] | None = None,
+        routes_folded: Callable[[], Awaitable[bool]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
@@ -254,6 +255,7 @@ class Retrainer:
         self.policy = policy or policy_for(settings)
         self._now = now
         self._gather = gather_rows
+        self._routes_folded = routes_folded
         self._sleep = sleep
         self.tasks: set[asyncio.Task[None]] = set()
         self._held: dict[str, Event[Any]] = {}  # model → newest alert that came during a run
@@ -373,7 +375,10 @@ class Retrainer:
             runner = self._run_pipeline or run_retrain
             await self._gather_rows(model, since)
             # what serves once the rows are in: while they were gathered an online learner
-            # may have taken over, and a candidate must beat what it would replace
+            # may have taken over, and a candidate must beat what it would replace; the
+            # routes first take in every control event sent until now
+            if self._routes_folded is not None and not await self._routes_folded():
+                log.warning("run %s: the routes may be behind the control topic", run_id)
             active = self._routing.get(model).active
             request = RetrainRequest(
                 model=model,

@@ -63,6 +63,9 @@ class RoleContext:
     # 503 while any is here
     problems: dict[str, str] = field(default_factory=dict)
     routing: RoutingTable | None = None  # the routes, in the roles that fold the control topic
+    # waits until the control fold has folded what the control topic held when called;
+    # False after its timeout (set by attach_control)
+    folded_to_now: Callable[[], Awaitable[bool]] | None = None
     _producer: AsyncProducer | None = None
     _client: InferenceClient | None = None
 

@@ -31,6 +31,7 @@ from streams.context import RoleContext, raw_message
 log = logging.getLogger("weir.control")
 
 POLL_MS = 200
+CATCH_UP_S = 10.0  # longest a role waits for its fold to reach the control topic's end
 RECHECK_S = 2.0
 
 
@@ -87,6 +88,23 @@ def attach_control(
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
+            # per partition, the offset after the last control event the routes include
+            folded_up_to = {tp: await consumer.position(tp) for tp in partitions}
+            folded = asyncio.Condition()
+
+            async def folded_to_now() -> bool:
+                """Wait until every control event the topic held at the call is folded."""
+                target = await consumer.end_offsets(partitions)
+                try:
+                    async with asyncio.timeout(CATCH_UP_S), folded:
+                        await folded.wait_for(
+                            lambda: all(folded_up_to[tp] >= target[tp] for tp in partitions)
+                        )
+                except TimeoutError:
+                    return False
+                return True
+
+            ctx.folded_to_now = folded_to_now
             while True:
                 if not ctx.ready.is_set():
                     positions = {tp: await consumer.position(tp) for tp in partitions}
@@ -108,6 +126,10 @@ def attach_control(
                             and m.offset < end[TopicPartition(m.topic, m.partition)]
                         )
                         await publish(await controller.handle(raw_message(m), replaying=replaying))
+                for tp in partitions:  # every record returned so far is folded now
+                    folded_up_to[tp] = await consumer.position(tp)
+                async with folded:
+                    folded.notify_all()
                 if controller.held and loop.time() - rechecked >= RECHECK_S:
                     rechecked = loop.time()
                     for decision in await controller.recheck():

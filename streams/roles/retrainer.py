@@ -75,6 +75,10 @@ def attach_retrainer(ctx: RoleContext) -> None:
             settings.retraining.collect_timeout_s,
         )
 
+    async def routes_folded() -> bool:
+        # the control fold attached to this role: every route event sent until now folded
+        return ctx.folded_to_now is None or await ctx.folded_to_now()
+
     retrainer = Retrainer(
         settings,
         routing,
@@ -82,6 +86,7 @@ def attach_retrainer(ctx: RoleContext) -> None:
         emit,
         run_pipeline=run_retrain_in_child,
         gather_rows=gather_rows,
+        routes_folded=routes_folded,
     )
     restored = attach_state(ctx, "policy", retrainer.policy.checkpoint, retrainer.policy.restore)
 

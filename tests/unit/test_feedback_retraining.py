@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
+
 from agents.feedback import FeedbackJoiner
 from agents.retraining import Retrainer, RetrainPolicy
 from agents.routing import RoutingTable
@@ -153,10 +155,12 @@ def run_alert(
     settings: Settings | None = None,
     *,
     while_gathering: Callable[[RoutingTable], None] | None = None,
+    while_folding: Callable[[RoutingTable], None] | None = None,
     compared_with: str = "1",
 ) -> tuple[list, list]:
     """Run the retrainer on ``alert`` with ``result`` as the pipeline's answer; the routes
-    may change ``while_gathering`` the rows, and the run compares with ``compared_with``."""
+    may change ``while_gathering`` the rows or ``while_folding`` the control events sent
+    until the rows were in, and the run compares with ``compared_with``."""
     emitted: list = []
     deployed: list = []
 
@@ -183,6 +187,11 @@ def run_alert(
         if while_gathering is not None:
             while_gathering(table)
 
+    async def routes_folded() -> bool:
+        if while_folding is not None:
+            while_folding(table)
+        return True
+
     retrainer = Retrainer(
         settings or Settings(),
         table,
@@ -191,6 +200,7 @@ def run_alert(
         run_pipeline=pipeline,
         now=lambda: FIXED_TIME + timedelta(seconds=1),
         gather_rows=gather,
+        routes_folded=routes_folded,
     )
     retrainer._features = lambda model, version: ["a"]  # registry lookup, not under test here
 
@@ -203,22 +213,25 @@ def run_alert(
     return emitted, deployed
 
 
-def test_a_run_compares_with_what_serves_once_its_rows_are_in():
-    """The online learner took over while the run gathered rows: the candidate has to beat
-    the learner's snapshot, which it would replace, not the version the alert was about."""
+def learner_takes_over(table: RoutingTable) -> None:
+    url = embedded_url("m", "online.3")
+    change = ModelVersionEvent(
+        action="activate", model="m", version="online", url=url, protocol="embedded"
+    )
+    table.apply(change, ready=True)
 
-    def learner_takes_over(table: RoutingTable) -> None:
-        url = embedded_url("m", "online.3")
-        change = ModelVersionEvent(
-            action="activate", model="m", version="online", url=url, protocol="embedded"
-        )
-        table.apply(change, ready=True)
 
+@pytest.mark.parametrize("when", ["while_gathering", "while_folding"])
+def test_a_run_compares_with_what_serves_once_its_rows_are_in(when: str):
+    """The online learner took over while the run gathered rows, or just before they were
+    in (its route event is folded when the run asks for the routes up to now): the candidate
+    has to beat the learner's snapshot, which it would replace, not the version the alert
+    was about."""
     emitted, deployed = run_alert(
         FakeResult("succeeded", "2"),
         performance_alert("al-l"),
-        while_gathering=learner_takes_over,
         compared_with="online.3",
+        **{when: learner_takes_over},
     )
     assert deployed == [("m", "2")]
     routes = [e.data for k, e in emitted if k == "models"]
