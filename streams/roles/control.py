@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,6 +33,33 @@ log = logging.getLogger("weir.control")
 POLL_MS = 200
 CATCH_UP_S = 10.0  # longest a role waits for its fold to reach the control topic's end
 RECHECK_S = 2.0
+
+
+class FoldProgress:
+    """How far a control fold has got, per partition (the offset after the last event the
+    routes include), and a wait until it gets somewhere."""
+
+    def __init__(self, folded: Mapping[Hashable, int]) -> None:
+        self.folded = dict(folded)
+        self._changed = asyncio.Condition()
+
+    async def advanced(self, positions: Mapping[Hashable, int]) -> None:
+        """The fold has taken in everything before ``positions``."""
+        async with self._changed:
+            self.folded.update(positions)
+            self._changed.notify_all()
+
+    async def reached(self, target: Mapping[Hashable, int], timeout_s: float) -> bool:
+        """Wait until the fold is at ``target`` (end offsets) everywhere; False after
+        ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(
+                    lambda: all(self.folded.get(tp, 0) >= end for tp, end in target.items())
+                )
+        except TimeoutError:
+            return False
+        return True
 
 
 def attach_control(
@@ -88,21 +115,11 @@ def attach_control(
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
-            # per partition, the offset after the last control event the routes include
-            folded_up_to = {tp: await consumer.position(tp) for tp in partitions}
-            folded = asyncio.Condition()
+            progress = FoldProgress({tp: await consumer.position(tp) for tp in partitions})
 
             async def folded_to_now() -> bool:
                 """Wait until every control event the topic held at the call is folded."""
-                target = await consumer.end_offsets(partitions)
-                try:
-                    async with asyncio.timeout(CATCH_UP_S), folded:
-                        await folded.wait_for(
-                            lambda: all(folded_up_to[tp] >= target[tp] for tp in partitions)
-                        )
-                except TimeoutError:
-                    return False
-                return True
+                return await progress.reached(await consumer.end_offsets(partitions), CATCH_UP_S)
 
             ctx.folded_to_now = folded_to_now
             while True:
@@ -126,10 +143,8 @@ def attach_control(
                             and m.offset < end[TopicPartition(m.topic, m.partition)]
                         )
                         await publish(await controller.handle(raw_message(m), replaying=replaying))
-                for tp in partitions:  # every record returned so far is folded now
-                    folded_up_to[tp] = await consumer.position(tp)
-                async with folded:
-                    folded.notify_all()
+                # every record returned so far is folded now
+                await progress.advanced({tp: await consumer.position(tp) for tp in partitions})
                 if controller.held and loop.time() - rechecked >= RECHECK_S:
                     rechecked = loop.time()
                     for decision in await controller.recheck():

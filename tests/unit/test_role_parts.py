@@ -1,5 +1,6 @@
 """The roles' framework-free parts: archive buffering, policy checkpoints, run cancellation,
-the supervisor's role list. No broker, no MinIO, no sleeps (time and writes are injected)."""
+the supervisor's role list, the control fold's progress. No broker, no MinIO, no sleeps
+(time and writes are injected)."""
 
 from __future__ import annotations
 
@@ -190,3 +191,22 @@ def test_insight_roles_yield_the_cpu_to_scoring():
     mine = os.nice(0)
     assert niceness_of_child(0) == mine  # scoring: as the supervisor
     assert niceness_of_child(10) == min(19, mine + 10)  # monitor, feedback, …
+
+
+def test_the_control_fold_is_waited_for_until_it_reaches_the_topic_end():
+    from streams.roles.control import FoldProgress
+
+    async def go() -> None:
+        progress = FoldProgress({0: 5, 1: 2})
+        assert await progress.reached({0: 5, 1: 2}, timeout_s=60), "already there"
+        waiting = asyncio.create_task(progress.reached({0: 8, 1: 2}, timeout_s=60))
+        await progress.advanced({0: 7, 1: 2})
+        await asyncio.sleep(0)  # let the waiter look (no time passes)
+        assert not waiting.done(), "one event short on partition 0"
+        await progress.advanced({0: 8, 1: 2})
+        assert await waiting
+        # a fold that does not get there: False once the (here tiny) timeout is up
+        assert not await progress.reached({0: 9, 1: 2}, timeout_s=0.001)
+        assert progress.folded == {0: 8, 1: 2}
+
+    asyncio.run(go())
