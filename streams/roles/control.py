@@ -123,18 +123,17 @@ def attach_control(
 
             ctx.folded_to_now = folded_to_now
             while True:
-                if not ctx.ready.is_set():
-                    positions = {tp: await consumer.position(tp) for tp in partitions}
-                    if all(positions[tp] >= end[tp] for tp in partitions):
-                        ctx.ready.set()
-                        log.info("control caught up: %s", routing.models)
-                        if controller.skipped:
-                            log.warning(
-                                "%d undecodable messages on %s were skipped in the replay "
-                                "(dead-lettered when they arrived)",
-                                controller.skipped,
-                                name,
-                            )
+                caught_up = all(progress.folded[tp] >= end[tp] for tp in partitions)
+                if not ctx.ready.is_set() and caught_up:
+                    ctx.ready.set()
+                    log.info("control caught up: %s", routing.models)
+                    if controller.skipped:
+                        log.warning(
+                            "%d undecodable messages on %s were skipped in the replay "
+                            "(dead-lettered when they arrived)",
+                            controller.skipped,
+                            name,
+                        )
                 batches = await consumer.getmany(timeout_ms=POLL_MS)
                 for msgs in batches.values():
                     for m in msgs:
