@@ -36,11 +36,8 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def tree_cpu_seconds(pid: int | None) -> float | None:
-    """CPU seconds of a live process and all its descendants (live ones from /proc,
-    exited and reaped ones through the parent's cutime + cstime)."""
-    if pid is None:
-        return None
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (``weir worker`` runs its roles as children)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -48,17 +45,25 @@ def tree_cpu_seconds(pid: int | None) -> float | None:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of a live process and all its descendants (live ones from /proc,
+    exited and reaped ones through the parent's cutime + cstime)."""
+    if pid is None:
+        return None
     try:
         own = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
     total = (int(own[13]) + int(own[14])) / CLK_TCK  # reaped children
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        total += cpu_seconds(current) or 0.0
-        todo.extend(children.get(current, []))
-    return total
+    return total + sum(cpu_seconds(p) or 0.0 for p in process_tree(pid))
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

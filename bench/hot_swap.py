@@ -68,7 +68,7 @@ from connectors.registry import ModelRegistry
 from connectors.signing import signed
 from schemas import InputRecord, ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
-from schemas.settings import Settings
+from schemas.settings import ScoringSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker
 from streams.servers.deployers import serve
@@ -168,9 +168,9 @@ class Tally:
         self.mismatched = 0  # stamped version differs from the server that answered
 
     def __call__(self) -> None:
-        messages = self.out.messages
+        messages, arrived = self.out.messages, self.out.arrived
         while self.index < len(messages):
-            event = messages[self.index].event
+            event, read_at = messages[self.index].event, arrived[self.index]
             self.index += 1
             if event is None or event.type != PREDICTION or event.data.model != self.model:
                 continue
@@ -178,7 +178,7 @@ class Tally:
             if version_of_output(p.output) != p.version:
                 self.mismatched += 1
             seq = int(p.record_id.removeprefix("s-"))
-            self.seen.append(Seen(seq, p.version, time.monotonic()))
+            self.seen.append(Seen(seq, p.version, read_at))
             self.count[seq] += 1
             self.max_seq = max(self.max_seq, seq)
 
@@ -563,8 +563,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="swaps of each kind")
     parser.add_argument("--rate", type=float, default=300.0, help="records/s produced")
-    parser.add_argument("--batch-size", type=int, default=256, help="weir micro-batch size")
-    parser.add_argument("--batch-wait", type=float, default=0.05, help="weir batch wait, s")
+    defaults = ScoringSettings()  # what a user gets
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="weir micro-batch size"
+    )
+    parser.add_argument(
+        "--batch-wait", type=float, default=defaults.batch_wait_s, help="weir batch wait, s"
+    )
     parser.add_argument(
         "--gap", type=float, default=10.0, help="s after a swap (and caught up) before the next"
     )

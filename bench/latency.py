@@ -69,23 +69,25 @@ if __package__:  # python -m bench.latency
     from bench._shared import (
         FEATURES,
         bench_settings,
-        cpu_seconds,
         delete_groups,
         delete_models,
         delete_topics,
         machine_line,
+        process_tree,
         publish_model,
+        tree_cpu_seconds,
     )
 else:  # python bench/latency.py, as the other bench scripts run
     from _shared import (  # type: ignore[no-redef]
         FEATURES,
         bench_settings,
-        cpu_seconds,
         delete_groups,
         delete_models,
         delete_topics,
         machine_line,
+        process_tree,
         publish_model,
+        tree_cpu_seconds,
     )
 
 PREDICTION = "io.weir.prediction.v1"
@@ -97,10 +99,12 @@ WEIR_FETCH_WAIT_MS = int(KafkaSettings.model_fields["fetch_max_wait_ms"].default
 
 
 def requests_sent(pid: int | None, broker_port: int) -> int | None:
-    """Data segments the process sent to the broker so far (``ss -tinp``): one per
-    Kafka request while idle (fetches, heartbeats, metadata), on its open sockets."""
+    """Data segments the process and its descendants sent to the broker so far
+    (``ss -tinp``): one per Kafka request while idle (fetches, heartbeats, metadata),
+    on their open sockets."""
     if pid is None:
         return None
+    tree = {f"pid={p}," for p in process_tree(pid)}
     try:
         out = subprocess.run(
             ["ss", "-tinpH", f"dport = :{broker_port}"],
@@ -114,7 +118,7 @@ def requests_sent(pid: int | None, broker_port: int) -> int | None:
     total, mine = 0, False
     for line in out.splitlines():
         if not line.startswith(("\t", " ")):  # a socket line; its details follow
-            mine = f"pid={pid}," in line
+            mine = any(p in line for p in tree)
         elif mine:
             found = re.search(r"\bdata_segs_out:(\d+)", line)
             total += int(found.group(1)) if found else 0
@@ -189,13 +193,12 @@ class Tally:
         self.count: Counter[str] = Counter()
 
     def __call__(self) -> None:
-        messages = self.out.messages
+        messages, arrived = self.out.messages, self.out.arrived
         while self.index < len(messages):
-            event = messages[self.index].event
+            event, now = messages[self.index].event, arrived[self.index]
             self.index += 1
             if event is None or event.type != PREDICTION or event.data.model != self.model:
                 continue
-            now = time.monotonic()
             rid = event.data.record_id
             self.count[rid] += 1
             if rid not in self.read_at:
@@ -343,7 +346,7 @@ class Run:
             console=self.console,
         ) as progress:
             task = progress.add_task(self.variant, total=n, last="")
-            cpu0 = cpu_seconds(worker.pid())
+            cpu0 = tree_cpu_seconds(worker.pid())
             stream = self.stream("m", n)
             shown = 0
 
@@ -361,7 +364,7 @@ class Run:
                 return seen >= n
 
             self.wait(done, what=f"{n} predictions", deadline_s=n / self.args.rate + 60)
-            cpu1 = cpu_seconds(worker.pid())
+            cpu1 = tree_cpu_seconds(worker.pid())
         r = self.result
         r.busy_cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         stream.join(timeout=30)
@@ -384,9 +387,9 @@ class Run:
         # idle: no input, the worker only polls
         pid, port = worker.pid(), self.settings.kafka.host_port[1]
         self.out.poll_for(2.0)  # let the last commit and fetches settle
-        cpu0, q0, t0 = cpu_seconds(pid), requests_sent(pid, port), time.monotonic()
+        cpu0, q0, t0 = tree_cpu_seconds(pid), requests_sent(pid, port), time.monotonic()
         self.out.poll_for(self.args.idle)
-        cpu1, q1 = cpu_seconds(pid), requests_sent(pid, port)
+        cpu1, q1 = tree_cpu_seconds(pid), requests_sent(pid, port)
         r.idle_s = time.monotonic() - t0
         if cpu0 is not None and cpu1 is not None:
             r.idle_cpu_s = cpu1 - cpu0

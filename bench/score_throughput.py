@@ -8,8 +8,9 @@ pre-filled in the records topic.
 Systems, each reading the same N records with a fresh consumer group and
 writing one prediction per record to the predictions topic:
 
-* **weir** — the weir worker (``weir worker``, a real Faust process) with
-  micro-batching (``--batch-size``, ``--batch-wait``);
+* **weir** — ``weir worker`` as a user starts it: every role (scoring, monitor,
+  feedback, performance; retraining off) as supervised child processes, at the
+  scoring role's default batch size and wait (``--batch-size``, ``--batch-wait``);
 * **naive** — a confluent-kafka loop written here, run as its own process: one
   synchronous httpx POST per record (V1 protocol), produce the prediction,
   commit (``--baseline-commit``: ``async`` per record, the usual naive loop, or
@@ -18,7 +19,9 @@ writing one prediction per record to the predictions topic:
 Wall time runs from the process start to the moment the last of the N
 predictions is read from the predictions topic (a ``Collector`` in this
 process); "steady" is the rate between the 10 % and 100 % marks, which leaves
-process start-up and group join out. CPU seconds come from ``/proc/<pid>/stat``.
+process start-up and group join out. CPU seconds come from ``/proc/<pid>/stat``,
+summed over the process and every descendant (``weir worker`` runs its roles as
+children).
 
     .venv/bin/python bench/score_throughput.py [--records 20000] [--reps 1]
 """
@@ -49,6 +52,7 @@ from _shared import (
     machine_line,
     prefill,
     publish_model,
+    tree_cpu_seconds,
 )
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from rich.console import Console
@@ -59,7 +63,7 @@ from connectors.kafka import EventProducer, admin, ensure_topics
 from connectors.process import free_port
 from connectors.signing import signed
 from schemas import ModelVersionEvent, new_event
-from schemas.settings import Settings, settings_env
+from schemas.settings import ScoringSettings, Settings, settings_env
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker
 from streams.servers.deployers import serve
@@ -100,13 +104,12 @@ class Tally:
         self.step = max(1, n // 100)  # redraw the progress bar every 1 %
 
     def __call__(self) -> bool:
-        messages = self.out.messages
+        messages, arrived = self.out.messages, self.out.arrived
         while self.index < len(messages):
-            event = messages[self.index].event
+            event, now = messages[self.index].event, arrived[self.index]  # when it was read
             self.index += 1
             if event is None or event.type != PREDICTION or event.data.model != self.model:
                 continue
-            now = time.monotonic()
             self.predictions += 1
             self.ids.add(event.data.record_id)
             if self.first_at is None:
@@ -332,7 +335,7 @@ class Bench:
 
             out.until(done, deadline_s=self.args.deadline, what=f"{n} predictions from {system}")
             assert tally.done_at is not None and tally.mark10_at is not None
-            cpu = cpu_seconds(pid_of())
+            cpu = tree_cpu_seconds(pid_of())
             server_cpu = cpu_seconds(self.server.pid())
             reader_cpu = self_cpu() - reader_cpu0
         wall = tally.done_at - t0
@@ -517,8 +520,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000, help="records per run")
     parser.add_argument("--reps", type=int, default=1, help="repetitions of each system")
-    parser.add_argument("--batch-size", type=int, default=256, help="weir micro-batch size")
-    parser.add_argument("--batch-wait", type=float, default=0.05, help="weir batch wait, s")
+    defaults = ScoringSettings()  # what a user gets
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="weir micro-batch size"
+    )
+    parser.add_argument(
+        "--batch-wait", type=float, default=defaults.batch_wait_s, help="weir batch wait, s"
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of data topics")
     parser.add_argument(
         "--baseline-commit",

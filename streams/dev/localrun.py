@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from connectors.kafka import ConsumedMessage, EventConsumer
@@ -37,6 +37,7 @@ class Collector:
     def __init__(self, settings: Settings, topics: list[str], group: str) -> None:
         self.consumer = EventConsumer(settings, topics, group_id=group)
         self.messages: list[ConsumedMessage] = []
+        self.arrived: list[float] = []  # when each message was read (monotonic), for latencies
 
     def until(self, condition: Callable[[], bool], *, deadline_s: float, what: str) -> None:
         """Read until ``condition()`` holds (or the deadline passes, then raise).
@@ -54,16 +55,20 @@ class Collector:
             checked[0] = now
             return condition()
 
-        for msg in self.consumer.take(10**9, deadline_s=deadline_s, stop=due):
-            self.messages.append(msg)
+        self._keep(self.consumer.take(10**9, deadline_s=deadline_s, stop=due))
         if not condition():
             raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
     def poll_for(self, seconds: float) -> int:
         """Read whatever arrives within ``seconds``; returns how many messages came."""
         before = len(self.messages)
-        self.messages.extend(self.consumer.take(10**9, deadline_s=seconds))
+        self._keep(self.consumer.take(10**9, deadline_s=seconds))
         return len(self.messages) - before
+
+    def _keep(self, messages: Iterable[ConsumedMessage]) -> None:
+        for msg in messages:
+            self.messages.append(msg)
+            self.arrived.append(time.monotonic())
 
     def events(self, type_: str) -> list:
         return [m.event for m in self.messages if m.event is not None and m.event.type == type_]
