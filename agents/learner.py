@@ -384,9 +384,3 @@ class OnlineLearner:
         self.snapshot = snapshot
         self.since_publish = 0
         self._fresh.clear()
-
-
-def snapshot_number(name: str, version: str) -> int | None:
-    """n of a registry version ``<name>.<n>``, or None for any other version."""
-    prefix, dot, number = version.rpartition(".")
-    return int(number) if dot and prefix == name and number.isdigit() else None

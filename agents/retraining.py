@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -370,29 +370,56 @@ class Retrainer:
         promoted = False
         cancelled = False
         try:
-            from connectors.pipeline import RetrainRequest, run_retrain
+            from connectors.pipeline import RetrainRequest, RetrainResult, run_retrain
 
             runner = self._run_pipeline or run_retrain
             await self._gather_rows(model, since)
             # what serves once the rows are in: while they were gathered an online learner
-            # may have taken over, and a candidate must beat what it would replace; the
-            # routes first take in every control event sent until now
-            if self._routes_folded is not None and not await self._routes_folded():
-                log.warning("run %s: the routes may be behind the control topic", run_id)
-            active = self._routing.get(model).active
-            request = RetrainRequest(
-                model=model,
-                run_id=run_id,
-                # an online learner's route: compared as the snapshot it serves now
-                current_version=active.registry_version if active else None,
-                alert_id=alert_id,
-                window_rows=self._settings.retraining.window_rows,
-                min_gain=self._settings.retraining.min_gain,
-                confidence=self._settings.retraining.promotion_confidence,
-                since=since,
-            )
+            # may have taken over, and a candidate must beat what it would replace
+            active = await self._serving(model, run_id)
             await self._emit("pipeline-runs", run_event("started"))
-            result = await asyncio.to_thread(runner, self._settings, request)
+            redone = ""
+            for attempt in range(2):
+                request = RetrainRequest(
+                    model=model,
+                    run_id=run_id,
+                    # an online learner's route: compared as the snapshot it serves now
+                    current_version=active.registry_version if active else None,
+                    alert_id=alert_id,
+                    window_rows=self._settings.retraining.window_rows,
+                    min_gain=self._settings.retraining.min_gain,
+                    confidence=self._settings.retraining.promotion_confidence,
+                    since=since,
+                )
+                result = await asyncio.to_thread(runner, self._settings, request)
+                if result.status != "succeeded" or result.version is None:
+                    break
+                # the same question once the run is over: it may have beaten a version
+                # that no longer serves (a learner's take-over while it trained). A
+                # learner's newer snapshot is the same version going on learning: the
+                # pipeline compared the newest one it found.
+                compared = active.version if active else None
+                active = await self._serving(model, run_id)
+                if (active.version if active else None) == compared:
+                    break
+                moved = (
+                    f"{active.registry_version if active else 'no version'} began serving "
+                    f"while candidate {result.version} was compared with {request.current_version}"
+                )
+                if attempt == 1:
+                    result = RetrainResult(
+                        status="not-promoted",
+                        version=None,
+                        metrics=result.metrics,
+                        reason=f"{redone}; then {moved}: not promoted",
+                        storage_uri=None,
+                    )
+                    break
+                log.warning("run %s: %s; comparing again", run_id, moved)
+                redone = f"compared again: {moved} (version {result.version} is not served)"
+            if redone and not result.reason.startswith(redone):
+                reason = f"{redone}. {result.reason}" if result.reason else redone
+                result = replace(result, reason=reason)
             if result.status != "succeeded" or result.version is None:
                 await self._emit(
                     "pipeline-runs",
@@ -440,6 +467,12 @@ class Retrainer:
                 self.policy.finished(model, promoted=False)
             else:
                 await self._finish(model, promoted=promoted)
+
+    async def _serving(self, model: str, run_id: str) -> Any:
+        """The model's active route once every control event sent until now is folded."""
+        if self._routes_folded is not None and not await self._routes_folded():
+            log.warning("run %s: the routes may be behind the control topic", run_id)
+        return self._routing.get(model).active
 
     async def on_verdict(self, event: Event[CanaryVerdict]) -> str:
         """Carry out a canary verdict as signed route events; what was done, or why not."""

@@ -298,7 +298,10 @@ def evaluate(
     if current_version:
         settings = Settings()
         registry = ModelRegistry.for_settings(settings)
-        current = registry.load(model, current_version)
+        # an online learner's snapshot may be gone by now: its newest one is compared
+        current = registry.load_or_newer(model, current_version)
+        if current.card.version != current_version:
+            scores.metadata["compared_version"] = current.card.version
         records = [dict(zip(features, row, strict=True)) for row in data["rows"]]
         predicted_now, _ = predict_batch(
             current, rows_from_features(current.card.features, records)
@@ -345,7 +348,10 @@ def register(
 
     settings = Settings()
     store = ObjectStore(settings.minio)
-    metrics = {name: float(value) for name, value in scores.metadata.items()}
+    meta = dict(scores.metadata)
+    # a learner's snapshot pruned during the run: evaluate compared its newest one
+    compared = str(meta.pop("compared_version", "") or current_version)
+    metrics = {name: float(value) for name, value in meta.items()}
     new, old = metrics["candidate_accuracy"], metrics.get("current_accuracy")
     p = metrics.get("mcnemar_p", 0.0)
     pairs = (
@@ -360,7 +366,7 @@ def register(
         outcome["status"] = "not-promoted"
         outcome["reason"] = (
             f"not promoted: candidate accuracy {new:.4f} {why_not} of version "
-            f"{current_version}; {pairs}, needed <= {max_p:g}"
+            f"{compared}; {pairs}, needed <= {max_p:g}"
         )
     else:
         registry = ModelRegistry.for_settings(settings)
@@ -383,7 +389,7 @@ def register(
         )
         if current_version and old is not None:
             why = (
-                f"candidate accuracy {new:.4f} >= current version {current_version} "
+                f"candidate accuracy {new:.4f} >= current version {compared} "
                 f"accuracy {old:.4f} + min_gain {min_gain:g}, {pairs} <= {max_p:g}"
             )
         else:

@@ -25,7 +25,7 @@ from typing import Any
 
 import joblib
 
-from connectors.minio_store import ObjectStore
+from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.signing import KeyPair, Verifier, load_signer, signature_of
 from schemas import ConfigurationError, ServiceError
 from schemas.model_card import ModelCard
@@ -160,6 +160,26 @@ class ModelRegistry:
         estimator = pickle.loads(blob) if plain else joblib.load(io.BytesIO(blob))
         return LoadedModel(card=card, estimator=estimator)
 
+    def load_or_newer(self, name: str, version: str) -> LoadedModel:
+        """``version``; for an online learner's snapshot ``<learner>.<n>`` deleted since it
+        was named (the learner keeps its newest few), the newest snapshot of the same
+        learner: a later state of the model that was named. Its card says which."""
+        try:
+            return self.load(name, version)
+        except ObjectNotFound:
+            series = version.rpartition(".")[0]
+            wanted = snapshot_number(series, version)
+            newer = [
+                n
+                for v in self.version_names(name)
+                if (n := snapshot_number(series, v)) is not None
+                and wanted is not None
+                and n > wanted
+            ]
+            if not newer:
+                raise
+            return self.load(name, f"{series}.{max(newer)}")
+
     def delete(self, name: str, version: str) -> None:
         """Remove a version: its card first (so it stops being a version), then its artifact."""
         self._store.delete(self._bucket, f"{name}/{version}/{CARD}")
@@ -179,3 +199,9 @@ class ModelRegistry:
         """Versions with a card, oldest first by creation time."""
         cards = [self.card(name, v) for v in self.version_names(name)]
         return [c.version for c in sorted(cards, key=lambda c: c.created_at)]
+
+
+def snapshot_number(name: str, version: str) -> int | None:
+    """n of a registry version ``<name>.<n>`` (an online learner's snapshot), else None."""
+    prefix, dot, number = version.rpartition(".")
+    return int(number) if dot and prefix == name and number.isdigit() else None

@@ -57,12 +57,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agents.learner import OnlineLearner, TakeOver, snapshot_number
+from agents.learner import OnlineLearner, TakeOver
 from agents.routing import RoutingTable
 from connectors.archive import read_window
 from connectors.bounded import Bounded
 from connectors.minio_store import ObjectStore
-from connectors.registry import ModelRegistry
+from connectors.registry import ModelRegistry, snapshot_number
 from connectors.signing import signed
 from schemas import (
     Event,

@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from connectors.archive import write_chunk
 from connectors.minio_store import ObjectStore
 from connectors.pipeline import RetrainRequest, RetrainResult, run_retrain
 from connectors.predictor import predict_batch, rows_from_features
 from connectors.registry import ModelRegistry
+from schemas.model_card import ModelCard
 from schemas.settings import Settings
 from schemas.training import TrainingRow
 from streams.synthetic import FEATURES, DemoRow, drifting_stream
@@ -148,6 +150,45 @@ def test_registers_v1_then_a_better_v2_then_keeps_v2(
     assert f"{third.metrics['candidate_accuracy']:.4f}" in third.reason
     assert f"{third.metrics['current_accuracy']:.4f}" in third.reason
     assert registry.versions(model) == ["1", "2"]
+
+
+def test_a_learner_snapshot_pruned_during_the_run_is_compared_as_its_newest(
+    live_stack: Settings, unique: str, tmp_path: Path
+) -> None:
+    """The run was asked to beat the learner's snapshot online.1; by the time it evaluates,
+    the learner has published online.2 and deleted online.1 (it keeps its newest few).
+    The run compares with online.2 and says so, instead of failing on a missing object."""
+    settings = pipeline_settings(live_stack, tmp_path)
+    registry = ModelRegistry.for_settings(settings)
+    model = f"p{unique}"
+    stream = list(drifting_stream(3000, drift_at=1500))
+    archive(settings, model, stream[1500:])
+    old = stream[:1500]
+    estimator = LogisticRegression(max_iter=500).fit(
+        rows_from_features(sorted(FEATURES), [row.features for row in old]),
+        [row.label for row in old],
+    )
+    card = ModelCard(
+        name=model,
+        version="online.2",
+        framework="sklearn",
+        features=sorted(FEATURES),
+        classes=[0, 1],
+        created_at=T0,
+    )
+    registry.publish(card, estimator)
+
+    result = run_retrain(
+        settings,
+        RetrainRequest(model=model, run_id=f"run-{unique}", current_version="online.1"),
+    )
+
+    assert result.status in ("succeeded", "not-promoted"), result.reason
+    assert "current_accuracy" in result.metrics and "compared_version" not in result.metrics
+    assert "version online.2" in result.reason, result.reason
+    assert result.metrics["current_accuracy"] == pytest.approx(
+        accuracy_on(registry, model, "online.2", stream[-450:])
+    )
 
 
 def test_empty_archive_fails_with_a_reason_using_the_callers_settings(

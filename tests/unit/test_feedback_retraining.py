@@ -150,17 +150,22 @@ class FakeResult:
 
 
 def run_alert(
-    result: FakeResult,
+    result: FakeResult | list[FakeResult],
     alert,
     settings: Settings | None = None,
     *,
     while_gathering: Callable[[RoutingTable], None] | None = None,
     while_folding: Callable[[RoutingTable], None] | None = None,
+    while_running: list[Callable[[RoutingTable], None]] = (),
     compared_with: str = "1",
+    requests: list | None = None,
 ) -> tuple[list, list]:
-    """Run the retrainer on ``alert`` with ``result`` as the pipeline's answer; the routes
-    may change ``while_gathering`` the rows or ``while_folding`` the control events sent
-    until the rows were in, and the run compares with ``compared_with``."""
+    """Run the retrainer on ``alert`` with ``result`` as the pipeline's answer (a list: one
+    per pipeline run, in order); the routes may change ``while_gathering`` the rows,
+    ``while_folding`` the control events sent until the rows were in, or while the
+    pipeline runs (``while_running[i]`` during the i-th run), and the first run compares
+    with ``compared_with``. ``requests`` collects the pipeline requests."""
+    results = list(result) if isinstance(result, list) else [result]
     emitted: list = []
     deployed: list = []
 
@@ -177,11 +182,13 @@ def run_alert(
         ModelVersionEvent(action="activate", model="m", version="1", url="http://127.0.0.1:1"),
         ready=True,
     )
-    requests: list = []
+    requests = [] if requests is None else requests
 
     def pipeline(settings, request):
         requests.append(request)
-        return result
+        if len(requests) <= len(while_running):
+            while_running[len(requests) - 1](table)
+        return results[min(len(requests), len(results)) - 1]
 
     async def gather(model: str, since, rows: int) -> None:
         if while_gathering is not None:
@@ -236,6 +243,93 @@ def test_a_run_compares_with_what_serves_once_its_rows_are_in(when: str):
     assert deployed == [("m", "2")]
     routes = [e.data for k, e in emitted if k == "models"]
     assert (routes[0].action, routes[0].version) == ("activate", "2")  # replaces the learner
+
+
+def test_a_take_over_while_the_run_trains_makes_it_compare_again():
+    """The learner took over while the pipeline compared its candidate with version 1:
+    the candidate beat a version that no longer serves, so the run compares again, with
+    the learner's snapshot, and only that answer can promote."""
+    requests: list = []
+    emitted, deployed = run_alert(
+        [
+            FakeResult("succeeded", "2", reason="beat 1"),
+            FakeResult("succeeded", "3", reason="beat online.3"),
+        ],
+        performance_alert("al-r"),
+        while_running=[learner_takes_over],
+        requests=requests,
+    )
+    assert [r.current_version for r in requests] == ["1", "online.3"]
+    assert deployed == [("m", "3")]
+    done = emitted[-1][1].data
+    assert (done.status, done.produced_version) == ("succeeded", "3")
+    assert done.reason.startswith("compared again: online.3 began serving while candidate 2")
+    assert done.reason.endswith("beat online.3")
+    assert [e.data.status for k, e in emitted if k == "pipeline-runs"].count("started") == 1
+
+
+def test_a_second_comparison_that_loses_promotes_nothing():
+    emitted, deployed = run_alert(
+        [FakeResult("succeeded", "2"), FakeResult("not-promoted", None, reason="p 0.4")],
+        performance_alert("al-s"),
+        while_running=[learner_takes_over],
+    )
+    assert deployed == [] and not [e for k, e in emitted if k == "models"]
+    done = emitted[-1][1].data
+    assert done.status == "not-promoted"
+    assert "compared again" in done.reason and done.reason.endswith("p 0.4")
+
+
+def learner_refreshes(table: RoutingTable) -> None:
+    """The serving learner routes to its next snapshot: the same version, learning on."""
+    table.apply(
+        ModelVersionEvent(
+            action="activate",
+            model="m",
+            version="online",
+            url=embedded_url("m", "online.4"),
+            protocol="embedded",
+        ),
+        ready=True,
+    )
+
+
+def test_a_learners_newer_snapshot_is_not_another_version():
+    """While the learner serves, it routes to a new snapshot every few hundred outcomes;
+    a run compared with an older one (the pipeline takes the newest it finds) stands."""
+    requests: list = []
+    emitted, deployed = run_alert(
+        FakeResult("succeeded", "2", reason="beat online.4"),
+        performance_alert("al-u"),
+        while_folding=learner_takes_over,
+        while_running=[learner_refreshes],
+        compared_with="online.3",
+        requests=requests,
+    )
+    assert len(requests) == 1 and deployed == [("m", "2")]
+    assert emitted[-1][1].data.reason == "beat online.4"
+
+
+def test_routes_that_keep_moving_under_the_run_promote_nothing():
+    """Compared twice and another version began serving both times: no third run."""
+
+    def operator_activates_5(table: RoutingTable) -> None:
+        table.apply(
+            ModelVersionEvent(action="activate", model="m", version="5", url="http://h:5"),
+            ready=True,
+        )
+
+    requests: list = []
+    emitted, deployed = run_alert(
+        [FakeResult("succeeded", "2"), FakeResult("succeeded", "3")],
+        performance_alert("al-t"),
+        while_running=[learner_takes_over, operator_activates_5],
+        requests=requests,
+    )
+    assert len(requests) == 2 and deployed == []
+    done = emitted[-1][1].data
+    assert done.status == "not-promoted"
+    assert "5 began serving while candidate 3 was compared with online.3" in done.reason
 
 
 def test_successful_run_deploys_and_activates_with_lineage():

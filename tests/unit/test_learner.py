@@ -12,13 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from agents.control import Controller, RegistryCheck
-from agents.learner import OnlineLearner, snapshot_number
+from agents.learner import OnlineLearner
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
 from connectors.embedded import ModelClient
 from connectors.kserve_client import ModelServerError
 from connectors.minio_store import ObjectNotFound
-from connectors.registry import ArtifactRefused, LoadedModel
+from connectors.registry import ArtifactRefused, LoadedModel, snapshot_number
 from connectors.signing import load_signer, sign
 from schemas import ModelVersionEvent, Outcome, ServiceError, new_event
 from schemas.model_card import ModelCard
