@@ -82,6 +82,8 @@ class FeedbackJoiner:
                     features=entry.features,
                     label=entry.label.label,
                     time=entry.label_time,
+                    served=None if entry.prediction is None else entry.prediction.output,
+                    served_version=None if entry.prediction is None else entry.prediction.version,
                 )
             )
             entry.archived = True

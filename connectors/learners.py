@@ -110,6 +110,9 @@ def fit_candidate(x: np.ndarray, y: Sequence[Any], *, seed: int = 0) -> Fitted:
     return Fitted(estimator, family, _params(family, estimator), scores)
 
 
+MIN_ANSWERED = 50  # held-out rows an online learner served that make a comparison with it
+
+
 def promotion(
     new: float, old: float | None, p: float, *, min_gain: float, max_p: float
 ) -> tuple[bool, str]:

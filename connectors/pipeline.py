@@ -218,8 +218,11 @@ def fetch(
     for artifact, part in ((train_set, train), (holdout_set, hold)):
         matrix = [[row.features[name] for name in features] for row in part]
         labels = [row.label for row in part]
+        served = [[row.served_version, row.served] for row in part]  # who answered, and what
         with open(artifact.path, "w") as out:
-            json.dump({"features": features, "rows": matrix, "labels": labels}, out)
+            json.dump(
+                {"features": features, "rows": matrix, "labels": labels, "served": served}, out
+            )
         artifact.metadata.update({"rows": len(part), "features": features, "source": source})
     train_set.metadata["problem"] = problem
     window.log_metric("window_rows", len(rows))
@@ -262,16 +265,18 @@ def evaluate(
     scores: dsl.Output[dsl.Metrics],
 ) -> None:
     """Accuracy of the candidate and of the current version ("" = none) on the held-out rows,
-    and McNemar's exact test of the two on those same rows."""
+    and McNemar's exact test of the two on those same rows (``compared_rows`` of them when
+    the current version is an online learner, judged by its served answers)."""
     import json
+    from collections import Counter
     from typing import Any
 
     import joblib
     import numpy as np
 
-    from connectors.learners import paired_test
+    from connectors.learners import MIN_ANSWERED, paired_test
     from connectors.predictor import predict_batch, rows_from_features
-    from connectors.registry import LoadedModel, ModelRegistry
+    from connectors.registry import LoadedModel, ModelRegistry, snapshot_number
     from schemas.events import utc_now
     from schemas.model_card import ModelCard
     from schemas.settings import Settings
@@ -282,6 +287,7 @@ def evaluate(
     with open(holdout_set.path) as src:
         data = json.load(src)
     features, labels = data["features"], data["labels"]
+    held_out = len(labels)
     estimator = joblib.load(candidate.path)
     card = ModelCard(
         name=model,
@@ -294,18 +300,46 @@ def evaluate(
     predicted, _ = predict_batch(
         LoadedModel(card=card, estimator=estimator), np.asarray(data["rows"], dtype=np.float64)
     )
-    scores.log_metric("candidate_accuracy", accuracy(predicted, labels))
     if current_version:
-        settings = Settings()
-        registry = ModelRegistry.for_settings(settings)
-        # an online learner's snapshot may be gone by now: its newest one is compared
-        current = registry.load_or_newer(model, current_version)
-        if current.card.version != current_version:
-            scores.metadata["compared_version"] = current.card.version
-        records = [dict(zip(features, row, strict=True)) for row in data["rows"]]
-        predicted_now, _ = predict_batch(
-            current, rows_from_features(current.card.features, records)
-        )
+        # an online learner's snapshot (``<learner>.<n>``) has learnt the held-out rows by
+        # now; it is judged by what it answered when they were served, before it learnt
+        # them. Right after a take-over it has served few of them: then by what served
+        # them (the version it replaced, mostly), and only with no served answers kept
+        # (older archives) by the snapshot itself, which flatters it.
+        series = current_version.rpartition(".")[0]
+        served = data.get("served") or [[None, None]] * len(labels)
+        by_learner = [i for i, (who, _) in enumerate(served) if who == series]
+        by_anyone = [i for i, (who, _) in enumerate(served) if who is not None]
+        if snapshot_number(series, current_version) is None:
+            rows, compared = None, ""  # a pipeline version: predicted again, as it serves
+        elif len(by_learner) >= MIN_ANSWERED:
+            rows, compared = by_learner, f"{series} as served"
+        elif len(by_anyone) >= MIN_ANSWERED:
+            who_served = Counter(str(served[i][0]) for i in by_anyone)
+            rows = by_anyone
+            compared = (
+                "what served these rows ("
+                + ", ".join(f"{who} on {n}" for who, n in who_served.most_common())
+                + f"; {series} took over since)"
+            )
+        else:
+            rows, compared = None, ""
+        if rows is not None:
+            labels = [labels[i] for i in rows]
+            predicted = [predicted[i] for i in rows]
+            predicted_now = [served[i][1] for i in rows]
+        else:
+            registry = ModelRegistry.for_settings(Settings())
+            # a learner's snapshot may be gone by now (it keeps its newest few)
+            current = registry.load_or_newer(model, current_version)
+            if series and snapshot_number(series, current_version) is not None:
+                compared = f"{current.card.version} (it had learnt these rows)"
+            records = [dict(zip(features, row, strict=True)) for row in data["rows"]]
+            predicted_now, _ = predict_batch(
+                current, rows_from_features(current.card.features, records)
+            )
+        if compared:
+            scores.metadata["compared_version"] = compared
         scores.log_metric("current_accuracy", accuracy(predicted_now, labels))
         b, c, p = paired_test(
             [n == y for n, y in zip(predicted, labels, strict=True)],
@@ -314,8 +348,11 @@ def evaluate(
         scores.log_metric("only_candidate_right", b)
         scores.log_metric("only_current_right", c)
         scores.log_metric("mcnemar_p", p)
+    scores.log_metric("candidate_accuracy", accuracy(predicted, labels))
     scores.log_metric("train_rows", candidate.metadata["train_rows"])
-    scores.log_metric("holdout_rows", len(labels))
+    scores.log_metric("holdout_rows", held_out)
+    if len(labels) != held_out:
+        scores.log_metric("compared_rows", len(labels))
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

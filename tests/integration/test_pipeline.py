@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,8 +31,14 @@ def pipeline_settings(live_stack: Settings, tmp_path: Path) -> Settings:
     return live_stack.model_copy(update={"kfp": kfp})
 
 
-def archive(settings: Settings, model: str, rows: Sequence[DemoRow]) -> None:
-    """Archive ``rows`` in chunks whose object names sort in stream order."""
+def archive(
+    settings: Settings,
+    model: str,
+    rows: Sequence[DemoRow],
+    served: Callable[[DemoRow], tuple[str, int]] | None = None,
+) -> None:
+    """Archive ``rows`` in chunks whose object names sort in stream order; ``served`` gives
+    each row's served (version, answer), as the feedback role keeps them."""
     store = ObjectStore(settings.minio)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
@@ -42,6 +48,8 @@ def archive(settings: Settings, model: str, rows: Sequence[DemoRow]) -> None:
                 features=row.features,
                 label=row.label,
                 time=T0 + timedelta(seconds=row.index),
+                served_version=served(row)[0] if served else None,
+                served=served(row)[1] if served else None,
             )
             for row in chunk
         ]
@@ -189,6 +197,63 @@ def test_a_learner_snapshot_pruned_during_the_run_is_compared_as_its_newest(
     assert result.metrics["current_accuracy"] == pytest.approx(
         accuracy_on(registry, model, "online.2", stream[-450:])
     )
+
+
+def test_a_learner_is_judged_by_its_served_answers_not_its_snapshot(
+    live_stack: Settings, unique: str, tmp_path: Path
+) -> None:
+    """A learner's snapshot has learnt the held-out rows by the time a run evaluates; the
+    run compares the candidate with what the learner answered when it served them. Here
+    it served the truth on every row but each 10th: its served accuracy is 0.9, whatever
+    the registry holds (no snapshot is stored at all)."""
+    settings = pipeline_settings(live_stack, tmp_path)
+    model = f"p{unique}"
+    rows = list(drifting_stream(3000, drift_at=1500))[1500:]
+    archive(settings, model, rows, served=lambda r: ("online", r.label ^ (r.index % 10 == 0)))
+
+    result = run_retrain(
+        settings,
+        RetrainRequest(
+            model=model, run_id=f"run-{unique}", current_version="online.7", min_gain=0.0
+        ),
+    )
+
+    held_out = rows[-450:]
+    assert result.status in ("succeeded", "not-promoted"), result.reason
+    assert result.metrics["current_accuracy"] == pytest.approx(
+        sum(r.index % 10 != 0 for r in held_out) / len(held_out)
+    )
+    assert "version online as served" in result.reason, result.reason
+    assert result.metrics["holdout_rows"] == 450 and "compared_rows" not in result.metrics
+
+
+def test_a_learner_that_served_few_held_out_rows_is_judged_by_what_served_them(
+    live_stack: Settings, unique: str, tmp_path: Path
+) -> None:
+    """Just after a take-over the learner answered 20 of the held-out rows; the run
+    compares with what served the held-out rows (version 1 on the rest), on the rows
+    with a served answer."""
+    settings = pipeline_settings(live_stack, tmp_path)
+    model = f"p{unique}"
+    rows = list(drifting_stream(3000, drift_at=1500))[1500:]
+    last = rows[-1].index
+    archive(
+        settings,
+        model,
+        rows,
+        served=lambda r: ("online", r.label) if r.index > last - 20 else ("1", 1 - r.label),
+    )
+
+    result = run_retrain(
+        settings,
+        RetrainRequest(model=model, run_id=f"run-{unique}", current_version="online.7"),
+    )
+
+    assert result.status == "succeeded", result.reason
+    assert "what served these rows (1 on 430, online on 20; online took over since)" in (
+        result.reason
+    )
+    assert result.metrics["current_accuracy"] == pytest.approx(20 / 450)
 
 
 def test_empty_archive_fails_with_a_reason_using_the_callers_settings(

@@ -46,6 +46,8 @@ def test_label_after_prediction_joins_both_ways():
     assert [(o.version, o.correct) for o in out.outcomes] == [("1", True)]
     assert out.training_rows[0].features == {"a": 1.0} and out.training_rows[0].label == 1
     assert out.training_rows[0].time == FIXED_TIME
+    # the archived row keeps what served it: a run judges a learner by these answers
+    assert (out.training_rows[0].served_version, out.training_rows[0].served) == ("1", 1)
 
 
 def test_a_learning_joiner_puts_features_and_the_route_on_served_outcomes():
@@ -66,6 +68,7 @@ def test_label_before_prediction_is_joined_late():
     j.on_label(Label(record_id="r2", label=0), FIXED_TIME)
     rows = j.on_record(InputRecord(id="r2", features={"a": 2.0})).training_rows
     assert len(rows) == 1
+    assert rows[0].served is None and rows[0].served_version is None  # not served yet
     outcome = j.on_prediction(pred("r2", 1, version="2")).outcomes
     assert [(o.version, o.correct) for o in outcome] == [("2", False)]
 
