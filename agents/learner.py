@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agents.routing import ModelRoutes
 from connectors.mcnemar import mcnemar_p
-from schemas import Outcome
+from schemas import ModelVersionEvent, Outcome
 from schemas.model_card import ModelCard
 from schemas.payloads import embedded_url
 from schemas.settings import LearnerSettings
@@ -311,6 +312,44 @@ class OnlineLearner:
             served_accuracy=pairs.served / n,
             last_record=self._last_record,
         )
+
+    def take_over_stands(self, routes: ModelRoutes, take: TakeOver) -> bool:
+        """Whether the version ``take`` beat still serves: one promoted since the pairs were
+        made is not what the learner was compared with."""
+        return routes.active is not None and routes.active.version == take.served_version
+
+    def route_events(
+        self, routes: ModelRoutes, version: str, take: TakeOver | None
+    ) -> list[ModelVersionEvent]:
+        """The control events for its new snapshot ``version``, given the routes now: a
+        take-over (activate, clearing a canary and its own shadow route), a refresh of the
+        active route while it serves, else its shadow route (``slot``) or nothing."""
+        name, model = self.settings.name, self.model
+        serving = routes.active is not None and routes.active.version == name
+        common: dict[str, Any] = {
+            "model": model,
+            "version": name,
+            "url": embedded_url(model, version),
+            "protocol": "embedded",
+            "features": list(self.features or ()),
+            "metrics": take.evidence
+            if take is not None
+            else {"learnt": self.learnt, "prequential_accuracy": self.recent_accuracy or 0},
+        }
+        if take is not None:  # activate (and clear a canary), and leave the shadow slot
+            events = ModelVersionEvent(action="activate", **common).implied()
+            if routes.shadow is not None and routes.shadow.version == name:
+                events.append(ModelVersionEvent(action="clear-shadow", model=model, version=name))
+            return events
+        if self.activating and not serving:
+            # its take-over is not folded yet: a shadow route now would mirror the
+            # version that serves beside itself; the next snapshot will move the active route
+            return []
+        if serving:  # a newer snapshot of what serves; a canary contest goes on
+            return [ModelVersionEvent(action="activate", **common)]
+        if self.settings.slot == "shadow":
+            return [ModelVersionEvent(action="shadow", **common)]
+        return []
 
     def took_over(self, url: str) -> None:
         """Its route ``url`` is being published as the active one: stop comparing until

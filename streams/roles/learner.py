@@ -66,7 +66,6 @@ from connectors.registry import ModelRegistry, snapshot_number
 from connectors.signing import signed
 from schemas import (
     Event,
-    ModelVersionEvent,
     Outcome,
     PerformanceAlert,
     RawMessage,
@@ -231,41 +230,26 @@ def attach_learner(ctx: RoleContext) -> None:
             log.warning("old snapshots of %s not pruned yet: %s", s.name, err)
         return card.version
 
-    def route_events(
-        learner: OnlineLearner, version: str, take: TakeOver | None
-    ) -> list[ModelVersionEvent]:
-        routes = routing.get(model)
-        serving = routes.active is not None and routes.active.version == s.name
-        common: dict[str, Any] = {
-            "model": model,
-            "version": s.name,
-            "url": embedded_url(model, version),
-            "protocol": "embedded",
-            "features": list(learner.features or ()),
-            "metrics": take.evidence
-            if take is not None
-            else {"learnt": learner.learnt, "prequential_accuracy": learner.recent_accuracy or 0},
-        }
-        if take is not None:  # activate (and clear a canary), and leave the shadow slot
-            events = ModelVersionEvent(action="activate", **common).implied()
-            if routes.shadow is not None and routes.shadow.version == s.name:
-                events.append(ModelVersionEvent(action="clear-shadow", model=model, version=s.name))
-            return events
-        if learner.activating and not serving:
-            # its take-over is not folded here yet: a shadow route now would mirror the
-            # version that serves beside itself; the next snapshot will move the active route
-            return []
-        if serving:  # a newer snapshot of what serves; a canary contest goes on
-            return [ModelVersionEvent(action="activate", **common)]
-        if s.slot == "shadow":
-            return [ModelVersionEvent(action="shadow", **common)]
-        return []
-
     async def publish(learner: OnlineLearner, take: TakeOver | None) -> None:
         version = await store_snapshot(learner)
         if version is None:
             return
-        changes = route_events(learner, version, take)
+        # routed by the routes as they are now: a version promoted since the learner's
+        # fold last ran must not be replaced by a refresh, nor by a take-over from the
+        # version it replaced (the learner's fold lags while it learns)
+        if ctx.folded_to_now is not None and not await ctx.folded_to_now():
+            log.warning("snapshot %s routes nowhere: the routes may be behind", version)
+            return
+        routes = routing.get(model)
+        if take is not None and not learner.take_over_stands(routes, take):
+            log.warning(
+                "%s does not take over from version %s: %s serves now",
+                s.name,
+                take.served_version,
+                routes.active.version if routes.active else "no version",
+            )
+            take = None
+        changes = learner.route_events(routes, version, take)
         events: list[Event[Any]] = []
         for change in changes:
             event = new_event(change, source=settings.events.source)

@@ -153,6 +153,47 @@ def take_over_after_drift(learner: OnlineLearner, *, alarm: str | None) -> tuple
     raise AssertionError("no take-over")
 
 
+def routes_with(active: ModelVersionEvent, *shadow: ModelVersionEvent) -> RoutingTable:
+    table = RoutingTable()
+    for change in (active, *shadow):
+        table.apply(change, ready=True)
+    return table
+
+
+def test_a_version_promoted_meanwhile_is_never_replaced_by_a_stale_route():
+    """The learner's fold lags while it learns: by the time its snapshot is stored, the
+    retrainer may have promoted version 2. A take-over won against version 1 does not
+    stand, and a refresh of its own route (it served until then) is not sent: either
+    would put the learner back over version 2 on every worker."""
+    learner = OnlineLearner(LEARNER, "churn")
+    _, take = take_over_after_drift(learner, alarm=None)
+    assert take.served_version == "1"
+    v1 = ModelVersionEvent(action="activate", model="churn", version="1", url="http://h:1")
+    v2 = ModelVersionEvent(action="activate", model="churn", version="2", url="http://h:2")
+    mine = ModelVersionEvent(
+        action="activate",
+        model="churn",
+        version=LEARNER.name,
+        url=embedded_url("churn", f"{LEARNER.name}.3"),
+        protocol="embedded",
+    )
+    assert learner.take_over_stands(routes_with(v1).get("churn"), take)
+    (activate, clear) = learner.route_events(routes_with(v1).get("churn"), "online.4", take)
+    assert (activate.action, activate.version, clear.action) == (
+        "activate",
+        "online",
+        "clear-canary",
+    )
+
+    after_promotion = routes_with(mine, v2).get("churn")  # it served; then 2 was promoted
+    assert not learner.take_over_stands(after_promotion, take)
+    (event,) = learner.route_events(after_promotion, "online.4", None)
+    assert (event.action, event.version) == ("shadow", "online")  # back to challenging
+    serving = routes_with(v2, mine).get("churn")  # it serves: a refresh
+    (event,) = learner.route_events(serving, "online.4", None)
+    assert (event.action, event.url) == ("activate", embedded_url("churn", "online.4"))
+
+
 def test_an_alert_on_the_served_version_lets_the_pairs_since_it_decide():
     settings = LEARNER.model_copy(update={"window": 1000, "min_outcomes": 200})
     plain_after, plain = take_over_after_drift(OnlineLearner(settings, "churn"), alarm=None)
