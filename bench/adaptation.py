@@ -100,7 +100,7 @@ from threadpoolctl import threadpool_limits
 from agents.detectors import ErrorRateMonitor, PerformanceSignal
 from agents.learner import OnlineLearner
 from agents.retraining import PERFORMANCE, RetrainPolicy
-from connectors.learners import Fitted, fit_candidate, paired_test, promotion
+from connectors.learners import MIN_ANSWERED, Fitted, fit_candidate, paired_test, promotion
 from connectors.pipeline import MIN_ROWS, RetrainRequest
 from schemas import Outcome
 from schemas.payloads import embedded_url
@@ -374,6 +374,8 @@ class RunPlan:
     fetched_at: int
     lo: int
     archived: int
+    again: bool = False  # the retrainer's second comparison: another version served meanwhile
+    compared: str = ""  # the route version the run compared its candidate with
 
 
 class WeirLoop:
@@ -407,7 +409,8 @@ class WeirLoop:
         self.predicted = first.predict(data.x)
         self.served = Served(np.zeros(self.n, dtype=bool), start, self.n)
         self.served.swaps.append(Swap(start, "1", judge(first)))
-        self._run: tuple[float, Run, Any] | None = None  # (done at s, run, candidate)
+        # (done at s, run, candidate, its plan)
+        self._run: tuple[float, Run, Any, RunPlan] | None = None
         # the record of the newest alert held during a run, and its outcome count
         self._held: tuple[int, int] | None = None
 
@@ -441,7 +444,7 @@ class WeirLoop:
     def _end_run(self, i: int) -> None:
         """``Retrainer._run``'s end and ``Retrainer._finish``: swap, tell the policy, held alert."""
         assert self._run is not None
-        done_s, run, candidate = self._run
+        done_s, run, candidate, _ = self._run
         self._run = None
         self.clock.now = done_s
         if run.promoted:
@@ -496,7 +499,9 @@ class WeirLoop:
             else:
                 candidate = self.fit(x_train, y_train)
                 new_right = candidate.predict(x_hold) == y_hold
-                old_right = serving.predict(x_hold) == y_hold
+                rows, old_right = self._current_right(serving, archived - n_hold, archived)
+                if rows is not None:
+                    new_right = new_right[rows]
                 _, _, p = paired_test(new_right.tolist(), old_right.tolist())
                 promoted, reason = promotion(
                     float(new_right.mean()),
@@ -510,7 +515,14 @@ class WeirLoop:
         if fetched_at >= self.n:
             done_s = math.inf
             self.served.runs.append(run)
-        self._run = (done_s, run, candidate)
+        self._run = (done_s, run, candidate, plan)
+
+    def _current_right(
+        self, serving: Any, lo: int, hi: int
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Which held-out rows ``lo..hi-1`` the comparison uses (None: all), and whether the
+        version serving was right on them: a pipeline version is predicted again."""
+        return None, serving.predict(self.data.x[lo:hi]) == self.data.y[lo:hi]
 
 
 class RiverSnapshot:
@@ -591,6 +603,7 @@ class LearnerLoop(WeirLoop):
         self.snapshot: RiverSnapshot | None = None  # the snapshot serving, while "online" serves
         self._fetching: list[RunPlan] = []  # a run gathering rows: it evaluates when it fetches
         self._record = start
+        self.by_learner = np.zeros(self.n, dtype=bool)  # the archive's served_version == name
 
     def serving(self) -> Any:
         return self.snapshot if self.version == self.name else self.estimator
@@ -603,11 +616,13 @@ class LearnerLoop(WeirLoop):
                 self._end_run(i)
             self._serve_routes(i)
             if self._fetching and self._fetching[0].fetched_at <= i:
-                self._launch(self._fetching.pop(0), self.serving())
+                plan = dataclasses.replace(self._fetching.pop(0), compared=self.routed)
+                self._launch(plan, self.serving())
             self.clock.now = i / rate
             if self.version == self.name:
                 assert self.snapshot is not None
                 output = self.snapshot.predict_one(rows[i])
+                self.by_learner[i] = True
             else:
                 output = int(self.predicted[i])
             label = int(y[i])
@@ -680,9 +695,37 @@ class LearnerLoop(WeirLoop):
     def _start_run(self, alert_at: int, now_s: float) -> None:
         plan = self._plan(alert_at, now_s)
         if plan.fetched_at >= self.n or plan.fetched_at <= self._record:
-            self._launch(plan, self.serving())
+            self._launch(dataclasses.replace(plan, compared=self.routed), self.serving())
         else:  # the policy counts the run as started; it evaluates with what serves then
             self._fetching.append(plan)
+
+    def _current_right(
+        self, serving: Any, lo: int, hi: int
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The pipeline's ``evaluate``: a learner's snapshot is judged by its served answers
+        on the held-out rows it served (at least MIN_ANSWERED), else by what served them."""
+        if serving is not self.snapshot:
+            return super()._current_right(serving, lo, hi)
+        served_right = self.served.correct[lo:hi]
+        mine = self.by_learner[lo:hi]
+        if int(mine.sum()) >= MIN_ANSWERED:
+            return mine, served_right[mine]
+        return None, served_right  # every record was served (no older archive rows here)
+
+    def _end_run(self, i: int) -> None:
+        """``Retrainer._run``: a version that began serving while the run trained makes it
+        compare again (once, a whole run); a second move promotes nothing."""
+        assert self._run is not None
+        done_s, run, candidate, plan = self._run
+        if run.promoted and self.routed != plan.compared:
+            if not plan.again:
+                self._run = None
+                again = dataclasses.replace(plan, fetch_s=done_s, again=True, compared=self.routed)
+                self._launch(again, self.serving())
+                return
+            moved = dataclasses.replace(run, promoted=False, reason="what serves moved again")
+            self._run = (done_s, moved, candidate, plan)
+        super()._end_run(i)
 
 
 def periodic_fits(
