@@ -144,6 +144,7 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         return [r for r in routes() if r.version == "online" and r.action == action]
 
     produced = [0]
+    servers: list[ServiceProcess] = []  # model servers started on the way
 
     def flow(labels_by: str, condition, what: str, *, chunk: int = 100) -> None:
         """Records keep coming, ``chunk`` at a time, until ``condition()`` holds."""
@@ -234,11 +235,42 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert int(embedded_target(after.url or "")[1].split(".")[1]) > newest
         assert after.metrics["learnt"] > learnt, "it went on from what it had learnt"
         assert after.metrics["prequential_accuracy"] >= 0.9
+
+        # 4. a version promoted while the learner serves (as the retrainer does) stays: the
+        # learner's later snapshots go to the shadow slot, never back over version 2, which
+        # is right on every record so the learner cannot beat it
+        v2_port = free_port()
+        servers.append(serve(settings, model, "2", v2_port))
+        promoted_at = len(routes())
+        publish_route(settings, activation(model, "2", f"http://127.0.0.1:{v2_port}"))
+        flow(
+            "2",
+            lambda: (
+                len(learner_routes("shadow")) >= 2
+                and any(r.version == "2" for r in routes()[promoted_at:])
+                and len([r for r in routes()[promoted_at:] if r.version == "online"]) >= 2
+            ),
+            "two learner snapshots after the promotion",
+        )
+        since_v2 = routes()[promoted_at:]
+        own = [r.action for r in since_v2 if r.version == "online"]
+        assert "activate" not in own, f"the learner took version 2's route back: {own}"
+        settled = produced[0]
+        produce_records(settings, producer, unique, settled, 200, a_of, labels_by="2")
+        produced[0] += 200
+        out.until(
+            lambda: len({p.record_id for p in predictions(False)}) >= produced[0],
+            deadline_s=DEADLINE_S,
+            what=f"{produced[0]} served predictions",
+        )
+        last = [p for p in predictions(False) if number(p.record_id) >= settled]
+        assert {p.version for p in last} == {"2"}, "version 2 serves on"
     finally:
         out.close()
         worker.stop()
         learner.stop()
-        v1.stop()
+        for server in (v1, *servers):
+            server.stop()
 
 
 def test_routes_the_workers_refuse_are_reported_by_the_learner(
