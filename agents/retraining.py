@@ -383,7 +383,8 @@ class Retrainer:
                 request = RetrainRequest(
                     model=model,
                     run_id=run_id,
-                    # an online learner's route: compared as the snapshot it serves now
+                    # an online learner's route names its snapshot; the pipeline judges
+                    # the learner by the answers it served (connectors.pipeline.evaluate)
                     current_version=active.registry_version if active else None,
                     alert_id=alert_id,
                     window_rows=self._settings.retraining.window_rows,
@@ -396,8 +397,7 @@ class Retrainer:
                     break
                 # the same question once the run is over: it may have beaten a version
                 # that no longer serves (a learner's take-over while it trained). A
-                # learner's newer snapshot is the same version going on learning: the
-                # pipeline compared the newest one it found.
+                # learner's newer snapshot is the same version going on learning.
                 compared = active.version if active else None
                 active = await self._serving(model, run_id)
                 if (active.version if active else None) == compared:
