@@ -65,6 +65,7 @@ class LoopReport:
     records: int = 0
     dead_letters: int = 0
     runs: list[tuple[str, str, str]] = field(default_factory=list)  # (run id, status, reason)
+    promoted: list[str] = field(default_factory=list)  # versions the runs put live, in order
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (type, alert id)
     plot: Path | None = None
     seconds: float = 0.0
@@ -359,6 +360,11 @@ def _fill_report(
     report.alerts = [(e.type.split(".")[-2], e.data.alert_id) for e in alerts]
     runs = collector.events("io.weir.pipeline.run.v1")
     report.runs = [(e.data.run_id, e.data.status, e.data.reason or "") for e in runs]
+    report.promoted = [
+        e.data.produced_version
+        for e in runs
+        if e.data.status == "succeeded" and e.data.produced_version is not None
+    ]
     started = next((e for e in runs if e.data.status == "started"), None)
     done = next((e for e in runs if e.data.status in ("succeeded", "not-promoted", "failed")), None)
     if started is not None:
