@@ -307,23 +307,23 @@ def evaluate(
         # them (the version it replaced, mostly), and only with no served answers kept
         # (older archives) by the snapshot itself, which flatters it.
         series = current_version.rpartition(".")[0]
-        served = data.get("served") or [[None, None]] * len(labels)
-        by_learner = [i for i, (who, _) in enumerate(served) if who == series]
-        by_anyone = [i for i, (who, _) in enumerate(served) if who is not None]
-        if snapshot_number(series, current_version) is None:
-            rows, compared = None, ""  # a pipeline version: predicted again, as it serves
-        elif len(by_learner) >= MIN_ANSWERED:
-            rows, compared = by_learner, f"{series} as served"
-        elif len(by_anyone) >= MIN_ANSWERED:
-            who_served = Counter(str(served[i][0]) for i in by_anyone)
-            rows = by_anyone
-            compared = (
-                "what served these rows ("
-                + ", ".join(f"{who} on {n}" for who, n in who_served.most_common())
-                + f"; {series} took over since)"
-            )
-        else:
-            rows, compared = None, ""
+        learner = snapshot_number(series, current_version) is not None
+        rows: list[int] | None = None  # None: the current version predicts every row again
+        compared = ""
+        served = data.get("served") or []
+        if learner:
+            by_learner = [i for i, (who, _) in enumerate(served) if who == series]
+            by_anyone = [i for i, (who, _) in enumerate(served) if who is not None]
+            if len(by_learner) >= MIN_ANSWERED:
+                rows, compared = by_learner, f"{series} as served"
+            elif len(by_anyone) >= MIN_ANSWERED:
+                who_served = Counter(str(served[i][0]) for i in by_anyone)
+                rows = by_anyone
+                compared = (
+                    "what served these rows ("
+                    + ", ".join(f"{who} on {n}" for who, n in who_served.most_common())
+                    + f"; {series} took over since)"
+                )
         if rows is not None:
             labels = [labels[i] for i in rows]
             predicted = [predicted[i] for i in rows]
@@ -332,7 +332,7 @@ def evaluate(
             registry = ModelRegistry.for_settings(Settings())
             # a learner's snapshot may be gone by now (it keeps its newest few)
             current = registry.load_or_newer(model, current_version)
-            if series and snapshot_number(series, current_version) is not None:
+            if learner:
                 compared = f"{current.card.version} (it had learnt these rows)"
             records = [dict(zip(features, row, strict=True)) for row in data["rows"]]
             predicted_now, _ = predict_batch(
@@ -386,7 +386,8 @@ def register(
     settings = Settings()
     store = ObjectStore(settings.minio)
     meta = dict(scores.metadata)
-    # a learner's snapshot pruned during the run: evaluate compared its newest one
+    # what evaluate compared with when it was not the current version as it serves (an
+    # online learner: by its served answers, or by what served the held-out rows)
     compared = str(meta.pop("compared_version", "") or current_version)
     metrics = {name: float(value) for name, value in meta.items()}
     new, old = metrics["candidate_accuracy"], metrics.get("current_accuracy")

@@ -169,12 +169,12 @@ class ModelRegistry:
         except ObjectNotFound:
             series = version.rpartition(".")[0]
             wanted = snapshot_number(series, version)
+            if wanted is None:  # not a learner's snapshot: nothing stands in for it
+                raise
             newer = [
                 n
                 for v in self.version_names(name)
-                if (n := snapshot_number(series, v)) is not None
-                and wanted is not None
-                and n > wanted
+                if (n := snapshot_number(series, v)) is not None and n > wanted
             ]
             if not newer:
                 raise

@@ -90,6 +90,11 @@ class RoleContext:
             self._client = ModelClient(settings.kserve, registry)
         return self._client
 
+    async def routes_caught_up(self) -> bool:
+        """Wait until this role's control fold has taken in every route event sent until
+        now; False when it did not within its timeout. True in a role with no fold."""
+        return self.folded_to_now is None or await self.folded_to_now()
+
     def name(self, topic: Topic) -> str:
         return topic_name(self.settings.kafka, topic)
 

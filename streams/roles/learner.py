@@ -237,7 +237,7 @@ def attach_learner(ctx: RoleContext) -> None:
         # routed by the routes as they are now: a version promoted since the learner's
         # fold last ran must not be replaced by a refresh, nor by a take-over from the
         # version it replaced (the learner's fold lags while it learns)
-        if ctx.folded_to_now is not None and not await ctx.folded_to_now():
+        if not await ctx.routes_caught_up():
             log.warning("snapshot %s routes nowhere: the routes may be behind", version)
             return
         routes = routing.get(model)

@@ -75,10 +75,6 @@ def attach_retrainer(ctx: RoleContext) -> None:
             settings.retraining.collect_timeout_s,
         )
 
-    async def routes_folded() -> bool:
-        # the control fold attached to this role: every route event sent until now folded
-        return ctx.folded_to_now is None or await ctx.folded_to_now()
-
     retrainer = Retrainer(
         settings,
         routing,
@@ -86,7 +82,7 @@ def attach_retrainer(ctx: RoleContext) -> None:
         emit,
         run_pipeline=run_retrain_in_child,
         gather_rows=gather_rows,
-        routes_folded=routes_folded,
+        routes_folded=ctx.routes_caught_up,
     )
     restored = attach_state(ctx, "policy", retrainer.policy.checkpoint, retrainer.policy.restore)
 
