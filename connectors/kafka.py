@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     Consumer,
@@ -411,15 +411,26 @@ def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
 
 
 def raw_message(msg: Message) -> RawMessage:
-    """A consumed message's bytes, key, headers and origin, as weir keeps them."""
-    where = _where(msg)
+    """A consumed message's bytes, key, headers and origin, as weir keeps them.
+
+    Runs once per record on the scoring path: librdkafka's headers (a list of
+    ``(name, bytes | None)`` pairs) are kept as they are when every value is bytes.
+    """
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        _where(msg)  # raises, naming what is missing
+    given = msg.headers() or ()
+    if isinstance(given, list) and all(type(v) is bytes for _, v in given):
+        headers = cast(tuple[tuple[str, bytes], ...], tuple(given))
+    else:
+        headers = tuple(
+            (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in _headers(msg)
+        )
     return RawMessage(
         value=msg.value() or b"",
         key=msg.key(),
-        headers=tuple(
-            (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in _headers(msg)
-        ),
-        origin=Origin(topic=where.topic, partition=where.partition, offset=where.offset),
+        headers=headers,
+        origin=Origin(topic, partition, offset),
     )
 
 

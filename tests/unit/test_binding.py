@@ -338,3 +338,99 @@ def test_binary_mode_matches_the_cloudevents_sdk():
         assert (ours.key, dict(ours.headers)) == (key, dict(sdk.headers))
         assert json.loads(ours.value) == json.loads(sdk.value)
         assert from_kafka(ours.value, ours.key, ours.headers) == event
+
+
+def _binary_attrs(headers: list[tuple[str, bytes]]) -> dict[str, str]:
+    attrs = {k[3:]: v.decode() for k, v in headers if k.startswith("ce_")}
+    for k, v in headers:
+        if k == "content-type":
+            attrs["datacontenttype"] = v.decode()
+    return attrs
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"ce_time": b"2026-11-30T08:00:00"},  # no offset: UTC, by the strict path
+        {"ce_time": b"2026-11-30T08:00:00+02:00"},
+        {"ce_time": b"yesterday"},
+        {"ce_time": None},
+        {"ce_subject": b"s" * 1025},
+        {"ce_subject": b"orders/7"},
+        {"ce_modelname": b"churn", "ce_runid": b"r-1"},
+        {"ce_modelname": b""},
+        {"ce_weirsig": b"x" * 513},  # too long a signature is dropped, not an error
+        {"ce_weirsig": b"sig"},
+        {"ce_id": b""},
+        {"ce_id": None},
+        {"ce_specversion": b"0.3"},
+        {"content-type": b"application/json; charset=utf-8"},
+        {"content-type": b"text/plain"},
+        {"ce_type": b"io.weir.nothing.v1"},
+    ],
+)
+@pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: p.event_type)
+def test_the_usual_binary_path_decodes_as_the_strict_one(
+    payload: Payload, change: dict[str, bytes | None]
+):
+    """decode_raw's fast path for the usual event must give what the strict path gives,
+    and leave everything else to it (then the error, if any, is the strict path's)."""
+    from schemas.binding import _build, _usual
+    from schemas.errors import RawMessage
+
+    rec = to_kafka(new_event(payload, source="test", now=fixed_clock))
+    headers = dict(rec.headers) | change
+    pairs = [(k, v) for k, v in headers.items() if v is not None]
+    raw = RawMessage(value=rec.value, key=rec.key, headers=tuple(pairs))
+    attrs = _binary_attrs(pairs)
+    try:
+        strict = _build(attrs, rec.value, raw)
+    except EventDecodeError as err:
+        assert _usual(attrs, rec.value) is None
+        with pytest.raises(type(err)) as decoded:
+            from_kafka(rec.value, rec.key, pairs)
+        assert decoded.value.reason == err.reason
+        return
+    usual = _usual(attrs, rec.value)
+    assert usual is None or usual == strict
+    assert from_kafka(rec.value, rec.key, pairs) == strict
+    if not change:
+        assert usual is not None  # the usual event takes the fast path
+
+
+def test_headers_shared_by_events_are_not_mixed_up():
+    """to_kafka reuses the headers events share (type, source, time, lineage): events that
+    differ in any of them get their own."""
+    at = FIXED_TIME
+    payload = SAMPLES[0]
+    events = [
+        new_event(payload, source="a", now=lambda: at),
+        new_event(payload, source="b", now=lambda: at),
+        new_event(payload, source="a", now=lambda: at + timedelta(seconds=1)),
+        new_event(payload, source="a", now=lambda: at, lineage=Lineage(modelname="m")),
+        new_event(payload, source="a", now=lambda: at, lineage=Lineage(modelname="n")),
+        new_event(payload, source="a", now=lambda: at, subject="s"),
+    ]
+    for event in events * 2:
+        rec = to_kafka(event)
+        sdk = ce_kafka.to_binary(_sdk_event(event), data_marshaller=_json)
+        assert dict(rec.headers) == dict(sdk.headers)
+        assert from_kafka(rec.value, rec.key, rec.headers) == event
+
+
+def test_a_consumed_message_keeps_its_bytes_headers_and_origin():
+    from confluent_kafka import Message
+
+    from connectors.kafka import raw_message
+    from schemas import ServiceError
+
+    msg = Message(topic="t", partition=1, offset=5, key=b"k", value=b"v", headers=[("a", b"x")])
+    raw = raw_message(msg)
+    assert (raw.value, raw.key, raw.headers) == (b"v", b"k", (("a", b"x"),))
+    assert (raw.origin.topic, raw.origin.partition, raw.origin.offset) == ("t", 1, 5)
+    # a header without a value is kept as empty bytes; a tombstone as empty bytes
+    raw = raw_message(Message(topic="t", partition=0, offset=0, headers=[("a", None)]))
+    assert (raw.value, raw.headers) == (b"", (("a", b""),))
+    with pytest.raises(ServiceError, match="without topic/partition/offset"):
+        raw_message(Message(value=b"v"))
