@@ -19,9 +19,12 @@ def route_rows(route: Route, features: Sequence[dict[str, float]]) -> list[Any]:
     out: list[Any] = []
     for named in features:
         try:
-            out.append(rows_from_features(order, [named])[0])
-        except ValueError as err:
-            out.append(err)
+            out.append([float(named[name]) for name in order])  # per record: a plain list
+        except KeyError:
+            try:
+                rows_from_features(order, [named])
+            except ValueError as err:  # names the missing feature
+                out.append(err)
     return out
 
 

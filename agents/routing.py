@@ -18,6 +18,7 @@ version serves nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -200,6 +201,15 @@ class RoutingTable:
         """The route a rollback of ``model`` would return to, if any."""
         history = self.get(model).history
         return history[-1] if history else None
+
+    def split(self, model: str, record_ids: Sequence[str]) -> list[Route | None]:
+        """:meth:`route` for each of ``record_ids``, under one look at the routes (a batch)."""
+        routes = self.get(model)
+        canary = routes.serving_canary
+        if canary is None:  # the usual case: everything to the active route
+            return [routes.active] * len(record_ids)
+        weight, active = routes.canary_weight, routes.active
+        return [canary if _bucket(r) < weight else active for r in record_ids]
 
     def route(self, model: str, record_id: str) -> Route | None:
         """Where to send ``record_id`` now: the canary for its share, else the active route."""

@@ -187,9 +187,13 @@ class Scorer:
         while pending:
             groups: dict[Route, list[_Pending]] = defaultdict(list)
             waiting: list[_Pending] = []
-            for item in pending:
-                route = self._routing.route(self.model, item.event.data.id)
-                (groups[route] if route is not None else waiting).append(item)
+            routes = self._routing.split(self.model, [item.event.data.id for item in pending])
+            first = routes[0] if routes else None
+            if first is not None and all(r is first for r in routes):  # one route, no canary
+                groups[first] = pending
+            else:
+                for item, route in zip(pending, routes, strict=True):
+                    (groups[route] if route is not None else waiting).append(item)
             if waiting:
                 log.warning("no route for model %s yet; %d records wait", self.model, len(waiting))
             for route, items in groups.items():

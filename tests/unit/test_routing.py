@@ -81,6 +81,18 @@ def test_canary_takes_about_its_weight_stably_per_record():
     assert table.get("churn").canary is None
 
 
+def test_a_batch_is_split_as_its_records_are_routed_one_by_one():
+    table = RoutingTable()
+    ids = [f"r{i}" for i in range(500)]
+    assert table.split("churn", ids) == [None] * 500  # no route yet: every record waits
+    table.apply(ev("activate", "1"), ready=True)
+    assert table.split("churn", ids) == [table.route("churn", r) for r in ids]
+    table.apply(ev("canary", "2", port=8082, weight=0.3), ready=True)
+    split = table.split("churn", ids)
+    assert split == [table.route("churn", r) for r in ids]
+    assert {r.version for r in split if r is not None} == {"1", "2"}
+
+
 def test_a_canary_or_shadow_can_be_cleared():
     table = RoutingTable()
     table.apply(ev("activate", "1"), ready=True)
