@@ -4,12 +4,18 @@ scoring and shadow paths."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from agents.routing import Route
 from connectors.kserve_client import InferenceResult
 from connectors.predictor import rows_from_features
-from schemas import Lineage, Prediction
+from schemas import Event, Lineage, Prediction
+from schemas.events import new_id
+
+_EVENTS = TypeAdapter(list[Event[Prediction]])
 
 
 def route_rows(route: Route, features: Sequence[dict[str, float]]) -> list[Any]:
@@ -46,3 +52,47 @@ def prediction_of(
         latency_ms=result.latency_ms,
         shadow=shadow,
     )
+
+
+def prediction_events(
+    route: Route,
+    record_ids: Sequence[str],
+    result: InferenceResult,
+    *,
+    source: str,
+    at: datetime,
+    lineage: Lineage,
+    shadow: bool = False,
+) -> list[Event[Prediction]] | None:
+    """The prediction event of every row of ``result`` (``at``: the model call's time), built
+    and validated in one pydantic-core call — what :func:`prediction_of` and ``new_event``
+    make row by row, at two thirds of the cost (the scoring path makes one per record).
+    None when a row is not a valid prediction: :func:`prediction_of` then says which."""
+    probabilities = result.probabilities
+    common = {
+        "model": route.model,
+        "version": route.version,
+        "url": route.url,
+        "latency_ms": result.latency_ms,
+        "shadow": shadow,
+    }
+    try:
+        return _EVENTS.validate_python(
+            [
+                {
+                    "id": new_id(),
+                    "source": source,
+                    "time": at,
+                    "lineage": lineage,
+                    "data": {
+                        "record_id": record_id,
+                        "output": result.labels[i],
+                        "scores": probabilities[i] if probabilities else None,
+                        **common,
+                    },
+                }
+                for i, record_id in enumerate(record_ids)
+            ]
+        )
+    except ValidationError:
+        return None

@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.letters import dead_letter
-from agents.predictions import prediction_of, route_lineage, route_rows
+from agents.predictions import prediction_events, prediction_of, route_lineage, route_rows
 from agents.routing import ModelRoutes, Route, RoutingTable, Speculation
 from agents.shadow import ShadowMirror
 from agents.speculation import Speculator
@@ -298,7 +298,13 @@ class Scorer:
         lineage = route_lineage(route)
         at = self._now()  # one timestamp per model call: these predictions were made together
         source = self._settings.events.source
-        scored = 0
+        ids = [item.event.data.id for item in items]
+        made = prediction_events(route, ids, result, source=source, at=at, lineage=lineage)
+        if made is not None:
+            outcome.predictions.extend(made)
+            outcome.by_version[route.version] += len(made)
+            return
+        scored = 0  # some answer is not a valid prediction: row by row, to say which
         for i, item in enumerate(items):
             try:
                 prediction = prediction_of(route, item.event.data.id, result, i)

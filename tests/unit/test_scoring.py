@@ -444,3 +444,49 @@ def test_batches_under_the_same_routes_are_scored_at_once():
         assert [len((await b).predictions) for b in batches] == [2, 2]
 
     asyncio.run(main())
+
+
+def test_a_model_calls_predictions_made_at_once_are_those_made_row_by_row():
+    """prediction_events (one pydantic-core call) builds what prediction_of and new_event
+    build row by row, and leaves a call with an invalid row to them."""
+    from agents.predictions import prediction_events, prediction_of, route_lineage
+    from agents.routing import Route
+    from connectors.kserve_client import InferenceResult
+
+    route = Route(model="churn", version="3", url="http://127.0.0.1:1", protocol="v2")
+    lineage = route_lineage(route)
+    result = InferenceResult(
+        labels=[1, "yes", 0.5],
+        probabilities=[{"0": 0.25, "1": 0.75}] * 3,
+        latency_ms=4.0,
+        model_version="3",
+    )
+    for shadow in (False, True):
+        made = prediction_events(
+            route,
+            ["a", "b", "c"],
+            result,
+            source="w",
+            at=FIXED_TIME,
+            lineage=lineage,
+            shadow=shadow,
+        )
+        assert made is not None
+        for i, event in enumerate(made):
+            one = new_event(
+                prediction_of(route, "abc"[i], result, i, shadow=shadow),
+                source="w",
+                now=lambda: FIXED_TIME,
+                lineage=lineage,
+                event_id=event.id,
+            )
+            assert event == one and to_kafka(event) == to_kafka(one)
+    assert len({e.id for e in made}) == 3
+    for bad in (None, float("nan"), [1]):
+        result.labels[1] = bad
+        assert (
+            prediction_events(
+                route, ["a", "b", "c"], result, source="w", at=FIXED_TIME, lineage=lineage
+            )
+            is None
+        )
