@@ -54,7 +54,7 @@ from schemas import (
     Lineage,
     Prediction,
     RawMessage,
-    decode_raw,
+    decode_many,
     new_event,
 )
 from schemas.events import Clock, utc_now
@@ -122,10 +122,10 @@ class Scorer:
 
     def _decode(self, messages: Sequence[RawMessage], outcome: BatchOutcome) -> list[_Pending]:
         pending = []
-        for raw in messages:
-            try:
-                event = decode_raw(raw, max_bytes=self._settings.events.max_bytes)
-            except EventDecodeError as err:
+        decoded = decode_many(messages, max_bytes=self._settings.events.max_bytes)
+        for raw, event in zip(messages, decoded, strict=True):
+            if isinstance(event, EventDecodeError):
+                err = event
                 self._dead(outcome, err.raw, err.error_class, err.reason, event_id=err.event_id)
                 continue
             if not isinstance(event.data, InputRecord):

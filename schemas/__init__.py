@@ -1,6 +1,14 @@
 """weir's contracts: CloudEvents payloads and bindings, errors, settings, topics. No I/O."""
 
-from schemas.binding import KafkaRecord, decode_raw, from_http, from_kafka, to_http, to_kafka
+from schemas.binding import (
+    KafkaRecord,
+    decode_many,
+    decode_raw,
+    from_http,
+    from_kafka,
+    to_http,
+    to_kafka,
+)
 from schemas.errors import (
     ConfigurationError,
     EventDecodeError,
@@ -65,6 +73,7 @@ __all__ = [
     "StackError",
     "UnknownEventTypeError",
     "WeirError",
+    "decode_many",
     "decode_raw",
     "from_http",
     "from_kafka",

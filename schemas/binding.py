@@ -21,15 +21,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, NoReturn
+from functools import cache
+from typing import Any, Literal, NamedTuple, NoReturn, cast
 from urllib.parse import unquote
 
 from cloudevents import conversion as ce_conversion
 from cloudevents import kafka as ce_kafka
 from cloudevents.http import CloudEvent as SdkEvent
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Json, TypeAdapter, ValidationError
 
 from schemas.errors import (
     EventDecodeError,
@@ -354,10 +355,79 @@ def decode_raw(raw: RawMessage, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event[
 
     Raises only :class:`~schemas.errors.EventDecodeError` subclasses.
     """
-    # one pass over the headers (this runs once per record on the scoring path): the
-    # message's size and, as text, the attributes of binary mode
+    attrs = _usual_attributes(raw, max_bytes)
+    payload_cls = PAYLOAD_BY_TYPE.get(attrs.get("type", "")) if attrs is not None else None
+    if attrs is not None and payload_cls is not None:
+        try:
+            event: Event[Any] = Event(
+                **_envelope(attrs, payload_cls.model_validate_json(raw.value))
+            )
+        except ValidationError:
+            pass
+        else:
+            if event.time is None or event.time.tzinfo is not None:
+                return event
+    return _decode_named(raw, max_bytes)
+
+
+def decode_many(
+    raws: Sequence[RawMessage], *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[Event[Any] | EventDecodeError]:
+    """:func:`decode_raw` for each message, in order, each error in its message's place.
+
+    The scoring role decodes every record through this. The usual binary-mode
+    events of one type are validated together: their payloads in one pydantic-core
+    call (each value parsed on its own, as ``model_validate_json`` would), their
+    envelopes in another. A group in which anything fails is decoded message by
+    message, by :func:`decode_raw`, which explains.
+    """
+    out: list[Event[Any] | EventDecodeError | None] = [None] * len(raws)
+    groups: dict[type[Payload], list[tuple[int, dict[str, str]]]] = {}
+    for i, raw in enumerate(raws):
+        attrs = _usual_attributes(raw, max_bytes)
+        payload_cls = PAYLOAD_BY_TYPE.get(attrs.get("type", "")) if attrs is not None else None
+        if attrs is None or payload_cls is None:
+            out[i] = _decoded(raw, max_bytes)
+        else:
+            groups.setdefault(payload_cls, []).append((i, attrs))
+    for payload_cls, members in groups.items():
+        payloads, events = _adapters(payload_cls)
+        try:
+            data = payloads.validate_python([raws[i].value for i, _ in members])
+            made = events.validate_python(
+                [_envelope(attrs, d) for (_, attrs), d in zip(members, data, strict=True)]
+            )
+        except ValidationError:
+            made = [None] * len(members)
+        for (i, _), event in zip(members, made, strict=True):
+            usual = event is not None and (event.time is None or event.time.tzinfo is not None)
+            out[i] = event if usual else _decoded(raws[i], max_bytes)
+    return cast(list[Event[Any] | EventDecodeError], out)
+
+
+def _decoded(raw: RawMessage, max_bytes: int) -> Event[Any] | EventDecodeError:
+    try:
+        return decode_raw(raw, max_bytes=max_bytes)
+    except EventDecodeError as err:
+        return err
+
+
+@cache
+def _adapters(payload_cls: type[Payload]) -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
+    """Validators of many ``payload_cls`` payloads from their JSON bytes, and of their
+    envelopes (built by pydantic-core once per payload type)."""
+    return TypeAdapter(list[Json[payload_cls]]), TypeAdapter(list[Event[payload_cls]])  # type: ignore[valid-type]
+
+
+def _usual_attributes(raw: RawMessage, max_bytes: int) -> dict[str, str] | None:
+    """The context attributes of ``raw`` when it is the usual binary-mode event — UTF-8
+    headers, within ``max_bytes``, specversion 1.0, JSON data — else None.
+
+    One pass over the headers (the scoring path makes it once per record): the
+    message's size and, as text, the attributes.
+    """
     size = len(raw.value)
-    attrs: dict[str, Any] = {}
+    attrs: dict[str, str] = {}
     try:
         for name, value in raw.headers:
             size += len(name) + len(value)
@@ -367,45 +437,32 @@ def decode_raw(raw: RawMessage, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event[
             elif low == "content-type":
                 attrs["datacontenttype"] = value.decode()
     except UnicodeDecodeError:
-        return _decode_named(raw, max_bytes)  # says which header, unless the size is at fault
-    if size > max_bytes:
-        _check_size(raw, max_bytes)
-    if "specversion" not in attrs:
-        return _decode_structured(raw)
-    return _usual(attrs, raw.value) or _build(attrs, raw.value, raw)
-
-
-def _usual(attrs: dict[str, str], data: bytes) -> Event[Any] | None:
-    """The usual binary-mode event, in two pydantic-core calls (the payload from its bytes,
-    the envelope, whose fields have the attributes' own limits); None for anything else
-    — a missing or invalid attribute, another content type, a payload that does not
-    validate, a time without an offset — which :func:`_build` decodes or explains."""
-    if attrs.get("specversion") != SPEC_VERSION:
         return None
-    payload_cls = PAYLOAD_BY_TYPE.get(attrs.get("type", ""))
     ctype = attrs.get("datacontenttype")
-    if payload_cls is None or (ctype is not None and ctype != JSON_CONTENT_TYPE):
+    if size > max_bytes or attrs.get("specversion") != SPEC_VERSION:
         return None
+    return attrs if ctype is None or ctype == JSON_CONTENT_TYPE else None
+
+
+def _envelope(attrs: dict[str, str], data: Payload) -> dict[str, Any]:
+    """An event's fields from binary-mode attributes (validated with the event: its fields
+    have the attributes' own limits) and its validated payload."""
     lineage = {k: attrs[k] for k in LINEAGE_KEYS if k in attrs}
     signature = attrs.get(SIGNATURE_ATTRIBUTE)
-    try:
-        event: Event[Any] = Event(
-            id=attrs.get("id"),
-            source=attrs.get("source"),
-            time=attrs.get("time"),
-            subject=attrs.get("subject"),
-            data=payload_cls.model_validate_json(data),
-            lineage=Lineage.model_validate(lineage) if lineage else _NO_LINEAGE,
-            signature=signature if signature and len(signature) <= 512 else None,
-        )
-    except ValidationError:
-        return None
-    return event if event.time is None or event.time.tzinfo is not None else None
+    return {
+        "id": attrs.get("id"),
+        "source": attrs.get("source"),
+        "time": attrs.get("time"),
+        "subject": attrs.get("subject"),
+        "data": data,
+        "lineage": lineage or _NO_LINEAGE,
+        "signature": signature if signature and len(signature) <= 512 else None,
+    }
 
 
 def _decode_named(raw: RawMessage, max_bytes: int) -> Event[Any]:
-    """:func:`decode_raw` header by header: the error names the header that is not UTF-8
-    (structured mode reads no header as text)."""
+    """:func:`decode_raw` for any message but the usual: strict, and an error names what is
+    wrong (the header that is not UTF-8, the attribute, the payload's field)."""
     _check_size(raw, max_bytes)
     names = {k.lower(): v for k, v in raw.headers}
     if "ce_specversion" not in names:
@@ -455,6 +512,7 @@ __all__ = [
     "STRUCTURED_CONTENT_TYPE",
     "KafkaRecord",
     "Mode",
+    "decode_many",
     "decode_raw",
     "from_http",
     "from_kafka",

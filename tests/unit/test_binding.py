@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cloudevents import kafka as ce_kafka
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from schemas import (
     PAYLOAD_TYPES,
     DeadLetter,
+    Event,
     EventDecodeError,
     EventTooLargeError,
     InputRecord,
@@ -340,14 +342,6 @@ def test_binary_mode_matches_the_cloudevents_sdk():
         assert from_kafka(ours.value, ours.key, ours.headers) == event
 
 
-def _binary_attrs(headers: list[tuple[str, bytes]]) -> dict[str, str]:
-    attrs = {k[3:]: v.decode() for k, v in headers if k.startswith("ce_")}
-    for k, v in headers:
-        if k == "content-type":
-            attrs["datacontenttype"] = v.decode()
-    return attrs
-
-
 @pytest.mark.parametrize(
     "change",
     [
@@ -374,29 +368,34 @@ def _binary_attrs(headers: list[tuple[str, bytes]]) -> dict[str, str]:
 def test_the_usual_binary_path_decodes_as_the_strict_one(
     payload: Payload, change: dict[str, bytes | None]
 ):
-    """decode_raw's fast path for the usual event must give what the strict path gives,
-    and leave everything else to it (then the error, if any, is the strict path's)."""
-    from schemas.binding import _build, _usual
+    """decode_raw's fast path for the usual event, and decode_many's for a batch of them,
+    must give what the strict path gives, and leave everything else to it (then the
+    error, if any, is the strict path's)."""
+    from schemas.binding import _decode_named, decode_many, decode_raw
     from schemas.errors import RawMessage
 
     rec = to_kafka(new_event(payload, source="test", now=fixed_clock))
     headers = dict(rec.headers) | change
-    pairs = [(k, v) for k, v in headers.items() if v is not None]
-    raw = RawMessage(value=rec.value, key=rec.key, headers=tuple(pairs))
-    attrs = _binary_attrs(pairs)
+    pairs = tuple((k, v) for k, v in headers.items() if v is not None)
+    raw = RawMessage(value=rec.value, key=rec.key, headers=pairs)
+    usual = RawMessage(value=rec.value, key=rec.key, headers=rec.headers)
     try:
-        strict = _build(attrs, rec.value, raw)
+        strict: Event[Any] | EventDecodeError = _decode_named(raw, 1 << 20)
     except EventDecodeError as err:
-        assert _usual(attrs, rec.value) is None
-        with pytest.raises(type(err)) as decoded:
-            from_kafka(rec.value, rec.key, pairs)
-        assert decoded.value.reason == err.reason
-        return
-    usual = _usual(attrs, rec.value)
-    assert usual is None or usual == strict
-    assert from_kafka(rec.value, rec.key, pairs) == strict
-    if not change:
-        assert usual is not None  # the usual event takes the fast path
+        strict = err
+    for decoded in (_decoded(decode_raw, raw), *decode_many([usual, raw, usual, raw])[1::2]):
+        if isinstance(strict, EventDecodeError):
+            assert isinstance(decoded, type(strict)) and decoded.reason == strict.reason
+        else:
+            assert decoded == strict
+    assert decode_many([usual, usual]) == [decode_raw(usual)] * 2
+
+
+def _decoded(decode: Any, raw: Any) -> Any:
+    try:
+        return decode(raw)
+    except EventDecodeError as err:
+        return err
 
 
 def test_headers_shared_by_events_are_not_mixed_up():
