@@ -355,9 +355,9 @@ def decode_raw(raw: RawMessage, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event[
 
     Raises only :class:`~schemas.errors.EventDecodeError` subclasses.
     """
-    attrs = _usual_attributes(raw, max_bytes)
-    payload_cls = PAYLOAD_BY_TYPE.get(attrs.get("type", "")) if attrs is not None else None
-    if attrs is not None and payload_cls is not None:
+    usual = _usual(raw, max_bytes)
+    if usual is not None:
+        attrs, payload_cls = usual
         try:
             event: Event[Any] = Event(
                 **_envelope(attrs, payload_cls.model_validate_json(raw.value))
@@ -365,7 +365,7 @@ def decode_raw(raw: RawMessage, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event[
         except ValidationError:
             pass
         else:
-            if event.time is None or event.time.tzinfo is not None:
+            if _aware(event):
                 return event
     return _decode_named(raw, max_bytes)
 
@@ -384,11 +384,11 @@ def decode_many(
     out: list[Event[Any] | EventDecodeError | None] = [None] * len(raws)
     groups: dict[type[Payload], list[tuple[int, dict[str, str]]]] = {}
     for i, raw in enumerate(raws):
-        attrs = _usual_attributes(raw, max_bytes)
-        payload_cls = PAYLOAD_BY_TYPE.get(attrs.get("type", "")) if attrs is not None else None
-        if attrs is None or payload_cls is None:
+        usual = _usual(raw, max_bytes)
+        if usual is None:
             out[i] = _decoded(raw, max_bytes)
         else:
+            attrs, payload_cls = usual
             groups.setdefault(payload_cls, []).append((i, attrs))
     for payload_cls, members in groups.items():
         payloads, events = _adapters(payload_cls)
@@ -400,8 +400,7 @@ def decode_many(
         except ValidationError:
             made = [None] * len(members)
         for (i, _), event in zip(members, made, strict=True):
-            usual = event is not None and (event.time is None or event.time.tzinfo is not None)
-            out[i] = event if usual else _decoded(raws[i], max_bytes)
+            out[i] = event if event is not None and _aware(event) else _decoded(raws[i], max_bytes)
     return cast(list[Event[Any] | EventDecodeError], out)
 
 
@@ -417,6 +416,19 @@ def _adapters(payload_cls: type[Payload]) -> tuple[TypeAdapter[Any], TypeAdapter
     """Validators of many ``payload_cls`` payloads from their JSON bytes, and of their
     envelopes (built by pydantic-core once per payload type)."""
     return TypeAdapter(list[Json[payload_cls]]), TypeAdapter(list[Event[payload_cls]])  # type: ignore[valid-type]
+
+
+def _aware(event: Event[Any]) -> bool:
+    """No time, or one with an offset: a naive time is made UTC by the strict path."""
+    return event.time is None or event.time.tzinfo is not None
+
+
+def _usual(raw: RawMessage, max_bytes: int) -> tuple[dict[str, str], type[Payload]] | None:
+    """The attributes and payload class of ``raw`` when it is the usual binary-mode event
+    of a known type, else None."""
+    attrs = _usual_attributes(raw, max_bytes)
+    payload_cls = PAYLOAD_BY_TYPE.get(attrs.get("type", "")) if attrs is not None else None
+    return None if attrs is None or payload_cls is None else (attrs, payload_cls)
 
 
 def _usual_attributes(raw: RawMessage, max_bytes: int) -> dict[str, str] | None:
