@@ -213,8 +213,4 @@ class RoutingTable:
 
     def route(self, model: str, record_id: str) -> Route | None:
         """Where to send ``record_id`` now: the canary for its share, else the active route."""
-        routes = self.get(model)
-        canary = routes.serving_canary
-        if canary is not None and _bucket(record_id) < routes.canary_weight:
-            return canary
-        return routes.active
+        return self.split(model, [record_id])[0]

@@ -58,8 +58,7 @@ def attach_feedback(ctx: RoleContext) -> None:
 
     async def handle(batch: list[RawMessage]) -> None:
         source, outcomes = settings.events.source, []
-        for raw in batch:
-            found = letters.decode(raw)
+        for found in letters.decode_batch(batch):
             if found is None:
                 continue
             data, join = found.data, state["joiner"]

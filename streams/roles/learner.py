@@ -79,7 +79,7 @@ from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.batches import attach_batches
 from streams.roles.control import attach_control
-from streams.roles.decode import decoded
+from streams.roles.decode import decoded_batch
 
 log = logging.getLogger("weir.learner")
 T = TypeVar("T")
@@ -274,8 +274,8 @@ def attach_learner(ctx: RoleContext) -> None:
         active = routing.get(model).active
         learner.follow(active.version if active else None)
         shed, learnt = learner.shed, learner.learnt
-        for raw in batch:
-            found = decoded(ctx, raw)  # bad outcomes are the performance role's to report
+        # bad outcomes are the performance role's to report
+        for found in decoded_batch(ctx, batch):
             if found is not None and isinstance(found.data, RouteDecision):
                 heard(found.data)
             elif (

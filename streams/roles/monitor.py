@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from agents.detectors import OutlierScorer, StreamDriftMonitor
-from schemas import InputRecord, OutlierAlert, Prediction, RawMessage
+from schemas import Event, InputRecord, OutlierAlert, Prediction, RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.alerts import alert_id, drift_alert, send_alerts
 from streams.roles.batches import attach_batches
-from streams.roles.decode import decoded
+from streams.roles.decode import decoded_batch
 from streams.roles.state import attach_state
 
 BATCH_SIZE = 500  # events per read; the monitor is not latency-bound
@@ -44,9 +44,8 @@ def attach_monitor(ctx: RoleContext) -> None:
     }
     restored = attach_state(ctx, "detectors", lambda: state, state.update, marks_ready=True)
 
-    def watch(raw: RawMessage) -> list[Any]:
+    def watch(found: Event[Any] | None) -> list[Any]:
         """The alerts one record or prediction raises (none for anything else)."""
-        found = decoded(ctx, raw)
         if found is None:
             return []
         data = found.data
@@ -78,7 +77,7 @@ def attach_monitor(ctx: RoleContext) -> None:
         return alerts
 
     async def handle(batch: list[RawMessage]) -> None:
-        alerts = [alert for raw in batch for alert in watch(raw)]
+        alerts = [alert for found in decoded_batch(ctx, batch) for alert in watch(found)]
         if alerts:
             await send_alerts(ctx, alerts)
 
