@@ -187,3 +187,81 @@ def test_a_cut_dead_letter_keeps_its_whole_value_in_minio(live_stack: Settings, 
     assert asyncio.run(offline.complete(event, value)) == event
     assert asyncio.run(offline.complete(event, value)) == event
     assert offline.failed == 2 and offline.stored == 0
+
+
+def _newest_by_key(settings: Settings, prefix: str) -> dict[str, bytes | None]:
+    """The newest value (None: a tombstone) of every checkpoint key starting with ``prefix``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from connectors.kafka import base_config
+
+    topic = topic_name(settings.kafka, Topic.CHECKPOINTS)
+    consumer = Consumer(
+        base_config(settings) | {"group.id": "t-newest", "enable.auto.commit": False}
+    )
+    newest: dict[str, bytes | None] = {}
+    try:
+        for p in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            consumer.assign([TopicPartition(topic, p, low)])
+            position = low
+            while position < high:
+                msg = consumer.poll(5.0)
+                assert msg is not None and msg.error() is None, "the topic did not answer"
+                position = (msg.offset() or 0) + 1
+                key = (msg.key() or b"").decode()
+                if key.startswith(prefix):
+                    newest[key] = msg.value()
+    finally:
+        consumer.close()
+    return newest
+
+
+def test_a_checkpoint_over_one_message_is_stored_in_parts(live_stack: Settings, unique: str):
+    import os
+
+    from connectors.checkpoints import MAX_BYTES, CheckpointStore
+
+    key = f"feedback/m{unique}/join"
+    big = {"window": [os.urandom(1000) for _ in range(2500)]}  # ~2.5 MB, incompressible
+    store = CheckpointStore(live_stack)
+    size = store.save(key, store.encode(big))
+    assert size > 2 * MAX_BYTES
+    assert CheckpointStore(live_stack).load_all(key) == {key: big}
+    stored = _newest_by_key(live_stack, key)
+    parts = sorted(k for k, v in stored.items() if "#part/" in k and v is not None)
+    assert len(parts) == 3, stored.keys()
+    assert stored[key] is not None and stored[key].startswith(b"weir-checkpoint-parts:")
+
+    # a save cut short (a part of a new generation, no manifest): the last one stays readable
+    producer = EventProducer(live_stack)
+    producer.send_raw(
+        topic_name(live_stack.kafka, Topic.CHECKPOINTS), b"junk", f"{key}#part/x/0".encode()
+    )
+    assert CheckpointStore(live_stack).load_all(key) == {key: big}
+
+    # a smaller state replaces it: every part of every generation read is deleted
+    reader = CheckpointStore(live_stack)
+    assert reader.load_all(key) == {key: big}
+    assert reader.save(key, reader.encode({"window": []})) < MAX_BYTES
+    stored = _newest_by_key(live_stack, key)
+    assert {k: v for k, v in stored.items() if "#part/" in k and v is not None} == {}
+    assert CheckpointStore(live_stack).load_all(key) == {key: {"window": []}}
+
+
+def test_a_checkpoint_with_a_part_lost_is_skipped_not_half_read(
+    live_stack: Settings, unique: str, caplog: pytest.LogCaptureFixture
+):
+    import os
+
+    from connectors.checkpoints import CheckpointStore
+
+    key = f"feedback/m{unique}/join"
+    store = CheckpointStore(live_stack)
+    store.save(key, store.encode([os.urandom(1000) for _ in range(1500)]))
+    part = next(k for k, v in _newest_by_key(live_stack, key).items() if k.endswith("/1") and v)
+    EventProducer(live_stack).send_raw(
+        topic_name(live_stack.kafka, Topic.CHECKPOINTS), None, part.encode()
+    )
+    assert CheckpointStore(live_stack).load_all(key) == {}
+    assert "parts missing" in caplog.text and key in caplog.text
