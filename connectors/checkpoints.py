@@ -54,7 +54,18 @@ class CheckpointStore:
     @staticmethod
     def encode(state: Any) -> bytes:
         """The stored form of ``state``; call it where nothing mutates the state meanwhile."""
-        return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return CheckpointStore.compressed(CheckpointStore.pickled(state))
+
+    @staticmethod
+    def pickled(state: Any) -> bytes:
+        """The first half of :meth:`encode`, the one that reads the state."""
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def compressed(pickled: bytes) -> bytes:
+        """The second half of :meth:`encode`: may run in another thread (zlib lets go of
+        the GIL)."""
+        return zlib.compress(pickled, 1)
 
     def save(self, key: str, value: bytes) -> int:
         """Store an encoded state under ``key`` and wait for the broker; returns its size.

@@ -49,9 +49,9 @@ def attach_state(
     async def save() -> None:
         if not restored.is_set():
             return  # never overwrite a checkpoint with a state that was not restored yet
-        value = store.encode(get())  # on the loop: the agents do not touch the state meanwhile
+        pickled = store.pickled(get())  # on the loop: the agents do not touch the state meanwhile
         try:
-            size = await asyncio.to_thread(store.save, key, value)
+            size = await asyncio.to_thread(lambda: store.save(key, store.compressed(pickled)))
         except ServiceError as err:
             log.warning("checkpoint %s not saved: %s", key, err)
             return

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -110,6 +113,58 @@ def test_window_evicts_oldest_and_counts_what_was_never_labelled():
         j.on_record(InputRecord(id=f"r{i}", features={"a": 0.0}))
     assert j.evicted_unlabelled == 2
     assert not j.on_label(Label(record_id="r0", label=1), FIXED_TIME).training_rows
+
+
+def _half_joined(j: FeedbackJoiner) -> FeedbackJoiner:
+    """Records r0..r5 in every state of a join: alone, served, labelled, shadowed, let go."""
+    for i in range(6):
+        j.on_record(InputRecord(id=f"r{i}", features={"a": float(i)}))
+    j.on_prediction(pred("r1", 1))
+    j.on_label(Label(record_id="r2", label=0), FIXED_TIME)
+    j.on_prediction(pred("r3", 1))
+    j.on_prediction(pred("r3", 0, version="2").model_copy(update={"shadow": True}))
+    j.on_prediction(pred("r4", 1))
+    j.on_label(Label(record_id="r4", label=1), FIXED_TIME)  # joined and let go
+    return j
+
+
+def _rest(j: FeedbackJoiner) -> list[tuple[str, bool]]:
+    """What the records still pending and the late shadow of the one let go come out as."""
+    out = []
+    for i in range(6):
+        result = j.on_label(Label(record_id=f"r{i}", label=1), FIXED_TIME)
+        out += [(o.record_id, o.correct) for o in result.outcomes]
+    late = j.on_prediction(pred("r4", 0, version="2").model_copy(update={"shadow": True}))
+    return out + [(o.record_id, o.correct) for o in late.outcomes]
+
+
+def test_the_join_window_survives_a_checkpoint_and_reads_one_written_before():
+    from dataclasses import replace
+
+    from connectors.checkpoints import CheckpointStore
+
+    j = _half_joined(FeedbackJoiner(with_features=True))
+    again = pickle.loads(zlib.decompress(CheckpointStore.encode(j)))
+    assert list(again._pending) == list(j._pending)
+    assert again._pending == j._pending and again._labels == j._labels
+    expected = [("r1", True), ("r3", True), ("r3", False), ("r4", False)]
+    assert _rest(_half_joined(FeedbackJoiner(with_features=True))) == expected
+    assert _rest(again) == expected
+    # a checkpoint of before 2026-12-01: the window's entries and its models pickled as such
+    old = _half_joined(FeedbackJoiner(with_features=True))
+    full = {"r1": pred("r1", 1), "r3": pred("r3", 1), "r4": pred("r4", 1)}
+    shadow = {"r3": pred("r3", 0, version="2").model_copy(update={"shadow": True})}
+    state = dict(old.__dict__)
+    state["_pending"] = OrderedDict(
+        (k, replace(e, prediction=full.get(k), shadow=shadow.get(k)))
+        for k, e in old._pending.items()
+    )
+    state["_labels"] = OrderedDict(
+        (k, (Label(record_id=k, label=v[0].label), full[k])) for k, v in old._labels.items()
+    )
+    before = FeedbackJoiner.__new__(FeedbackJoiner)
+    before.__setstate__(state)  # as pickle restores one
+    assert _rest(before) == expected
 
 
 class Clock:
