@@ -41,14 +41,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
-from river import anomaly, drift, preprocessing
+import numpy as np
+from river import drift
 from river.base import BinaryDriftDetector
 from river.base import DriftDetector as RiverDriftDetector
 from river.drift import binary
+
+from agents.halfspace import HalfSpaceForest
 
 DetectorKind = Literal["adwin", "page-hinkley", "ddm", "eddm", "hddm-a"]
 DETECTOR_KINDS: tuple[DetectorKind, ...] = get_args(DetectorKind)
@@ -350,8 +353,6 @@ class OutlierScorer:
     names never add state to the scaler or the trees.
     """
 
-    _names: frozenset[str] = frozenset()
-
     def __init__(
         self,
         *,
@@ -372,42 +373,59 @@ class OutlierScorer:
         self._height = height
         self._window_size = window_size
         self._margin = limit_margin
-        self._scaler = preprocessing.MinMaxScaler()
-        self._trees: anomaly.HalfSpaceTrees | None = None
+        self._forest: HalfSpaceForest | None = None
         self.records_seen = 0
 
-    def _build(self, names: list[str]) -> anomaly.HalfSpaceTrees:
-        limits: dict[Hashable, tuple[float, float]] = {
-            name: (-self._margin, 1.0 + self._margin) for name in names
-        }
-        return anomaly.HalfSpaceTrees(
-            n_trees=self._n_trees,
-            height=self._height,
-            window_size=self._window_size,
-            limits=limits,
-            seed=self._seed,
-        )
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        trees = state.pop("_trees", None)  # checkpointed before the forest: river's objects
+        scaler = state.pop("_scaler", None)
+        names = state.pop("_names", None)
+        if trees is not None and "_forest" not in state:
+            names = sorted(names or (scaler.min if scaler is not None else ()))
+            built = bool(trees.trees) and bool(names)
+            state["_forest"] = HalfSpaceForest.restored(trees, scaler, names) if built else None
+        self.__dict__.update(state)
+
+    @property
+    def names(self) -> list[str]:
+        """The feature names the trees were built on (empty before the first record)."""
+        return [] if self._forest is None else list(self._forest.names)
 
     def score(self, features: dict[str, float]) -> float:
         """Score the record (higher = more unusual, in [0, 1]), then learn it."""
-        if not features:
-            raise ValueError("a record needs at least one feature")
-        for name, value in features.items():
-            if not math.isfinite(value):
-                raise ValueError(f"feature {name!r} must be finite, got {value!r}")
-        if self._trees is None:
-            self._names = frozenset(features)
-            self._trees = self._build(sorted(features))
-        elif not self._names:  # restored from a checkpoint pickled before the names were kept
-            self._names = frozenset(features)
-        elif not features.keys() <= self._names:
-            features = {k: v for k, v in features.items() if k in self._names}
-        score = float(self._trees.score_one(self._scaler.transform_one(features)))
-        self.records_seen += 1
-        if score <= self.threshold:
-            self._scaler.learn_one(features)
-        self._trees.learn_one(self._scaler.transform_one(features))
-        return score
+        return self.score_many([features])[0]
+
+    def score_many(self, records: Sequence[dict[str, float]]) -> list[float]:
+        """:meth:`score` of each record in turn, the batch at once (the same scores)."""
+        for features in records:
+            if not features:
+                raise ValueError("a record needs at least one feature")
+            for name, value in features.items():
+                if not math.isfinite(value):
+                    raise ValueError(f"feature {name!r} must be finite, got {value!r}")
+        if not records:
+            return []
+        if self._forest is None:
+            self._forest = HalfSpaceForest(
+                list(records[0]),
+                n_trees=self._n_trees,
+                height=self._height,
+                window_size=self._window_size,
+                limits=(-self._margin, 1.0 + self._margin),
+                seed=self._seed,
+            )
+        forest = self._forest
+        x = np.zeros((len(records), len(forest.names)))
+        present = np.zeros(x.shape, dtype=bool)
+        index = forest.index
+        for i, features in enumerate(records):
+            for name, value in features.items():
+                j = index.get(name)
+                if j is not None:  # names the trees were not built on are ignored
+                    x[i, j], present[i, j] = value, True
+        scores = forest.score_and_learn(x, present, self.threshold)
+        self.records_seen += len(records)
+        return scores
 
     def is_outlier(self, score: float) -> bool:
         """Whether ``score`` flags the latest record: never during the warm-up."""
@@ -415,10 +433,20 @@ class OutlierScorer:
 
     def check(self, record_id: str, features: dict[str, float]) -> OutlierSignal | None:
         """Score and learn one record; a signal when it is an outlier."""
-        score = self.score(features)
-        if not self.is_outlier(score):
-            return None
-        return OutlierSignal(record_id, score, self.threshold, self.records_seen)
+        return self.check_many([(record_id, features)])[0]
+
+    def check_many(
+        self, records: Sequence[tuple[str, dict[str, float]]]
+    ) -> list[OutlierSignal | None]:
+        """:meth:`check` of each ``(record id, features)`` in turn, the batch at once."""
+        seen = self.records_seen
+        scores = self.score_many([features for _, features in records])
+        out: list[OutlierSignal | None] = []
+        for i, ((record_id, _), score) in enumerate(zip(records, scores, strict=True)):
+            at = seen + i + 1  # records seen once this one was
+            flagged = at > self.warmup and score > self.threshold
+            out.append(OutlierSignal(record_id, score, self.threshold, at) if flagged else None)
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Its own consumer group over ``records`` and ``predictions``, so it may lag or
 restart without holding scoring back. Per record: a river drift detector per
-input feature and a HalfSpaceTrees outlier scorer; per prediction of the
+input feature and a half-space-trees outlier scorer (river's model, a batch's
+records scored and learnt together: :mod:`agents.halfspace`); per prediction of the
 role's model: a drift detector on the predicted value. Alerts go to
 ``alerts``. Both topics are read in batches through librdkafka
 (:mod:`streams.roles.batches`), as scoring and feedback read theirs. Several
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.detectors import OutlierScorer, StreamDriftMonitor
+from agents.detectors import OutlierScorer, OutlierSignal, StreamDriftMonitor
 from schemas import Event, InputRecord, OutlierAlert, Prediction, RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
@@ -44,8 +45,9 @@ def attach_monitor(ctx: RoleContext) -> None:
     }
     restored = attach_state(ctx, "detectors", lambda: state, state.update, marks_ready=True)
 
-    def watch(found: Event[Any] | None) -> list[Any]:
-        """The alerts one record or prediction raises (none for anything else)."""
+    def watch(found: Event[Any] | None, outlier: OutlierSignal | None) -> list[Any]:
+        """The alerts one record (``outlier``: its outlier signal) or prediction raises
+        (none for anything else)."""
         if found is None:
             return []
         data = found.data
@@ -55,7 +57,6 @@ def attach_monitor(ctx: RoleContext) -> None:
                 signal = state["features"].update(name, value)
                 if signal is not None:
                     alerts.append(drift_alert(model, signal))
-            outlier = state["outliers"].check(data.id, data.features)
             if outlier is not None:
                 alerts.append(
                     OutlierAlert(
@@ -77,7 +78,13 @@ def attach_monitor(ctx: RoleContext) -> None:
         return alerts
 
     async def handle(batch: list[RawMessage]) -> None:
-        alerts = [alert for found in decoded_batch(ctx, batch) for alert in watch(found)]
+        events = decoded_batch(ctx, batch)
+        is_record = [e is not None and isinstance(e.data, InputRecord) for e in events]
+        records = [e.data for e, r in zip(events, is_record, strict=True) if r and e is not None]
+        # the batch's records scored and learnt together (the same scores as one by one)
+        checked = iter(state["outliers"].check_many([(r.id, r.features) for r in records]))
+        outliers = [next(checked) if r else None for r in is_record]
+        alerts = [a for e, o in zip(events, outliers, strict=True) for a in watch(e, o)]
         if alerts:
             await send_alerts(ctx, alerts)
 

@@ -13,11 +13,14 @@ Streams are 5,000 values; the shift is at index 2,000.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import random
 
 import numpy as np
 import pytest
+from river import anomaly, preprocessing
 from sklearn.linear_model import LogisticRegression
 
 from agents.detectors import (
@@ -214,12 +217,121 @@ def test_stream_monitor_rejects_non_finite(bad: float):
 
 
 def test_outlier_scorer_ignores_feature_names_it_was_not_built_on():
-    scorer = OutlierScorer(warmup=0)
+    scorer, plain = OutlierScorer(warmup=0), OutlierScorer(warmup=0)
     scorer.score({"a": 0.1, "b": 0.2})
-    state = scorer._scaler.min.copy()
+    plain.score({"a": 0.1, "b": 0.2})
     for i in range(50):
-        scorer.score({"a": 0.3, "b": 0.1, f"new-{i}": 5.0})
-    assert set(scorer._scaler.min) == set(state) == {"a", "b"}
+        extra = scorer.score({"a": 0.3 + i / 100, "b": 0.1, f"new-{i}": 5.0})
+        assert extra == plain.score({"a": 0.3 + i / 100, "b": 0.1})
+    assert scorer.names == ["a", "b"]
+
+
+class RiverOutlierScorer:
+    """What OutlierScorer computed before its trees were arrays: river's own scaler and
+    trees, one record at a time (the reference the batch path must match bit for bit)."""
+
+    def __init__(self, seed: int = 42, threshold: float = 0.95) -> None:
+        self.seed, self.threshold = seed, threshold
+        self.scaler = preprocessing.MinMaxScaler()
+        self.trees: anomaly.HalfSpaceTrees | None = None
+        self.names: set[str] = set()
+
+    def score(self, features: dict[str, float]) -> float:
+        if self.trees is None:
+            self.names = set(features)
+            limits = {n: (-1.0, 2.0) for n in sorted(features)}
+            self.trees = anomaly.HalfSpaceTrees(
+                n_trees=25, height=8, window_size=250, limits=limits, seed=self.seed
+            )
+        features = {k: v for k, v in features.items() if k in self.names}
+        score = float(self.trees.score_one(self.scaler.transform_one(features)))
+        if score <= self.threshold:
+            self.scaler.learn_one(features)
+        self.trees.learn_one(self.scaler.transform_one(features))
+        return score
+
+
+def _awkward_stream(n: int, seed: int) -> list[dict[str, float]]:
+    """Demo records, with far-out, wild, new-extreme and feature-lacking ones among them,
+    and a move to a new range for good half way."""
+    rng = random.Random(seed)
+    out = []
+    for i, features in enumerate(demo_features(n, seed=seed)):
+        f = dict(features)
+        if i > n // 2:
+            f = {k: v + 7.0 for k, v in f.items()}
+        pick = rng.random()
+        if pick < 0.01:
+            f = dict(FAR)
+        elif pick < 0.015:
+            f = {k: v * rng.choice([1e6, -1e6, 3.0]) for k, v in f.items()}
+        elif pick < 0.03:
+            f.pop(rng.choice(sorted(f)))
+        elif pick < 0.035:
+            f["unknown"] = 1.0
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_outlier_scorer_in_batches_scores_as_river_does_one_by_one(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+):
+    from agents.halfspace import HalfSpaceForest
+
+    records = _awkward_stream(3000, seed)
+    reference = RiverOutlierScorer(seed=seed)
+    river_scores = [reference.score(f) for f in records]
+    alone = []
+    one = HalfSpaceForest._one
+    monkeypatch.setattr(HalfSpaceForest, "_one", lambda self, *a: alone.append(1) or one(self, *a))
+    scorer, rng, got = OutlierScorer(seed=seed), random.Random(seed), []
+    start = 0
+    while start < len(records):
+        size = rng.choice([1, 2, 7, 64, 250, 500])
+        got += scorer.score_many(records[start : start + size])
+        start += size
+    assert got == river_scores  # exactly: the same trees, masses and float operations
+    assert sum(s > 0.95 for s in got) >= 5, "the stream has outliers to find"
+    assert scorer.records_seen == len(records)
+    assert len(alone) < len(records) / 5, "most records are scored and learnt together"
+
+
+def test_an_outlier_scorer_checkpointed_as_river_objects_goes_on_alike():
+    records = demo_features(1200)
+    reference = RiverOutlierScorer()
+    for f in records[:700]:
+        reference.score(f)
+    old = OutlierScorer.__new__(OutlierScorer)
+    old.__setstate__(  # the state an OutlierScorer of before 2026-12-01 pickled
+        {
+            "threshold": 0.95,
+            "warmup": 250,
+            "_seed": 42,
+            "_n_trees": 25,
+            "_height": 8,
+            "_window_size": 250,
+            "_margin": 1.0,
+            "_scaler": copy.deepcopy(reference.scaler),
+            "_trees": copy.deepcopy(reference.trees),
+            "_names": frozenset(reference.names),
+            "records_seen": 700,
+        }
+    )
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.score_many(records[700:]) == [reference.score(f) for f in records[700:]]
+    assert restored.records_seen == 1200
+
+
+def test_check_many_flags_as_check_does():
+    records = demo_features(800)
+    records[400:400] = [dict(FAR)]
+    one, many = OutlierScorer(warmup=300), OutlierScorer(warmup=300)
+    singly = [one.check(f"r{i}", f) for i, f in enumerate(records)]
+    batch = many.check_many([(f"r{i}", f) for i, f in enumerate(records)])
+    assert singly == batch
+    assert [s.record_id for s in batch if s is not None] == ["r400"]
+    assert batch[400] is not None and batch[400].records_seen == 401
 
 
 FAR = {"x0": 30.0, "x1": 30.0, "x2": 30.0}  # three times the demo's range in every feature
