@@ -435,25 +435,39 @@ def _usual_attributes(raw: RawMessage, max_bytes: int) -> dict[str, str] | None:
     """The context attributes of ``raw`` when it is the usual binary-mode event — UTF-8
     headers, within ``max_bytes``, specversion 1.0, JSON data — else None.
 
-    One pass over the headers (the scoring path makes it once per record): the
+    One pass over the headers (every role makes it once per message): the
     message's size and, as text, the attributes.
     """
     size = len(raw.value)
     attrs: dict[str, str] = {}
+    known = _ATTRIBUTE_OF
     try:
         for name, value in raw.headers:
             size += len(name) + len(value)
-            low = name.lower()
-            if low[:3] == "ce_":
-                attrs[low[3:]] = value.decode()
-            elif low == "content-type":
-                attrs["datacontenttype"] = value.decode()
+            key = known.get(name)
+            if key is None:
+                key = _attribute_of(name)
+            if key:
+                attrs[key] = value.decode()
     except UnicodeDecodeError:
         return None
     ctype = attrs.get("datacontenttype")
     if size > max_bytes or attrs.get("specversion") != SPEC_VERSION:
         return None
     return attrs if ctype is None or ctype == JSON_CONTENT_TYPE else None
+
+
+_ATTRIBUTE_OF: dict[str, str] = {}  # header name → context attribute ("": none), as met
+
+
+def _attribute_of(name: str) -> str:
+    """The context attribute a binary-mode header carries ("" for another header); the
+    answer is kept for the first 1,024 distinct names (producers use a handful)."""
+    low = name.lower()
+    key = low[3:] if low[:3] == "ce_" else "datacontenttype" if low == "content-type" else ""
+    if len(_ATTRIBUTE_OF) < 1024:
+        _ATTRIBUTE_OF[name] = key
+    return key
 
 
 def _envelope(attrs: dict[str, str], data: Payload) -> dict[str, Any]:
