@@ -396,7 +396,9 @@ class OutlierScorer:
         return self.score_many([features])[0]
 
     def score_many(self, records: Sequence[dict[str, float]]) -> list[float]:
-        """:meth:`score` of each record in turn, the batch at once (the same scores)."""
+        """:meth:`score` of each record in turn, the batch at once (the same scores). A
+        batch with a record that has no feature or a non-finite one is refused whole:
+        ValueError, and nothing is learnt."""
         for features in records:
             if not features:
                 raise ValueError("a record needs at least one feature")
@@ -427,9 +429,11 @@ class OutlierScorer:
         self.records_seen += len(records)
         return scores
 
-    def is_outlier(self, score: float) -> bool:
-        """Whether ``score`` flags the latest record: never during the warm-up."""
-        return self.records_seen > self.warmup and score > self.threshold
+    def is_outlier(self, score: float, seen: int | None = None) -> bool:
+        """Whether ``score`` flags the record that was the ``seen``-th (default: the
+        latest): never during the warm-up."""
+        at = self.records_seen if seen is None else seen
+        return at > self.warmup and score > self.threshold
 
     def check(self, record_id: str, features: dict[str, float]) -> OutlierSignal | None:
         """Score and learn one record; a signal when it is an outlier."""
@@ -444,7 +448,7 @@ class OutlierScorer:
         out: list[OutlierSignal | None] = []
         for i, ((record_id, _), score) in enumerate(zip(records, scores, strict=True)):
             at = seen + i + 1  # records seen once this one was
-            flagged = at > self.warmup and score > self.threshold
+            flagged = self.is_outlier(score, at)
             out.append(OutlierSignal(record_id, score, self.threshold, at) if flagged else None)
         return out
 
