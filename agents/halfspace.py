@@ -147,10 +147,14 @@ class HalfSpaceForest:
             return np.zeros(len(sums))
         return 1 - sums / self.max_score
 
-    def _walk(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _walk(
+        self, scaled: np.ndarray, have: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every record of ``scaled`` down every tree: the nodes it passes (records by
         trees by levels) and its summed mass score (river's ``_walk_score``: mass *
-        2^depth down to the first node under a tenth of a window, that one included)."""
+        2^depth down to the first node under a tenth of a window, that one included).
+        Where ``have`` says a record lacks a feature, it follows the child that learnt
+        more in this window (river's rule; exact for records not learnt in between)."""
         n, trees = len(scaled), self.n_trees
         tree = np.arange(trees)[None, :]
         rows = np.arange(n)[:, None]
@@ -166,8 +170,12 @@ class HalfSpaceForest:
             if level == self.height:
                 break
             alive &= mass >= limit
-            value = scaled[rows, self.feature[tree, node]]
-            node = 2 * node + 2 - (value < self.threshold[tree, node])  # river: < goes left
+            feature = self.feature[tree, node]
+            left = scaled[rows, feature] < self.threshold[tree, node]  # river: < goes left
+            if have is not None:
+                heavier = self.l_mass[tree, 2 * node + 1] >= self.l_mass[tree, 2 * node + 2]
+                left = np.where(have[rows, feature], left, heavier)
+            node = 2 * node + 2 - left
         return paths, total.sum(axis=1)
 
     def _learn(self, paths: np.ndarray) -> None:
@@ -186,37 +194,11 @@ class HalfSpaceForest:
     def _one(self, x: np.ndarray, have: np.ndarray, threshold: float) -> float:
         """One record as river does it: a feature it lacks follows the child that
         learnt more in this window; the scaler may learn it between score and learn."""
-        score = self._score_one(self.scaled(x), have)
+        _, sums = self._walk(self.scaled(x)[None], have[None])
+        score = float(self._scores(sums)[0])
         if score <= threshold:
             self.low = np.where(have, np.minimum(self.low, x), self.low)
             self.high = np.where(have, np.maximum(self.high, x), self.high)
-        scaled = self.scaled(x)
-        for t in range(self.n_trees):
-            for k in self._path(t, scaled, have):
-                self.l_mass[t, k] += 1
-        self._count(1)
+        paths, _ = self._walk(self.scaled(x)[None], have[None])
+        self._learn(paths)
         return score
-
-    def _score_one(self, scaled: np.ndarray, have: np.ndarray) -> float:
-        if self.first_window:
-            return 0.0
-        limit, total = 0.1 * self.window_size, 0.0
-        for t in range(self.n_trees):
-            for level, k in enumerate(self._path(t, scaled, have)):
-                mass = int(self.r_mass[t, k])
-                total += mass * 2**level
-                if mass < limit:
-                    break
-        return 1 - total / self.max_score
-
-    def _path(self, t: int, scaled: np.ndarray, have: np.ndarray) -> list[int]:
-        k, path = 0, [0]
-        for _ in range(self.height):
-            j = self.feature[t, k]
-            left, right = 2 * k + 1, 2 * k + 2
-            if have[j]:
-                k = left if scaled[j] < self.threshold[t, k] else right
-            else:
-                k = right if self.l_mass[t, left] < self.l_mass[t, right] else left
-            path.append(k)
-        return path
