@@ -15,7 +15,7 @@ Why a batch gives the same answer as one record at a time:
   learnt records); learning adds to ``l_mass``, which a score reads only for a
   feature the record lacks;
 * the scaler learns a record only when it scores at or below the threshold
-  (:class:`agents.detectors.OutlierScorer`), and learning it changes the
+  (:class:`agents.outliers.OutlierScorer`), and learning it changes the
   scaling only when one of its values lies outside the range seen so far.
 
 So the records before the first that (a) lacks a feature, or (b) lies outside

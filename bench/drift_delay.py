@@ -39,11 +39,11 @@ from agents.detectors import (
     DETECTOR_KINDS,
     DriftDetector,
     ErrorRateMonitor,
-    OutlierScorer,
     RiverDetector,
     StreamDriftMonitor,
     make_detector,
 )
+from agents.outliers import OutlierScorer
 from streams.synthetic import FEATURES, drifting_stream
 
 ROWS = 8000

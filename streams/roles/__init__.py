@@ -1,7 +1,8 @@
 """One module per role; :func:`attach_role` wires a role's agents onto its app.
 
 A role's module is imported only in the process that runs it, so the scoring
-process never loads river, kfp or MinIO's client (about 2 s of start-up).
+process never loads river or kfp, and the performance role not river's trees
+(``tests/unit/test_role_imports.py``; see also :mod:`agents.river_import`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.detectors import OutlierScorer, OutlierSignal, StreamDriftMonitor
+from agents.detectors import StreamDriftMonitor
+from agents.outliers import OutlierScorer, OutlierSignal
 from schemas import Event, InputRecord, OutlierAlert, Prediction, RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext

@@ -29,11 +29,11 @@ from agents.detectors import (
     Cooldown,
     DetectorKind,
     ErrorRateMonitor,
-    OutlierScorer,
     PerformanceSignal,
     StreamDriftMonitor,
     make_detector,
 )
+from agents.outliers import OutlierScorer
 from streams.synthetic import FEATURES, drifting_stream
 
 N = 5000
@@ -318,7 +318,11 @@ def test_an_outlier_scorer_checkpointed_as_river_objects_goes_on_alike():
             "records_seen": 700,
         }
     )
-    restored = pickle.loads(pickle.dumps(old))
+    # pickled as it was then too: under the module the scorer lived in (agents.detectors)
+    written = pickle.dumps(old, protocol=0).replace(b"agents.outliers\n", b"agents.detectors\n")
+    assert b"agents.detectors\nOutlierScorer" in written
+    restored = pickle.loads(written)
+    assert type(restored) is OutlierScorer
     assert restored.score_many(records[700:]) == [reference.score(f) for f in records[700:]]
     assert restored.records_seen == 1200
 
