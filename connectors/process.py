@@ -28,6 +28,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def lower_priority(niceness: int) -> int:
+    """Lower this process's CPU priority to ``niceness``: every thread's, as Linux keeps one
+    per thread (librdkafka's threads too; threads started later inherit their starter's).
+    Never raises a priority; returns the main thread's niceness after."""
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [os.getpid()]
+    for tid in threads:
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+                os.setpriority(os.PRIO_PROCESS, tid, niceness)
+    return os.getpriority(os.PRIO_PROCESS, os.getpid())
+
+
 def _state(pid: int) -> str | None:
     """The process state letter from /proc (``Z`` for a zombie), or None if gone."""
     try:

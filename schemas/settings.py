@@ -381,6 +381,14 @@ class ScoringSettings(_Group):
         description="`weir worker` runs every role but scoring at this niceness, so on a busy "
         "machine the insight roles lag, not scoring (0: all alike)",
     )
+    monitor_niceness: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="`weir worker` lowers the monitor to this niceness once it has started (it "
+        "starts at insight_niceness, so its start-up is not starved): its alerts only inform, "
+        "so on a machine short of CPU it lags first, after scoring and the loop's roles",
+    )
     worker_id: str = Field(
         default_factory=socket.gethostname,
         description="names this worker in route decisions and archives; default: the host name",

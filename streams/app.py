@@ -34,6 +34,7 @@ from typing import Any
 import faust
 
 from connectors.kafka import tls_context
+from connectors.process import lower_priority
 from schemas import ConfigurationError
 from schemas.settings import KafkaSettings, Settings
 from schemas.topics import Topic, topic_name
@@ -133,8 +134,11 @@ def quiet_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def run_role(settings: Settings, role: str, *, loglevel: str = "info") -> None:
-    """Run one role in the foreground until interrupted."""
+def run_role(
+    settings: Settings, role: str, *, loglevel: str = "info", nice_after_start: int = 0
+) -> None:
+    """Run one role in the foreground until interrupted; once it has started (its modules
+    imported, its app up), at niceness ``nice_after_start`` if that is lower priority."""
     faulthandler.enable()  # a crash in a C extension leaves every thread's Python stack
     app, _ = create_app(settings, role)
 
@@ -142,6 +146,9 @@ def run_role(settings: Settings, role: str, *, loglevel: str = "info") -> None:
     async def once_started() -> None:  # Faust's worker has set up its log handlers by now
         limit_logs()
         quiet_gc()
+        if nice_after_start:
+            now = lower_priority(nice_after_start)
+            log.info("%s runs at niceness %d from now on", role, now)
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -107,7 +107,10 @@ class Supervisor:
     def _argv(self, child: Child) -> list[str]:
         weir = str(Path(sys.executable).parent / "weir")
         argv = [weir, "worker", "--role", child.role, "--loglevel", self.loglevel]
-        return [*argv, "--worker-id", self.settings.scoring.worker_id]
+        scoring = self.settings.scoring
+        if child.role == "monitor" and scoring.monitor_niceness > scoring.insight_niceness:
+            argv += ["--nice-after-start", str(scoring.monitor_niceness)]
+        return [*argv, "--worker-id", scoring.worker_id]
 
     async def _spawn(self, child: Child) -> None:
         live = self.settings.live.model_copy(update={"port": child.live_port})

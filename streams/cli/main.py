@@ -212,6 +212,13 @@ ROLE_NAMES = ("scoring", "monitor", "feedback", "performance", "retrainer", "lea
     default=None,
     help="serve /metrics and the status page on this port (WEIR_LIVE__PORT; 0 = off)",
 )
+@click.option(
+    "--nice-after-start",
+    type=click.IntRange(0, 19),
+    default=0,
+    help="one role: once started, run at this niceness (lower CPU priority); weir worker "
+    "does so for the monitor (WEIR_SCORING__MONITOR_NICENESS)",
+)
 @click.pass_context
 @weir_errors
 def worker(
@@ -220,6 +227,7 @@ def worker(
     loglevel: str,
     worker_id: str | None,
     live_port: int | None,
+    nice_after_start: int,
 ) -> None:
     """Run weir's roles until interrupted: scoring, monitor, feedback, performance, retrainer,
     learner (the last with WEIR_LEARNER__ENABLED).
@@ -239,7 +247,7 @@ def worker(
     if len(roles) == 1:
         from streams.app import run_role
 
-        run_role(settings, roles[0], loglevel=loglevel)
+        run_role(settings, roles[0], loglevel=loglevel, nice_after_start=nice_after_start)
         return
     from streams.supervisor import run_supervisor
 

@@ -642,6 +642,34 @@ def alert_event(model: str, alert_id: str) -> Any:
     return new_event(performance_alert(alert_id, model), source="test")
 
 
+def thread_niceness(pid: int) -> set[int]:
+    """The niceness of each thread of ``pid`` (Linux keeps one per thread)."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            found.add(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return found
+
+
+def test_scoring_first_the_loop_next_the_monitor_last(supervised: Supervised):
+    """On a machine short of CPU the monitor lags first: it runs at monitor_niceness once
+    started (every thread, librdkafka's too), the loop's roles at insight_niceness, scoring
+    at the supervisor's."""
+    sup, scoring = supervised, supervised.settings.scoring
+    mine = os.nice(0)
+    pids = role_pids(sup.pid)
+    wait_until(
+        lambda: thread_niceness(role_pids(sup.pid)["monitor"]) == {scoring.monitor_niceness},
+        timeout_s=START_S,
+        what=f"every monitor thread at niceness {scoring.monitor_niceness}",
+        interval_s=0.2,
+    )
+    assert thread_niceness(pids["scoring"]) == {mine}
+    for role in ("feedback", "performance", "retrainer"):
+        assert thread_niceness(pids[role]) == {min(19, mine + scoring.insight_niceness)}, role
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_role_killed_mid_stream_is_restarted_and_loses_nothing(
     supervised: Supervised, role: str, unique: str, capsys

@@ -193,6 +193,53 @@ def test_insight_roles_yield_the_cpu_to_scoring():
     assert niceness_of_child(10) == min(19, mine + 10)  # monitor, feedback, …
 
 
+def test_lower_priority_lowers_every_thread_and_never_raises_one():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os, threading, time\n"
+        "from connectors.process import lower_priority\n"
+        "stop = threading.Event()\n"
+        "threads = [threading.Thread(target=stop.wait) for _ in range(3)]\n"
+        "[t.start() for t in threads]\n"
+        "base = os.getpriority(os.PRIO_PROCESS, os.getpid())\n"
+        "def each():\n"
+        "    return sorted({os.getpriority(os.PRIO_PROCESS, int(t))"
+        " for t in os.listdir('/proc/self/task')})\n"
+        "up = lower_priority(base + 3)\n"
+        "after_up = each()\n"
+        "again = lower_priority(base + 1)  # a higher priority: left as it is\n"
+        "print(json.dumps([base, up, after_up, again, each()]))\n"
+        "stop.set()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    base, up, after_up, again, last = json.loads(done.stdout)
+    assert base <= 16, "room to lower the priority in this test's process"
+    assert up == base + 3 and after_up == [base + 3], "every thread lowered, not only the main one"
+    assert again == base + 3 and last == [base + 3]
+
+
+def test_the_supervisor_lowers_the_monitor_once_started_and_no_other_role():
+    from streams.supervisor import Supervisor
+
+    def argv(settings: Settings, role: str) -> list[str]:
+        sup = Supervisor(settings, (role,))
+        return sup._argv(sup.children[role])
+
+    settings = Settings()
+    assert argv(settings, "monitor")[-4:-2] == ["--nice-after-start", "19"]
+    for role in ("scoring", "feedback", "performance", "retrainer"):
+        assert "--nice-after-start" not in argv(settings, role), role
+    same = settings.model_copy(
+        update={"scoring": settings.scoring.model_copy(update={"monitor_niceness": 10})}
+    )
+    assert "--nice-after-start" not in argv(same, "monitor"), "no lower than the loop's roles"
+
+
 def test_the_control_fold_is_waited_for_until_it_reaches_the_topic_end():
     from streams.roles.control import FoldProgress
 
