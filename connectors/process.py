@@ -28,15 +28,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def thread_ids(pid: int) -> list[int]:
+    """The ids of ``pid``'s threads (from /proc; just ``pid`` where there is none)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
 def lower_priority(niceness: int) -> int:
     """Lower this process's CPU priority to ``niceness``: every thread's, as Linux keeps one
     per thread (librdkafka's threads too; threads started later inherit their starter's).
     Never raises a priority; returns the main thread's niceness after."""
-    try:
-        threads = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [os.getpid()]
-    for tid in threads:
+    for tid in thread_ids(os.getpid()):
         with contextlib.suppress(OSError):  # a thread that has just ended
             if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
                 os.setpriority(os.PRIO_PROCESS, tid, niceness)

@@ -38,7 +38,7 @@ from rich.console import Console
 from connectors.archive import prefix as archive_prefix
 from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
-from connectors.process import ServiceProcess, free_port, is_running, wait_until
+from connectors.process import ServiceProcess, free_port, is_running, thread_ids, wait_until
 from connectors.signing import signed
 from schemas import InputRecord, Label, ModelVersionEvent, PerformanceAlert, new_event
 from schemas.events import utc_now
@@ -645,10 +645,9 @@ def alert_event(model: str, alert_id: str) -> Any:
 def thread_niceness(pid: int) -> set[int]:
     """The niceness of each thread of ``pid`` (Linux keeps one per thread)."""
     found = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for tid in thread_ids(pid):
         with contextlib.suppress(OSError):  # a thread that has just ended
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            found.add(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+            found.add(os.getpriority(os.PRIO_PROCESS, tid))
     return found
 
 

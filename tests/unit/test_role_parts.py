@@ -200,14 +200,13 @@ def test_lower_priority_lowers_every_thread_and_never_raises_one():
 
     code = (
         "import json, os, threading, time\n"
-        "from connectors.process import lower_priority\n"
+        "from connectors.process import lower_priority, thread_ids\n"
         "stop = threading.Event()\n"
         "threads = [threading.Thread(target=stop.wait) for _ in range(3)]\n"
         "[t.start() for t in threads]\n"
         "base = os.getpriority(os.PRIO_PROCESS, os.getpid())\n"
         "def each():\n"
-        "    return sorted({os.getpriority(os.PRIO_PROCESS, int(t))"
-        " for t in os.listdir('/proc/self/task')})\n"
+        "    return sorted({os.getpriority(os.PRIO_PROCESS, t) for t in thread_ids(os.getpid())})\n"
         "up = lower_priority(base + 3)\n"
         "after_up = each()\n"
         "again = lower_priority(base + 1)  # a higher priority: left as it is\n"
