@@ -18,6 +18,7 @@ from connectors.kafka import Delivered, EventProducer, read_at
 from connectors.process import free_port
 from connectors.signing import signed
 from schemas import (
+    Event,
     InputRecord,
     ModelVersionEvent,
     OutlierAlert,
@@ -297,36 +298,75 @@ def test_egress_forwards_binary_cloudevents_and_retries(live_stack: Settings, un
     assert receiver.answered(503)[0][0]["ce-type"] == "io.weir.prediction.v1"
 
 
+def _sent_predictions(settings: Settings, count: int) -> list[Event[Prediction]]:
+    from connectors.kafka import ensure_topics
+
+    ensure_topics(settings)
+    sent = [new_event(_prediction(i), source="t") for i in range(count)]
+    producer = EventProducer(settings)
+    for e in sent:
+        producer.send(topic_name(settings.kafka, Topic.PREDICTIONS), e)
+    return sent
+
+
 @pytest.mark.parametrize("concurrency", [1, 8])
-def test_egress_posts_several_at_once_and_commits_after_all(
+def test_egress_posts_up_to_its_concurrency_at_once(
     live_stack: Settings, unique: str, concurrency: int
 ):
     """With ``egress_concurrency`` 8 the sink sees 8 requests in flight together (it holds
-    the first 8 until they are); with 1, one at a time. Either way every event arrives,
-    and the group's committed offsets cover the batch only once all were delivered."""
-    from connectors.kafka import ensure_topics
+    the first 8 until they are); with 1, one at a time. Every event arrives once.
+
+    The batch is read from Kafka first and handed to ``forward_all``: how many messages
+    one ``consumer.batch`` returns depends on the fetch (a first batch of 3 would leave
+    a gate of 8 waiting until the POSTs time out and are retried, rightly)."""
+    from connectors.kafka import EventConsumer
 
     receiver = Receiver([200], gate=8 if concurrency > 1 else 0)
     settings = _egress_settings(live_stack, unique, receiver.url)
     settings = settings.model_copy(
         update={"knative": settings.knative.model_copy(update={"egress_concurrency": concurrency})}
     )
-    ensure_topics(settings)
-    sent = [new_event(_prediction(i), source="t") for i in range(40)]
-    producer = EventProducer(settings)
-    for e in sent:
-        producer.send(topic_name(settings.kafka, Topic.PREDICTIONS), e)
+    sent = _sent_predictions(settings, 40)
+    with EventConsumer(
+        settings,
+        [topic_name(settings.kafka, Topic.PREDICTIONS)],
+        group_id=f"r-{unique}",
+        from_beginning=True,
+    ) as consumer:
+        messages = list(consumer.take(len(sent), deadline_s=30))
+    assert len(messages) == len(sent)
+    egress = Egress(settings)
+
+    async def forward() -> list[bool]:
+        async with egress.session() as http:
+            return await egress.forward_all(http, messages)
+
     try:
-        stats = Egress(settings).run(max_messages=len(sent), from_beginning=True)
+        delivered = asyncio.run(forward())
     finally:
         receiver.close()
-    assert stats.delivered == len(sent) and stats.dead_lettered == 0
+    assert delivered == [True] * len(sent) and egress.stats.dead_lettered == 0
     got = sorted(from_http(h, b).id for h, b in receiver.answered(200))
     assert got == sorted(e.id for e in sent), "each event once (none was retried)"
     if concurrency > 1:
         assert receiver.most_in_flight >= 8
     else:
         assert receiver.most_in_flight == 1
+
+
+def test_egress_commits_after_every_event_was_delivered(live_stack: Settings, unique: str):
+    """End to end through ``run``: every event arrives and the group's committed offsets
+    cover all of them once they were."""
+    receiver = Receiver([200])
+    settings = _egress_settings(live_stack, unique, receiver.url)
+    sent = _sent_predictions(settings, 40)
+    try:
+        stats = Egress(settings).run(max_messages=len(sent), from_beginning=True)
+    finally:
+        receiver.close()
+    assert stats.delivered == len(sent) and stats.dead_lettered == 0
+    got = {from_http(h, b).id for h, b in receiver.answered(200)}
+    assert got == {e.id for e in sent}
     group, topic = (
         f"{settings.kafka.topic_prefix}-egress",
         topic_name(settings.kafka, Topic.PREDICTIONS),
