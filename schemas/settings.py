@@ -389,6 +389,20 @@ class ScoringSettings(_Group):
         "starts at insight_niceness, so its start-up is not starved): its alerts only inform, "
         "so on a machine short of CPU it lags first, after scoring and the loop's roles",
     )
+    insight_share_behind: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="while the scoring role is behind (scoring_behind_records), the monitor, "
+        "feedback and learner roles each use at most this share of one core, so a backlog "
+        "drains at scoring's pace and the insight roles catch up after (1: no limit)",
+    )
+    scoring_behind_records: int = Field(
+        5_000,
+        ge=0,
+        description="the scoring group's uncommitted records beyond which it is behind (and "
+        "beyond 3 s of the records' arrival rate: it commits once a second)",
+    )
     worker_id: str = Field(
         default_factory=socket.gethostname,
         description="names this worker in route decisions and archives; default: the host name",

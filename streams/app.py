@@ -39,7 +39,7 @@ from schemas import ConfigurationError
 from schemas.settings import KafkaSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams import faust_transport
-from streams.context import PUBLISHERS, ROLES, RoleContext, role_off
+from streams.context import PUBLISHERS, ROLES, RoleContext, role_group, role_off
 from streams.live import LiveView
 from streams.logs import limit_logs
 from streams.roles import attach_role
@@ -64,7 +64,7 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
     k = settings.kafka
     datadir = settings.stack.run_dir / "faust" / role
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    group = f"{k.topic_prefix}-{role}-{settings.scoring.model}"
+    group = role_group(settings, role)
     app = faust.App(
         # the app id is its agents' consumer group; the roles that read through a
         # librdkafka consumer of their own (streams/roles/batches.py) use the role's

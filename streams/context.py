@@ -38,6 +38,11 @@ def role_off(settings: Settings, role: str) -> str | None:
     return None
 
 
+def role_group(settings: Settings, role: str) -> str:
+    """The consumer group ``role`` reads its topics in."""
+    return f"{settings.kafka.topic_prefix}-{role}-{settings.scoring.model}"
+
+
 def raw_message(message: Any) -> RawMessage:
     """A Faust/aiokafka message as weir's RawMessage (value, key, headers, origin)."""
     return RawMessage(

@@ -21,6 +21,14 @@ def group_lag(client: AdminClient, group: str, topic: str, *, address: str) -> d
 
     Raises :class:`ServiceError` when the broker at ``address`` does not answer.
     """
+    return group_position(client, group, topic, address=address)[0]
+
+
+def group_position(
+    client: AdminClient, group: str, topic: str, *, address: str
+) -> tuple[dict[int, int], dict[int, int]]:
+    """``({partition: lag}, {partition: end offset})`` of ``group`` on ``topic`` (see
+    :func:`group_lag`)."""
     try:
         metadata = client.list_topics(topic, timeout=REQUEST_TIMEOUT_S).topics[topic]
         if metadata.error is not None:
@@ -42,7 +50,7 @@ def group_lag(client: AdminClient, group: str, topic: str, *, address: str) -> d
             service="kafka",
             address=address,
         ) from err
-    return {p: max(0, end[p] - committed[p]) for p in sorted(end)}
+    return {p: max(0, end[p] - committed[p]) for p in sorted(end)}, end
 
 
 def _offsets(client: AdminClient, tps: list[TopicPartition], spec: OffsetSpec) -> dict[int, int]:

@@ -24,6 +24,7 @@ from connectors.kafka_async import BatchConsumer
 from schemas import ConfigurationError, RawMessage
 from schemas.topics import Topic
 from streams.context import RoleContext
+from streams.roles.scoring_first import attach_scoring_first
 
 log = logging.getLogger("weir.batches")
 
@@ -64,9 +65,19 @@ def attach_batches(
 ) -> None:
     """A task that hands batches of ``topics`` to ``handle``, one at a time, once ``after``
     is set; a batch's offsets are stored once ``handle`` is done with it (and Kafka
-    acknowledged what it returned as :class:`Pending`). See :func:`attach_pipeline`."""
+    acknowledged what it returned as :class:`Pending`). See :func:`attach_pipeline`.
+
+    These are the insight roles' batches: while the scoring role is behind, the role
+    waits before reading each (:mod:`streams.roles.scoring_first`)."""
     attach_pipeline(
-        ctx, topics, handle, lambda _batch, pending: pending, size=size, wait_s=wait_s, after=after
+        ctx,
+        topics,
+        handle,
+        lambda _batch, pending: pending,
+        size=size,
+        wait_s=wait_s,
+        after=after,
+        before_take=attach_scoring_first(ctx),
     )
 
 
@@ -81,6 +92,7 @@ def attach_pipeline(
     after: asyncio.Event,
     overlap: int = 1,
     in_flight: int = 1,
+    before_take: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """A task that reads batches of ``topics`` once ``after`` is set and runs them through
     two stages: ``work`` (up to ``overlap`` batches at once: under a backlog, the next
@@ -92,6 +104,7 @@ def attach_pipeline(
     for it at once. A batch's offsets are stored (committed within a second) only
     once it is done, strictly in order. An error in either stage or a refused output
     crashes the role instead of leaving it stalled (the supervisor starts it again).
+    ``before_take``, if given, is awaited before each read.
     """
     if ctx.app.conf.id == ctx.group:  # the app's own consumer would join our group
         raise ConfigurationError(
@@ -107,8 +120,14 @@ def attach_pipeline(
             ctx.group,
             commit_interval_ms=COMMIT_INTERVAL_MS,
         )
+
+        async def take() -> list[RawMessage]:
+            if before_take is not None:
+                await before_take()
+            return await consumer.take(size, wait_s)
+
         pipeline = BatchPipeline(
-            lambda: consumer.take(size, wait_s),
+            take,
             work,
             emit,
             consumer.done,
