@@ -394,8 +394,9 @@ class ScoringSettings(_Group):
         gt=0,
         le=1,
         description="while the scoring role is behind (scoring_behind_records), the monitor, "
-        "feedback and learner roles each use at most this share of one core, so a backlog "
-        "drains at scoring's pace and the insight roles catch up after (1: no limit)",
+        "feedback and learner roles `weir worker` runs beside it each use at most this share "
+        "of one core, so a backlog drains at scoring's pace and they catch up after (1: no "
+        "limit)",
     )
     scoring_behind_records: int = Field(
         5_000,

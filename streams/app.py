@@ -39,7 +39,7 @@ from schemas import ConfigurationError
 from schemas.settings import KafkaSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams import faust_transport
-from streams.context import PUBLISHERS, ROLES, RoleContext, role_group, role_off
+from streams.context import PACED_ROLES, PUBLISHERS, ROLES, RoleContext, role_group, role_off
 from streams.live import LiveView
 from streams.logs import limit_logs
 from streams.roles import attach_role
@@ -52,8 +52,11 @@ LIBRDKAFKA_ROLES = frozenset(
 )  # roles reading via streams/roles/batches
 
 
-def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
-    """The Faust app of one role, its agents attached."""
+def create_app(
+    settings: Settings, role: str, *, scoring_first: bool = False
+) -> tuple[faust.App, RoleContext]:
+    """The Faust app of one role, its agents attached; ``scoring_first``: it shares the
+    cores with a scoring role (see :mod:`streams.roles.scoring_first`)."""
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
     off = role_off(settings, role)
@@ -98,6 +101,7 @@ def create_app(settings: Settings, role: str) -> tuple[faust.App, RoleContext]:
         group=group,
         topics={t: _raw_topic(app, topic_name(k, t)) for t in Topic},
         live=LiveView(settings, role=role),
+        scoring_first=scoring_first and role in PACED_ROLES,
     )
     attach_role(ctx)
     ctx.on_shutdown(ctx.close)  # deliver what is queued before the process ends
@@ -135,12 +139,18 @@ def quiet_gc() -> None:
 
 
 def run_role(
-    settings: Settings, role: str, *, loglevel: str = "info", nice_after_start: int = 0
+    settings: Settings,
+    role: str,
+    *,
+    loglevel: str = "info",
+    nice_after_start: int = 0,
+    scoring_first: bool = False,
 ) -> None:
     """Run one role in the foreground until interrupted; once it has started (its modules
-    imported, its app up), at niceness ``nice_after_start`` if that is lower priority."""
+    imported, its app up), at niceness ``nice_after_start`` if that is lower priority.
+    ``scoring_first``: see :func:`create_app`."""
     faulthandler.enable()  # a crash in a C extension leaves every thread's Python stack
-    app, _ = create_app(settings, role)
+    app, _ = create_app(settings, role, scoring_first=scoring_first)
 
     @app.task
     async def once_started() -> None:  # Faust's worker has set up its log handlers by now

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 ROLES = ("scoring", "monitor", "feedback", "performance", "retrainer", "learner")
 # the roles that publish routes: they hold the signing key and Kafka's control principal
 PUBLISHERS = frozenset({"retrainer", "learner"})
+# the roles that give way while scoring is behind, when `weir worker` runs them beside it
+# (--scoring-first; streams/roles/scoring_first.py)
+PACED_ROLES = frozenset({"monitor", "feedback", "learner"})
 
 
 def role_off(settings: Settings, role: str) -> str | None:
@@ -71,6 +74,8 @@ class RoleContext:
     # waits until the control fold has folded what the control topic held when called;
     # False after its timeout (set by attach_control)
     folded_to_now: Callable[[], Awaitable[bool]] | None = None
+    # it shares the machine's cores with a scoring role: give way while that is behind
+    scoring_first: bool = False
     _producer: AsyncProducer | None = None
     _client: InferenceClient | None = None
 

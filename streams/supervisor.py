@@ -35,7 +35,7 @@ from connectors.process import free_port
 from connectors.signing import verify_only
 from schemas import ConfigurationError
 from schemas.settings import Settings, settings_env
-from streams.context import PUBLISHERS, ROLES, role_off
+from streams.context import PACED_ROLES, PUBLISHERS, ROLES, role_off
 from streams.live import LiveStatus, merge_status
 from streams.logs import limit_logs
 from streams.metrics import CONTENT_TYPE_LATEST, merge_expositions
@@ -110,6 +110,8 @@ class Supervisor:
         scoring = self.settings.scoring
         if child.role == "monitor" and scoring.monitor_niceness > scoring.insight_niceness:
             argv += ["--nice-after-start", str(scoring.monitor_niceness)]
+        if child.role in PACED_ROLES and "scoring" in self.children:  # they share the cores
+            argv += ["--scoring-first"]
         return [*argv, "--worker-id", scoring.worker_id]
 
     async def _spawn(self, child: Child) -> None:

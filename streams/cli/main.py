@@ -219,6 +219,13 @@ ROLE_NAMES = ("scoring", "monitor", "feedback", "performance", "retrainer", "lea
     help="one role: once started, run at this niceness (lower CPU priority); weir worker "
     "does so for the monitor (WEIR_SCORING__MONITOR_NICENESS)",
 )
+@click.option(
+    "--scoring-first",
+    is_flag=True,
+    help="one role (monitor, feedback, learner) sharing this machine's cores with a scoring "
+    "role: while that is behind, use at most WEIR_SCORING__INSIGHT_SHARE_BEHIND of a core; "
+    "weir worker does so when it runs scoring too",
+)
 @click.pass_context
 @weir_errors
 def worker(
@@ -228,6 +235,7 @@ def worker(
     worker_id: str | None,
     live_port: int | None,
     nice_after_start: int,
+    scoring_first: bool,
 ) -> None:
     """Run weir's roles until interrupted: scoring, monitor, feedback, performance, retrainer,
     learner (the last with WEIR_LEARNER__ENABLED).
@@ -247,7 +255,13 @@ def worker(
     if len(roles) == 1:
         from streams.app import run_role
 
-        run_role(settings, roles[0], loglevel=loglevel, nice_after_start=nice_after_start)
+        run_role(
+            settings,
+            roles[0],
+            loglevel=loglevel,
+            nice_after_start=nice_after_start,
+            scoring_first=scoring_first,
+        )
         return
     from streams.supervisor import run_supervisor
 

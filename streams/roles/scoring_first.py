@@ -1,6 +1,11 @@
 """Scoring first: an insight role samples the scoring group's lag and, while scoring is
 behind, waits between its batches (:class:`agents.pacing.ScoringFirst` says how long).
 
+Only where they share cores: ``weir worker`` passes ``--scoring-first`` to the
+monitor, feedback and learner it runs beside a scoring role. A role in a container
+of its own (compose, Kubernetes) has CPU of its own and runs freely, as it does when
+the scoring role is on another machine.
+
 The sample is an admin call every second in a thread (the lag of
 ``<prefix>-scoring-<model>`` on the records topic); a broker that does not
 answer leaves the last verdict to go stale, and a stale verdict never holds the
@@ -34,11 +39,13 @@ def attach_scoring_first(
     cpu: Callable[[], float] = time.process_time,
     clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[], Awaitable[None]] | None:
-    """A wait to await before each batch an insight role reads, or None (the scoring role
-    itself, or ``WEIR_SCORING__INSIGHT_SHARE_BEHIND`` 1). ``cpu`` is the process's CPU
-    time, ``clock`` the time of lag samples."""
+    """A wait to await before each batch an insight role reads, or None: when the role
+    does not share the cores with a scoring role (``ctx.scoring_first``, which ``weir
+    worker`` sets for the monitor, feedback and learner it runs beside scoring), or
+    ``WEIR_SCORING__INSIGHT_SHARE_BEHIND`` is 1. ``cpu`` is the process's CPU time,
+    ``clock`` the time of lag samples."""
     scoring = ctx.settings.scoring
-    if ctx.role == "scoring" or scoring.insight_share_behind >= 1:
+    if not ctx.scoring_first or ctx.role == "scoring" or scoring.insight_share_behind >= 1:
         return None
     pacing = ScoringFirst(scoring.insight_share_behind, min_records=scoring.scoring_behind_records)
     settings = ctx.settings

@@ -667,6 +667,10 @@ def test_scoring_first_the_loop_next_the_monitor_last(supervised: Supervised):
     assert thread_niceness(pids["scoring"]) == {mine}
     for role in ("feedback", "performance", "retrainer"):
         assert thread_niceness(pids[role]) == {min(19, mine + scoring.insight_niceness)}, role
+    # and the roles that read in batches give way while scoring is behind
+    for role, pid in pids.items():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert (b"--scoring-first" in cmdline) == (role in ("monitor", "feedback", "learner")), role
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -62,7 +62,7 @@ def test_an_insight_role_waits_while_scoring_is_behind(live_stack: Settings, uni
         async def sleep(seconds: float) -> None:
             waits.append(seconds)
 
-        ctx = SimpleNamespace(settings=settings, role="feedback", app=app)
+        ctx = SimpleNamespace(settings=settings, role="feedback", app=app, scoring_first=True)
         before = attach_scoring_first(ctx, sleep=sleep, cpu=lambda: cpu[0], clock=time.monotonic)  # type: ignore[arg-type]
         assert before is not None and len(app.timers) == 1
 
@@ -80,11 +80,18 @@ def test_an_insight_role_waits_while_scoring_is_behind(live_stack: Settings, uni
         asyncio.run(scenario())
 
 
-def test_the_scoring_role_and_share_one_never_wait(live_stack: Settings):
-    ctx = SimpleNamespace(settings=live_stack, role="scoring", app=FakeApp())
-    assert attach_scoring_first(ctx) is None  # type: ignore[arg-type]
+def test_a_role_with_cores_of_its_own_the_scoring_role_and_share_one_never_wait(
+    live_stack: Settings,
+):
+    def ctx(settings: Settings, role: str, scoring_first: bool = True) -> Any:
+        return SimpleNamespace(
+            settings=settings, role=role, app=FakeApp(), scoring_first=scoring_first
+        )
+
+    assert attach_scoring_first(ctx(live_stack, "feedback", scoring_first=False)) is None
+    assert attach_scoring_first(ctx(live_stack, "scoring")) is None
     off = live_stack.scoring.model_copy(update={"insight_share_behind": 1.0})
-    ctx = SimpleNamespace(
-        settings=live_stack.model_copy(update={"scoring": off}), role="monitor", app=FakeApp()
+    assert (
+        attach_scoring_first(ctx(live_stack.model_copy(update={"scoring": off}), "monitor")) is None
     )
-    assert attach_scoring_first(ctx) is None  # type: ignore[arg-type]
+    assert attach_scoring_first(ctx(live_stack, "monitor")) is not None

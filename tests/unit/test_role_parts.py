@@ -239,6 +239,21 @@ def test_the_supervisor_lowers_the_monitor_once_started_and_no_other_role():
     assert "--nice-after-start" not in argv(same, "monitor"), "no lower than the loop's roles"
 
 
+def test_the_supervisor_has_the_insight_roles_give_way_only_beside_scoring():
+    """--scoring-first where the roles share the cores with a scoring role, and only for
+    the roles that read through batches (monitor, feedback, learner)."""
+    from schemas.settings import LearnerSettings
+    from streams.supervisor import Supervisor
+
+    settings = Settings(learner=LearnerSettings(enabled=True))
+    roles = ("scoring", "monitor", "feedback", "performance", "retrainer", "learner")
+    sup = Supervisor(settings, roles)
+    flagged = {r for r in roles if "--scoring-first" in sup._argv(sup.children[r])}
+    assert flagged == {"monitor", "feedback", "learner"}
+    alone = Supervisor(settings, ("monitor", "feedback", "learner"))  # scoring elsewhere
+    assert not any("--scoring-first" in alone._argv(c) for c in alone.children.values())
+
+
 def test_the_control_fold_is_waited_for_until_it_reaches_the_topic_end():
     from streams.roles.control import FoldProgress
 
