@@ -39,7 +39,7 @@ from schemas import ConfigurationError
 from schemas.settings import KafkaSettings, Settings
 from schemas.topics import Topic, topic_name
 from streams import faust_transport
-from streams.context import PACED_ROLES, PUBLISHERS, ROLES, RoleContext, role_group, role_off
+from streams.context import PUBLISHERS, ROLES, RoleContext, role_group, role_off
 from streams.live import LiveView
 from streams.logs import limit_logs
 from streams.roles import attach_role
@@ -101,7 +101,7 @@ def create_app(
         group=group,
         topics={t: _raw_topic(app, topic_name(k, t)) for t in Topic},
         live=LiveView(settings, role=role),
-        scoring_first=scoring_first and role in PACED_ROLES,
+        scoring_first=scoring_first,
     )
     attach_role(ctx)
     ctx.on_shutdown(ctx.close)  # deliver what is queued before the process ends

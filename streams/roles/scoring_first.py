@@ -24,7 +24,7 @@ from agents.pacing import ScoringFirst
 from connectors.kafka import admin
 from schemas import ServiceError
 from schemas.topics import Topic, topic_name
-from streams.context import RoleContext, role_group
+from streams.context import PACED_ROLES, RoleContext, role_group
 from streams.lag import group_position
 
 log = logging.getLogger("weir.scoring_first")
@@ -41,11 +41,12 @@ def attach_scoring_first(
 ) -> Callable[[], Awaitable[None]] | None:
     """A wait to await before each batch an insight role reads, or None: when the role
     does not share the cores with a scoring role (``ctx.scoring_first``, which ``weir
-    worker`` sets for the monitor, feedback and learner it runs beside scoring), or
+    worker`` sets for the monitor, feedback and learner it runs beside scoring), is not
+    one of those (``PACED_ROLES``), or
     ``WEIR_SCORING__INSIGHT_SHARE_BEHIND`` is 1. ``cpu`` is the process's CPU time,
     ``clock`` the time of lag samples."""
     scoring = ctx.settings.scoring
-    if not ctx.scoring_first or ctx.role == "scoring" or scoring.insight_share_behind >= 1:
+    if not ctx.scoring_first or ctx.role not in PACED_ROLES or scoring.insight_share_behind >= 1:
         return None
     pacing = ScoringFirst(scoring.insight_share_behind, min_records=scoring.scoring_behind_records)
     settings = ctx.settings
@@ -80,15 +81,16 @@ def attach_scoring_first(
     async def sample_scoring_lag() -> None:
         await sample()
 
-    used, first = [cpu()], [True]
+    used, first = cpu(), True
 
     async def before_next_batch() -> None:
-        if first[0]:  # the first batch: the timer's first sample is a second away
-            first[0] = False
+        nonlocal used, first
+        if first:  # the first batch: the timer's first sample is a second away
+            first = False
             await sample()
-        wait = pacing.worked(cpu() - used[0], clock())
+        wait = pacing.worked(cpu() - used, clock())
         if wait > 0:
             await sleep(wait)
-        used[0] = cpu()
+        used = cpu()
 
     return before_next_batch

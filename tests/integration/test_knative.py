@@ -276,15 +276,9 @@ def _prediction(i: int) -> Prediction:
 
 
 def test_egress_forwards_binary_cloudevents_and_retries(live_stack: Settings, unique: str):
-    from connectors.kafka import ensure_topics
-
     receiver = Receiver([503, 200])  # first delivery fails once, then all succeed
     settings = _egress_settings(live_stack, unique, receiver.url)
-    ensure_topics(settings)
-    sent = [new_event(_prediction(i), source="t") for i in range(3)]
-    producer = EventProducer(settings)
-    for e in sent:
-        producer.send(topic_name(settings.kafka, Topic.PREDICTIONS), e)
+    sent = _sent_predictions(settings, 3)
     sleeps: list[float] = []
     try:
         stats = Egress(settings, sleep=recorded(sleeps)).run(max_messages=3, from_beginning=True)
