@@ -51,6 +51,10 @@ RECENT = 1000  # outcomes the learner's recent accuracy is measured over
 
 def new_estimator(kind: str, seed: int) -> Any:
     """A fresh river classifier of ``kind`` (``WEIR_LEARNER__KIND``)."""
+    if kind == "arf+linear":
+        from agents.leader import LeaderClassifier
+
+        return LeaderClassifier.arf_and_linear(seed)
     if kind == "arf":
         from river import forest
 
@@ -58,6 +62,13 @@ def new_estimator(kind: str, seed: int) -> Any:
     from river import tree
 
     return tree.HoeffdingAdaptiveTreeClassifier(seed=seed)
+
+
+def _described(estimator: Any) -> dict[str, str | float | int]:
+    """What a model card says of ``estimator`` beyond its family (a LeaderClassifier: its
+    members and which leads)."""
+    describe = getattr(estimator, "describe", None)
+    return describe() if callable(describe) else {}
 
 
 @dataclass(frozen=True)
@@ -416,7 +427,8 @@ class OnlineLearner:
                 "online": True,
                 "format": "pickle",  # written with ModelRegistry.dumps(plain=True)
                 "seed": self.settings.seed,
-            },
+            }
+            | _described(self.estimator),
         )
 
     def published(self, snapshot: int) -> None:

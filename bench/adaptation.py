@@ -40,9 +40,13 @@ learner beside it (below); the first version forever (static);
 periodic retraining every ``--period`` records on the newest ``window_rows``
 rows (same learner, no detector, no promotion test, same run and deploy time);
 an oracle that swaps to a model trained on the new concept exactly at the drift
-record; river's ``ARFClassifier`` learning online (predict, then learn). The
-first version of every system but ARF is ``fit_candidate`` on the first
-``--train`` records; prequential accuracy counts from there on.
+record; river's ``ARFClassifier`` learning online (predict, then learn); and,
+when the learner's model is not ARF alone (``WEIR_LEARNER__KIND``, by default
+ARF and a scaled logistic regression, :mod:`agents.leader`), that model learning
+online from record 0 with no loop around it (``<kind> alone``): what the loop's
+serving lag (take-over test, snapshots, load) costs, or its pipeline runs add.
+The first version of every system but the river ones is ``fit_candidate`` on
+the first ``--train`` records; prequential accuracy counts from there on.
 
 **weir loop + learner** is the loop with the learner role beside it
 (``streams/roles/learner.py``), simulated by :class:`LearnerLoop` with weir's
@@ -98,7 +102,7 @@ from river.datasets import synth
 from threadpoolctl import threadpool_limits
 
 from agents.detectors import ErrorRateMonitor, PerformanceSignal
-from agents.learner import OnlineLearner
+from agents.learner import OnlineLearner, new_estimator
 from agents.retraining import PERFORMANCE, RetrainPolicy
 from connectors.learners import MIN_ANSWERED, Fitted, fit_candidate, paired_test, promotion
 from connectors.pipeline import MIN_ROWS, RetrainRequest
@@ -738,9 +742,26 @@ def periodic_fits(
     ]
 
 
+ARF = "ARF (river)"
+
+
+def alone_label(kind: str) -> str:
+    """The baseline row of weir's learner model with no loop around it."""
+    return f"{kind} alone (river)"
+
+
+def river_baseline(system: str) -> bool:
+    """A river model learning online from record 0 with no loop: ARF, or weir's learner's."""
+    return system == ARF or system.endswith(" alone (river)")
+
+
 def arf(data: Data, seed: int, upto: int) -> np.ndarray:
     """river's ARFClassifier, prequential (predict, then learn) on records 0..upto-1."""
-    model = forest.ARFClassifier(seed=seed)
+    return prequential(forest.ARFClassifier(seed=seed), data, upto)
+
+
+def prequential(model: Any, data: Data, upto: int) -> np.ndarray:
+    """A river ``model``, prequential (predict, then learn) on records 0..upto-1."""
     correct = np.zeros(len(data.y), dtype=bool)
     for i in range(upto):
         x, y = data.rows[i], int(data.y[i])
@@ -806,7 +827,10 @@ def simulate(job: Job) -> SeedResult:
         oracle.swaps = [Swap(r, v, judge(e)) for r, v, e in oracle_versions]
         systems["oracle swap"] = oracle
         upto = min(n, job.arf_records)
-        systems["ARF (river)"] = Served(arf(data, job.seed, upto), k, upto)
+        systems[ARF] = Served(arf(data, job.seed, upto), k, upto)
+        if job.learner is not None and job.learner.kind != "arf":  # what the loop adds or costs
+            model = new_estimator(job.learner.kind, job.seed)
+            systems[alone_label(job.learner.kind)] = Served(prequential(model, data, upto), k, upto)
         cut = Data(data.x[:upto], data.y[:upto], data.rows[:upto])  # ARF's records
         refits = periodic_fits(data, k, job.period, job.loops[0].window_rows, learner)
         for loop in job.loops:
@@ -891,7 +915,7 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
         loop = system.startswith(LOOP)
         delays = [records_to_better(spec, s) for s in runs]
         stable = sum(max(0, min(spec.stable_until, s.end) - s.start) for s in runs)
-        arf_end = results[0].systems["ARF (river)"].end
+        arf_end = results[0].systems[ARF].end
         out.append(
             Summary(
                 stream=spec.name,
@@ -909,7 +933,7 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
                 delays=[d for d in delays if d is not None],
                 no_better=(
                     None
-                    if spec.drift_at is None or system in ("ARF (river)", "static")
+                    if spec.drift_at is None or system == "static" or river_baseline(system)
                     else sum(d is None for d in delays)
                 ),
                 runs=sum(len(s.runs) for s in runs) if loop else None,
@@ -936,7 +960,7 @@ def quartiles(values: list[int]) -> tuple[str, str]:
 def row_cells(s: Summary) -> list[str]:
     median, iqr = quartiles(s.delays)
     delay_note = f" ({s.no_better} never)" if s.no_better else ""
-    arf = s.system == "ARF (river)" or s.cut
+    arf = river_baseline(s.system) or s.cut
     takes = s.take_overs
     return [
         s.system,
@@ -975,9 +999,7 @@ def target_lines(
         if not all(any(s.system == label for s in rows) for rows in table.values()):
             continue
         mine = {name: next(s for s in rows if s.system == label) for name, rows in table.items()}
-        arf_ = {
-            name: next(s for s in rows if s.system == "ARF (river)") for name, rows in table.items()
-        }
+        arf_ = {name: next(s for s in rows if s.system == ARF) for name, rows in table.items()}
         stuck = sum(s.not_recovered or 0 for s in mine.values())
         cases = sum(s.seeds for n, s in mine.items() if specs[n].drift_at is not None)
         lines.append(

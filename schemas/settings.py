@@ -575,10 +575,12 @@ class LearnerSettings(_Group):
     name: Version = Field(
         "online", description="the version name its route serves under (snapshots: <name>.<n>)"
     )
-    kind: Literal["arf", "hoeffding"] = Field(
-        "arf",
-        description="river's ARFClassifier (adaptive random forest), or a Hoeffding adaptive "
-        "tree (smaller and faster, less accurate)",
+    kind: Literal["arf+linear", "arf", "hoeffding"] = Field(
+        "arf+linear",
+        description="arf+linear: river's ARFClassifier (adaptive random forest) and a logistic "
+        "regression on standardised features learning side by side, answering with the one "
+        "right more often over the latest 300 records (agents.leader); arf: the forest alone; "
+        "hoeffding: a Hoeffding adaptive tree (smaller and faster, less accurate)",
     )
     seed: int = 42
     publish_every: int = Field(

@@ -1,0 +1,114 @@
+"""The online learner's default model: two members learning, the one right more often answering."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+from river import base
+
+from agents.leader import LeaderClassifier
+from agents.learner import new_estimator
+
+
+class Fixed(base.Classifier):
+    """A member that always answers ``answer`` and counts what it is asked."""
+
+    def __init__(self, answer: int) -> None:
+        self.answer = answer
+        self.predicted = 0
+        self.learnt: list[Any] = []
+
+    def predict_one(self, x: dict[Hashable, Any], **kwargs: Any) -> Any:
+        self.predicted += 1
+        return self.answer
+
+    def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[Any, float]:
+        return {self.answer: 1.0}
+
+    def learn_one(self, x: dict[Hashable, Any], y: Any, **kwargs: Any) -> None:
+        self.learnt.append(y)
+
+
+def teach(model: LeaderClassifier, labels: list[Any]) -> list[Any]:
+    """Predict, then learn, each label (as the learner does); the answers given."""
+    answers = []
+    for y in labels:
+        x: dict[Hashable, Any] = {"a": 0.0}
+        answers.append(model.predict_one(x))
+        model.learn_one(x, y)
+    return answers
+
+
+def test_the_member_right_more_often_over_the_window_answers() -> None:
+    zero, one = Fixed(0), Fixed(1)
+    model = LeaderClassifier({"zero": zero, "one": one}, window=10)
+    answers = teach(model, [0] * 10 + [1] * 6)
+    assert model.leader == "one"
+    assert answers[:16] == [0] * 16  # "one" led after its 6th right, once "zero" had 4 of 10
+    assert teach(model, [1]) == [1]
+    assert zero.learnt == one.learnt == [0] * 10 + [1] * 7  # every member learns every record
+
+
+def test_a_tie_keeps_the_leader() -> None:
+    model = LeaderClassifier({"zero": Fixed(0), "one": Fixed(1)}, window=10)
+    teach(model, [0] * 5 + [1] * 5)  # 5 right each
+    assert model.leader == "zero"
+    teach(model, [1])
+    assert model.leader == "one"
+
+
+def test_learning_after_predicting_asks_each_member_once() -> None:
+    zero, one = Fixed(0), Fixed(1)
+    model = LeaderClassifier({"zero": zero, "one": one})
+    teach(model, [0, 1, 0])
+    assert (zero.predicted, one.predicted) == (3, 3)
+    model.learn_one({"a": 1.0}, 0)  # not predicted first: every member is asked
+    assert (zero.predicted, one.predicted) == (4, 4)
+
+
+def test_it_needs_a_member() -> None:
+    with pytest.raises(ValueError, match="at least one member"):
+        LeaderClassifier({})
+
+
+def linear_stream(n: int, seed: int, flip_at: int) -> list[tuple[dict[Hashable, Any], str]]:
+    """Labels "yes"/"no" by a linear rule on unscaled features, the rule flipped at ``flip_at``."""
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        x: dict[Hashable, Any] = {"a": rnd.uniform(0, 10), "b": rnd.uniform(0, 1000)}
+        above = x["a"] * 100 + x["b"] > 1000
+        rows.append((x, "yes" if above != (i >= flip_at) else "no"))
+    return rows
+
+
+def test_arf_and_linear_learns_any_labels_and_follows_a_flipped_linear_rule() -> None:
+    model = new_estimator("arf+linear", seed=3)
+    assert isinstance(model, LeaderClassifier)
+    right = []
+    for x, y in linear_stream(3000, seed=1, flip_at=1500):
+        right.append(model.predict_one(x) == y)
+        model.learn_one(x, y)
+    assert sum(right[1000:1500]) / 500 > 0.9
+    assert sum(right[2500:]) / 500 > 0.9  # recovered after the flip
+    assert model.leader == "linear"  # the rule is linear: the regression leads
+    card = model.describe()
+    assert (card["members"], card["leader"], card["window"]) == ("arf,linear", "linear", 300)
+    assert float(card["right_linear"]) > 0.9
+
+
+def test_a_snapshot_answers_as_the_learner_did_with_its_leader() -> None:
+    model = new_estimator("arf+linear", seed=3)
+    rows = linear_stream(1200, seed=2, flip_at=10_000)
+    for x, y in rows[:1000]:
+        model.predict_one(x)
+        model.learn_one(x, y)
+    snapshot = pickle.loads(pickle.dumps(model))
+    assert snapshot.leader == model.leader
+    for x, _ in rows[1000:]:
+        assert snapshot.predict_one(x) == model.predict_one(x)
+        assert snapshot.predict_proba_one(x) == model.predict_proba_one(x)
