@@ -100,9 +100,22 @@ class Supervisor:
         roles = tuple(r for r in roles if role_off(settings, r) is None)
         self.settings = settings
         self.loglevel = loglevel
-        live = settings.live.port != 0
-        self.children = {r: Child(r, free_port() if live else 0) for r in roles}
+        self.children = {r: Child(r, 0) for r in roles}
+        if settings.live.port != 0:
+            for child in self.children.values():
+                child.live_port = self._free_live_port(child)
         self._stopping = asyncio.Event()
+
+    def _free_live_port(self, child: Child) -> int:
+        """A free loopback port for ``child``'s live view that is neither the supervisor's
+        nor another child's: the OS may hand out again a port its owner has just let go of
+        (a role once got the supervisor's own and crashed on it at every start)."""
+        taken = {self.settings.live.port} | {
+            c.live_port for c in self.children.values() if c is not child
+        }
+        while (port := free_port()) in taken:
+            pass
+        return port
 
     def _argv(self, child: Child) -> list[str]:
         weir = str(Path(sys.executable).parent / "weir")
@@ -115,6 +128,8 @@ class Supervisor:
         return [*argv, "--worker-id", scoring.worker_id]
 
     async def _spawn(self, child: Child) -> None:
+        if child.restarts and child.live_port:  # its port may have been taken while it was down
+            child.live_port = self._free_live_port(child)
         live = self.settings.live.model_copy(update={"port": child.live_port})
         env = settings_env(
             role_settings(self.settings, child.role).model_copy(update={"live": live})

@@ -13,7 +13,13 @@ import pytest
 from agents.retraining import Retrainer, RetrainPolicy
 from agents.routing import RoutingTable
 from schemas import new_event
-from schemas.settings import CanarySettings, MonitorSettings, RetrainingSettings, Settings
+from schemas.settings import (
+    CanarySettings,
+    LiveSettings,
+    MonitorSettings,
+    RetrainingSettings,
+    Settings,
+)
 from schemas.training import TrainingRow
 from streams.roles.archive import ArchiveWriter
 from streams.supervisor import Supervisor
@@ -152,6 +158,26 @@ def test_supervisor_runs_the_retrainer_only_when_it_has_work(retraining: bool, c
         ["retrainer"] if retraining or canary else []
     )
     assert roles == expected
+
+
+def test_no_child_gets_the_supervisors_live_port_or_anothers(monkeypatch: pytest.MonkeyPatch):
+    import streams.supervisor as supervisor
+
+    # the OS hands the supervisor's port out again, then one port twice, then fresh ones
+    offered = iter([7000, 7001, 7001, 7002, 7003, 7000, 7004, 7005, 7006])
+    monkeypatch.setattr(supervisor, "free_port", lambda: next(offered))
+    settings = Settings(live=LiveSettings(port=7000))
+    sup = Supervisor(settings, ("scoring", "monitor", "feedback", "performance"))
+    ports = [c.live_port for c in sup.children.values()]
+    assert ports == [7001, 7002, 7003, 7004]
+    feedback = sup.children["feedback"]
+    feedback.restarts = 1  # started again: a fresh port, still none of the others'
+    assert sup._free_live_port(feedback) == 7005
+
+
+def test_children_get_no_live_port_when_the_supervisor_serves_none():
+    sup = Supervisor(Settings(live=LiveSettings(port=0)), ("scoring", "monitor"))
+    assert [c.live_port for c in sup.children.values()] == [0, 0]
 
 
 def test_the_cli_offers_exactly_the_roles_there_are():
