@@ -158,6 +158,19 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
             produced[0] += chunk
             out.poll_for(1.0)
 
+    def all_served(count: int) -> tuple[int, list]:
+        """``count`` more records labelled as version 2 answers, at once; the first one's
+        number, and every served prediction once each of them has one."""
+        first = produced[0]
+        produce_records(settings, producer, unique, first, count, a_of, labels_by="2")
+        produced[0] += count
+        out.until(
+            lambda: len(predictions(False)) >= produced[0],
+            deadline_s=DEADLINE_S,
+            what=f"{produced[0]} served predictions",
+        )
+        return first, predictions(False)
+
     try:
         # 1. version 1 is right: the learner learns it and is routed as an embedded shadow,
         # which the scoring role loads from the registry and mirrors records to
@@ -196,15 +209,7 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert take.metrics["mcnemar_p"] <= 1 - LEARNER.alert_confidence
         assert take.metrics["learner_accuracy"] > take.metrics["served_accuracy"]
         assert take.metrics["pairs"] <= 1000, "within 1,000 outcomes of the drift"
-        served_from = produced[0]
-        produce_records(settings, producer, unique, served_from, 400, a_of, labels_by="2")
-        produced[0] += 400
-        out.until(
-            lambda: len(predictions(False)) >= produced[0],
-            deadline_s=DEADLINE_S,
-            what=f"{produced[0]} served predictions",
-        )
-        served = predictions(False)
+        served_from, served = all_served(400)
         per_record = Counter(p.record_id for p in served)
         assert len(per_record) == produced[0] and max(per_record.values()) == 1, "scored once"
         late = [p for p in served if number(p.record_id) >= served_from]
@@ -217,15 +222,7 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
             lambda: any(p.version == "online" and p.url != take.url for p in predictions(False)),
             "a newer snapshot of the learner serving",
         )
-        refreshed = produced[0]
-        produce_records(settings, producer, unique, refreshed, 200, a_of, labels_by="2")
-        produced[0] += 200
-        out.until(
-            lambda: len(predictions(False)) >= produced[0],
-            deadline_s=DEADLINE_S,
-            what=f"{produced[0]} served predictions",
-        )
-        served = predictions(False)
+        refreshed, served = all_served(200)
         newest = [p for p in served if number(p.record_id) >= refreshed]
         assert {p.version for p in newest} == {"online"} and len(newest) == 200
         right = sum(p.output == expected_output("2", a_of[p.record_id]) for p in newest)
