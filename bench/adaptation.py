@@ -743,16 +743,12 @@ def periodic_fits(
 
 
 ARF = "ARF (river)"
-
-
-def alone_label(kind: str) -> str:
-    """The baseline row of weir's learner model with no loop around it."""
-    return f"{kind} alone (river)"
+ALONE = " alone (river)"  # after the learner's kind: its model with no loop around it
 
 
 def river_baseline(system: str) -> bool:
     """A river model learning online from record 0 with no loop: ARF, or weir's learner's."""
-    return system == ARF or system.endswith(" alone (river)")
+    return system == ARF or system.endswith(ALONE)
 
 
 def arf(data: Data, seed: int, upto: int) -> np.ndarray:
@@ -830,7 +826,7 @@ def simulate(job: Job) -> SeedResult:
         systems[ARF] = Served(arf(data, job.seed, upto), k, upto)
         if job.learner is not None and job.learner.kind != "arf":  # what the loop adds or costs
             model = new_estimator(job.learner.kind, job.seed)
-            systems[alone_label(job.learner.kind)] = Served(prequential(model, data, upto), k, upto)
+            systems[job.learner.kind + ALONE] = Served(prequential(model, data, upto), k, upto)
         cut = Data(data.x[:upto], data.y[:upto], data.rows[:upto])  # ARF's records
         refits = periodic_fits(data, k, job.period, job.loops[0].window_rows, learner)
         for loop in job.loops:
