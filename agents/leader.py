@@ -15,8 +15,11 @@ against this pair: abrupt 0.9246 -> 0.9302, gradual 0.9164 -> 0.9226, noisy
 0.7692 -> 0.7813, nonlinear (not linear in the features) 0.8899 -> 0.8959,
 stable 0.8874 -> 0.8885 — at ARF's cost (the regression adds ~0.01 ms a record).
 
-A snapshot (a pickle of the whole classifier, as the learner role stores it)
-answers with the member that led when it was taken.
+A snapshot answers with the member that led when it was taken, and holds that
+member only (:meth:`LeaderClassifier.serving`): while the regression leads a
+snapshot is a couple of kilobytes instead of a forest of several megabytes, so
+the learner role can afford to publish it far more often. The whole classifier
+is checkpointed apart, for the learner's own restart.
 """
 
 from __future__ import annotations
@@ -88,6 +91,10 @@ class LeaderClassifier(base.Classifier):
         best = max(self._right.values())
         if self._right[self.leader] < best:
             self.leader = next(n for n, r in self._right.items() if r == best)
+
+    def serving(self) -> base.Classifier:
+        """What a snapshot holds: the member that leads, which answers as this would."""
+        return self.members[self.leader]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

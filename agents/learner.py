@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -152,6 +152,7 @@ class OnlineLearner:
         self.snapshot = snapshot  # number of the newest snapshot published
         self.learnt = learnt
         self.since_publish = 0
+        self.since_state = 0  # outcomes learnt since its whole state was last saved
         self.skipped = 0  # outcomes without the learner's features
         self.shed = 0  # outcomes skipped because the learner was too far behind
         self.featureless = 0  # served outcomes of its model that came without features
@@ -175,6 +176,9 @@ class OnlineLearner:
         # while it serves: the live learner against the newest snapshot, on the records that
         # snapshot answered (an adapting learner outruns its snapshot: refresh it early)
         self._fresh = _Pairs(settings.publish_every)
+        # pickled size of its latest snapshot by the member it held (a snapshot holds only
+        # the leader): a light one is published more often (``light_bytes``)
+        self._sizes: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -242,6 +246,7 @@ class OnlineLearner:
         self.estimator.learn_one(x, label)
         self.learnt += 1
         self.since_publish += 1
+        self.since_state += 1
         self._recent.append(mine)
         return bool(mine)
 
@@ -396,13 +401,41 @@ class OnlineLearner:
     def _serving_url(self) -> str:
         return embedded_url(self.model, f"{self.name}.{self.snapshot}")
 
+    def snapshot_blob(self, dumps: Callable[[Any], bytes]) -> bytes:
+        """The next snapshot's artifact: ``dumps`` of what it answers with — the leading
+        member of a :class:`~agents.leader.LeaderClassifier`, else the whole model. Its size
+        sets how soon the next snapshot of that member is due (:attr:`light`)."""
+        serving = getattr(self.estimator, "serving", None)
+        blob = dumps(serving() if callable(serving) else self.estimator)
+        self._sizes[self._holds] = len(blob)
+        return blob
+
+    @property
+    def _holds(self) -> str:
+        """The member a snapshot taken now holds ("" for a model of one piece)."""
+        return str(getattr(self.estimator, "leader", ""))
+
+    @property
+    def light(self) -> bool:
+        """The latest snapshot of the member a snapshot would hold now was ``light_bytes``
+        or smaller: snapshots are cheap to load, so they are due more often."""
+        size = self._sizes.get(self._holds)
+        return size is not None and size <= self.settings.light_bytes
+
+    @property
+    def min_gap_s(self) -> float:
+        """Seconds at least between two scheduled snapshots."""
+        s = self.settings
+        return s.light_publish_min_s if self.light else s.publish_min_s
+
     @property
     def due(self) -> bool:
-        """Time for the next snapshot: ``publish_every`` outcomes learnt since the last, or
-        the live learner beats the snapshot serving now on the records it answered
-        (McNemar at ``refresh_confidence``, at least ``refresh_min`` of them)."""
+        """Time for the next snapshot: ``publish_every`` outcomes learnt since the last
+        (``light_publish_every`` when it is :attr:`light`), or the live learner beats the
+        snapshot serving now on the records it answered (McNemar at ``refresh_confidence``,
+        at least ``refresh_min`` of them)."""
         s = self.settings
-        if self.since_publish >= s.publish_every:
+        if self.since_publish >= (s.light_publish_every if self.light else s.publish_every):
             return True
         fresh = self._fresh
         if len(fresh.pairs) < s.refresh_min or fresh.b <= fresh.c:
@@ -428,8 +461,27 @@ class OnlineLearner:
                 "format": "pickle",  # written with ModelRegistry.dumps(plain=True)
                 "seed": self.settings.seed,
             }
-            | _described(self.estimator),
+            | _described(self.estimator)
+            | ({"holds": self._holds} if self._holds else {}),
         )
+
+    def state_card(self, now: datetime) -> ModelCard:
+        """The card of its saved whole state (``<name>.state``): what a restart resumes
+        from (:meth:`ModelRegistry.save_state`)."""
+        card = self.next_card(now)
+        learner = dict(card.learner or {})
+        learner.pop("holds", None)  # the state holds every member
+        return card.model_copy(
+            update={"version": f"{self.name}.state", "learner": learner | {"state": True}}
+        )
+
+    @property
+    def state_due(self) -> bool:
+        """Time to save its whole state: ``publish_every`` outcomes learnt since the last."""
+        return self.since_state >= self.settings.publish_every
+
+    def state_saved(self) -> None:
+        self.since_state = 0
 
     def published(self, snapshot: int) -> None:
         self.snapshot = snapshot

@@ -533,8 +533,8 @@ class RiverSnapshot:
     """A learner snapshot as the scoring workers serve it: a frozen copy (pickle round trip,
     as the registry stores it) of the estimator, predicting one feature dict at a time."""
 
-    def __init__(self, estimator: Any, names: tuple[str, ...], number: int) -> None:
-        self.estimator = pickle.loads(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL))
+    def __init__(self, blob: bytes, names: tuple[str, ...], number: int) -> None:
+        self.estimator = pickle.loads(blob)
         self.names, self.number = names, number
 
     def predict_one(self, row: dict[Hashable, Any]) -> int:
@@ -598,8 +598,7 @@ class LearnerLoop(WeirLoop):
         )
         self.name = settings.name
         self.delay = at_record(embed_s, config.rate)
-        self.min_gap = at_record(settings.publish_min_s, config.rate)  # between scheduled ones
-        self._scheduled = -self.min_gap
+        self._scheduled = -at_record(settings.publish_min_s, config.rate)
         self.names = tuple(str(k) for k in data.rows[0]) if data.rows else ()
         self.routed = "1"  # the active route's version as the learner role's control fold sees it
         self.active_published = start  # record the serving route was published at
@@ -659,8 +658,10 @@ class LearnerLoop(WeirLoop):
             self.served.take_overs.append(i)
             self._publish(i, activate=True)
             self.online.took_over(embedded_url(MODEL, f"{self.name}.{self.online.snapshot}"))
-        # the role looks after each batch, here after each outcome; publish_min_s apart
-        if self.online.due and i >= self._scheduled + self.min_gap:
+        # the role looks after each batch, here after each outcome; min_gap_s apart
+        if self.online.due and i >= self._scheduled + at_record(
+            self.online.min_gap_s, self.config.rate
+        ):
             self._scheduled = i
             self._publish(i, activate=self.routed == self.name)
 
@@ -672,10 +673,12 @@ class LearnerLoop(WeirLoop):
 
     def _publish(self, i: int, *, activate: bool) -> None:
         number = self.online.snapshot + 1
+        # as the role stores it: the leading member only (its size sets the next one's cadence)
+        blob = self.online.snapshot_blob(lambda m: pickle.dumps(m, pickle.HIGHEST_PROTOCOL))
         self.online.published(number)
-        if not activate:  # a shadow route: it serves nobody, so no copy is needed
+        if not activate:  # a shadow route: it serves nobody
             return
-        snapshot = RiverSnapshot(self.online.estimator, self.names, number)
+        snapshot = RiverSnapshot(blob, self.names, number)
         self.pending.append(Pending(i + self.delay, i, snapshot))
         self.routed = self.name
 

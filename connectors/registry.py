@@ -5,6 +5,9 @@ Layout (bucket ``WEIR_MINIO__MODELS_BUCKET``)::
     {name}/{version}/model.joblib   the estimator (scikit-learn or river), joblib-pickled
                                     (an online learner's snapshot: a plain pickle, said in its card)
     {name}/{version}/card.json      its ModelCard
+    {name}/{learner}.state/state.pickle, state.json
+                                    an online learner's whole state and its card, for
+                                    its own restart (not a version: no card.json)
 
 Artifacts are pickles, so loading one runs its code. The registry therefore
 writes the artifact's sha256 into the card and signs the card with the route
@@ -33,6 +36,7 @@ from schemas.settings import Settings
 
 ARTIFACT = "model.joblib"
 CARD = "card.json"
+STATE = ("state.pickle", "state.json")  # a learner's state: artifact and card file names
 PLAIN_PICKLE = "pickle"  # a card's learner.format for artifacts written with dumps(plain=True)
 
 
@@ -100,8 +104,11 @@ class ModelRegistry:
         registry has a signer (the card's presence marks the version complete)."""
         return self.publish_bytes(card, self.dumps(estimator))
 
-    def publish_bytes(self, card: ModelCard, blob: bytes) -> str:
-        """:meth:`publish` of an artifact already dumped (:meth:`dumps`)."""
+    def publish_bytes(
+        self, card: ModelCard, blob: bytes, files: tuple[str, str] = (ARTIFACT, CARD)
+    ) -> str:
+        """:meth:`publish` of an artifact already dumped (:meth:`dumps`); ``files``: the
+        artifact's and the card's names (:meth:`save_state` stores under others)."""
         card = card.model_copy(
             update={"artifact_sha256": hashlib.sha256(blob).hexdigest(), "signature": None}
         )
@@ -110,20 +117,34 @@ class ModelRegistry:
                 update={"signature": signature_of(self._signer, card.signed_bytes())}
             )
         prefix = f"{card.name}/{card.version}/"
-        self._store.put_bytes(self._bucket, prefix + ARTIFACT, blob)
+        artifact, card_file = files
+        self._store.put_bytes(self._bucket, prefix + artifact, blob)
         self._store.put_bytes(
-            self._bucket, prefix + CARD, card.model_dump_json(indent=2).encode(), "application/json"
+            self._bucket,
+            prefix + card_file,
+            card.model_dump_json(indent=2).encode(),
+            "application/json",
         )
         return self.uri(card.name, card.version)
 
-    def card(self, name: str, version: str) -> ModelCard:
-        raw = self._store.get_bytes(self._bucket, f"{name}/{version}/{CARD}")
+    def save_state(self, card: ModelCard, blob: bytes) -> None:
+        """Store an online learner's whole state (``card.version``: ``<learner>.state``),
+        signed and checked as a version is, where no reader of versions looks."""
+        self.publish_bytes(card, blob, STATE)
+
+    def load_state(self, name: str, learner: str) -> LoadedModel:
+        """The state :meth:`save_state` stored for ``learner`` (raises ObjectNotFound,
+        ArtifactRefused)."""
+        return self.load(name, f"{learner}.state", STATE)
+
+    def card(self, name: str, version: str, card_file: str = CARD) -> ModelCard:
+        raw = self._store.get_bytes(self._bucket, f"{name}/{version}/{card_file}")
         return ModelCard.model_validate_json(raw)
 
-    def checked_card(self, name: str, version: str) -> ModelCard:
+    def checked_card(self, name: str, version: str, card_file: str = CARD) -> ModelCard:
         """The card of ``name`` ``version``, its signature and artifact digest required when
         signatures are (raises ObjectNotFound, ArtifactRefused)."""
-        card = self.card(name, version)
+        card = self.card(name, version, card_file)
         where = self.uri(name, version)
         if self._verifier is not None:
             problem = (
@@ -143,15 +164,18 @@ class ModelRegistry:
                 )
         return card
 
-    def load(self, name: str, version: str) -> LoadedModel:
+    def load(
+        self, name: str, version: str, files: tuple[str, str] = (ARTIFACT, CARD)
+    ) -> LoadedModel:
         """The estimator of ``name`` ``version``, checked before it is unpickled."""
-        card = self.checked_card(name, version)
+        artifact, card_file = files
+        card = self.checked_card(name, version, card_file)
         where = self.uri(name, version)
-        blob = self._store.get_bytes(self._bucket, f"{name}/{version}/{ARTIFACT}")
+        blob = self._store.get_bytes(self._bucket, f"{name}/{version}/{artifact}")
         digest = hashlib.sha256(blob).hexdigest()
         if card.artifact_sha256 is not None and digest != card.artifact_sha256:
             raise ArtifactRefused(
-                f"refusing to load {where}{ARTIFACT}: its sha256 {digest} is not the card's "
+                f"refusing to load {where}{artifact}: its sha256 {digest} is not the card's "
                 f"{card.artifact_sha256} (the artifact was replaced)",
                 service="minio",
                 address=where,

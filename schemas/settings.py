@@ -584,13 +584,31 @@ class LearnerSettings(_Group):
     )
     seed: int = 42
     publish_every: int = Field(
-        500, ge=50, description="served outcomes learnt between two published snapshots"
+        500,
+        ge=50,
+        description="served outcomes learnt between two published snapshots (light ones: "
+        "light_publish_every), and between two saves of the learner's whole state (every "
+        "member, not only the one a snapshot holds), which a restart resumes from",
     )
     publish_min_s: float = Field(
         1.0,
         ge=0,
         description="and at least this long between them (every scoring worker loads each "
         "one); a take-over publishes at once",
+    )
+    light_bytes: int = Field(
+        262_144,
+        ge=0,
+        description="a snapshot this small or smaller (a snapshot holds only the member that "
+        "leads: the regression is a few KB, a forest several MB) costs every worker little to "
+        "load, so it is published every light_publish_every outcomes, light_publish_min_s "
+        "apart; 0: every snapshot at publish_every",
+    )
+    light_publish_every: int = Field(
+        100, ge=10, description="served outcomes learnt between two light snapshots"
+    )
+    light_publish_min_s: float = Field(
+        0.25, ge=0, description="and at least this long between them"
     )
     slot: Literal["shadow", "none"] = Field(
         "shadow",

@@ -42,11 +42,23 @@ further behind: after a drift, what it learns late it would also serve late.
 newest ``WEIR_LEARNER__WARM_ROWS`` archived training rows (oldest first), the
 data the first version was trained on, so it can challenge that version soon.
 
-**Its state survives a restart:** at start it loads its newest snapshot from
-the registry (waiting for MinIO if it is away) and goes on learning from its
-committed offsets; a stop saves one more snapshot first. Outcomes learnt after
-the last snapshot of a crash are not learnt again (at most ``publish_every``).
-The newest ``WEIR_LEARNER__KEEP`` snapshots stay in the registry.
+**Snapshots hold what answers:** a snapshot of the default model
+(:class:`agents.leader.LeaderClassifier`) holds only the member that leads.
+While that is the regression, a snapshot is a few kilobytes and is published
+every ``WEIR_LEARNER__LIGHT_PUBLISH_EVERY`` outcomes (100, at least
+``LIGHT_PUBLISH_MIN_S`` apart) instead of ``PUBLISH_EVERY`` (500): after a
+drift the workers serve a model a few hundred records fresher, at the cost of
+loading a few kilobytes more often.
+
+**Its state survives a restart:** every ``WEIR_LEARNER__PUBLISH_EVERY``
+outcomes (at least ``PUBLISH_MIN_S`` apart) and at a stop, the whole learner
+(every member) is stored in the registry beside its snapshots, signed like
+them (``<model>/<name>.state/``, not a version). At start it loads that state,
+or with none its newest snapshot (waiting for MinIO if it is away), numbers
+its next snapshot after the newest one and goes on learning from its
+committed offsets. Outcomes learnt after the last state of a crash are not
+learnt again (at most ``publish_every``). The newest ``WEIR_LEARNER__KEEP``
+snapshots stay in the registry.
 """
 
 from __future__ import annotations
@@ -61,7 +73,7 @@ from agents.learner import OnlineLearner, TakeOver
 from agents.routing import RoutingTable
 from connectors.archive import read_window
 from connectors.bounded import Bounded
-from connectors.minio_store import ObjectStore
+from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.registry import ModelRegistry, snapshot_number
 from connectors.signing import signed
 from schemas import (
@@ -93,14 +105,18 @@ ROUTED_KEPT = 32  # urls of its latest routes, whose refusals it reports
 FEATURELESS_WARN = 100  # served outcomes without features before the log says why
 
 
-def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
-    """The newest snapshot of ``name`` that loads (signature and digest checked), as
-    (number, LoadedModel); older ones than the newest ``keep`` are left to :func:`prune`."""
-    numbers = sorted(
+def snapshot_numbers(registry: ModelRegistry, model: str, name: str) -> list[int]:
+    """The numbers of ``name``'s snapshots in the registry, newest first."""
+    return sorted(
         (n for v in registry.version_names(model) if (n := snapshot_number(name, v)) is not None),
         reverse=True,
     )
-    for n in numbers:
+
+
+def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
+    """The newest snapshot of ``name`` that loads (signature and digest checked), as
+    (number, LoadedModel); older ones than the newest ``keep`` are left to :func:`prune`."""
+    for n in snapshot_numbers(registry, model, name):
         try:
             return n, registry.load(model, f"{name}.{n}")
         except ServiceError as err:
@@ -110,6 +126,31 @@ def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int
                 "snapshot %s.%d of %s refused (%s); trying an older one", name, n, model, err
             )
     return None
+
+
+def saved_state(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
+    """The learner's saved whole state (:meth:`ModelRegistry.load_state`), as (number of
+    its newest snapshot, LoadedModel); None when there is none, or it is refused."""
+    try:
+        loaded = registry.load_state(model, name)
+    except ObjectNotFound:
+        return None
+    except ServiceError as err:
+        if err.retriable:
+            raise
+        log.warning("the saved state of %s of %s refused (%s); not used", name, model, err)
+        return None
+    return max(snapshot_numbers(registry, model, name), default=0), loaded
+
+
+def restore_from(registry: ModelRegistry, model: str, name: str) -> tuple[str, int, Any] | None:
+    """What a starting learner resumes from: its saved state, else its newest snapshot;
+    as (what it is, the newest snapshot's number, LoadedModel)."""
+    found = saved_state(registry, model, name)
+    if found is not None:
+        return "its saved state", *found
+    found = newest_snapshot(registry, model, name)
+    return None if found is None else (f"snapshot {found[0]}", *found)
 
 
 def prune(registry: ModelRegistry, model: str, name: str, newest: int, keep: int) -> int:
@@ -135,6 +176,7 @@ def attach_learner(ctx: RoleContext) -> None:
     warned: list[bool] = []  # the learner stopped, and the log said so once
     told_featureless: list[bool] = []  # outcomes come without features, and the log said so
     published_at = [float("-inf")]  # loop time of the last scheduled snapshot
+    state_saved = [float("-inf")]  # loop time the learner's whole state was last saved
     shed_logged = [float("-inf")]  # loop time the log last said the learner skips outcomes
     refusal_logged = [float("-inf")]  # and that a worker refused one of its routes
     routed: deque[str] = deque(maxlen=ROUTED_KEPT)  # urls of the routes it sent (this run)
@@ -179,10 +221,10 @@ def attach_learner(ctx: RoleContext) -> None:
     @ctx.app.task
     async def restore() -> None:
         found = await patiently(
-            f"{s.name}'s snapshots", lambda: newest_snapshot(registry, model, s.name)
+            f"{s.name}'s state and snapshots", lambda: restore_from(registry, model, s.name)
         )
         if found is not None:
-            number, loaded = found
+            what, number, loaded = found
             state["learner"] = OnlineLearner(
                 s,
                 model,
@@ -192,11 +234,12 @@ def attach_learner(ctx: RoleContext) -> None:
                 learnt=int(loaded.card.metrics.get("learnt", 0)),
             )
             log.info(
-                "learner %s of %s restored from snapshot %d (%d outcomes learnt)",
+                "learner %s of %s restored from %s (%d outcomes learnt; newest snapshot %d)",
                 s.name,
                 model,
-                number,
+                what,
                 state["learner"].learnt,
+                number,
             )
         elif s.warm_rows:  # a first start: learn what version 1 learnt from, not nothing
             rows = await patiently(
@@ -216,7 +259,7 @@ def attach_learner(ctx: RoleContext) -> None:
         card = learner.next_card(utc_now())
         # on the loop, so nothing learns meanwhile: a plain pickle (0.1 s for a forest of
         # several MB where joblib takes 1.5 s); the card says so (learner.format)
-        blob = registry.dumps(learner.estimator, plain=True)
+        blob = learner.snapshot_blob(lambda m: registry.dumps(m, plain=True))
         try:
             await minio.call(registry.publish_bytes, card, blob)
         except (ServiceError, TimeoutError) as err:
@@ -229,6 +272,18 @@ def attach_learner(ctx: RoleContext) -> None:
         except (ServiceError, TimeoutError) as err:
             log.warning("old snapshots of %s not pruned yet: %s", s.name, err)
         return card.version
+
+    async def save_state(learner: OnlineLearner) -> None:
+        """Store the whole learner for its restart (on the loop: nothing learns meanwhile)."""
+        state_saved[0] = asyncio.get_running_loop().time()
+        card = learner.state_card(utc_now())
+        blob = registry.dumps(learner.estimator, plain=True)
+        try:
+            await minio.call(registry.save_state, card, blob)
+        except (ServiceError, TimeoutError) as err:
+            log.warning("the state of %s not saved (%s); learning goes on", s.name, err)
+            return
+        learner.state_saved()
 
     async def publish(learner: OnlineLearner, take: TakeOver | None) -> None:
         version = await store_snapshot(learner)
@@ -319,15 +374,21 @@ def attach_learner(ctx: RoleContext) -> None:
         if (
             learner.due
             and learner.features is not None
-            and now >= published_at[0] + s.publish_min_s
+            and now >= published_at[0] + learner.min_gap_s
         ):
             published_at[0] = now
             await publish(learner, None)
+        if (
+            learner.state_due
+            and learner.features is not None
+            and now >= state_saved[0] + s.publish_min_s
+        ):
+            await save_state(learner)
 
     async def save_at_stop() -> None:
         learner = state["learner"]
-        if started.is_set() and learner.since_publish and learner.features is not None:
-            await store_snapshot(learner)
+        if started.is_set() and learner.since_state and learner.features is not None:
+            await save_state(learner)
 
     # which version serves, what is in the shadow, and whether its take-over was refused
     attach_control(ctx, routing, emit=False, on_decision=heard)

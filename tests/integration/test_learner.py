@@ -7,7 +7,7 @@ snapshot, which the scoring role loads from the registry and scores in its own
 process. When the labels turn to version 2's, version 1 is wrong on every
 record: the learner beats it on the same records, takes over (a signed
 ``activate`` with the test's evidence), and its snapshots serve — right. Killed
-with SIGKILL and started again, it resumes from its newest snapshot.
+with SIGKILL and started again, it resumes from its saved whole state.
 """
 
 from __future__ import annotations
@@ -23,17 +23,20 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from agents.leader import LeaderClassifier
+from agents.learner import OnlineLearner
 from connectors.archive import write_chunk
 from connectors.kafka import EventProducer
-from connectors.minio_store import ObjectStore
+from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.process import ServiceProcess, free_port
-from connectors.registry import ModelRegistry
+from connectors.registry import ArtifactRefused, ModelRegistry
 from schemas import new_event
 from schemas.payloads import embedded_target
 from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
 from schemas.training import TrainingRow
 from streams.dev.localrun import Collector
+from streams.roles.learner import restore_from
 from streams.servers.deployers import serve
 from tests.helpers import own_topics, start_roles
 from tests.integration.flip_models import (
@@ -43,7 +46,7 @@ from tests.integration.flip_models import (
     publish_flip_models,
     publish_route,
 )
-from tests.samples import performance_alert
+from tests.samples import FIXED_TIME, performance_alert
 
 pytestmark = pytest.mark.integration
 
@@ -232,12 +235,17 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
                 assert p.output == expected_output("1", a_of[p.record_id])
         print(f"drift at record {drift_at}, learner served from {served_from}")
 
-        # 3. kill -9: started again, it resumes from its newest snapshot, not from zero
+        # 3. kill -9: started again, it resumes from its saved state, not from zero
         registry = ModelRegistry.for_settings(settings)
         numbers = [int(v.split(".")[1]) for v in registry.version_names(model) if "." in v]
         assert 0 < len(numbers) <= LEARNER.keep, f"old snapshots pruned: {numbers}"
-        newest = max(numbers)
-        learnt = registry.card(model, f"online.{newest}").metrics["learnt"]
+        flow(
+            "2",
+            lambda: saved_learnt(registry, model) is not None,
+            "the learner's first saved state",
+        )
+        learnt = saved_learnt(registry, model)
+        assert learnt is not None
         pid = learner.pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
@@ -246,9 +254,10 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         before = len(learner_routes("activate"))
         flow("2", lambda: len(learner_routes("activate")) > before, "the restarted learner's route")
         log = learner.log_file.read_text(errors="replace")
-        assert f"restored from snapshot {newest}" in log
+        assert "restored from its saved state" in log
+        newest = max(int(v.split(".")[1]) for v in registry.version_names(model) if "." in v)
         after = learner_routes("activate")[-1]
-        assert int(embedded_target(after.url or "")[1].split(".")[1]) > newest
+        assert int(embedded_target(after.url or "")[1].split(".")[1]) >= newest
         assert after.metrics["learnt"] > learnt, "it went on from what it had learnt"
         assert after.metrics["prequential_accuracy"] >= 0.9
 
@@ -287,6 +296,51 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         learner.stop()
         for server in (v1, *servers):
             server.stop()
+
+
+def saved_learnt(registry: ModelRegistry, model: str) -> float | None:
+    """Outcomes the learner's saved state had learnt, or None before it saved one."""
+    try:
+        return registry.load_state(model, LEARNER.name).card.metrics["learnt"]
+    except ObjectNotFound:
+        return None
+
+
+def test_the_saved_state_is_signed_apart_from_the_versions_and_a_tampered_one_is_not_used(
+    live_stack: Settings, unique: str
+):
+    model = f"lst{unique}"
+    registry = ModelRegistry.for_settings(live_stack)
+    learner = OnlineLearner(LearnerSettings(kind="arf+linear"), model)
+    rows = [({"a": a, "b": 1.0 - a}, int(a > 0.5)) for a in (i / 300 for i in range(300))]
+    assert learner.warm(rows) == 300
+    registry.save_state(
+        learner.state_card(FIXED_TIME), registry.dumps(learner.estimator, plain=True)
+    )
+    blob = learner.snapshot_blob(lambda m: registry.dumps(m, plain=True))
+    registry.publish_bytes(learner.next_card(FIXED_TIME), blob)
+    learner.published(1)
+    assert registry.version_names(model) == ["online.1"], "the state is not a version"
+    found = restore_from(registry, model, "online")
+    assert found is not None
+    what, number, loaded = found
+    assert (what, number) == ("its saved state", 1)
+    assert isinstance(loaded.estimator, LeaderClassifier)
+    assert set(loaded.estimator.members) == {"arf", "linear"}, "every member, not the leader's"
+    assert loaded.card.metrics["learnt"] == 300 and loaded.card.features == ["a", "b"]
+    for x, _ in rows[::30]:
+        assert loaded.estimator.predict_one(x) == learner.estimator.predict_one(x)
+    # someone with write access to the bucket swaps the state's pickle: refused, and the
+    # learner resumes from its newest snapshot (the leading member) instead
+    ObjectStore(live_stack.minio).put_bytes(
+        live_stack.minio.models_bucket, f"{model}/online.state/state.pickle", b"not a state"
+    )
+    with pytest.raises(ArtifactRefused, match="the artifact was replaced"):
+        registry.load_state(model, "online")
+    found = restore_from(registry, model, "online")
+    assert found is not None and found[:2] == ("snapshot 1", 1)
+    leader = learner.estimator.leader
+    assert type(found[2].estimator) is type(learner.estimator.members[leader])
 
 
 def test_routes_the_workers_refuse_are_reported_by_the_learner(

@@ -124,7 +124,10 @@ def test_alerts_before_the_drift_count_as_false_alarms_and_a_run_on_them_is_not_
     assert loop.fa_per_100k is not None and round(loop.fa_per_100k, 1) == 20.4
 
 
-ONLINE = LearnerSettings(kind="hoeffding", seed=0, publish_every=500, window=300, min_outcomes=100)
+# light_bytes=0: every snapshot at publish_every (a Hoeffding tree's is light, see below)
+ONLINE = LearnerSettings(
+    kind="hoeffding", seed=0, publish_every=500, window=300, min_outcomes=100, light_bytes=0
+)
 
 
 def test_the_learner_system_feeds_online_learner_outcomes_and_it_takes_over_after_the_drift(
@@ -169,6 +172,17 @@ def test_the_learner_system_feeds_online_learner_outcomes_and_it_takes_over_afte
     assert served.correct[first + 100 :].mean() > 0.93 > served.correct[1000:first].mean()
     assert loop.snapshot is not None and loop.snapshot.estimator is not loop.online.estimator
     assert served.runs == [] and served.alerts == []  # the silent detector started no run
+
+
+def test_light_snapshots_serve_every_light_publish_every_outcomes() -> None:
+    light = ONLINE.model_copy(update={"light_bytes": 262_144})  # the default
+    loop = LearnerLoop(drifting(3000, 1000), Threshold(0.5), 100, LOOP, light, monitor=Never())
+    served = loop.simulate()
+    # a Hoeffding tree's snapshot is a few KB: once the first one was stored, a snapshot
+    # serves every light_publish_every (100) outcomes, not every publish_every (500)
+    gaps = np.diff([s.record for s in served.swaps[3:]]).tolist()
+    assert gaps and set(gaps) == {light.light_publish_every}
+    assert loop.online.light and loop.online.min_gap_s == light.light_publish_min_s
 
 
 def test_while_its_snapshot_loads_the_old_versions_outcomes_call_for_no_second_take_over() -> None:

@@ -112,3 +112,11 @@ def test_a_snapshot_answers_as_the_learner_did_with_its_leader() -> None:
     for x, _ in rows[1000:]:
         assert snapshot.predict_one(x) == model.predict_one(x)
         assert snapshot.predict_proba_one(x) == model.predict_proba_one(x)
+
+
+def test_serving_is_the_member_that_leads() -> None:
+    zero, one = Fixed(0), Fixed(1)
+    model = LeaderClassifier({"zero": zero, "one": one}, window=10)
+    assert model.serving() is zero
+    teach(model, [1] * 5)
+    assert model.leader == "one" and model.serving() is one

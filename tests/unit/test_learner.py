@@ -4,6 +4,7 @@ folded, loaded and scored in-process (registry faked, river real)."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 import random
 from datetime import timedelta
 
@@ -521,3 +522,70 @@ def test_the_fold_refusing_a_take_over_route_names_the_url_the_learner_waits_on(
     decision = asyncio.run(control.handle(control_msg(embedded_event(4), 0), replaying=False))
     assert decision is not None and not decision.data.accepted, decision
     assert learner.refused(decision.data.url) and not learner.activating
+
+
+def test_a_snapshot_holds_the_leading_member_and_a_light_one_is_due_sooner():
+    s = LEARNER.model_copy(update={"kind": "arf+linear", "publish_every": 500})
+    learner = OnlineLearner(s, "churn")
+    for o in outcomes(300, flipped=False):
+        learner.learn(o)
+    assert not learner.light and learner.min_gap_s == s.publish_min_s
+    held: list[object] = []
+    blob = learner.snapshot_blob(lambda m: held.append(m) or pickle.dumps(m))
+    leader = learner.estimator.leader
+    assert held == [learner.estimator.members[leader]], "the leader only, not the pair"
+    snapshot = pickle.loads(blob)
+    for o in outcomes(50, flipped=False, seed=3, start=300):
+        assert snapshot.predict_one(o.features) == learner.estimator.predict_one(o.features)
+    card = learner.next_card(FIXED_TIME)
+    assert card.learner is not None and card.learner["holds"] == leader
+    learner.published(1)
+    # the size of that member's snapshot sets the cadence of its next ones
+    light = len(blob) <= s.light_bytes
+    assert learner.light is light
+    every = s.light_publish_every if light else s.publish_every
+    for o in outcomes(every - 1, flipped=False, seed=4, start=400):
+        learner.learn(o)
+    assert not learner.due
+    learner.learn(next(outcomes(1, flipped=False, seed=5, start=900)))
+    assert learner.due
+
+
+def test_the_light_cadence_follows_the_member_a_snapshot_would_hold():
+    learner = OnlineLearner(LEARNER.model_copy(update={"kind": "arf+linear"}), "churn")
+    for o in outcomes(300, flipped=False):
+        learner.learn(o)
+    pair = learner.estimator
+    sizes = {"arf": 5_000_000, "linear": 1_700}
+    for name, size in sizes.items():
+        pair.leader = name
+        learner.snapshot_blob(lambda m, size=size: b"x" * size)
+    pair.leader = "linear"
+    assert learner.light and learner.min_gap_s == LEARNER.light_publish_min_s
+    pair.leader = "arf"
+    assert not learner.light and learner.min_gap_s == LEARNER.publish_min_s
+    off = OnlineLearner(LEARNER.model_copy(update={"light_bytes": 0}), "churn")
+    for o in outcomes(100, flipped=False):
+        off.learn(o)
+    off.snapshot_blob(lambda m: b"x")
+    assert not off.light, "light_bytes=0: every snapshot at publish_every"
+
+
+def test_the_saved_state_holds_every_member_under_a_name_of_its_own():
+    learner = OnlineLearner(LEARNER.model_copy(update={"kind": "arf+linear"}), "churn")
+    for o in outcomes(200, flipped=False):
+        learner.learn(o)
+    card = learner.state_card(FIXED_TIME)
+    assert card.version == "online.state" and card.metrics["learnt"] == 200
+    assert card.learner is not None and card.learner["state"] is True
+    assert "holds" not in card.learner and card.learner["members"] == "arf,linear"
+    assert snapshot_number("online", card.version) is None, "not a snapshot"
+    # saved every publish_every outcomes, whatever the snapshots' cadence
+    assert not learner.state_due
+    for o in outcomes(300, flipped=False, seed=2, start=200):
+        learner.learn(o)
+    assert learner.state_due and learner.since_state == 500
+    learner.published(1)
+    assert learner.state_due, "a snapshot is not the whole state"
+    learner.state_saved()
+    assert not learner.state_due
