@@ -62,8 +62,12 @@ shadow serves nobody and is not copied); one published after record ``i``
 serves from ``i + ceil(embed_s * rate)`` (``--embed-s``, 1 s: the pickle,
 the registry write, the route event and the scoring workers' load; measured
 on this machine for a 10-11 MB forest: 150-260 ms, 50-70 ms, ~0.27 s from
-control event to first prediction, 170-270 ms), unless a route published
-later serves first.
+control event to first prediction, 170-270 ms), a light one (at most
+``light_bytes``: the regression leading) ``--embed-light-s`` (0.25 s; measured
+publish -> first prediction for a 1.7 KB one: 20-53 ms, 0.71 s for a worker's
+first embedded load; a 6.9 MB forest 0.27-0.39 s), and never before one
+published earlier (the workers fold routes in order), unless a route
+published later serves first.
 While it loads the old version serves (in weir the records wait for the load
 instead), and the learner, which follows the published routes
 (``OnlineLearner.follow``), pairs none of its outcomes. Alerts on the served
@@ -586,6 +590,7 @@ class LearnerLoop(WeirLoop):
         settings: LearnerSettings,
         *,
         embed_s: float = 1.0,
+        embed_light_s: float = 0.25,
         monitor: OutcomeMonitor | None = None,
         fit: Fit = learner,
         judge: Callable[[Any], float | None] = lambda est: None,
@@ -598,6 +603,7 @@ class LearnerLoop(WeirLoop):
         )
         self.name = settings.name
         self.delay = at_record(embed_s, config.rate)
+        self.light_delay = at_record(embed_light_s, config.rate)
         self._scheduled = -at_record(settings.publish_min_s, config.rate)
         self.names = tuple(str(k) for k in data.rows[0]) if data.rows else ()
         self.routed = "1"  # the active route's version as the learner role's control fold sees it
@@ -679,7 +685,10 @@ class LearnerLoop(WeirLoop):
         if not activate:  # a shadow route: it serves nobody
             return
         snapshot = RiverSnapshot(blob, self.names, number)
-        self.pending.append(Pending(i + self.delay, i, snapshot))
+        delay = self.light_delay if len(blob) <= self.online.settings.light_bytes else self.delay
+        # routes are folded in order: none serves before one published earlier
+        effective = max(i + delay, self.pending[-1].effective if self.pending else 0)
+        self.pending.append(Pending(effective, i, snapshot))
         self.routed = self.name
 
     def _serve_routes(self, i: int) -> None:
@@ -785,6 +794,7 @@ class Job:
     loops: tuple[LoopConfig, ...]
     learner: LearnerSettings | None = None  # the loop + learner system; its seed is the job's
     embed_s: float = 1.0
+    embed_light_s: float = 0.25
 
 
 @dataclass
@@ -844,7 +854,16 @@ def simulate(job: Job) -> SeedResult:
             systems[system_label(LOOP, loop.rate)] = served
             if job.learner is not None:
                 settings = job.learner.model_copy(update={"seed": job.seed})
-                both = LearnerLoop(cut, first, k, loop, settings, embed_s=job.embed_s, judge=judge)
+                both = LearnerLoop(
+                    cut,
+                    first,
+                    k,
+                    loop,
+                    settings,
+                    embed_s=job.embed_s,
+                    embed_light_s=job.embed_light_s,
+                    judge=judge,
+                )
                 systems[system_label(WITH_LEARNER, loop.rate)] = both.simulate()
     return SeedResult(job.stream, job.seed, systems, time.perf_counter() - began)
 
@@ -1097,6 +1116,12 @@ def main() -> None:
         help="a learner snapshot serves this long after it is published (registry write, load)",
     )
     parser.add_argument(
+        "--embed-light-s",
+        type=float,
+        default=0.25,
+        help="and a light one (WEIR_LEARNER__LIGHT_BYTES or smaller: the regression leading)",
+    )
+    parser.add_argument(
         "--no-learner", action="store_true", help="leave out the weir loop + learner system"
     )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
@@ -1133,6 +1158,7 @@ def main() -> None:
             loops,
             None if args.no_learner else settings.learner,
             args.embed_s,
+            args.embed_light_s,
         )
         for name in names
         for seed in range(seeds)
@@ -1163,7 +1189,8 @@ def main() -> None:
             f"{ls.window // 2} and {ls.window // 4} pairs, at least {ls.min_outcomes}), or "
             f"p <= {1 - ls.alert_confidence:.2g} on the pairs since a performance alert on the "
             f"served version (at least {ls.alert_min_outcomes}); a "
-            f"published snapshot serves {args.embed_s:g} s later; "
+            f"published snapshot serves {args.embed_s:g} s later (a light one "
+            f"{args.embed_light_s:g} s); "
             f"on ARF's records (0..{arf_records - 1:,}) only"
         )
     results: dict[str, list[SeedResult]] = {name: [] for name in names}

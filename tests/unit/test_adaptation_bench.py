@@ -183,6 +183,8 @@ def test_light_snapshots_serve_every_light_publish_every_outcomes() -> None:
     gaps = np.diff([s.record for s in served.swaps[3:]]).tolist()
     assert gaps and set(gaps) == {light.light_publish_every}
     assert loop.online.light and loop.online.min_gap_s == light.light_publish_min_s
+    # and serves embed_light_s (0.25 s: 25 records at 100/s) after it is published
+    assert served.swaps[1].record == served.take_overs[0] + 25
 
 
 def test_while_its_snapshot_loads_the_old_versions_outcomes_call_for_no_second_take_over() -> None:
@@ -251,3 +253,26 @@ def test_a_system_on_a_prefix_counts_its_own_stable_records_and_its_take_overs()
     assert next(s for s in rows if s.system == "weir loop @100/s").stable_records == 4900
     cells = row_cells(both)
     assert cells[2] == "-" and cells[-1] == "2 (2-2)"
+
+
+class Sized(Fixed):
+    """A model whose snapshot pickles to about ``size`` bytes."""
+
+    def __init__(self, label: int, size: int) -> None:
+        super().__init__(label)
+        self.pad = b"x" * size
+
+
+def test_a_light_snapshot_serves_sooner_but_never_before_one_published_earlier() -> None:
+    data = drifting(2000, 2000)
+    light = ONLINE.model_copy(update={"light_bytes": 262_144})
+    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, light, monitor=Never())
+    loop.online.estimator = Sized(1, 1_000_000)
+    loop._publish(500, activate=True)  # heavy: 1 s, 100 records
+    loop.online.estimator = Sized(0, 10)
+    loop._publish(510, activate=True)  # light: 25 records, but the workers fold in order
+    assert [p.effective for p in loop.pending] == [600, 600]
+    loop._publish(700, activate=True)
+    assert loop.pending[-1].effective == 725
+    loop._serve_routes(600)  # both loaded: the newer one serves
+    assert loop.version == "online" and loop.serving().predict(data.x[:1]).tolist() == [0]
