@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -172,3 +174,49 @@ def bench_settings(
             "stack": StackSettings(cache_dir=base.stack.cache_dir, state_dir=state_dir),
         }
     )
+
+
+class Stream(threading.Thread):
+    """Produces records ``<tag>-<seq>`` (features ``FEATURES``) at a fixed rate until stopped;
+    remembers when each was produced. A failure is kept in ``error`` for the main thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        rate: float,
+        *,
+        tag: str = "s",
+        source: str = "bench-stream",
+    ) -> None:
+        super().__init__(name="bench-stream", daemon=True)
+        self.settings, self.topic, self.rate = settings, topic, rate
+        self.tag, self.source = tag, source
+        self.produced_at: list[float] = []  # monotonic, index = seq
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        producer = EventProducer(self.settings)
+        rng = np.random.default_rng(5)
+        start = time.monotonic()
+        try:
+            while not self.halt.is_set():
+                due = int((time.monotonic() - start) * self.rate)
+                while len(self.produced_at) < due:
+                    seq = len(self.produced_at)
+                    values = rng.normal(size=len(FEATURES)).round(6)
+                    record = InputRecord(
+                        id=f"{self.tag}-{seq:07d}",
+                        features=dict(zip(FEATURES, map(float, values), strict=True)),
+                        timestamp=datetime.now(UTC),
+                    )
+                    producer.produce(self.topic, new_event(record, source=self.source))
+                    self.produced_at.append(time.monotonic())
+                producer.flush(30)
+                time.sleep(0.01)
+        except BaseException as exc:  # surfaced by the main thread
+            self.error = exc
+        finally:
+            with contextlib.suppress(Exception):
+                producer.flush(30)

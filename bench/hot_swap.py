@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from _shared import (
     FEATURES,
+    Stream,
     bench_settings,
     delete_groups,
     delete_models,
@@ -66,7 +67,7 @@ from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import ServiceProcess, free_port
 from connectors.registry import ModelRegistry
 from connectors.signing import signed
-from schemas import InputRecord, ModelVersionEvent, new_event
+from schemas import ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
 from schemas.settings import ScoringSettings, Settings
 from schemas.topics import Topic, topic_name
@@ -111,42 +112,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class Stream(threading.Thread):
-    """Produces records ``s-<seq>`` at a fixed rate until stopped; remembers when."""
-
-    def __init__(self, settings: Settings, topic: str, rate: float) -> None:
-        super().__init__(name="bench-stream", daemon=True)
-        self.settings, self.topic, self.rate = settings, topic, rate
-        self.produced_at: list[float] = []  # monotonic, index = seq
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        producer = EventProducer(self.settings)
-        rng = np.random.default_rng(5)
-        start = time.monotonic()
-        try:
-            while not self.halt.is_set():
-                due = int((time.monotonic() - start) * self.rate)
-                while len(self.produced_at) < due:
-                    seq = len(self.produced_at)
-                    values = rng.normal(size=len(FEATURES)).round(6)
-                    record = InputRecord(
-                        id=f"s-{seq:07d}",
-                        features=dict(zip(FEATURES, map(float, values), strict=True)),
-                        timestamp=datetime.now(UTC),
-                    )
-                    producer.produce(self.topic, new_event(record, source="bench-stream"))
-                    self.produced_at.append(time.monotonic())
-                producer.flush(30)
-                time.sleep(0.01)
-        except BaseException as exc:  # surfaced by the main thread
-            self.error = exc
-        finally:
-            with contextlib.suppress(Exception):
-                producer.flush(30)
 
 
 @dataclass
