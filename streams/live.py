@@ -90,6 +90,19 @@ class Happening(BaseModel):
     version: str | None
     summary: str
     ok: bool | None = None  # route accepted / run succeeded; None when it does not apply
+    # the same happening again in a row (an online learner's snapshots every second or
+    # faster): one entry, how many times and since when, so they do not push out the rest
+    times: int = 1
+    since: datetime | None = None
+
+    def repeats(self, other: Happening) -> bool:
+        return (self.kind, self.model, self.version, self.summary, self.ok) == (
+            other.kind,
+            other.model,
+            other.version,
+            other.summary,
+            other.ok,
+        )
 
 
 class LiveStatus(BaseModel):
@@ -242,6 +255,9 @@ class LiveView:
         if isinstance(data, PipelineRunEvent):
             self.metrics.retraining_runs.labels(data.status).inc()
             self.retraining_runs[data.status] += 1
+        if self.swaps and seen.repeats(last := self.swaps[0]):
+            seen = seen.model_copy(update={"times": last.times + 1, "since": last.since or last.at})
+            self.swaps.popleft()
         self.swaps.appendleft(seen)
 
     def record_routes(self, routing: RoutingTable) -> None:

@@ -126,7 +126,8 @@ function feed(target, items, text) {
     const state = h.ok === true ? " ok" : h.ok === false ? " bad" : "";
     li.append(el("span", "time", new Date(h.at).toLocaleTimeString("en-GB")),
               el("span", "kind" + state, h.kind + (h.version ? " v" + h.version : "")),
-              el("span", "summary", h.summary));
+              el("span", "summary", h.summary + (h.times > 1 ? " (" + h.times + " times since "
+                 + new Date(h.since).toLocaleTimeString("en-GB") + ")" : "")));
     li.title = h.summary;
     return li;
   }));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -172,6 +173,29 @@ def test_emitted_events_fill_alerts_swaps_and_runs_newest_first():
         ("run", "run-1 requested", None),
     ]
     assert status.retraining_runs == {"requested": 1, "started": 1, "succeeded": 1}
+
+
+def test_the_same_route_decision_in_a_row_is_one_entry_with_a_count():
+    live, _ = view()
+    refresh = RouteDecision(
+        model="churn",
+        action="activate",
+        version="online",
+        url=V1,
+        accepted=True,
+        reason="activate online",
+        active_version="online",
+        worker="w-7",
+    )
+    times = [FIXED_TIME + timedelta(seconds=s) for s in range(5)]
+    for at in times:  # an online learner's snapshots, each a newer one of the same version
+        live.record_event(new_event(refresh, source="t", now=lambda at=at: at))
+    run = PipelineRunEvent(run_id="run-1", model="churn", status="started", pipeline="p")
+    live.record_event(new_event(run, source="t", now=lambda: times[-1]))
+    live.record_event(new_event(refresh, source="t", now=lambda: times[-1]))
+    swaps = live.snapshot(ready=True).swaps
+    assert [(h.kind, h.times) for h in swaps] == [("route", 1), ("run", 1), ("route", 5)]
+    assert (swaps[2].since, swaps[2].at) == (times[0], times[-1])
 
 
 def test_rolling_accuracy_comes_from_the_error_rate_monitor():
