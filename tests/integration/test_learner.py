@@ -240,12 +240,14 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         numbers = [int(v.split(".")[1]) for v in registry.version_names(model) if "." in v]
         assert 0 < len(numbers) <= LEARNER.keep, f"old snapshots pruned: {numbers}"
         newest = max(numbers)
-        flow(
-            "2",
-            lambda: saved_learnt(registry, model) is not None,
-            "the learner's first saved state",
-        )
-        learnt = saved_learnt(registry, model)
+        saved: list[float | None] = [None]
+
+        def state_saved() -> bool:
+            saved[0] = saved_learnt(registry, model)
+            return saved[0] is not None
+
+        flow("2", state_saved, "the learner's first saved state")
+        learnt = saved[0]
         assert learnt is not None
         pid = learner.pid()
         assert pid is not None
@@ -304,10 +306,12 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
 
 
 def saved_learnt(registry: ModelRegistry, model: str) -> float | None:
-    """Outcomes the learner's saved state had learnt, or None before it saved one."""
+    """Outcomes the learner's saved state had learnt, or None before it saved one (or
+    while it saves one: the new pickle is stored before its card, and read in between
+    the pair does not verify)."""
     try:
         return registry.load_state(model, LEARNER.name).card.metrics["learnt"]
-    except ObjectNotFound:
+    except (ObjectNotFound, ArtifactRefused):
         return None
 
 
