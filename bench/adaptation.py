@@ -685,7 +685,7 @@ class LearnerLoop(WeirLoop):
         if not activate:  # a shadow route: it serves nobody
             return
         snapshot = RiverSnapshot(blob, self.names, number)
-        delay = self.light_delay if len(blob) <= self.online.settings.light_bytes else self.delay
+        delay = self.light_delay if self.online.light else self.delay  # the blob just sized
         # routes are folded in order: none serves before one published earlier
         effective = max(i + delay, self.pending[-1].effective if self.pending else 0)
         self.pending.append(Pending(effective, i, snapshot))
