@@ -175,6 +175,11 @@ class RegistryCheck:
         try:
             card = self._registry.checked_card(model, version)
         except ObjectNotFound:
+            # a learner's snapshot pruned since its route was sent: the newest of the same
+            # learner stands in (as the scoring workers load it); else it is not there
+            newer = None if remember else self._registry.newer_snapshot(model, version)
+            if newer is not None:
+                return self._version_problem(model, newer, features, remember=False)
             return (
                 f"version {version} of {model} is not in the registry "
                 f"({self._registry.uri(model, version)} has no model card)"
@@ -285,7 +290,12 @@ class Controller:
             decision = self.routing.reject(change, refusal)
         else:
             self.held.pop((change.model, change.slot), None)  # a newer event of its slot decides
-            ready = await self._ready(change, replaying=replaying)
+            # a refresh of a version no slot holds changes nothing: no server is asked (an
+            # embedded snapshot would be loaded for nothing)
+            idle = change.action == "refresh" and not self.routing.holds(
+                change.model, change.version
+            )
+            ready = idle or await self._ready(change, replaying=replaying)
             decision = self.routing.apply(change, ready=ready)
             if decision.accepted:
                 self.gate.applied_now(event)
@@ -327,10 +337,11 @@ class Controller:
         return out
 
     def _log(self, change: ModelVersionEvent, accepted: bool, reason: str) -> None:
+        # the action in the format, not an argument: the log's rate limit counts repeats
+        # by format, and three refused shadows must not silence a refused activate
         log.log(
             logging.INFO if accepted else logging.WARNING,
-            "%s %s %s -> %s: %s",
-            change.action,
+            change.action + " %s %s -> %s: %s",
             change.model,
             change.version,
             "accepted" if accepted else "rejected",

@@ -92,6 +92,16 @@ class LeaderClassifier(base.Classifier):
         if self._right[self.leader] < best:
             self.leader = next(n for n, r in self._right.items() if r == best)
 
+    def around(self, name: str, member: base.Classifier) -> LeaderClassifier:
+        """This classifier with ``member`` in place of its member ``name``, leading: a
+        restart from a snapshot (which holds only the member that led) goes on with that
+        member as it was and the others fresh. Returns itself."""
+        if name not in self.members:
+            raise ValueError(f"no member {name!r} (members: {', '.join(self.members)})")
+        self.members[name] = member
+        self.leader = name
+        return self
+
     def serving(self) -> base.Classifier:
         """What a snapshot holds: the member that leads, which answers as this would."""
         return self.members[self.leader]

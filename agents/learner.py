@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.routing import ModelRoutes
 from connectors.mcnemar import mcnemar_p
@@ -41,6 +41,9 @@ from schemas import ModelVersionEvent, Outcome
 from schemas.model_card import ModelCard
 from schemas.payloads import embedded_url
 from schemas.settings import LearnerSettings
+
+if TYPE_CHECKING:
+    from connectors.registry import LoadedModel
 
 CHECK_EVERY = 25  # pairs between two take-over tests (the exact test sums binomial terms)
 # A classifier learns each label value as a class: more distinct labels than this look
@@ -69,6 +72,61 @@ def _described(estimator: Any) -> dict[str, str | float | int]:
     members and which leads)."""
     describe = getattr(estimator, "describe", None)
     return describe() if callable(describe) else {}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a restarting learner goes on from (:func:`resume_from`)."""
+
+    what: str  # "its saved state" or "snapshot <n>"
+    estimator: Any  # the whole model: a snapshot's member is put back in its classifier
+    card: ModelCard
+
+
+def resume_from(
+    settings: LearnerSettings,
+    state: LoadedModel | None,
+    snapshot: tuple[int, LoadedModel] | None,
+) -> tuple[Resume | None, list[str]]:
+    """Of the learner's saved state and its newest snapshot, the one a restart goes on
+    from, and why the others were not used.
+
+    Only one of the configured kind (the card's ``learner.family``: a state or snapshot
+    stored before ``WEIR_LEARNER__KIND`` changed is not used). Of two, the one that had
+    learnt more: the state, unless snapshots went on without it (a model of one piece,
+    whose snapshot is its whole state, saves none). A snapshot that holds one member of
+    the model (``learner.holds``) is put back in a fresh model of the kind, leading."""
+    family = f"river-{settings.kind}"
+    notes: list[str] = []
+    options: list[tuple[str, LoadedModel]] = []
+    named = [("its saved state", state)]
+    if snapshot is not None:
+        named.append((f"snapshot {snapshot[0]}", snapshot[1]))
+    for what, loaded in named:
+        if loaded is None:
+            continue
+        got = (loaded.card.learner or {}).get("family")
+        if got != family:
+            notes.append(f"{what} is of {got}, not {family} (WEIR_LEARNER__KIND): not used")
+            continue
+        options.append((what, loaded))
+    if not options:
+        return None, notes
+    what, loaded = max(options, key=lambda o: _learnt(o[1].card))  # a tie: the state
+    if len(options) == 2 and what != options[0][0]:
+        notes.append(
+            f"{options[0][0]} had learnt {_learnt(options[0][1].card):.0f} outcomes, "
+            f"{what} {_learnt(loaded.card):.0f}: {what} is newer"
+        )
+    estimator = loaded.estimator
+    holds = (loaded.card.learner or {}).get("holds")
+    if holds:
+        estimator = new_estimator(settings.kind, settings.seed).around(str(holds), estimator)
+    return Resume(what, estimator, loaded.card), notes
+
+
+def _learnt(card: ModelCard) -> float:
+    return float(card.metrics.get("learnt", 0))
 
 
 @dataclass(frozen=True)
@@ -338,8 +396,10 @@ class OnlineLearner:
         self, routes: ModelRoutes, version: str, take: TakeOver | None
     ) -> list[ModelVersionEvent]:
         """The control events for its new snapshot ``version``, given the routes now: a
-        take-over (activate, clearing a canary and its own shadow route), a refresh of the
-        active route while it serves, else its shadow route (``slot``) or nothing."""
+        take-over (activate, clearing a canary and its own shadow route), a ``refresh`` of
+        its route while it serves (moving its version's url only, so it never undoes a
+        promotion that reached the topic first), else its shadow route (``slot``) or
+        nothing."""
         name, model = self.settings.name, self.model
         serving = routes.active is not None and routes.active.version == name
         common: dict[str, Any] = {
@@ -361,8 +421,9 @@ class OnlineLearner:
             # its take-over is not folded yet: a shadow route now would mirror the
             # version that serves beside itself; the next snapshot will move the active route
             return []
-        if serving:  # a newer snapshot of what serves; a canary contest goes on
-            return [ModelVersionEvent(action="activate", **common)]
+        if serving:  # a newer snapshot of what serves; a canary contest goes on. A refresh,
+            # not an activate: should a promotion reach the topic first, it changes nothing
+            return [ModelVersionEvent(action="refresh", **common)]
         if self.settings.slot == "shadow":
             return [ModelVersionEvent(action="shadow", **common)]
         return []
@@ -476,9 +537,17 @@ class OnlineLearner:
         )
 
     @property
+    def splits(self) -> bool:
+        """A snapshot holds part of the model (a :class:`~agents.leader.LeaderClassifier`'s
+        leader): its whole state is saved apart. A model of one piece saves none; its
+        newest snapshot is its whole state."""
+        return callable(getattr(self.estimator, "serving", None))
+
+    @property
     def state_due(self) -> bool:
-        """Time to save its whole state: ``publish_every`` outcomes learnt since the last."""
-        return self.since_state >= self.settings.publish_every
+        """Time to save its whole state: ``publish_every`` outcomes learnt since the last
+        (only when :attr:`splits`)."""
+        return self.splits and self.since_state >= self.settings.publish_every
 
     def state_saved(self) -> None:
         self.since_state = 0

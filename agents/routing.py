@@ -8,8 +8,10 @@ the same compacted control topic ends with the same routes.
 Per model it keeps the active route, the history of earlier active routes
 (for rollback), an optional canary with a weight, and an optional shadow.
 Each slot changes only through the events of its own key on the control topic
-(see :class:`~schemas.ModelVersionEvent`), so a table folded from the compacted
-topic — whose partitions replay in any order — equals the live workers' table.
+(see :class:`~schemas.ModelVersionEvent`), and a ``refresh`` only moves the
+url of a version a slot already holds; the topic has one partition, whose
+order compaction keeps, so a table folded from the compacted topic equals the
+live workers' table.
 A canary split is decided by a stable hash of the record id, so a record is
 routed the same way on every worker and on every retry; a canary of the active
 version serves nothing.
@@ -106,6 +108,13 @@ def speculation_of(event: ModelVersionEvent) -> Speculation:
     return Speculation(event.version, routes_of(event), event.deadline_ms / 1000, event.decider)
 
 
+REFRESHABLE = ("active", "canary", "shadow")  # the slots a refresh moves a version's route in
+
+
+def _refreshable(routes: ModelRoutes) -> tuple[Route | None, ...]:
+    return tuple(getattr(routes, slot) for slot in REFRESHABLE)
+
+
 def _bucket(record_id: str) -> float:
     digest = hashlib.blake2b(record_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -142,6 +151,8 @@ class RoutingTable:
             self.changes += 1
             name = held.name if isinstance(held, Speculation) else held.version
             return Decision(True, f"{slot} {name} cleared", active_version)
+        if event.action == "refresh" and not self.holds(event.model, event.version):
+            return Decision(True, f"no route of {event.version} to refresh", active_version)
         if not ready:
             urls = ", ".join(url for _v, url, _p, _f in event.targets)
             return Decision(
@@ -162,6 +173,8 @@ class RoutingTable:
                 active_version,
             )
         new = route_of(event)
+        if event.action == "refresh":
+            return self._refresh(current, new)
         if event.action in ("activate", "rollback"):
             if current.active == new:
                 return Decision(True, f"{event.version} already active", active_version)
@@ -186,6 +199,26 @@ class RoutingTable:
         self.changes += 1
         now_active = updated.active.version if updated.active else None
         return Decision(True, f"{event.action} {event.version}", now_active)
+
+    def holds(self, model: str, version: str) -> bool:
+        """Whether a slot of ``model`` routes to ``version`` (what a refresh would move)."""
+        routes = self.get(model)
+        return any(r is not None and r.version == version for r in _refreshable(routes))
+
+    def _refresh(self, current: ModelRoutes, new: Route) -> Decision:
+        """Move ``new.version``'s route, in each slot that holds it, to ``new``: which
+        version serves stays as it is (an online learner's newer snapshot)."""
+        moved: dict[str, Any] = {
+            slot: new
+            for slot, route in zip(REFRESHABLE, _refreshable(current), strict=True)
+            if route is not None and route.version == new.version and route != new
+        }
+        active_version = current.active.version if current.active else None
+        if not moved:
+            return Decision(True, f"{new.version} already at {new.url}", active_version)
+        self.models[new.model] = replace(current, **moved)
+        self.changes += 1
+        return Decision(True, f"refresh {new.version} ({', '.join(moved)})", active_version)
 
     def reject(self, event: ModelVersionEvent, why: str) -> Decision:
         """Refuse ``event`` for ``why``, keeping the current routes."""

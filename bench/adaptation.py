@@ -110,6 +110,7 @@ from agents.learner import OnlineLearner, new_estimator
 from agents.retraining import PERFORMANCE, RetrainPolicy
 from connectors.learners import MIN_ANSWERED, Fitted, fit_candidate, paired_test, promotion
 from connectors.pipeline import MIN_ROWS, RetrainRequest
+from connectors.registry import lean_pickle
 from schemas import Outcome
 from schemas.payloads import embedded_url
 from schemas.settings import LearnerSettings, Settings
@@ -680,7 +681,7 @@ class LearnerLoop(WeirLoop):
     def _publish(self, i: int, *, activate: bool) -> None:
         number = self.online.snapshot + 1
         # as the role stores it: the leading member only (its size sets the next one's cadence)
-        blob = self.online.snapshot_blob(lambda m: pickle.dumps(m, pickle.HIGHEST_PROTOCOL))
+        blob = self.online.snapshot_blob(lean_pickle)
         self.online.published(number)
         if not activate:  # a shadow route: it serves nobody
             return

@@ -19,12 +19,15 @@ snapshot is:
   (``agents.leader.scaled_linear``) after ``--light-rows`` rows (~1.7 KB
   pickled): a snapshot while the regression leads;
 * **heavy** — ``river.forest.ARFClassifier(seed=0)`` after ``--heavy-rows``
-  rows (6,000: ~11.5 MB, the size of the adaptation benchmark's forests, which
-  pickle to 5-12 MB; 10,000: ~18 MB): a snapshot while the forest leads.
+  rows (6,000; the adaptation benchmark's forests are of this size): a
+  snapshot while the forest leads. Stored as the learner role stores a
+  snapshot (``connectors.registry.lean_pickle``, without the random
+  generators' state), it is about 0.5 MB where a whole pickle of it is
+  ~11.5 MB.
 
 What is timed, per snapshot, as the learner role publishes one
 (``streams/roles/learner.py``, ``store_snapshot`` and ``publish``): from the
-start — before the pickle — through ``registry.dumps(model, plain=True)``,
+start — before the pickle — through ``lean_pickle(model)``,
 ``registry.publish_bytes(card, blob)`` (a card with ``learner.format =
 "pickle"``) and a signed ``activate`` route (protocol ``embedded``, url
 ``embedded_url(model, version)``) on the models topic, until the first
@@ -78,7 +81,7 @@ from river import forest
 from agents.leader import scaled_linear
 from connectors.kafka import EventProducer, ensure_topics
 from connectors.process import ServiceProcess, free_port
-from connectors.registry import ModelRegistry
+from connectors.registry import ModelRegistry, lean_pickle
 from connectors.signing import signed
 from schemas import ModelVersionEvent, new_event
 from schemas.model_card import ModelCard
@@ -266,7 +269,7 @@ class Bench:
         snap = Snapshot(kind, version, warmup)
         start = datetime.now(UTC)
         t0 = time.perf_counter()
-        blob = self.registry.dumps(self.models[kind], plain=True)
+        blob = lean_pickle(self.models[kind])  # as the learner role stores a snapshot
         t1 = time.perf_counter()
         card = ModelCard(
             name=self.model,
@@ -280,7 +283,7 @@ class Bench:
         t2 = time.perf_counter()
         self.route(
             ModelVersionEvent(
-                action="activate",
+                action="refresh",
                 model=self.model,
                 version=LEARNER,
                 url=url,
@@ -431,7 +434,7 @@ def main() -> None:
         "--heavy-rows",
         type=int,
         default=6000,
-        help="rows the heavy forest learnt (6,000: ~11.5 MB, as the adaptation benchmark's)",
+        help="rows the heavy forest learnt (6,000, as the adaptation benchmark's forests)",
     )
     parser.add_argument(
         "--light-rows", type=int, default=300, help="rows the light regression learnt"

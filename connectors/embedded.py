@@ -58,7 +58,9 @@ class EmbeddedModels:
         if self._registry is None:
             self._registry = self._registry_factory()
         try:
-            return self._registry.load(model, version)
+            # a snapshot pruned since its route was sent (a worker replaying the control
+            # topic meets the take-over's): the newest of the same learner stands in
+            return self._registry.load_or_newer(model, version)
         except ServiceError as err:
             if err.retriable and not isinstance(err, ObjectNotFound):
                 raise

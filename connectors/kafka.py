@@ -39,6 +39,7 @@ from schemas.settings import KafkaSettings, Settings
 from schemas.topics import TopicSpec, topic_specs
 
 SETTING_HINT = "set WEIR_KAFKA__BOOTSTRAP_SERVERS (or run `weir stack up`)"
+DELETED_POLL_S = 0.1  # how often delete_topics looks whether the metadata forgot them
 
 
 REFUSED = frozenset(
@@ -185,7 +186,10 @@ def ensure_topics(
 
 def delete_topics(settings: Settings, starting_with: str, *, timeout_s: float = 30.0) -> list[str]:
     """Delete every topic whose name starts with ``starting_with`` (a run's own prefix);
-    returns their names. For tests, benchmarks and demos that leave nothing behind."""
+    returns their names once the broker's metadata no longer lists them (the controller
+    acknowledges a deletion before every listing forgets it, and a topic of the same
+    name cannot be created meanwhile). For tests, benchmarks and demos that leave
+    nothing behind."""
     if not starting_with:
         raise ValueError("refusing to delete every topic: give a prefix")
     settings = settings.as_control()
@@ -198,6 +202,16 @@ def delete_topics(settings: Settings, starting_with: str, *, timeout_s: float = 
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # gone already
                     raise unreachable(settings, f"deleting topic {name}", exc.args[0]) from exc
+        deadline = time.monotonic() + timeout_s
+        while left := set(names) & set(list_topics(settings)):
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"topics {', '.join(sorted(left))} still listed {timeout_s:g} s after "
+                    "their deletion",
+                    service="kafka",
+                    address=settings.kafka.bootstrap_servers,
+                )
+            time.sleep(DELETED_POLL_S)
     return names
 
 

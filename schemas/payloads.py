@@ -257,6 +257,7 @@ RouteAction = Literal[
     "canary",
     "shadow",
     "rollback",
+    "refresh",
     "speculate",
     "clear-canary",
     "clear-shadow",
@@ -316,9 +317,9 @@ class SpeculativeMember(BaseModel):
 class ModelVersionEvent(Payload):
     """A routing change on the compacted control topic (topic: models, keyed by slot).
 
-    A model has three route slots, each with a key of its own, so compaction
-    keeps exactly the latest event of each and a replay yields the routes live
-    workers hold:
+    A model has four route slots, and each slot (and ``refresh``) has a key of
+    its own, so compaction keeps exactly the latest event of each and a replay
+    yields the routes live workers hold:
 
     * ``<model>``: ``activate`` moves all traffic to ``url``; ``rollback`` does
       the same for an earlier version (``version`` and ``url`` name the version
@@ -331,9 +332,15 @@ class ModelVersionEvent(Payload):
       routes called at once (``members``): what they answered within
       ``deadline_ms`` is decided by ``decider`` (``first`` answer, best
       ``confidence``, ``majority``); ``version`` names the ensemble;
-      ``clear-speculative`` removes it.
+      ``clear-speculative`` removes it;
+    * ``<model>:refresh:<version>``: ``refresh`` moves ``version``'s route, in whichever
+      slot holds it, to ``url`` (an online learner's newer snapshot of the
+      version). It never changes which version a slot holds: a refresh folded
+      after another version was activated changes nothing, so it cannot put a
+      replaced version back, and compaction keeps the activation it followed.
 
-    An event changes only its own slot. Because an activate means all traffic,
+    An event changes only its own slot (a refresh: the url of its version's
+    route, where one is). Because an activate means all traffic,
     weir's tools publish it with a ``clear-canary`` (:meth:`implied`); a canary
     whose version is the active one serves nothing either way. A clear names
     the version it retires and needs no ``url``.
@@ -385,12 +392,15 @@ class ModelVersionEvent(Payload):
         return self
 
     @property
-    def slot(self) -> Literal["active", "canary", "shadow", "speculative"]:
-        """The route slot this event sets or clears."""
+    def slot(self) -> Literal["active", "canary", "shadow", "speculative", "refresh"]:
+        """The route slot this event sets or clears (``refresh``: a key of its own; it
+        moves a version's route in the slot that holds it)."""
         if self.action in ("activate", "rollback"):
             return "active"
         if self.action in ("speculate", "clear-speculative"):
             return "speculative"
+        if self.action == "refresh":
+            return "refresh"
         return "canary" if self.action in ("canary", "clear-canary") else "shadow"
 
     @property
@@ -404,6 +414,8 @@ class ModelVersionEvent(Payload):
 
     @property
     def partition_key(self) -> str:
+        if self.slot == "refresh":  # compaction keeps the newest place of each version
+            return f"{self.model}:refresh:{self.version}"
         return self.model if self.slot == "active" else f"{self.model}:{self.slot}"
 
     def implied(self) -> list[ModelVersionEvent]:

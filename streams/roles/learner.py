@@ -53,12 +53,14 @@ loading a few kilobytes more often.
 **Its state survives a restart:** every ``WEIR_LEARNER__PUBLISH_EVERY``
 outcomes (at least ``PUBLISH_MIN_S`` apart) and at a stop, the whole learner
 (every member) is stored in the registry beside its snapshots, signed like
-them (``<model>/<name>.state/``, not a version). At start it loads that state,
-or with none its newest snapshot (waiting for MinIO if it is away), numbers
-its next snapshot after the newest one and goes on learning from its
-committed offsets. Outcomes learnt after the last state of a crash are not
-learnt again (at most ``publish_every``). The newest ``WEIR_LEARNER__KEEP``
-snapshots stay in the registry.
+them (``<model>/<name>.state/``, not a version; a model of one piece, whose
+snapshot is all of it, saves none). At start it loads that state or its
+newest snapshot, whichever had learnt more, of the configured kind only
+(waiting for MinIO if it is away; a snapshot's member goes back into a fresh
+model of the kind, leading), numbers its next snapshot after the newest one
+stored and goes on learning from its committed offsets. Outcomes learnt after
+the last state of a crash are not learnt again (at most ``publish_every``).
+The newest ``WEIR_LEARNER__KEEP`` snapshots stay in the registry.
 """
 
 from __future__ import annotations
@@ -69,12 +71,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agents.learner import OnlineLearner, TakeOver
+from agents.learner import OnlineLearner, Resume, TakeOver, resume_from
 from agents.routing import RoutingTable
 from connectors.archive import read_window
 from connectors.bounded import Bounded
 from connectors.minio_store import ObjectNotFound, ObjectStore
-from connectors.registry import ModelRegistry, snapshot_number
+from connectors.registry import LoadedModel, ModelRegistry, lean_pickle, snapshot_number
 from connectors.signing import signed
 from schemas import (
     Event,
@@ -87,6 +89,7 @@ from schemas import (
 )
 from schemas.events import utc_now
 from schemas.payloads import embedded_url
+from schemas.settings import LearnerSettings
 from schemas.topics import Topic
 from streams.context import RoleContext
 from streams.roles.batches import attach_batches
@@ -113,7 +116,9 @@ def snapshot_numbers(registry: ModelRegistry, model: str, name: str) -> list[int
     )
 
 
-def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
+def newest_snapshot(
+    registry: ModelRegistry, model: str, name: str
+) -> tuple[int, LoadedModel] | None:
     """The newest snapshot of ``name`` that loads (signature and digest checked), as
     (number, LoadedModel); older ones than the newest ``keep`` are left to :func:`prune`."""
     for n in snapshot_numbers(registry, model, name):
@@ -128,11 +133,11 @@ def newest_snapshot(registry: ModelRegistry, model: str, name: str) -> tuple[int
     return None
 
 
-def saved_state(registry: ModelRegistry, model: str, name: str) -> tuple[int, Any] | None:
-    """The learner's saved whole state (:meth:`ModelRegistry.load_state`), as (number of
-    its newest snapshot, LoadedModel); None when there is none, or it is refused."""
+def saved_state(registry: ModelRegistry, model: str, name: str) -> LoadedModel | None:
+    """The learner's saved whole state (:meth:`ModelRegistry.load_state`), a LoadedModel;
+    None when there is none, or it is refused."""
     try:
-        loaded = registry.load_state(model, name)
+        return registry.load_state(model, name)
     except ObjectNotFound:
         return None
     except ServiceError as err:
@@ -140,17 +145,21 @@ def saved_state(registry: ModelRegistry, model: str, name: str) -> tuple[int, An
             raise
         log.warning("the saved state of %s of %s refused (%s); not used", name, model, err)
         return None
-    return max(snapshot_numbers(registry, model, name), default=0), loaded
 
 
-def restore_from(registry: ModelRegistry, model: str, name: str) -> tuple[str, int, Any] | None:
-    """What a starting learner resumes from: its saved state, else its newest snapshot;
-    as (what it is, the newest snapshot's number, LoadedModel)."""
-    found = saved_state(registry, model, name)
-    if found is not None:
-        return "its saved state", *found
-    found = newest_snapshot(registry, model, name)
-    return None if found is None else (f"snapshot {found[0]}", *found)
+def restore_from(
+    registry: ModelRegistry, model: str, settings: LearnerSettings
+) -> tuple[Resume | None, int]:
+    """What a starting learner resumes from (:func:`agents.learner.resume_from`: its saved
+    state or its newest snapshot), and the number of the newest snapshot stored, which its
+    next snapshot follows (whatever it resumes from)."""
+    name = settings.name
+    resume, notes = resume_from(
+        settings, saved_state(registry, model, name), newest_snapshot(registry, model, name)
+    )
+    for note in notes:
+        log.warning("learner %s of %s: %s", name, model, note)
+    return resume, max(snapshot_numbers(registry, model, name), default=0)
 
 
 def prune(registry: ModelRegistry, model: str, name: str, newest: int, keep: int) -> int:
@@ -220,24 +229,24 @@ def attach_learner(ctx: RoleContext) -> None:
 
     @ctx.app.task
     async def restore() -> None:
-        found = await patiently(
-            f"{s.name}'s state and snapshots", lambda: restore_from(registry, model, s.name)
+        found, number = await patiently(
+            f"{s.name}'s state and snapshots", lambda: restore_from(registry, model, s)
         )
+        state["learner"].snapshot = number  # its next snapshot follows those stored
         if found is not None:
-            what, number, loaded = found
             state["learner"] = OnlineLearner(
                 s,
                 model,
-                estimator=loaded.estimator,
-                features=tuple(loaded.card.features),
+                estimator=found.estimator,
+                features=tuple(found.card.features),
                 snapshot=number,
-                learnt=int(loaded.card.metrics.get("learnt", 0)),
+                learnt=int(found.card.metrics.get("learnt", 0)),
             )
             log.info(
                 "learner %s of %s restored from %s (%d outcomes learnt; newest snapshot %d)",
                 s.name,
                 model,
-                what,
+                found.what,
                 state["learner"].learnt,
                 number,
             )
@@ -257,9 +266,10 @@ def attach_learner(ctx: RoleContext) -> None:
     async def store_snapshot(learner: OnlineLearner) -> str | None:
         """Store the next snapshot; its registry version, or None when MinIO is away."""
         card = learner.next_card(utc_now())
-        # on the loop, so nothing learns meanwhile: a plain pickle (0.1 s for a forest of
-        # several MB where joblib takes 1.5 s); the card says so (learner.format)
-        blob = learner.snapshot_blob(lambda m: registry.dumps(m, plain=True))
+        # on the loop, so nothing learns meanwhile: a plain pickle without the random
+        # generators' state (10 ms for a forest where joblib takes 1.5 s); the card says so
+        # (learner.format)
+        blob = learner.snapshot_blob(lean_pickle)
         try:
             await minio.call(registry.publish_bytes, card, blob)
         except (ServiceError, TimeoutError) as err:
@@ -277,7 +287,7 @@ def attach_learner(ctx: RoleContext) -> None:
         """Store the whole learner for its restart (on the loop: nothing learns meanwhile)."""
         state_saved[0] = asyncio.get_running_loop().time()
         card = learner.state_card(utc_now())
-        blob = registry.dumps(learner.estimator, plain=True)
+        blob = lean_pickle(learner.estimator)
         try:
             await minio.call(registry.save_state, card, blob)
         except (ServiceError, TimeoutError) as err:
@@ -289,9 +299,10 @@ def attach_learner(ctx: RoleContext) -> None:
         version = await store_snapshot(learner)
         if version is None:
             return
-        # routed by the routes as they are now: a version promoted since the learner's
-        # fold last ran must not be replaced by a refresh, nor by a take-over from the
-        # version it replaced (the learner's fold lags while it learns)
+        # routed by the routes as they are now (the learner's fold lags while it learns):
+        # whether it serves (a refresh) or challenges (its shadow route), and whether the
+        # version a take-over beat still serves (a refresh that loses a race with a
+        # promotion changes nothing; a take-over would replace the promoted version)
         if not await ctx.routes_caught_up():
             log.warning("snapshot %s routes nowhere: the routes may be behind", version)
             return
@@ -387,7 +398,12 @@ def attach_learner(ctx: RoleContext) -> None:
 
     async def save_at_stop() -> None:
         learner = state["learner"]
-        if started.is_set() and learner.since_state and learner.features is not None:
+        if (
+            started.is_set()
+            and learner.splits
+            and learner.since_state
+            and learner.features is not None
+        ):
             await save_state(learner)
 
     # which version serves, what is in the shadow, and whether its take-over was refused

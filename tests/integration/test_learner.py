@@ -29,7 +29,7 @@ from connectors.archive import write_chunk
 from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from connectors.process import ServiceProcess, free_port
-from connectors.registry import ArtifactRefused, ModelRegistry
+from connectors.registry import ArtifactRefused, ModelRegistry, state_file
 from schemas import new_event
 from schemas.payloads import embedded_target
 from schemas.settings import LearnerSettings, ScoringSettings, Settings, StackSettings
@@ -254,11 +254,11 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)  # this test started it: reap it, or its PID stays taken
         learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
-        before = len(learner_routes("activate"))
-        flow("2", lambda: len(learner_routes("activate")) > before, "the restarted learner's route")
+        before = len(learner_routes("refresh"))  # it serves: its snapshots refresh its route
+        flow("2", lambda: len(learner_routes("refresh")) > before, "the restarted learner's route")
         log = learner.log_file.read_text(errors="replace")
         assert "restored from its saved state" in log
-        after = learner_routes("activate")[-1]
+        after = learner_routes("refresh")[-1]
         # numbered on from the snapshots stored before the kill (a light one may have gone
         # out meanwhile, while the flow waited for the first saved state)
         assert int(embedded_target(after.url or "")[1].split(".")[1]) > newest
@@ -287,6 +287,7 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         )
         own = [r.action for r in after_v2() if r.version == "online"]
         assert "activate" not in own, f"the learner took version 2's route back: {own}"
+        # a refresh of its own that lost the race with the promotion changed nothing
         settled = produced[0]
         produce_records(settings, producer, unique, settled, 200, a_of, labels_by="2")
         produced[0] += 200
@@ -306,12 +307,12 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
 
 
 def saved_learnt(registry: ModelRegistry, model: str) -> float | None:
-    """Outcomes the learner's saved state had learnt, or None before it saved one (or
-    while it saves one: the new pickle is stored before its card, and read in between
-    the pair does not verify)."""
+    """Outcomes the learner's saved state had learnt, or None before it saved one (read
+    while it saves one, the state is the one before or after: its pickle is named by its
+    digest, and the card is written last)."""
     try:
         return registry.load_state(model, LEARNER.name).card.metrics["learnt"]
-    except (ObjectNotFound, ArtifactRefused):
+    except ObjectNotFound:
         return None
 
 
@@ -330,26 +331,40 @@ def test_the_saved_state_is_signed_apart_from_the_versions_and_a_tampered_one_is
     registry.publish_bytes(learner.next_card(FIXED_TIME), blob)
     learner.published(1)
     assert registry.version_names(model) == ["online.1"], "the state is not a version"
-    found = restore_from(registry, model, "online")
-    assert found is not None
-    what, number, loaded = found
-    assert (what, number) == ("its saved state", 1)
-    assert isinstance(loaded.estimator, LeaderClassifier)
-    assert set(loaded.estimator.members) == {"arf", "linear"}, "every member, not the leader's"
-    assert loaded.card.metrics["learnt"] == 300 and loaded.card.features == ["a", "b"]
+    settings = LearnerSettings(kind="arf+linear")
+    found, number = restore_from(registry, model, settings)
+    assert found is not None and (found.what, number) == ("its saved state", 1)
+    assert isinstance(found.estimator, LeaderClassifier)
+    assert set(found.estimator.members) == {"arf", "linear"}, "every member, not the leader's"
+    assert found.card.metrics["learnt"] == 300 and found.card.features == ["a", "b"]
     for x, _ in rows[::30]:
-        assert loaded.estimator.predict_one(x) == learner.estimator.predict_one(x)
-    # someone with write access to the bucket swaps the state's pickle: refused, and the
-    # learner resumes from its newest snapshot (the leading member) instead
-    ObjectStore(live_stack.minio).put_bytes(
-        live_stack.minio.models_bucket, f"{model}/online.state/state.pickle", b"not a state"
+        assert found.estimator.predict_one(x) == learner.estimator.predict_one(x)
+    # a save cut short after its pickle (a crash before the card) leaves the state it had
+    store, bucket = ObjectStore(live_stack.minio), live_stack.minio.models_bucket
+    prefix = f"{model}/online.state/"
+    [pickled] = [k for k in store.list_keys(bucket, prefix) if k.endswith(".pickle")]
+    store.put_bytes(bucket, prefix + state_file("0" * 64), b"a newer save, cut short")
+    assert registry.load_state(model, "online").card.metrics["learnt"] == 300
+    # a complete save replaces the pickle it names and removes the others
+    assert learner.warm(rows[:10]) == 10
+    registry.save_state(
+        learner.state_card(FIXED_TIME), registry.dumps(learner.estimator, plain=True)
     )
+    assert registry.load_state(model, "online").card.metrics["learnt"] == 310
+    left = sorted(store.list_keys(bucket, prefix))
+    assert len(left) == 2 and pickled not in left, left
+    # someone with write access to the bucket swaps the state's pickle: refused, and the
+    # learner resumes from its newest snapshot (the leading member, in a pair again)
+    [pickled] = [k for k in left if k.endswith(".pickle")]
+    store.put_bytes(bucket, pickled, b"not a state")
     with pytest.raises(ArtifactRefused, match="the artifact was replaced"):
         registry.load_state(model, "online")
-    found = restore_from(registry, model, "online")
-    assert found is not None and found[:2] == ("snapshot 1", 1)
+    found, number = restore_from(registry, model, settings)
+    assert found is not None and (found.what, number) == ("snapshot 1", 1)
     leader = learner.estimator.leader
-    assert type(found[2].estimator) is type(learner.estimator.members[leader])
+    assert isinstance(found.estimator, LeaderClassifier) and found.estimator.leader == leader
+    member = found.estimator.members[leader]
+    assert type(member) is type(learner.estimator.members[leader])
 
 
 def test_routes_the_workers_refuse_are_reported_by_the_learner(

@@ -120,3 +120,14 @@ def test_serving_is_the_member_that_leads() -> None:
     assert model.serving() is zero
     teach(model, [1] * 5)
     assert model.leader == "one" and model.serving() is one
+
+
+def test_a_member_put_back_leads_and_the_others_start_fresh():
+    from river import tree
+
+    pair = LeaderClassifier.arf_and_linear(seed=1)
+    member = tree.HoeffdingTreeClassifier()
+    assert pair.around("linear", member) is pair
+    assert pair.leader == "linear" and pair.members["linear"] is member
+    with pytest.raises(ValueError, match="no member 'gbm'"):
+        pair.around("gbm", member)

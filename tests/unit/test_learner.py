@@ -13,13 +13,19 @@ import pytest
 from pydantic import ValidationError
 
 from agents.control import Controller, RegistryCheck
-from agents.learner import OnlineLearner
+from agents.learner import OnlineLearner, resume_from
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
 from connectors.embedded import ModelClient
 from connectors.kserve_client import ModelServerError
 from connectors.minio_store import ObjectNotFound
-from connectors.registry import ArtifactRefused, LoadedModel, snapshot_number
+from connectors.registry import (
+    ArtifactRefused,
+    LoadedModel,
+    ModelRegistry,
+    lean_pickle,
+    snapshot_number,
+)
 from connectors.signing import load_signer, sign
 from schemas import ModelVersionEvent, Outcome, ServiceError, new_event
 from schemas.model_card import ModelCard
@@ -164,8 +170,8 @@ def routes_with(active: ModelVersionEvent, *shadow: ModelVersionEvent) -> Routin
 def test_a_version_promoted_meanwhile_is_never_replaced_by_a_stale_route():
     """The learner's fold lags while it learns: by the time its snapshot is stored, the
     retrainer may have promoted version 2. A take-over won against version 1 does not
-    stand, and a refresh of its own route (it served until then) is not sent: either
-    would put the learner back over version 2 on every worker."""
+    stand, and a refresh of its own route (it served until then) is not sent; a refresh
+    that is sent and loses the race anyway changes nothing (not an activate)."""
     learner = OnlineLearner(LEARNER, "churn")
     _, take = take_over_after_drift(learner, alarm=None)
     assert take.served_version == "1"
@@ -192,7 +198,11 @@ def test_a_version_promoted_meanwhile_is_never_replaced_by_a_stale_route():
     assert (event.action, event.version) == ("shadow", "online")  # back to challenging
     serving = routes_with(v2, mine).get("churn")  # it serves: a refresh
     (event,) = learner.route_events(serving, "online.4", None)
-    assert (event.action, event.url) == ("activate", embedded_url("churn", "online.4"))
+    assert (event.action, event.url) == ("refresh", embedded_url("churn", "online.4"))
+    # a refresh sent from routes a promotion has overtaken since leaves version 2 serving
+    raced = routes_with(mine, v2)
+    assert raced.apply(event, ready=True).accepted
+    assert raced.get("churn").active.version == "2"
 
 
 def test_an_alert_on_the_served_version_lets_the_pairs_since_it_decide():
@@ -391,6 +401,13 @@ class FakeRegistry:
         self.estimator = estimator
         self.state = "up"
         self.loads: list[str] = []
+        self.kept: set[str] | None = None  # the snapshots still stored (None: every one)
+
+    load_or_newer = ModelRegistry.load_or_newer
+    newer_snapshot = ModelRegistry.newer_snapshot
+
+    def version_names(self, model: str) -> list[str]:
+        return sorted(self.kept or ())
 
     def card(self, version: str) -> ModelCard:
         return ModelCard(
@@ -404,7 +421,9 @@ class FakeRegistry:
     def checked_card(self, model: str, version: str) -> ModelCard:
         if self.state == "away":
             raise ServiceError("connection refused", service="minio", address="127.0.0.1:1")
-        if not version.startswith("online."):
+        if not version.startswith("online.") or (
+            self.kept is not None and version not in self.kept
+        ):
             raise ObjectNotFound("NoSuchKey", service="minio", address="127.0.0.1:1")
         return self.card(version)
 
@@ -493,6 +512,39 @@ def test_embedded_routes_refuse_unknown_snapshots_and_wait_for_minio():
     with pytest.raises(ModelServerError, match=r"not a route of churn"):
         asyncio.run(predict(embedded_url("other", "online.2")))
     assert asyncio.run(predict()).labels == [0]
+
+
+def test_a_replayed_take_over_of_a_pruned_snapshot_serves_the_newest_one():
+    """The learner's take-over (an activate) names the snapshot it took over with; its
+    later snapshots only refresh the route, and the learner keeps the newest few. A
+    worker replaying the control topic then meets an activate of a pruned snapshot: the
+    newest snapshot of the same learner stands in, and the refreshes after it apply."""
+    registry = FakeRegistry(trained())
+    registry.kept = {"online.7", "online.8"}
+    client = ModelClient(SETTINGS.kserve, lambda: registry)  # type: ignore[arg-type,return-value]
+    table = RoutingTable()
+    control = Controller(
+        SETTINGS,
+        table,
+        client,
+        now=lambda: FIXED_TIME,
+        registry=RegistryCheck(registry),  # type: ignore[arg-type]
+    )
+    refresh = embedded_event(8, minutes=1).model_copy(
+        update={"data": embedded_event(8).data.model_copy(update={"action": "refresh"})}
+    )
+    for offset, event in enumerate((embedded_event(4), sign(load_signer(SETTINGS), refresh))):
+        asyncio.run(control.handle(control_msg(event, offset), replaying=True))
+    assert control.held == {}
+    active = table.get("churn").active
+    assert active is not None and active.registry_version == "online.8"
+    assert registry.loads[0] == "online.8", "the pruned online.4's newest stand-in"
+    registry.kept = {"online.9"}
+    missing = asyncio.run(
+        control.handle(control_msg(embedded_event(12, minutes=2), 2), replaying=False)
+    )
+    assert missing is not None and not missing.data.accepted, "no newer one: refused"
+    assert "not in the registry" in missing.data.reason
 
 
 def test_continuous_labels_stop_the_learner_instead_of_growing_it():
@@ -589,3 +641,85 @@ def test_the_saved_state_holds_every_member_under_a_name_of_its_own():
     assert learner.state_due, "a snapshot is not the whole state"
     learner.state_saved()
     assert not learner.state_due
+
+
+def test_a_model_of_one_piece_saves_no_state_apart_from_its_snapshots():
+    learner = OnlineLearner(LEARNER, "churn")  # hoeffding: a snapshot is the whole model
+    for o in outcomes(600, flipped=False):
+        learner.learn(o)
+    assert not learner.splits and not learner.state_due and learner.since_state == 600
+
+
+def learnt_pair(n: int, kind: str = "arf+linear") -> OnlineLearner:
+    learner = OnlineLearner(LEARNER.model_copy(update={"kind": kind}), "churn")
+    for o in outcomes(n, flipped=False):
+        learner.learn(o)
+    return learner
+
+
+def stored(learner: OnlineLearner, *, state: bool) -> LoadedModel:
+    """What the registry would give back: the card, and the pickle of what it holds."""
+    if state:
+        card, blob = learner.state_card(FIXED_TIME), pickle.dumps(learner.estimator)
+    else:
+        card, blob = learner.next_card(FIXED_TIME), learner.snapshot_blob(pickle.dumps)
+    return LoadedModel(card=card, estimator=pickle.loads(blob))
+
+
+def test_a_restart_goes_on_from_whichever_of_state_and_snapshot_learnt_more():
+    s = LEARNER.model_copy(update={"kind": "arf+linear"})
+    learner = learnt_pair(300)
+    state = stored(learner, state=True)
+    for o in outcomes(150, flipped=True, seed=2, start=300):
+        learner.learn(o)
+    newer = stored(learner, state=False)  # a snapshot after the last saved state
+
+    resume, notes = resume_from(s, state, (7, newer))
+    assert resume is not None and resume.what == "snapshot 7"
+    assert resume.card.metrics["learnt"] == 450 and "snapshot 7 is newer" in notes[0]
+    # the snapshot held the leader only: it goes back into a pair of the kind, leading
+    pair, leader = resume.estimator, learner.estimator.leader
+    assert set(pair.members) == {"arf", "linear"} and pair.leader == leader
+    for o in outcomes(50, flipped=True, seed=3, start=500):
+        want = learner.estimator.members[leader].predict_one(o.features)
+        assert pair.predict_one(o.features) == want
+    pair.learn_one({"a": 0.2, "b": 0.4}, 1)  # and it learns on, every member
+
+    both, notes = resume_from(s, stored(learner, state=True), (7, newer))
+    assert both is not None and both.what == "its saved state" and notes == []
+    assert both.estimator.members["arf"] is not pair.members["arf"], "every member, as saved"
+    assert resume_from(s, None, None) == (None, [])
+
+
+def test_a_restart_after_a_change_of_kind_uses_nothing_of_the_old_kind():
+    old = learnt_pair(200)
+    forest = LEARNER.model_copy(update={"kind": "arf"})
+    resume, notes = resume_from(forest, stored(old, state=True), (3, stored(old, state=False)))
+    assert resume is None and len(notes) == 2
+    assert "river-arf+linear, not river-arf (WEIR_LEARNER__KIND)" in notes[0]
+    one = learnt_pair(200, kind="hoeffding")
+    resume, _ = resume_from(LEARNER, None, (4, stored(one, state=False)))
+    assert resume is not None and resume.what == "snapshot 4"
+    assert type(resume.estimator) is type(one.estimator), "a model of one piece, as stored"
+
+
+def test_a_snapshot_leaves_the_random_generators_state_out_and_predicts_the_same():
+    """river keeps a Mersenne Twister in every leaf and every Gaussian estimator of a tree:
+    a snapshot, which only predicts, stores fresh generators in their place."""
+    import random as stdlib_random
+
+    from river import forest
+
+    arf = forest.ARFClassifier(seed=3, n_models=3)
+    for o in outcomes(2000, flipped=False, where=0.4):
+        arf.learn_one(o.features, o.label)
+    whole, slim = pickle.dumps(arf), lean_pickle(arf)
+    assert len(slim) * 5 < len(whole), (len(slim), len(whole))
+    served = pickle.loads(slim)
+    for o in outcomes(300, flipped=True, seed=9, where=0.4):
+        assert served.predict_one(o.features) == arf.predict_one(o.features)
+        assert served.predict_proba_one(o.features) == arf.predict_proba_one(o.features)
+    generators = [m.rng for m in served.models]
+    assert all(type(g) is stdlib_random.Random for g in generators)
+    assert len({g.random() for g in generators}) == len(generators), "each one its own"
+    served.learn_one({"a": 0.3, "b": 0.2}, 1)  # a model restored from it learns on

@@ -139,3 +139,59 @@ def test_replaying_the_same_events_gives_the_same_state():
         a.apply(e, ready=True)
         b.apply(e, ready=True)
     assert a.models == b.models
+
+
+def test_a_refresh_moves_its_versions_route_wherever_a_slot_holds_it():
+    table = RoutingTable()
+    table.apply(ev("activate", "online", port=8081), ready=True)
+    table.apply(ev("shadow", "online", port=8082), ready=True)
+    d = table.apply(ev("refresh", "online", port=8090), ready=True)
+    assert d.accepted and d.active_version == "online"
+    routes = table.get("churn")
+    assert routes.active is not None and routes.shadow is not None
+    assert routes.active.url == routes.shadow.url == "http://127.0.0.1:8090"
+    assert routes.history == ()  # the same version at a new place: nothing to roll back to
+    again = table.apply(ev("refresh", "online", port=8090), ready=True)
+    assert again.accepted and "already at" in again.reason and table.changes == 3
+
+
+def test_a_refresh_never_changes_which_version_serves():
+    """A learner's refresh that reaches the topic just after a promotion changes nothing:
+    version 2 keeps serving (an activate there would have put the learner back)."""
+    table = RoutingTable()
+    table.apply(ev("activate", "online", port=8081), ready=True)
+    table.apply(ev("activate", "2", port=8082), ready=True)
+    before = table.models.copy()
+    d = table.apply(ev("refresh", "online", port=8090), ready=True)
+    assert d.accepted and d.active_version == "2" and "no route of online" in d.reason
+    assert table.models == before and not table.holds("churn", "online")
+    # a refresh of a held version whose server is not ready is refused; the route stays
+    refused = table.apply(ev("refresh", "2", port=9999), ready=False)
+    assert not refused.accepted and table.get("churn").active.url == "http://127.0.0.1:8082"
+
+
+def test_compacted_replay_with_refreshes_gives_the_live_routes():
+    """Refreshes have a key per version; the topic's one partition replays the events
+    compaction keeps in their order, and every prefix of the history folds alike."""
+    history = [
+        ev("activate", "1"),
+        ev("activate", "online", port=8085),  # a take-over
+        ev("refresh", "online", port=8086),
+        ev("refresh", "online", port=8087),
+        ev("activate", "2", port=8082),  # promoted
+        ev("refresh", "online", port=8088),  # lost the race: changes nothing
+        ev("shadow", "online", port=8089),  # back to challenging
+        ev("refresh", "online", port=8090),
+    ]
+    assert history[2].partition_key == "churn:refresh:online"
+    for n in range(1, len(history) + 1):
+        live, replayed = RoutingTable(), RoutingTable()
+        for change in history[:n]:
+            live.apply(change, ready=True)
+        latest = {change.partition_key: i for i, change in enumerate(history[:n])}
+        for i in sorted(latest.values()):
+            replayed.apply(history[i], ready=True)
+        assert replayed.get("churn").active == live.get("churn").active
+        assert replayed.get("churn").shadow == live.get("churn").shadow
+    assert live.get("churn").active.version == "2"
+    assert live.get("churn").shadow.url == "http://127.0.0.1:8090"

@@ -317,6 +317,38 @@ def test_a_replayed_route_that_was_not_ready_is_applied_once_its_server_is():
     assert table.route("churn", "r").version == "4" and control.held == {}
 
 
+def test_control_asks_no_server_for_a_refresh_of_a_version_no_slot_holds():
+    """A learner's refresh that lost the race with a promotion changes nothing, and no
+    worker loads the snapshot it names (an embedded forest of several MB) to learn that."""
+    from agents.control import Controller
+
+    asked: list[str] = []
+
+    def ready_handler(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, json={"ready": True})
+
+    table = RoutingTable()
+    client = InferenceClient(SETTINGS.kserve, transport=httpx.MockTransport(ready_handler))
+    control = Controller(SETTINGS, table, client, now=lambda: FIXED_TIME)
+
+    def handle(change: ModelVersionEvent, offset: int):
+        rec = to_kafka(signed(SETTINGS, new_event(change, source="t")))
+        msg = RawMessage(rec.value, rec.key, rec.headers, Origin("weir.models", 0, offset))
+        return asyncio.run(control.handle(msg, replaying=False))
+
+    handle(activate("online", V1), 0)
+    handle(activate("2", V2), 1)
+    asked.clear()
+    late = handle(activate("online", "http://127.0.0.1:8083", action="refresh"), 2)
+    assert late is not None and late.data.accepted and late.data.active_version == "2"
+    assert "no route of online" in late.data.reason and asked == []
+    assert table.route("churn", "r").version == "2"
+    moved = handle(activate("2", "http://127.0.0.1:8084", action="refresh"), 3)
+    assert moved is not None and moved.data.accepted and asked  # a held version: asked
+    assert table.route("churn", "r").url == "http://127.0.0.1:8084"
+
+
 def _with_shadow(servers, *, gate: asyncio.Event | None = None):
     """A scorer with a shadow mirror; the shadow's answers (V2) wait for ``gate`` when given."""
     from agents.shadow import ShadowMirror
