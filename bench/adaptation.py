@@ -59,15 +59,15 @@ the first served record, ``--train``; building the Outcome costs ~13 us
 against ~1-2 ms for ARF's predict and learn). A snapshot that is to serve is a
 frozen copy of the estimator (pickle round trip, as the registry stores it; a
 shadow serves nobody and is not copied); one published after record ``i``
-serves from ``i + ceil(embed_s * rate)`` (``--embed-s``, 1 s: the pickle,
-the registry write, the route event and the scoring workers' load; measured
-on this machine for a 10-11 MB forest: 150-260 ms, 50-70 ms, ~0.27 s from
-control event to first prediction, 170-270 ms), a light one (at most
-``light_bytes``: the regression leading) ``--embed-light-s`` (0.25 s; measured
-publish -> first prediction for a 1.7 KB one: 20-53 ms, 0.71 s for a worker's
-first embedded load; a 6.9 MB forest 0.27-0.39 s), and never before one
-published earlier (the workers fold routes in order), unless a route
-published later serves first.
+serves from ``i + ceil(embed_s * rate)`` (``--embed-s``, 0.25 s: the pickle,
+the registry write, the route event and the scoring workers' load; measured by
+``bench/embed_delay.py`` on this machine for a forest of 6,000 records stored
+as the learner role stores it, 0.59 MB: 0.087-0.136 s publish -> first
+prediction), a light one (at most ``light_bytes``: the regression leading)
+``--embed-light-s`` (0.25 s; measured for a 1.7 KB one: 0.022-0.037 s, 0.73 s
+for a worker's first embedded load), and never before one published earlier
+(the workers fold routes in order), unless a route published later serves
+first.
 While it loads the old version serves (in weir the records wait for the load
 instead), and the learner, which follows the published routes
 (``OnlineLearner.follow``), pairs none of its outcomes. Alerts on the served
@@ -590,7 +590,7 @@ class LearnerLoop(WeirLoop):
         config: LoopConfig,
         settings: LearnerSettings,
         *,
-        embed_s: float = 1.0,
+        embed_s: float = 0.25,
         embed_light_s: float = 0.25,
         monitor: OutcomeMonitor | None = None,
         fit: Fit = learner,
@@ -794,7 +794,7 @@ class Job:
     arf_records: int
     loops: tuple[LoopConfig, ...]
     learner: LearnerSettings | None = None  # the loop + learner system; its seed is the job's
-    embed_s: float = 1.0
+    embed_s: float = 0.25
     embed_light_s: float = 0.25
 
 
@@ -1113,7 +1113,7 @@ def main() -> None:
     parser.add_argument(
         "--embed-s",
         type=float,
-        default=1.0,
+        default=0.25,
         help="a learner snapshot serves this long after it is published (registry write, load)",
     )
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Embedded snapshot delay: a learner snapshot published → the first prediction it serves.
 
-Purpose: it calibrates ``bench/adaptation.py``'s ``--embed-s`` (1 s: a heavy
+Purpose: it calibrates ``bench/adaptation.py``'s ``--embed-s`` (0.25 s: a heavy
 snapshot, the forest leading) and ``--embed-light-s`` (0.25 s: a light one, the
 regression leading), which simulate publish → serving of an online learner's
 snapshot there: how many records the old version still serves meanwhile.
@@ -283,7 +283,9 @@ class Bench:
         t2 = time.perf_counter()
         self.route(
             ModelVersionEvent(
-                action="refresh",
+                # as the learner role routes a snapshot while it serves: the warm-up's takes
+                # over (an activate), every later one moves the route (a refresh)
+                action="activate" if warmup else "refresh",
                 model=self.model,
                 version=LEARNER,
                 url=url,
@@ -385,7 +387,7 @@ def report(console: Console, bench: Bench) -> None:
         "adaptation.py now",
         title="publish → first prediction, per kind (warm-up left out)",
     )
-    simulated = {"light": "--embed-light-s 0.25", "heavy": "--embed-s 1"}
+    simulated = {"light": "--embed-light-s 0.25", "heavy": "--embed-s 0.25"}
     for kind in KINDS:
         rows = [s for s in bench.snapshots if s.kind == kind and not s.warmup]
         if not rows:

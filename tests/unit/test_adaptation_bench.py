@@ -211,7 +211,7 @@ class Fixed:
 
 def test_a_promotion_replaces_the_learner_and_its_route_published_before_never_serves() -> None:
     data = drifting(2000, 2000)
-    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, ONLINE, monitor=Never())
+    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, ONLINE, embed_s=1.0, monitor=Never())
     loop.online.estimator = Fixed(1)
     loop._publish(500, activate=True)  # a take-over's snapshot: serves from record 600
     loop._serve_routes(599)
@@ -266,7 +266,7 @@ class Sized(Fixed):
 def test_a_light_snapshot_serves_sooner_but_never_before_one_published_earlier() -> None:
     data = drifting(2000, 2000)
     light = ONLINE.model_copy(update={"light_bytes": 262_144})
-    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, light, monitor=Never())
+    loop = LearnerLoop(data, Threshold(0.5), 100, LOOP, light, embed_s=1.0, monitor=Never())
     loop.online.estimator = Sized(1, 1_000_000)
     loop._publish(500, activate=True)  # heavy: 1 s, 100 records
     loop.online.estimator = Sized(0, 10)
