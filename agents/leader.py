@@ -17,7 +17,7 @@ stable 0.8874 -> 0.8885 — at ARF's cost (the regression adds ~0.01 ms a record
 
 A snapshot answers with the member that led when it was taken, and holds that
 member only (:meth:`LeaderClassifier.serving`): while the regression leads a
-snapshot is a couple of kilobytes instead of a forest of several megabytes, so
+snapshot is a couple of kilobytes instead of a forest of several hundred, so
 the learner role can afford to publish it far more often. The whole classifier
 is checkpointed apart, for the learner's own restart.
 """

@@ -601,7 +601,7 @@ class LearnerSettings(_Group):
         262_144,
         ge=0,
         description="a snapshot this small or smaller (a snapshot holds only the member that "
-        "leads: the regression is a few KB, a forest several MB) costs every worker little to "
+        "leads: the regression is a few KB, a forest 0.2-3 MB) costs every worker little to "
         "load, so it is published every light_publish_every outcomes, light_publish_min_s "
         "apart; 0: every snapshot at publish_every",
     )

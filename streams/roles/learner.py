@@ -101,7 +101,7 @@ T = TypeVar("T")
 
 BATCH_SIZE = 500
 BATCH_WAIT_S = 0.2
-MINIO_TIMEOUT_S = 60.0  # a forest of a few MB to a busy MinIO
+MINIO_TIMEOUT_S = 60.0  # a forest's state of a few MB to a busy MinIO
 RESTORE_RETRY_S = 2.0
 LOG_EVERY_S = 30.0  # at most one of each of its repeated warnings this often
 ROUTED_KEPT = 32  # urls of its latest routes, whose refusals it reports

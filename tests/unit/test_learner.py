@@ -459,9 +459,9 @@ def embedded_event(n: int, minutes: int = 0, **kw):
     return sign(load_signer(SETTINGS), new_event(change, source="learner", now=lambda: at))
 
 
-def test_an_embedded_route_is_folded_loaded_and_scored_in_process():
-    registry = FakeRegistry(trained())
-    nowhere = httpx.MockTransport(lambda r: httpx.Response(599))  # no HTTP call is made
+def embedded_fold(registry: FakeRegistry) -> tuple[ModelClient, RoutingTable, Controller]:
+    """A scoring worker's client and control fold over ``registry``; no HTTP call is made."""
+    nowhere = httpx.MockTransport(lambda r: httpx.Response(599))
     client = ModelClient(SETTINGS.kserve, lambda: registry, transport=nowhere)  # type: ignore[arg-type,return-value]
     table = RoutingTable()
     control = Controller(
@@ -471,6 +471,12 @@ def test_an_embedded_route_is_folded_loaded_and_scored_in_process():
         now=lambda: FIXED_TIME,
         registry=RegistryCheck(registry),  # type: ignore[arg-type]
     )
+    return client, table, control
+
+
+def test_an_embedded_route_is_folded_loaded_and_scored_in_process():
+    registry = FakeRegistry(trained())
+    client, table, control = embedded_fold(registry)
 
     async def go():
         decision = await control.handle(control_msg(embedded_event(1), 0), replaying=False)
@@ -521,15 +527,7 @@ def test_a_replayed_take_over_of_a_pruned_snapshot_serves_the_newest_one():
     newest snapshot of the same learner stands in, and the refreshes after it apply."""
     registry = FakeRegistry(trained())
     registry.kept = {"online.7", "online.8"}
-    client = ModelClient(SETTINGS.kserve, lambda: registry)  # type: ignore[arg-type,return-value]
-    table = RoutingTable()
-    control = Controller(
-        SETTINGS,
-        table,
-        client,
-        now=lambda: FIXED_TIME,
-        registry=RegistryCheck(registry),  # type: ignore[arg-type]
-    )
+    _, table, control = embedded_fold(registry)
     refresh = embedded_event(8, minutes=1).model_copy(
         update={"data": embedded_event(8).data.model_copy(update={"action": "refresh"})}
     )
@@ -561,14 +559,7 @@ def test_the_fold_refusing_a_take_over_route_names_the_url_the_learner_waits_on(
     a refusal must carry the url it took over with, or it would wait for ever."""
     registry = FakeRegistry(trained())
     registry.state = "refused"  # a snapshot whose signature does not check out
-    client = ModelClient(SETTINGS.kserve, lambda: registry)  # type: ignore[arg-type,return-value]
-    control = Controller(
-        SETTINGS,
-        RoutingTable(),
-        client,
-        now=lambda: FIXED_TIME,
-        registry=RegistryCheck(registry),  # type: ignore[arg-type]
-    )
+    _, _, control = embedded_fold(registry)
     learner = OnlineLearner(LEARNER, "churn")
     learner.took_over(embedded_url("churn", "online.4"))
     decision = asyncio.run(control.handle(control_msg(embedded_event(4), 0), replaying=False))
