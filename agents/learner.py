@@ -504,13 +504,23 @@ class OnlineLearner:
         return mcnemar_p(fresh.b, fresh.c) <= 1 - s.refresh_confidence
 
     def next_card(self, now: datetime) -> ModelCard:
-        """The card of the next snapshot (``<name>.<n>``), for the registry."""
+        """The card of the next snapshot (``<name>.<n>``), for the registry; it says which
+        member the snapshot holds (``learner.holds``), if it holds one."""
+        holds = {"holds": self._holds} if self._holds else {}
+        return self._card(f"{self.name}.{self.snapshot + 1}", now, holds)
+
+    def state_card(self, now: datetime) -> ModelCard:
+        """The card of its saved whole state (``<name>.state``, every member): what a
+        restart resumes from (:meth:`ModelRegistry.save_state`)."""
+        return self._card(f"{self.name}.state", now, {"state": True})
+
+    def _card(self, version: str, now: datetime, extra: dict[str, Any]) -> ModelCard:
         if self.features is None:
             raise ValueError("the learner has learnt nothing yet: no features, no snapshot")
         accuracy = self.recent_accuracy
         return ModelCard(
             name=self.model,
-            version=f"{self.name}.{self.snapshot + 1}",
+            version=version,
             framework="river",
             features=list(self.features),
             metrics={"learnt": self.learnt, "shed": self.shed}
@@ -519,21 +529,11 @@ class OnlineLearner:
             learner={
                 "family": f"river-{self.settings.kind}",
                 "online": True,
-                "format": "pickle",  # written with ModelRegistry.dumps(plain=True)
+                "format": "pickle",  # written with connectors.registry.lean_pickle
                 "seed": self.settings.seed,
             }
             | _described(self.estimator)
-            | ({"holds": self._holds} if self._holds else {}),
-        )
-
-    def state_card(self, now: datetime) -> ModelCard:
-        """The card of its saved whole state (``<name>.state``): what a restart resumes
-        from (:meth:`ModelRegistry.save_state`)."""
-        card = self.next_card(now)
-        learner = dict(card.learner or {})
-        learner.pop("holds", None)  # the state holds every member
-        return card.model_copy(
-            update={"version": f"{self.name}.state", "learner": learner | {"state": True}}
+            | extra,
         )
 
     @property
