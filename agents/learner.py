@@ -92,10 +92,12 @@ def resume_from(
     from, and why the others were not used.
 
     Only one of the configured kind (the card's ``learner.family``: a state or snapshot
-    stored before ``WEIR_LEARNER__KIND`` changed is not used). Of two, the one that had
-    learnt more: the state, unless snapshots went on without it (a model of one piece,
-    whose snapshot is its whole state, saves none). A snapshot that holds one member of
-    the model (``learner.holds``) is put back in a fresh model of the kind, leading."""
+    stored before ``WEIR_LEARNER__KIND`` changed is not used). Of the two, the state,
+    which holds every member, though a snapshot (light ones go out five times as often)
+    may have learnt up to ``publish_every`` outcomes more; but a snapshot of the whole
+    model (a model of one piece, which saves no state) that had learnt more than a
+    state left over from before is newer. A snapshot that holds one member of the model
+    (``learner.holds``) is put back in a fresh model of the kind, leading."""
     family = f"river-{settings.kind}"
     notes: list[str] = []
     options: list[tuple[str, LoadedModel]] = []
@@ -112,12 +114,16 @@ def resume_from(
         options.append((what, loaded))
     if not options:
         return None, notes
-    what, loaded = max(options, key=lambda o: _learnt(o[1].card))  # a tie: the state
-    if len(options) == 2 and what != options[0][0]:
-        notes.append(
-            f"{options[0][0]} had learnt {_learnt(options[0][1].card):.0f} outcomes, "
-            f"{what} {_learnt(loaded.card):.0f}: {what} is newer"
-        )
+    what, loaded = options[0]
+    if len(options) == 2:
+        (_, state_), (later, snap) = options
+        whole = not (snap.card.learner or {}).get("holds")
+        if whole and _learnt(snap.card) > _learnt(state_.card):
+            what, loaded = later, snap
+            notes.append(
+                f"its saved state had learnt {_learnt(state_.card):.0f} outcomes, {later} "
+                f"{_learnt(snap.card):.0f}: {later}, the whole model, is newer"
+            )
     estimator = loaded.estimator
     holds = (loaded.card.learner or {}).get("holds")
     if holds:

@@ -54,10 +54,10 @@ loading a few kilobytes more often.
 outcomes (at least ``PUBLISH_MIN_S`` apart) and at a stop, the whole learner
 (every member) is stored in the registry beside its snapshots, signed like
 them (``<model>/<name>.state/``, not a version; a model of one piece, whose
-snapshot is all of it, saves none). At start it loads that state or its
-newest snapshot, whichever had learnt more, of the configured kind only
-(waiting for MinIO if it is away; a snapshot's member goes back into a fresh
-model of the kind, leading), numbers its next snapshot after the newest one
+snapshot is all of it, saves none). At start it loads that state, else its
+newest snapshot (:func:`agents.learner.resume_from`), of the configured kind
+only (waiting for MinIO if it is away; a snapshot's member goes back into a
+fresh model of the kind, leading), numbers its next snapshot after the newest one
 stored and goes on learning from its committed offsets. Outcomes learnt after
 the last state of a crash are not learnt again (at most ``publish_every``).
 The newest ``WEIR_LEARNER__KEEP`` snapshots stay in the registry.

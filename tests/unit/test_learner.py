@@ -657,7 +657,7 @@ def stored(learner: OnlineLearner, *, state: bool) -> LoadedModel:
     return LoadedModel(card=card, estimator=pickle.loads(blob))
 
 
-def test_a_restart_goes_on_from_whichever_of_state_and_snapshot_learnt_more():
+def test_a_restart_goes_on_from_the_state_or_else_a_snapshot_put_back_in_a_pair():
     s = LEARNER.model_copy(update={"kind": "arf+linear"})
     learner = learnt_pair(300)
     state = stored(learner, state=True)
@@ -665,21 +665,36 @@ def test_a_restart_goes_on_from_whichever_of_state_and_snapshot_learnt_more():
         learner.learn(o)
     newer = stored(learner, state=False)  # a snapshot after the last saved state
 
+    # light snapshots go out five times as often as the state is saved: the state, which
+    # holds every member, wins over a snapshot of the leader that learnt a little more
     resume, notes = resume_from(s, state, (7, newer))
-    assert resume is not None and resume.what == "snapshot 7"
-    assert resume.card.metrics["learnt"] == 450 and "snapshot 7 is newer" in notes[0]
-    # the snapshot held the leader only: it goes back into a pair of the kind, leading
+    assert resume is not None and resume.what == "its saved state" and notes == []
+    assert resume.card.metrics["learnt"] == 300
+    assert set(resume.estimator.members) == {"arf", "linear"}
+    # with no state, the snapshot's member goes back into a pair of the kind, leading
+    resume, notes = resume_from(s, None, (7, newer))
+    assert resume is not None and resume.what == "snapshot 7" and notes == []
     pair, leader = resume.estimator, learner.estimator.leader
     assert set(pair.members) == {"arf", "linear"} and pair.leader == leader
     for o in outcomes(50, flipped=True, seed=3, start=500):
         want = learner.estimator.members[leader].predict_one(o.features)
         assert pair.predict_one(o.features) == want
     pair.learn_one({"a": 0.2, "b": 0.4}, 1)  # and it learns on, every member
-
-    both, notes = resume_from(s, stored(learner, state=True), (7, newer))
-    assert both is not None and both.what == "its saved state" and notes == []
-    assert both.estimator.members["arf"] is not pair.members["arf"], "every member, as saved"
     assert resume_from(s, None, None) == (None, [])
+
+
+def test_a_state_left_over_is_passed_over_for_a_newer_snapshot_of_the_whole_model():
+    """A model of one piece saves no state (its snapshot is all of it); a state saved
+    before that (an older weir saved one for every kind) must not win over what came
+    after it."""
+    one = learnt_pair(200, kind="hoeffding")
+    left_over = stored(one, state=True)
+    for o in outcomes(300, flipped=True, seed=2, start=200):
+        one.learn(o)
+    resume, notes = resume_from(LEARNER, left_over, (9, stored(one, state=False)))
+    assert resume is not None and resume.what == "snapshot 9"
+    assert resume.card.metrics["learnt"] == 500 and "the whole model, is newer" in notes[0]
+    assert type(resume.estimator) is type(one.estimator)
 
 
 def test_a_restart_after_a_change_of_kind_uses_nothing_of_the_old_kind():
