@@ -108,20 +108,13 @@ ROUTED_KEPT = 32  # urls of its latest routes, whose refusals it reports
 FEATURELESS_WARN = 100  # served outcomes without features before the log says why
 
 
-def snapshot_numbers(registry: ModelRegistry, model: str, name: str) -> list[int]:
-    """The numbers of ``name``'s snapshots in the registry, newest first."""
-    return sorted(
-        (n for v in registry.version_names(model) if (n := snapshot_number(name, v)) is not None),
-        reverse=True,
-    )
-
-
 def newest_snapshot(
-    registry: ModelRegistry, model: str, name: str
+    registry: ModelRegistry, model: str, name: str, numbers: list[int]
 ) -> tuple[int, LoadedModel] | None:
-    """The newest snapshot of ``name`` that loads (signature and digest checked), as
-    (number, LoadedModel); older ones than the newest ``keep`` are left to :func:`prune`."""
-    for n in snapshot_numbers(registry, model, name):
+    """The newest snapshot of ``name`` among ``numbers`` (newest first) that loads
+    (signature and digest checked), as (number, LoadedModel); older ones than the newest
+    ``keep`` are left to :func:`prune`."""
+    for n in numbers:
         try:
             return n, registry.load(model, f"{name}.{n}")
         except ServiceError as err:
@@ -154,12 +147,15 @@ def restore_from(
     state or its newest snapshot), and the number of the newest snapshot stored, which its
     next snapshot follows (whatever it resumes from)."""
     name = settings.name
+    numbers = registry.snapshot_numbers(model, name)
     resume, notes = resume_from(
-        settings, saved_state(registry, model, name), newest_snapshot(registry, model, name)
+        settings,
+        saved_state(registry, model, name),
+        newest_snapshot(registry, model, name, numbers),
     )
     for note in notes:
         log.warning("learner %s of %s: %s", name, model, note)
-    return resume, max(snapshot_numbers(registry, model, name), default=0)
+    return resume, max(numbers, default=0)
 
 
 def prune(registry: ModelRegistry, model: str, name: str, newest: int, keep: int) -> int:

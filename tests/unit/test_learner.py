@@ -405,6 +405,7 @@ class FakeRegistry:
 
     load_or_newer = ModelRegistry.load_or_newer
     newer_snapshot = ModelRegistry.newer_snapshot
+    snapshot_numbers = ModelRegistry.snapshot_numbers
 
     def version_names(self, model: str) -> list[str]:
         return sorted(self.kept or ())
