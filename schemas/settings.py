@@ -577,9 +577,10 @@ class LearnerSettings(_Group):
     )
     kind: Literal["arf+linear", "arf", "hoeffding"] = Field(
         "arf+linear",
-        description="arf+linear: river's ARFClassifier (adaptive random forest) and a logistic "
-        "regression on standardised features learning side by side, answering with the one "
-        "right more often over the latest 300 records (agents.leader); arf: the forest alone; "
+        description="arf+linear: river's ARFClassifier (adaptive random forest) and two logistic "
+        "regressions on standardised features (one stepped by SGD, one by AdaGrad) learning side "
+        "by side, answering with the one right more often over the latest 300 records "
+        "(agents.leader); arf: the forest alone; "
         "hoeffding: a Hoeffding adaptive tree (smaller and faster, less accurate)",
     )
     seed: int = 42

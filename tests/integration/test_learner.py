@@ -335,7 +335,8 @@ def test_the_saved_state_is_signed_apart_from_the_versions_and_a_tampered_one_is
     found, number = restore_from(registry, model, settings)
     assert found is not None and (found.what, number) == ("its saved state", 1)
     assert isinstance(found.estimator, LeaderClassifier)
-    assert set(found.estimator.members) == {"arf", "linear"}, "every member, not the leader's"
+    members = set(found.estimator.members)
+    assert members == {"arf", "linear", "steady"}, "every member, not the leader's"
     assert found.card.metrics["learnt"] == 300 and found.card.features == ["a", "b"]
     for x, _ in rows[::30]:
         assert found.estimator.predict_one(x) == learner.estimator.predict_one(x)

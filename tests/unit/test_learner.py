@@ -622,7 +622,7 @@ def test_the_saved_state_holds_every_member_under_a_name_of_its_own():
     card = learner.state_card(FIXED_TIME)
     assert card.version == "online.state" and card.metrics["learnt"] == 200
     assert card.learner is not None and card.learner["state"] is True
-    assert "holds" not in card.learner and card.learner["members"] == "arf,linear"
+    assert "holds" not in card.learner and card.learner["members"] == "arf,linear,steady"
     assert snapshot_number("online", card.version) is None, "not a snapshot"
     # saved every publish_every outcomes, whatever the snapshots' cadence
     assert not learner.state_due
@@ -671,12 +671,12 @@ def test_a_restart_goes_on_from_the_state_or_else_a_snapshot_put_back_in_a_pair(
     resume, notes = resume_from(s, state, (7, newer))
     assert resume is not None and resume.what == "its saved state" and notes == []
     assert resume.card.metrics["learnt"] == 300
-    assert set(resume.estimator.members) == {"arf", "linear"}
+    assert set(resume.estimator.members) == {"arf", "linear", "steady"}
     # with no state, the snapshot's member goes back into a pair of the kind, leading
     resume, notes = resume_from(s, None, (7, newer))
     assert resume is not None and resume.what == "snapshot 7" and notes == []
     pair, leader = resume.estimator, learner.estimator.leader
-    assert set(pair.members) == {"arf", "linear"} and pair.leader == leader
+    assert set(pair.members) == {"arf", "linear", "steady"} and pair.leader == leader
     for o in outcomes(50, flipped=True, seed=3, start=500):
         want = learner.estimator.members[leader].predict_one(o.features)
         assert pair.predict_one(o.features) == want
