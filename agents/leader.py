@@ -84,7 +84,7 @@ class LeaderClassifier(base.Classifier):
         self.renew = dict(renew or {})
         if unknown := (set(self.renew) | set(self.renew.values())) - set(self.members):
             raise ValueError(f"renew names {sorted(unknown)}, not members")
-        self.renewed = dict.fromkeys(self.members, 0)  # fresh copies made of each
+        self.renewed = dict.fromkeys(self.renew, 0)  # fresh copies made of each
         self.leader = next(iter(self.members))
         self._right = dict.fromkeys(self.members, 0)  # of the latest ``window`` learnt
         self._recent: dict[str, deque[bool]] = {m: deque(maxlen=window) for m in self.members}
@@ -164,8 +164,7 @@ class LeaderClassifier(base.Classifier):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a state saved by an older weir renews no member
-        self.__dict__.update({"renew": {}, **state})
-        self.__dict__.setdefault("renewed", dict.fromkeys(self.members, 0))
+        self.__dict__.update({"renew": {}, "renewed": {}, **state})
 
     def describe(self) -> dict[str, str | float | int]:
         """For a model card: the members, the leader, and the share of the latest records
