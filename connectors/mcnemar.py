@@ -4,6 +4,13 @@ Only the discordant records count: ``b`` that the new model got right and the
 old one wrong, ``c`` the other way round. Under "no better" each is a fair coin,
 so the one-sided p is the binomial tail P(X ≥ b | n = b + c, ½). Pure standard
 library, so any role can judge a pair without importing scikit-learn.
+
+Up to ``EXACT_UP_TO`` discordant records the tail is a sum of exact integers;
+beyond, a sum of floats from its largest term (within 1e-4 of the exact sum,
+relative; tested). The exact sum's cost grows with n²: 0.8 ms at 500
+discordant records and 5 ms at 1,000, against ~0.01 ms in floats. The learner
+role tests three windows of up to 1,000 pairs every 25 outcomes, and after a
+drift about half of them are discordant.
 """
 
 from __future__ import annotations
@@ -11,11 +18,33 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+EXACT_UP_TO = 200  # discordant records summed in exact integers; more are summed in floats
+
 
 def mcnemar_p(b: int, c: int) -> float:
     """One-sided p that the model right on ``b`` discordant records is no better."""
     n = b + c
-    return sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n
+    if n <= EXACT_UP_TO:
+        return sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n
+    if 2 * b > n:
+        return _upper_tail(b, n)
+    return 1.0 - _upper_tail(n - b + 1, n)  # P(X >= b) = 1 - P(X <= b - 1), and X ~ n - X
+
+
+def _upper_tail(k: int, n: int) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, ½) and k > n/2, summed in floats from its largest term
+    down until the terms no longer count: cheap for any n, where the exact sum of
+    ``math.comb`` terms grows with n² digits."""
+    if k > n:
+        return 0.0
+    log_term = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    term = math.exp(log_term - n * math.log(2))
+    total = 0.0
+    while k <= n and term > total * 1e-17:
+        total += term
+        term *= (n - k) / (k + 1)
+        k += 1
+    return total
 
 
 def paired_test(new_right: Sequence[bool], old_right: Sequence[bool]) -> tuple[int, int, float]:

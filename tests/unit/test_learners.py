@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from connectors.learners import fit_candidate, paired_test, promotion
+from connectors.mcnemar import mcnemar_p
 from schemas.model_card import ModelCard
 
 
@@ -52,6 +54,15 @@ def test_mcnemar_on_the_rows_the_two_disagree_on():
     assert (b, c) == (8, 2)
     assert p == pytest.approx((45 + 10 + 1) / 1024)  # P(X >= 8), X ~ Binomial(10, 1/2)
     assert paired_test([True] * 5, [True] * 5) == (0, 0, 1.0)
+
+
+@pytest.mark.parametrize("n", [201, 1000, 5000])
+def test_mcnemar_beyond_the_exact_sum_agrees_with_it(n):
+    for b in range(0, n + 1, max(1, n // 100)):
+        exact = sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n
+        assert mcnemar_p(b, n - b) == pytest.approx(exact, rel=1e-4, abs=1e-12)
+    assert mcnemar_p(0, n) == 1.0 and mcnemar_p(n, 0) == pytest.approx(2.0**-n, rel=1e-4)
+    assert mcnemar_p(52_000, 48_000) < 1e-30 < 0.99 < mcnemar_p(48_000, 52_000)
 
 
 def test_promotion_needs_the_gain_and_the_test():
