@@ -290,11 +290,8 @@ class Controller:
             decision = self.routing.reject(change, refusal)
         else:
             self.held.pop((change.model, change.slot), None)  # a newer event of its slot decides
-            # a refresh of a version no slot holds changes nothing: no server is asked (an
-            # embedded snapshot would be loaded for nothing)
-            idle = change.action == "refresh" and not self.routing.holds(
-                change.model, change.version
-            )
+            # an idle refresh asks no server (an embedded snapshot would load for nothing)
+            idle = self.routing.idle_refresh(change)
             ready = idle or await self._ready(change, replaying=replaying)
             decision = self.routing.apply(change, ready=ready)
             if decision.accepted:

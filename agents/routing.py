@@ -151,7 +151,7 @@ class RoutingTable:
             self.changes += 1
             name = held.name if isinstance(held, Speculation) else held.version
             return Decision(True, f"{slot} {name} cleared", active_version)
-        if event.action == "refresh" and not self.holds(event.model, event.version):
+        if self.idle_refresh(event):
             return Decision(True, f"no route of {event.version} to refresh", active_version)
         if not ready:
             urls = ", ".join(url for _v, url, _p, _f in event.targets)
@@ -199,6 +199,11 @@ class RoutingTable:
         self.changes += 1
         now_active = updated.active.version if updated.active else None
         return Decision(True, f"{event.action} {event.version}", now_active)
+
+    def idle_refresh(self, event: ModelVersionEvent) -> bool:
+        """Whether ``event`` is a refresh of a version no slot of its model holds: it
+        changes nothing, so it needs no ready endpoint (nothing is asked or loaded)."""
+        return event.action == "refresh" and not self.holds(event.model, event.version)
 
     def holds(self, model: str, version: str) -> bool:
         """Whether a slot of ``model`` routes to ``version`` (what a refresh would move)."""

@@ -165,6 +165,9 @@ def test_a_refresh_never_changes_which_version_serves():
     d = table.apply(ev("refresh", "online", port=8090), ready=True)
     assert d.accepted and d.active_version == "2" and "no route of online" in d.reason
     assert table.models == before and not table.holds("churn", "online")
+    assert table.idle_refresh(ev("refresh", "online", port=8090))
+    assert not table.idle_refresh(ev("refresh", "2", port=8090)), "version 2 is held"
+    assert not table.idle_refresh(ev("activate", "online", port=8090)), "only a refresh idles"
     # a refresh of a held version whose server is not ready is refused; the route stays
     refused = table.apply(ev("refresh", "2", port=9999), ready=False)
     assert not refused.accepted and table.get("churn").active.url == "http://127.0.0.1:8082"
