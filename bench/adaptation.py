@@ -109,6 +109,7 @@ from agents.detectors import ErrorRateMonitor, PerformanceSignal
 from agents.learner import OnlineLearner, new_estimator
 from agents.retraining import PERFORMANCE, RetrainPolicy
 from connectors.learners import MIN_ANSWERED, Fitted, fit_candidate, paired_test, promotion
+from connectors.mcnemar import mcnemar_p
 from connectors.pipeline import MIN_ROWS, RetrainRequest
 from connectors.registry import lean_pickle
 from schemas import Outcome
@@ -917,12 +918,24 @@ class Summary:
     promoted: int | None
     take_overs: list[int] | None = None  # per seed, for the systems with a learner
     cut: bool = False  # ran on ARF's records only, not to the end of the stream
+    # paired with ARF on the same records (ARF's, every seed): records only this system got
+    # right, and only ARF did
+    only_mine: int = 0
+    only_arf: int = 0
 
     @property
     def fa_per_100k(self) -> float | None:
         if self.false_alarms is None or not self.stable_records:
             return None
         return self.false_alarms / self.stable_records * 100_000
+
+    @property
+    def vs_arf(self) -> str:
+        """The paired comparison with ARF: McNemar's two-sided p that the two are equally
+        accurate on these records, where a mean over five seeds cannot say."""
+        b, c = self.only_mine, self.only_arf
+        p = min(1.0, 2 * min(mcnemar_p(b, c), mcnemar_p(c, b)))
+        return f"{b:,} records only it got right, {c:,} only ARF; McNemar two-sided p={p:.2g}"
 
 
 def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
@@ -935,6 +948,11 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
         delays = [records_to_better(spec, s) for s in runs]
         stable = sum(max(0, min(spec.stable_until, s.end) - s.start) for s in runs)
         arf_end = results[0].systems[ARF].end
+        # on the records both ran (ARF's, after version 1's training records), seed by seed
+        pairs = [
+            (s.correct[s.start : arf_end], r.systems[ARF].correct[s.start : arf_end])
+            for s, r in zip(runs, results, strict=True)
+        ]
         out.append(
             Summary(
                 stream=spec.name,
@@ -961,6 +979,8 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
                     [len(s.take_overs) for s in runs] if system.startswith(WITH_LEARNER) else None
                 ),
                 cut=runs[0].end < results[0].systems["static"].end,
+                only_mine=sum(int((m & ~a).sum()) for m, a in pairs),
+                only_arf=sum(int((a & ~m).sum()) for m, a in pairs),
             )
         )
     return out
@@ -1041,7 +1061,9 @@ def target_lines(
         means = {n: statistics.fmean(s.on_arf_records) for n, s in mine.items()}
         arf_means = {n: statistics.fmean(s.on_arf_records) for n, s in arf_.items()}
         worse = [
-            f"{n} {means[n]:.4f} < {arf_means[n]:.4f}" for n in mine if means[n] < arf_means[n]
+            f"{n} {means[n]:.4f} < {arf_means[n]:.4f} ({mine[n].vs_arf})"
+            for n in mine
+            if means[n] < arf_means[n]
         ]
         lines.append(
             (
@@ -1271,10 +1293,12 @@ def main() -> None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as out:
             writer = csv.writer(out)
-            writer.writerow(("stream", *HEADERS))
+            writer.writerow(("stream", *HEADERS, "only it right vs ARF", "only ARF right"))
             for name, summaries in table_rows.items():
                 for summary in summaries:
-                    writer.writerow((name, *row_cells(summary)))
+                    writer.writerow(
+                        (name, *row_cells(summary), summary.only_mine, summary.only_arf)
+                    )
         console.print(f"csv: {args.csv}")
     if "abrupt" in results:
         first = min(results["abrupt"], key=lambda r: r.seed)

@@ -27,7 +27,9 @@ from bench.adaptation import (
     row_cells,
     serve,
     summarise,
+    target_lines,
 )
+from connectors.mcnemar import mcnemar_p
 from schemas import Outcome
 from schemas.settings import LearnerSettings
 
@@ -253,6 +255,32 @@ def test_a_system_on_a_prefix_counts_its_own_stable_records_and_its_take_overs()
     assert next(s for s in rows if s.system == "weir loop @100/s").stable_records == 4900
     cells = row_cells(both)
     assert cells[2] == "-" and cells[-1] == "2 (2-2)"
+
+
+def test_each_system_is_paired_with_arf_on_the_records_arf_ran_on() -> None:
+    n = 1000
+    arf_right = np.ones(n, dtype=bool)
+    arf_right[100:130] = False  # ARF wrong on 30 records
+    mine = np.ones(n, dtype=bool)
+    mine[120:160] = False  # the loop wrong on 40, 10 of them where ARF was wrong too
+    mine[900:] = False  # past ARF's records: not paired
+    spec = StreamSpec("stable", "", n, None, n, lambda seed: iter(()), None)
+    systems = {
+        "static": Served(mine, 100, n),
+        "oracle swap": Served(mine, 100, n),
+        "ARF (river)": Served(arf_right[:900].copy(), 100, 900),
+        "weir loop @100/s": Served(mine, 100, n),
+    }
+    rows = summarise(spec, [SeedResult("stable", 0, systems, 0.0)] * 2)
+    loop = next(s for s in rows if s.system == "weir loop @100/s")
+    assert (loop.only_mine, loop.only_arf) == (2 * 20, 2 * 30)
+    assert "40 records only it got right, 60 only ARF" in loop.vs_arf
+    p = float(loop.vs_arf.rsplit("p=", 1)[1])
+    assert p == pytest.approx(2 * mcnemar_p(60, 40), rel=0.01)
+    specs = {"stable": spec}
+    lines = target_lines(specs, {"stable": rows}, [100.0])
+    below = next(text for text, met in lines if "prequential" in text)
+    assert "below on stable" in below and loop.vs_arf in below
 
 
 class Sized(Fixed):
