@@ -47,6 +47,10 @@ online from record 0 with no loop around it (``<kind> alone``): what the loop's
 serving lag (take-over test, snapshots, load) costs, or its pipeline runs add.
 The first version of every system but the river ones is ``fit_candidate`` on
 the first ``--train`` records; prequential accuracy counts from there on.
+Every system is also paired with ARF record by record on ARF's records, over
+every seed (records only it got right, only ARF did): a system below ARF's
+mean gets McNemar's two-sided p beside it, so a gap of a few records can be
+told from a real one (the CSV has the counts for every system).
 
 **weir loop + learner** is the loop with the learner role beside it
 (``streams/roles/learner.py``), simulated by :class:`LearnerLoop` with weir's
@@ -935,7 +939,8 @@ class Summary:
         accurate on these records, where a mean over five seeds cannot say."""
         b, c = self.only_mine, self.only_arf
         p = min(1.0, 2 * min(mcnemar_p(b, c), mcnemar_p(c, b)))
-        return f"{b:,} records only it got right, {c:,} only ARF; McNemar two-sided p={p:.2g}"
+        shown = "p<1e-16" if p < 1e-16 else f"p={p:.2g}"  # a float's tail ends at 0
+        return f"{b:,} records only it got right, {c:,} only ARF; McNemar two-sided {shown}"
 
 
 def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
