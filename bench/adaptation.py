@@ -954,8 +954,11 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
         stable = sum(max(0, min(spec.stable_until, s.end) - s.start) for s in runs)
         arf_end = results[0].systems[ARF].end
         # on the records both ran (ARF's, after version 1's training records), seed by seed
-        pairs = [
-            (s.correct[s.start : arf_end], r.systems[ARF].correct[s.start : arf_end])
+        vs_arf = [
+            paired_test(
+                s.correct[s.start : arf_end].tolist(),
+                r.systems[ARF].correct[s.start : arf_end].tolist(),
+            )
             for s, r in zip(runs, results, strict=True)
         ]
         out.append(
@@ -984,8 +987,8 @@ def summarise(spec: StreamSpec, results: list[SeedResult]) -> list[Summary]:
                     [len(s.take_overs) for s in runs] if system.startswith(WITH_LEARNER) else None
                 ),
                 cut=runs[0].end < results[0].systems["static"].end,
-                only_mine=sum(int((m & ~a).sum()) for m, a in pairs),
-                only_arf=sum(int((a & ~m).sum()) for m, a in pairs),
+                only_mine=sum(b for b, _c, _p in vs_arf),
+                only_arf=sum(c for _b, c, _p in vs_arf),
             )
         )
     return out
