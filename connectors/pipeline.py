@@ -96,6 +96,7 @@ from typing import Any, Literal, TextIO, cast, get_args
 
 from kfp import compiler, dsl, local
 
+from connectors import native_threads
 from connectors.minio_store import ObjectNotFound, ObjectStore
 from schemas import ConfigurationError, ServiceError, WeirError
 from schemas.settings import Settings, settings_env
@@ -571,16 +572,23 @@ def _check(request: RetrainRequest) -> None:
 
 @contextlib.contextmanager
 def _weir_environment(settings: Settings) -> Iterator[None]:
-    """Set os.environ's WEIR_* variables to ``settings`` for the block, then restore them."""
+    """Set os.environ's WEIR_* variables to ``settings`` for the block, and the numeric
+    libraries' thread counts to ``fit_threads`` (the steps are child processes: they
+    inherit both), then restore them."""
+
+    def ours(key: str) -> bool:
+        return key.startswith("WEIR_") or key in native_threads.VARIABLES
+
     wanted = {k: v for k, v in settings_env(settings).items() if k.startswith("WEIR_")}
-    saved = {k: v for k, v in os.environ.items() if k.startswith("WEIR_")}
+    wanted.update(native_threads.thread_env(settings.retraining.fit_threads))
+    saved = {k: v for k, v in os.environ.items() if ours(k)}
     for key in saved:
         os.environ.pop(key, None)
     os.environ.update(wanted)
     try:
         yield
     finally:
-        for key in [k for k in os.environ if k.startswith("WEIR_")]:
+        for key in [k for k in os.environ if ours(k)]:
             os.environ.pop(key, None)
         os.environ.update(saved)
 

@@ -59,6 +59,38 @@ class Where:
     served_prefix: str  # how the model host's URLs start, e.g. http://model-host:
 
 
+def timeline(collector: Collector) -> str:
+    """The loop's milestones as they arrived, in seconds from the first message read: each
+    served version's first and last prediction, the alerts, runs, routes and route
+    decisions. Said when the loop did not close: was version 2 late, or never sent?"""
+    start = collector.arrived[0] if collector.arrived else 0.0
+    lines: list[tuple[float, str]] = []
+    served: dict[str, list[float]] = {}
+    alerts = 0
+    for msg, at in zip(collector.messages, collector.arrived, strict=True):
+        e, t = msg.event, at - start
+        if e is None:
+            continue
+        if e.type == "io.weir.prediction.v1" and not e.data.shadow:
+            served.setdefault(e.data.version, []).append(t)
+        elif e.type.startswith("io.weir.alert."):
+            alerts += 1
+            if alerts == 1:
+                lines.append((t, f"first alert {e.type} {e.data.alert_id}"))
+        elif e.type == "io.weir.pipeline.run.v1":
+            lines.append((t, f"run {e.data.run_id} {e.data.status}"))
+        elif e.type == "io.weir.model.version.v1":
+            lines.append((t, f"route {e.data.action} {e.data.version}"))
+        elif e.type == "io.weir.model.route.v1":
+            verdict = "accepted" if e.data.accepted else "refused"
+            lines.append((t, f"{e.data.worker} {verdict} {e.data.action} {e.data.version}"))
+    for version, times in served.items():
+        lines.append((times[0], f"first prediction of version {version}"))
+        lines.append((times[-1], f"last prediction of version {version} ({len(times)} in all)"))
+    lines.append((0.0, f"{alerts} alerts in all"))
+    return "\n".join(f"{t:7.1f}s  {what}" for t, what in sorted(lines))
+
+
 def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
     """Version 1 served, the drift retrained into version 2, both scoring replicas on it,
     every record scored once at least, nothing dead-lettered; the roles ran as services
@@ -72,12 +104,8 @@ def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
         (e.data.status, e.data.alert_id, e.data.reason)
         for e in collector.events("io.weir.pipeline.run.v1")
     ]
-    alerts = [
-        (e.type, e.data.alert_id, e.data.version, getattr(e.data, "value", None))
-        for m in collector.messages
-        if (e := m.event) is not None and e.type.startswith("io.weir.alert.")
-    ]
-    assert set(by_version) == {"1", "2"}, (by_version, runs, alerts)  # why, if more
+    why = f"{by_version}, runs {runs}, as they came:\n{timeline(collector)}"
+    assert set(by_version) == {"1", "2"}, why
     assert collector.events("io.weir.deadletter.v1") == []
 
     # two scoring replicas, one of each other role, each in its own consumer group

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from connectors.native_threads import limit_threads
 from connectors.predictor import predict_batch, score_batch
 from connectors.process import ServiceProcess
 from connectors.registry import LoadedModel, ModelRegistry
@@ -112,6 +113,7 @@ def serve(settings: Settings, name: str, version: str, port: int) -> None:
     """Load ``name``/``version`` from the registry and serve it until signalled, reading
     MinIO as its read-only user (WEIR_MINIO__READER_ACCESS_KEY) when there is one."""
     settings = settings.as_model_reader()
+    limit_threads(settings.kserve.threads)  # before the model's libraries load
     sys.argv = [sys.argv[0]]  # kserve parses argv at import
     import kserve
     import kserve.model_server as kms
