@@ -74,6 +74,22 @@ class ModelRoutes:
             return None
         return canary
 
+    def slots_of(self, version: str) -> list[str]:
+        """The slots that send records to ``version`` now: active, canary, shadow,
+        speculative (a server behind any of them must keep running)."""
+        members = self.speculative.members if self.speculative is not None else ()
+        slots = {
+            "active": (self.active,),
+            "canary": (self.serving_canary,),
+            "shadow": (self.shadow,),
+            "speculative": members,
+        }
+        return [
+            slot
+            for slot, routes in slots.items()
+            if any(r is not None and r.version == version for r in routes)
+        ]
+
 
 @dataclass(frozen=True)
 class Decision:

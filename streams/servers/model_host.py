@@ -18,7 +18,14 @@ API (JSON, schemas in :mod:`schemas.deployments`):
   (the reason includes its log's last lines);
 * ``GET /v1/deployments`` — what is served; ``DELETE
   /v1/deployments/{model}/{version}`` stops one — **409** while a route on the
-  control topic (active, canary or shadow) points at it; ``GET /healthz``.
+  control topic (active, canary, shadow or a speculation's member) points at
+  it; ``GET /healthz``.
+
+Old versions are retired by the host itself: once it serves a new version of a
+model, it stops that model's servers no route points at, but the newest
+``WEIR_KSERVE__HOST_KEEP_UNROUTED`` (1: the version a rollback goes back to).
+A loop that retrains for weeks therefore never fills the port range. When the
+routes cannot be read, nothing is stopped; the next deployment catches up.
 
 With ``WEIR_KSERVE__HOST_TOKEN`` set, ``POST`` and ``DELETE`` need
 ``Authorization: Bearer <token>`` (**401** otherwise; the host deployer sends
@@ -48,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from agents.routing import ModelRoutes
 from connectors.process import ServiceProcess
 from connectors.registry import ModelRegistry
 from schemas import ServiceError, WeirError
@@ -87,13 +95,15 @@ class ModelHost:
         *,
         serve: ServeFn | None = None,
         registered: Callable[[str], list[str]] | None = None,
+        routes: Callable[[str], ModelRoutes] | None = None,
     ) -> None:
         self.settings = settings.as_model_reader()  # it only reads models
         self._serve = serve or serve_and_wait
         if registered is None:
             registry = ModelRegistry.for_settings(self.settings)
             registered = registry.versions
-        self._registered = registered
+        self._registered = registered  # a model's versions, oldest first
+        self.routes = routes or (lambda model: fold_routes(self.settings)[0].get(model))
         self._deployments: dict[tuple[str, str], Deployment] = {}
         self._lock = asyncio.Lock()
 
@@ -173,7 +183,39 @@ class ModelHost:
                     f"(s3://{self.settings.minio.models_bucket}/{model}/; versions: {have})"
                 )
             port = known.port if known is not None else self._pick_port()
-            return await self._start(model, version, port), True
+            deployment = await self._start(model, version, port)
+        await self.retire_unrouted(model, besides=version)
+        return deployment, True
+
+    async def retire_unrouted(self, model: str, *, besides: str) -> list[Deployment]:
+        """Stop the servers of ``model`` that no route points at, but the newest
+        ``WEIR_KSERVE__HOST_KEEP_UNROUTED`` of them (what a rollback goes back to) and
+        ``besides`` (just deployed: its route is on its way). Without the routes, nothing."""
+        keep = self.settings.kserve.host_keep_unrouted
+        others = [d for d in self.deployments() if d.model == model and d.version != besides]
+        if len(others) <= keep:
+            return []
+        try:
+            routes = await asyncio.to_thread(self.routes, model)
+            order = await asyncio.to_thread(self._registered, model)
+        except WeirError as err:  # cannot tell what serves: stop nothing
+            log.warning("not retiring old versions of %s: %s", model, err.message)
+            return []
+        unrouted = [d for d in others if not routes.slots_of(d.version)]
+        unrouted.sort(key=lambda d: order.index(d.version) if d.version in order else -1)
+        retired = []
+        for d in unrouted[: max(0, len(unrouted) - keep)]:
+            log.info(
+                "retiring %s version %s at %s: no route points at it, and %d newer unrouted "
+                "version(s) stay (WEIR_KSERVE__HOST_KEEP_UNROUTED)",
+                model,
+                d.version,
+                d.url,
+                keep,
+            )
+            if await self.retire(model, d.version) is not None:
+                retired.append(d)
+        return retired
 
     async def retire(self, model: str, version: str) -> Deployment | None:
         async with self._lock:
@@ -206,13 +248,6 @@ class ModelHost:
 
 def _problem(status: int, error: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status)
-
-
-def routed_to(settings: Settings, model: str, version: str) -> list[str]:
-    """The route slots of ``model`` that point at ``version`` now (per the control topic)."""
-    routes = fold_routes(settings)[0].get(model)
-    slots = {"active": routes.active, "canary": routes.serving_canary, "shadow": routes.shadow}
-    return [slot for slot, route in slots.items() if route is not None and route.version == version]
 
 
 def create_model_host_app(host: ModelHost) -> Starlette:
@@ -251,7 +286,7 @@ def create_model_host_app(host: ModelHost) -> Starlette:
             return refused
         model, version = request.path_params["model"], request.path_params["version"]
         try:
-            slots = await asyncio.to_thread(routed_to, host.settings, model, version)
+            slots = (await asyncio.to_thread(host.routes, model)).slots_of(version)
         except WeirError as err:  # cannot tell: do not stop what may be serving
             return _problem(503, "RoutesUnknown", f"cannot read the routes: {err.message}")
         if slots:

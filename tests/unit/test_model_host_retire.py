@@ -1,0 +1,148 @@
+"""The model host stops servers no route points at, keeping the newest few for a rollback.
+
+The policy on its own: server starts and stops are stand-ins here (the real ones, with
+kserve.ModelServer processes, are in tests/integration/test_model_host.py), the routes
+a table folded from the model-version events a test gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agents.routing import ModelRoutes, RoutingTable
+from connectors.process import ServiceProcess
+from schemas import ModelVersionEvent, ServiceError
+from schemas.payloads import SpeculativeMember
+from schemas.settings import KServeSettings, Settings, StackSettings
+from streams.servers.model_host import ModelHost
+from streams.servers.model_server import server_process
+
+MODEL = "m"
+
+
+class Fixture:
+    def __init__(self, tmp_path: Path, keep: int) -> None:
+        self.table = RoutingTable()
+        self.registered = ["1", "2", "3", "4", "5"]  # oldest first, as the registry lists them
+        self.routes_down = False
+        self.started: list[str] = []
+        settings = Settings(
+            kserve=KServeSettings(host_keep_unrouted=keep),
+            stack=StackSettings(state_dir=tmp_path),
+        )
+        self.host = ModelHost(
+            settings, serve=self.serve, registered=self.versions, routes=self.routes
+        )
+
+    def serve(self, settings: Settings, model: str, version: str, port: int) -> ServiceProcess:
+        self.started.append(version)
+        return server_process(settings, model, version, port)
+
+    def versions(self, model: str) -> list[str]:
+        return list(self.registered)
+
+    def routes(self, model: str) -> ModelRoutes:
+        if self.routes_down:
+            raise ServiceError("the control topic is away", service="kafka", address="x:9092")
+        return self.table.get(model)
+
+    def route(self, action: str, version: str, **kw: object) -> None:
+        url = None if action.startswith("clear") else f"http://h:{8100 + int(version)}"
+        event = ModelVersionEvent(action=action, model=MODEL, version=version, url=url, **kw)
+        decision = self.table.apply(event, ready=True)
+        assert decision.accepted, decision.reason
+
+    def deploy(self, version: str) -> None:
+        asyncio.run(self.host.deploy(MODEL, version))
+
+    def served(self) -> list[str]:
+        return [d.version for d in self.host.deployments()]
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Fixture:
+    return Fixture(tmp_path, keep=1)
+
+
+def test_each_new_version_retires_the_older_unrouted_ones_but_the_newest(host: Fixture):
+    host.deploy("1")
+    host.route("activate", "1")
+    host.deploy("2")  # version 1 active, 2 on its way: both stay
+    assert host.served() == ["1", "2"]
+    host.route("activate", "2")
+    host.deploy("3")  # 1 unrouted but the newest unrouted one (a rollback's target): stays
+    assert host.served() == ["1", "2", "3"]
+    host.route("activate", "3")
+    host.deploy("4")  # 1 and 2 unrouted: the older goes
+    assert host.served() == ["2", "3", "4"]
+    host.route("activate", "4")
+    host.deploy("5")
+    assert host.served() == ["3", "4", "5"]
+    assert host.started == ["1", "2", "3", "4", "5"]
+
+
+def test_a_version_any_slot_points_at_is_never_retired(host: Fixture):
+    host.deploy("1")
+    host.route("activate", "1")
+    host.deploy("2")
+    host.route("shadow", "2")
+    host.deploy("3")
+    host.route("canary", "3", weight=0.1)
+    host.deploy("4")
+    host.deploy("5")  # 4 is unrouted, the newest such: stays
+    assert host.served() == ["1", "2", "3", "4", "5"]
+
+
+def test_the_order_is_the_registrys_not_the_names(tmp_path: Path):
+    host = Fixture(tmp_path, keep=1)
+    host.registered = ["9", "10", "11"]  # "10" < "9" as text; the registry says 9 is older
+    for version in ("9", "10", "11"):
+        host.deploy(version)
+    assert host.served() == ["10", "11"]
+
+
+def test_keep_zero_leaves_only_the_routed_and_the_new_one(tmp_path: Path):
+    host = Fixture(tmp_path, keep=0)
+    host.deploy("1")
+    host.route("activate", "1")
+    host.deploy("2")
+    host.route("activate", "2")
+    host.deploy("3")
+    assert host.served() == ["2", "3"]
+
+
+def test_without_the_routes_nothing_is_stopped(host: Fixture):
+    for version in ("1", "2"):
+        host.deploy(version)
+    host.routes_down = True
+    host.deploy("3")
+    host.deploy("4")
+    assert host.served() == ["1", "2", "3", "4"]
+    host.routes_down = False
+    host.deploy("5")  # once they can be read again, the next deployment catches up
+    assert host.served() == ["4", "5"]
+
+
+def test_a_member_of_a_speculative_route_is_not_retired(host: Fixture):
+    host.deploy("1")
+    host.route("activate", "1")
+    host.deploy("2")
+    host.deploy("3")  # 2 is unrouted, the newest such: stays
+    members = [
+        SpeculativeMember(version=v, url=f"http://h:810{v}", protocol="v1") for v in ("1", "2")
+    ]
+    event = ModelVersionEvent(
+        action="speculate",
+        model=MODEL,
+        version="race",
+        members=members,
+        deadline_ms=50,
+        decider="first",
+    )
+    assert host.table.apply(event, ready=True).accepted
+    assert host.table.get(MODEL).slots_of("2") == ["speculative"]
+    host.deploy("4")  # 3 is the newest unrouted one: 2 would go, but a speculation calls it
+    assert host.served() == ["1", "2", "3", "4"]
