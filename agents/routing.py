@@ -20,7 +20,7 @@ version serves nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,6 +89,18 @@ class ModelRoutes:
             for slot, routes in slots.items()
             if any(r is not None and r.version == version for r in routes)
         ]
+
+
+def retirable(
+    served: Iterable[str], routes: ModelRoutes, order: Sequence[str], *, keep: int, besides: str
+) -> list[str]:
+    """Which of a model's ``served`` versions to stop, oldest first: those no slot of
+    ``routes`` points at, but the newest ``keep`` of them (by ``order``, the registry's,
+    oldest first: what a rollback goes back to) and ``besides`` (just deployed: its route is
+    on its way)."""
+    unrouted = [v for v in dict.fromkeys(served) if v != besides and not routes.slots_of(v)]
+    unrouted.sort(key=lambda v: order.index(v) if v in order else -1)
+    return unrouted[: max(0, len(unrouted) - keep)]
 
 
 @dataclass(frozen=True)

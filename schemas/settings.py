@@ -232,12 +232,12 @@ class KServeSettings(_Group):
     )
     port_min: int = Field(0, ge=0, le=65535, description="lowest model server port; 0 = any")
     port_max: int = Field(0, ge=0, le=65535, description="highest model server port; 0 = any")
-    host_keep_unrouted: int = Field(
+    keep_unrouted: int = Field(
         1,
         ge=0,
-        description="versions of a model the model host keeps serving with no route on them, "
-        "newest first (what a rollback goes back to); when it serves a new version it stops "
-        "older unrouted ones, so retraining never fills its port range",
+        description="versions of a model kept serving with no route on them, newest first "
+        "(what a rollback goes back to): when the model host or the local deployer serves a "
+        "new version, it stops the older unrouted ones, so retraining never piles servers up",
     )
     threads: int = Field(
         1,

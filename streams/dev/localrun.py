@@ -16,7 +16,7 @@ from pathlib import Path
 from connectors.kafka import ConsumedMessage, EventConsumer
 from connectors.process import ServiceProcess
 from schemas.settings import Settings, settings_env
-from streams.servers.model_server import server_process
+from streams.servers.model_server import local_servers, server_process
 
 
 def start_worker(settings: Settings, worker_id: str) -> ServiceProcess:
@@ -80,11 +80,8 @@ class Collector:
 def stop_model_servers(settings: Settings) -> list[int]:
     """Stop every model server started under this stack's state dir (by PID file)."""
     stopped = []
-    for pid_file in sorted(settings.stack.run_dir.glob("model-*.pid")):
-        name = pid_file.name.removesuffix(".pid")
-        _, model_version_port = name.split("-", 1)
-        model, version, port = model_version_port.rsplit("-", 2)
-        pid = server_process(settings, model, version, int(port)).stop()
+    for model, version, port in local_servers(settings):
+        pid = server_process(settings, model, version, port).stop()
         if pid is not None:
             stopped.append(pid)
     return stopped

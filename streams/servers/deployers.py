@@ -9,14 +9,26 @@ and waits until it answers; the model host and :class:`LocalDeployer` use it.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
+from agents.routing import ModelRoutes, retirable
 from connectors.deployers import Deployer, HostDeployer
 from connectors.kserve_client import InferenceClient
 from connectors.process import ServiceProcess, free_port
+from connectors.registry import ModelRegistry
+from schemas import WeirError
 from schemas.settings import Settings
-from streams.servers.model_server import server_process, start_server
+from streams.routes import fold_routes
+from streams.servers.model_server import local_servers, server_process, start_server
+
+log = logging.getLogger("weir.deployers")
 
 SERVER_READY_S = 90  # kserve import + model load from MinIO: ~5-10 s on 2 cores
+RETIRING = (
+    "retiring %s version %s at %s: no route points at it, and the newest %d unrouted "
+    "version(s) stay (WEIR_KSERVE__KEEP_UNROUTED)"
+)
 
 
 def serve(settings: Settings, model: str, version: str, port: int) -> ServiceProcess:
@@ -35,15 +47,46 @@ def serve(settings: Settings, model: str, version: str, port: int) -> ServicePro
 
 class LocalDeployer:
     """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
-    for creating a KServe InferenceService)."""
+    for creating a KServe InferenceService), and then stops the model's servers that no
+    route points at, as the model host does (:func:`agents.routing.retirable`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        routes: Callable[[str], ModelRoutes] | None = None,
+        registered: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self._settings = settings
+        self._routes = routes or (lambda model: fold_routes(settings)[0].get(model))
+        self._registered = registered or (
+            lambda model: ModelRegistry.for_settings(settings).versions(model)
+        )
 
     def deploy(self, model: str, version: str) -> str:
         port = free_port()
         serve(self._settings, model, version, port)
+        self.retire_unrouted(model, besides=version)
         return f"http://127.0.0.1:{port}"
+
+    def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+        """Stop the servers of ``model`` started here that :func:`retirable` names;
+        without the routes, none. Returns the versions stopped."""
+        keep = self._settings.kserve.keep_unrouted
+        mine = [(v, port) for m, v, port in local_servers(self._settings) if m == model]
+        if len({v for v, _ in mine} - {besides}) <= keep:
+            return []
+        try:
+            routes, order = self._routes(model), self._registered(model)
+        except WeirError as err:  # cannot tell what serves: stop nothing
+            log.warning("not retiring old versions of %s: %s", model, err.message)
+            return []
+        gone = retirable([v for v, _ in mine], routes, order, keep=keep, besides=besides)
+        for version, port in mine:
+            if version in gone:
+                server_process(self._settings, model, version, port).stop()
+                log.info(RETIRING, model, version, f"http://127.0.0.1:{port}", keep)
+        return gone
 
 
 def deployer_for(settings: Settings) -> Deployer:

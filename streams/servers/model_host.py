@@ -23,7 +23,7 @@ API (JSON, schemas in :mod:`schemas.deployments`):
 
 Old versions are retired by the host itself: once it serves a new version of a
 model, it stops that model's servers no route points at, but the newest
-``WEIR_KSERVE__HOST_KEEP_UNROUTED`` (1: the version a rollback goes back to).
+``WEIR_KSERVE__KEEP_UNROUTED`` (1: the version a rollback goes back to).
 A loop that retrains for weeks therefore never fills the port range. When the
 routes cannot be read, nothing is stopped; the next deployment catches up.
 
@@ -55,13 +55,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agents.routing import ModelRoutes
+from agents.routing import ModelRoutes, retirable
 from connectors.process import ServiceProcess
 from connectors.registry import ModelRegistry
 from schemas import ServiceError, WeirError
 from schemas.deployments import Deployment, DeploymentRequest
 from schemas.settings import Settings
 from streams.routes import fold_routes
+from streams.servers.deployers import RETIRING
 from streams.servers.deployers import serve as serve_and_wait
 from streams.servers.model_server import server_process
 
@@ -189,9 +190,9 @@ class ModelHost:
 
     async def retire_unrouted(self, model: str, *, besides: str) -> list[Deployment]:
         """Stop the servers of ``model`` that no route points at, but the newest
-        ``WEIR_KSERVE__HOST_KEEP_UNROUTED`` of them (what a rollback goes back to) and
+        ``WEIR_KSERVE__KEEP_UNROUTED`` of them (what a rollback goes back to) and
         ``besides`` (just deployed: its route is on its way). Without the routes, nothing."""
-        keep = self.settings.kserve.host_keep_unrouted
+        keep = self.settings.kserve.keep_unrouted
         others = [d for d in self.deployments() if d.model == model and d.version != besides]
         if len(others) <= keep:
             return []
@@ -201,20 +202,14 @@ class ModelHost:
         except WeirError as err:  # cannot tell what serves: stop nothing
             log.warning("not retiring old versions of %s: %s", model, err.message)
             return []
-        unrouted = [d for d in others if not routes.slots_of(d.version)]
-        unrouted.sort(key=lambda d: order.index(d.version) if d.version in order else -1)
         retired = []
-        for d in unrouted[: max(0, len(unrouted) - keep)]:
-            log.info(
-                "retiring %s version %s at %s: no route points at it, and %d newer unrouted "
-                "version(s) stay (WEIR_KSERVE__HOST_KEEP_UNROUTED)",
-                model,
-                d.version,
-                d.url,
-                keep,
-            )
-            if await self.retire(model, d.version) is not None:
-                retired.append(d)
+        for version in retirable(
+            [d.version for d in others], routes, order, keep=keep, besides=besides
+        ):
+            gone = await self.retire(model, version)
+            if gone is not None:
+                log.info(RETIRING, model, version, gone.url, keep)
+                retired.append(gone)
         return retired
 
     async def retire(self, model: str, version: str) -> Deployment | None:

@@ -150,6 +150,17 @@ def server_process(settings: Settings, name: str, version: str, port: int) -> Se
     )
 
 
+def local_servers(settings: Settings) -> list[tuple[str, str, int]]:
+    """(model, version, port) of every model server started under this stack's state dir
+    (by its PID file; one that exited may still be listed: stopping it is a no-op)."""
+    found = []
+    for pid_file in sorted(settings.stack.run_dir.glob("model-*.pid")):
+        name = pid_file.name.removesuffix(".pid").removeprefix("model-")
+        model, version, port = name.rsplit("-", 2)
+        found.append((model, version, int(port)))
+    return found
+
+
 def start_server(settings: Settings, name: str, version: str, port: int) -> int:
     """Start ``python -m streams.servers.model_server`` in the background; returns its PID."""
     proc = server_process(settings, name, version, port)

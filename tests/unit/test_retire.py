@@ -1,13 +1,17 @@
-"""The model host stops servers no route points at, keeping the newest few for a rollback.
+"""The model host and the local deployer stop servers no route points at, keeping the
+newest few for a rollback.
 
-The policy on its own: server starts and stops are stand-ins here (the real ones, with
-kserve.ModelServer processes, are in tests/integration/test_model_host.py), the routes
-a table folded from the model-version events a test gives.
+The model host's server starts and stops are stand-ins here (the real ones, with
+kserve.ModelServer processes, are in tests/integration/test_model_host.py); the local
+deployer stops real processes that carry a model server's PID file and command-line mark.
+The routes are a table folded from the model-version events a test gives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from connectors.process import ServiceProcess
 from schemas import ModelVersionEvent, ServiceError
 from schemas.payloads import SpeculativeMember
 from schemas.settings import KServeSettings, Settings, StackSettings
+from streams.servers.deployers import LocalDeployer
 from streams.servers.model_host import ModelHost
 from streams.servers.model_server import server_process
 
@@ -30,7 +35,7 @@ class Fixture:
         self.routes_down = False
         self.started: list[str] = []
         settings = Settings(
-            kserve=KServeSettings(host_keep_unrouted=keep),
+            kserve=KServeSettings(keep_unrouted=keep),
             stack=StackSettings(state_dir=tmp_path),
         )
         self.host = ModelHost(
@@ -146,3 +151,34 @@ def test_a_member_of_a_speculative_route_is_not_retired(host: Fixture):
     assert host.table.get(MODEL).slots_of("2") == ["speculative"]
     host.deploy("4")  # 3 is the newest unrouted one: 2 would go, but a speculation calls it
     assert host.served() == ["1", "2", "3", "4"]
+
+
+def test_the_local_deployer_stops_its_unrouted_servers_of_that_model(tmp_path: Path):
+    fixture = Fixture(tmp_path, keep=1)
+    settings = fixture.host.settings
+    settings.stack.run_dir.mkdir(parents=True, exist_ok=True)
+    procs: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+    for model, version in ((MODEL, "1"), (MODEL, "2"), (MODEL, "3"), (MODEL, "4"), ("m2", "1")):
+        port = 9100 + len(procs)
+        mark = f"streams.servers.model_server {model} {version} {port}"  # as its argv says
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", mark])
+        procs[(model, version)] = proc
+        server_process(settings, model, version, port).pid_file.write_text(f"{proc.pid}\n")
+    try:
+        fixture.route("activate", "3")
+        deployer = LocalDeployer(settings, routes=fixture.routes, registered=fixture.versions)
+        # 4 just deployed, 3 active, 2 the newest unrouted one: 1 goes, and m2 is another model
+        assert deployer.retire_unrouted(MODEL, besides="4") == ["1"]
+        assert procs[(MODEL, "1")].wait(timeout=30) is not None
+        alive = {k for k, p in procs.items() if p.poll() is None}
+        assert alive == {(MODEL, "2"), (MODEL, "3"), (MODEL, "4"), ("m2", "1")}
+        fixture.routes_down = True  # without the routes, nothing
+        fixture.route("activate", "4")
+        assert deployer.retire_unrouted(MODEL, besides="4") == []
+        fixture.routes_down = False
+        assert deployer.retire_unrouted(MODEL, besides="4") == ["2"]
+        assert procs[(MODEL, "2")].wait(timeout=30) is not None
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
