@@ -454,6 +454,7 @@ class Retrainer:
                     reason=result.reason,
                 ),
             )
+            await self._retire(model, result.version)
         except asyncio.CancelledError:  # the retrainer is stopping: start nothing new
             cancelled = True
             raise
@@ -467,6 +468,14 @@ class Retrainer:
                 self.policy.finished(model, promoted=False)
             else:
                 await self._finish(model, promoted=promoted)
+
+    async def _retire(self, model: str, version: str) -> None:
+        """Old servers no route points at are stopped once the new version is out; a
+        failure to is logged (the servers stay), never the run's."""
+        try:
+            await asyncio.to_thread(self._deployer.retire_unrouted, model, besides=version)
+        except Exception:
+            log.exception("could not retire old versions of %s", model)
 
     async def _serving(self, model: str, run_id: str) -> Any:
         """The model's active route once every control event sent until now is folded."""

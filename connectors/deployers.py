@@ -36,6 +36,11 @@ class Deployer(Protocol):
         """Make ``model``/``version`` servable and return its URL once it is ready."""
         ...
 
+    def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+        """Stop the servers of ``model`` no route points at, but the newest
+        ``WEIR_KSERVE__KEEP_UNROUTED`` and ``besides``; returns the versions stopped."""
+        ...
+
 
 class HostDeployer:
     """Asks the model host to serve a version; retries while the host is unreachable."""
@@ -78,6 +83,10 @@ class HostDeployer:
             address=self._base,
             retriable=answer.status_code >= 500,
         )
+
+    def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+        """Nothing: the model host retires old versions itself, after each new one."""
+        return []
 
     def deploy(self, model: str, version: str) -> str:
         request = DeploymentRequest(model=model, version=version)

@@ -47,8 +47,8 @@ def serve(settings: Settings, model: str, version: str, port: int) -> ServicePro
 
 class LocalDeployer:
     """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
-    for creating a KServe InferenceService), and then stops the model's servers that no
-    route points at, as the model host does (:func:`agents.routing.retirable`)."""
+    for creating a KServe InferenceService); asked to, it stops the model's servers that
+    no route points at, as the model host does (:func:`agents.routing.retirable`)."""
 
     def __init__(
         self,
@@ -66,7 +66,6 @@ class LocalDeployer:
     def deploy(self, model: str, version: str) -> str:
         port = free_port()
         serve(self._settings, model, version, port)
-        self.retire_unrouted(model, besides=version)
         return f"http://127.0.0.1:{port}"
 
     def retire_unrouted(self, model: str, *, besides: str) -> list[str]:

@@ -21,8 +21,8 @@ API (JSON, schemas in :mod:`schemas.deployments`):
   control topic (active, canary, shadow or a speculation's member) points at
   it; ``GET /healthz``.
 
-Old versions are retired by the host itself: once it serves a new version of a
-model, it stops that model's servers no route points at, but the newest
+Old versions are retired by the host itself: once it has answered a request
+for a new version of a model, it stops that model's servers no route points at, but the newest
 ``WEIR_KSERVE__KEEP_UNROUTED`` (1: the version a rollback goes back to).
 A loop that retrains for weeks therefore never fills the port range. When the
 routes cannot be read, nothing is stopped; the next deployment catches up.
@@ -51,6 +51,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -184,9 +185,7 @@ class ModelHost:
                     f"(s3://{self.settings.minio.models_bucket}/{model}/; versions: {have})"
                 )
             port = known.port if known is not None else self._pick_port()
-            deployment = await self._start(model, version, port)
-        await self.retire_unrouted(model, besides=version)
-        return deployment, True
+            return await self._start(model, version, port), True
 
     async def retire_unrouted(self, model: str, *, besides: str) -> list[Deployment]:
         """Stop the servers of ``model`` that no route points at, but the newest
@@ -270,7 +269,13 @@ def create_model_host_app(host: ModelHost) -> Starlette:
             return _problem(404, "NotRegistered", err.message)
         except ServiceError as err:
             return _problem(503, "ServerNotReady", err.message)
-        return JSONResponse(deployment.model_dump(), status_code=201 if created else 200)
+        # once the answer is out (the caller routes to it meanwhile): the old ones go
+        retire = BackgroundTask(host.retire_unrouted, wanted.model, besides=wanted.version)
+        return JSONResponse(
+            deployment.model_dump(),
+            status_code=201 if created else 200,
+            background=retire if created else None,
+        )
 
     async def listing(_: Request) -> JSONResponse:
         return JSONResponse([d.model_dump() for d in host.deployments()])

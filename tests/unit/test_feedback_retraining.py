@@ -232,6 +232,13 @@ def run_alert(
             deployed.append((model, version))
             return "http://127.0.0.1:9999"
 
+        def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+            # asked once the version it deployed is out, and only then
+            assert deployed[-1] == (model, besides)
+            assert [k for k, e in emitted][-1] == "pipeline-runs"
+            deployed.append(("retire", model, besides))
+            return []
+
     async def emit(kind: str, event) -> None:
         emitted.append((kind, event))
 
@@ -275,7 +282,10 @@ def run_alert(
 
     asyncio.run(go())
     assert requests[0].current_version == compared_with
-    return emitted, deployed
+    retired = [d for d in deployed if d[0] == "retire"]
+    served = [d for d in deployed if d[0] != "retire"]
+    assert retired == [("retire", m, v) for m, v in served], "old servers retired after each"
+    return emitted, served
 
 
 def learner_takes_over(table: RoutingTable) -> None:
@@ -549,6 +559,9 @@ def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
         def deploy(self, model: str, version: str) -> str:
             return "http://127.0.0.1:9999"
 
+        def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+            return []
+
     async def emit(kind: str, event) -> None:
         emitted.append((kind, event))
 
@@ -598,6 +611,9 @@ def test_the_retrainer_gathers_more_after_a_miss_and_cools_down_in_outcomes():
     class Deployer:
         def deploy(self, model: str, version: str) -> str:
             return "http://127.0.0.1:9999"
+
+        def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+            return []
 
     async def emit(kind: str, event) -> None:
         emitted.append((kind, event))

@@ -61,7 +61,13 @@ class Fixture:
         assert decision.accepted, decision.reason
 
     def deploy(self, version: str) -> None:
-        asyncio.run(self.host.deploy(MODEL, version))
+        """As ``POST /v1/deployments`` does: deploy, answer, then retire."""
+
+        async def post() -> None:
+            await self.host.deploy(MODEL, version)
+            await self.host.retire_unrouted(MODEL, besides=version)
+
+        asyncio.run(post())
 
     def served(self) -> list[str]:
         return [d.version for d in self.host.deployments()]
