@@ -286,6 +286,15 @@ MINIO_RATE = 100  # records/s, labels following
 MAX_GAP_S = 5.0
 
 
+def _task_state(pid: int, tid: int) -> str:
+    """A thread's state letter (R, S, T…) from /proc; empty once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[0]  # after the command name, which may hold spaces
+
+
 @contextlib.contextmanager
 def minio_away(live: Settings, how: str) -> Iterator[None]:
     """MinIO unavailable inside the block: SIGSTOPped, or stopped; back (same server) after."""
@@ -295,6 +304,14 @@ def minio_away(live: Settings, how: str) -> Iterator[None]:
     if how == "paused":
         os.kill(pid, signal.SIGSTOP)
         try:
+            # a signal is delivered, not obeyed at once: a thread running on the other core
+            # may still answer a request (a CI run's health check got one). Stopped is when
+            # every thread says so.
+            wait_until(
+                lambda: all(_task_state(pid, tid) in ("T", "t", "") for tid in thread_ids(pid)),
+                timeout_s=10,
+                what="every MinIO thread stopped",
+            )
             yield
         finally:
             os.kill(pid, signal.SIGCONT)
