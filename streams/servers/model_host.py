@@ -22,10 +22,11 @@ API (JSON, schemas in :mod:`schemas.deployments`):
   it; ``GET /healthz``.
 
 Old versions are retired by the host itself: once it has answered a request
-for a new version of a model, it stops that model's servers no route points at, but the newest
-``WEIR_KSERVE__KEEP_UNROUTED`` (1: the version a rollback goes back to).
-A loop that retrains for weeks therefore never fills the port range. When the
-routes cannot be read, nothing is stopped; the next deployment catches up.
+for a new version of a model, it stops that model's servers no route points
+at, but the newest ``WEIR_KSERVE__KEEP_UNROUTED`` (1: the version a rollback
+goes back to). A loop that retrains for weeks therefore never fills the port
+range. When the routes cannot be read, nothing is stopped; the next
+deployment catches up.
 
 With ``WEIR_KSERVE__HOST_TOKEN`` set, ``POST`` and ``DELETE`` need
 ``Authorization: Bearer <token>`` (**401** otherwise; the host deployer sends
