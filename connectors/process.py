@@ -47,17 +47,19 @@ def lower_priority(niceness: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, os.getpid())
 
 
-def _state(pid: int) -> str | None:
-    """The process state letter from /proc (``Z`` for a zombie), or None if gone."""
+def proc_state(pid: int, tid: int | None = None) -> str | None:
+    """The state letter from /proc (``Z`` for a zombie, ``T`` stopped) of process ``pid``,
+    or of its thread ``tid``; None if gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[0]
+    return stat.rpartition(")")[2].split()[0]  # after the command name, which may hold spaces
 
 
 def is_running(pid: int) -> bool:
-    state = _state(pid)
+    state = proc_state(pid)
     return state is not None and state not in ("Z", "X")
 
 

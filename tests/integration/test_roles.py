@@ -38,7 +38,14 @@ from rich.console import Console
 from connectors.archive import prefix as archive_prefix
 from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
-from connectors.process import ServiceProcess, free_port, is_running, thread_ids, wait_until
+from connectors.process import (
+    ServiceProcess,
+    free_port,
+    is_running,
+    proc_state,
+    thread_ids,
+    wait_until,
+)
 from connectors.signing import signed
 from schemas import InputRecord, Label, ModelVersionEvent, PerformanceAlert, new_event
 from schemas.events import utc_now
@@ -286,15 +293,6 @@ MINIO_RATE = 100  # records/s, labels following
 MAX_GAP_S = 5.0
 
 
-def _task_state(pid: int, tid: int) -> str:
-    """A thread's state letter (R, S, T…) from /proc; empty once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[0]  # after the command name, which may hold spaces
-
-
 @contextlib.contextmanager
 def minio_away(live: Settings, how: str) -> Iterator[None]:
     """MinIO unavailable inside the block: SIGSTOPped, or stopped; back (same server) after."""
@@ -308,7 +306,7 @@ def minio_away(live: Settings, how: str) -> Iterator[None]:
             # may still answer a request (a CI run's health check got one). Stopped is when
             # every thread says so.
             wait_until(
-                lambda: all(_task_state(pid, tid) in ("T", "t", "") for tid in thread_ids(pid)),
+                lambda: all(proc_state(pid, tid) in ("T", "t", None) for tid in thread_ids(pid)),
                 timeout_s=10,
                 what="every MinIO thread stopped",
             )
