@@ -45,10 +45,41 @@ def serve(settings: Settings, model: str, version: str, port: int) -> ServicePro
     return server_process(settings, model, version, port)
 
 
+class Retirement:
+    """Which of a model's servers go once a new version is served
+    (:func:`agents.routing.retirable`), for the model host and :class:`LocalDeployer` alike.
+    The routes on the control topic and the registry's order are read only when more than
+    ``WEIR_KSERVE__KEEP_UNROUTED`` others are served; without them, none goes. Blocking."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        routes: Callable[[str], ModelRoutes] | None = None,
+        registered: Callable[[str], list[str]] | None = None,
+    ) -> None:
+        self.keep = settings.kserve.keep_unrouted
+        self.routes = routes or (lambda model: fold_routes(settings)[0].get(model))
+        self._registered = registered or (
+            lambda model: ModelRegistry.for_settings(settings).versions(model)
+        )
+
+    def choose(self, model: str, served: list[str], *, besides: str) -> list[str]:
+        """The versions among ``served`` to stop, oldest first."""
+        if len(set(served) - {besides}) <= self.keep:
+            return []
+        try:
+            routes, order = self.routes(model), self._registered(model)
+        except WeirError as err:  # cannot tell what serves: stop nothing
+            log.warning("not retiring old versions of %s: %s", model, err.message)
+            return []
+        return retirable(served, routes, order, keep=self.keep, besides=besides)
+
+
 class LocalDeployer:
     """Starts a kserve.ModelServer process on a free loopback port (the local stand-in
     for creating a KServe InferenceService); asked to, it stops the model's servers that
-    no route points at, as the model host does (:func:`agents.routing.retirable`)."""
+    no route points at, as the model host does (:class:`Retirement`)."""
 
     def __init__(
         self,
@@ -58,10 +89,7 @@ class LocalDeployer:
         registered: Callable[[str], list[str]] | None = None,
     ) -> None:
         self._settings = settings
-        self._routes = routes or (lambda model: fold_routes(settings)[0].get(model))
-        self._registered = registered or (
-            lambda model: ModelRegistry.for_settings(settings).versions(model)
-        )
+        self._retirement = Retirement(settings, routes=routes, registered=registered)
 
     def deploy(self, model: str, version: str) -> str:
         port = free_port()
@@ -69,22 +97,16 @@ class LocalDeployer:
         return f"http://127.0.0.1:{port}"
 
     def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
-        """Stop the servers of ``model`` started here that :func:`retirable` names;
-        without the routes, none. Returns the versions stopped."""
-        keep = self._settings.kserve.keep_unrouted
+        """Stop the servers of ``model`` started here that :class:`Retirement` names;
+        returns the versions stopped."""
         mine = [(v, port) for m, v, port in local_servers(self._settings) if m == model]
-        if len({v for v, _ in mine} - {besides}) <= keep:
-            return []
-        try:
-            routes, order = self._routes(model), self._registered(model)
-        except WeirError as err:  # cannot tell what serves: stop nothing
-            log.warning("not retiring old versions of %s: %s", model, err.message)
-            return []
-        gone = retirable([v for v, _ in mine], routes, order, keep=keep, besides=besides)
+        gone = self._retirement.choose(model, [v for v, _ in mine], besides=besides)
         for version, port in mine:
             if version in gone:
                 server_process(self._settings, model, version, port).stop()
-                log.info(RETIRING, model, version, f"http://127.0.0.1:{port}", keep)
+                log.info(
+                    RETIRING, model, version, f"http://127.0.0.1:{port}", self._retirement.keep
+                )
         return gone
 
 

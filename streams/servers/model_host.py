@@ -57,14 +57,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agents.routing import ModelRoutes, retirable
+from agents.routing import ModelRoutes
 from connectors.process import ServiceProcess
 from connectors.registry import ModelRegistry
 from schemas import ServiceError, WeirError
 from schemas.deployments import Deployment, DeploymentRequest
 from schemas.settings import Settings
-from streams.routes import fold_routes
-from streams.servers.deployers import RETIRING
+from streams.servers.deployers import RETIRING, Retirement
 from streams.servers.deployers import serve as serve_and_wait
 from streams.servers.model_server import server_process
 
@@ -106,7 +105,7 @@ class ModelHost:
             registry = ModelRegistry.for_settings(self.settings)
             registered = registry.versions
         self._registered = registered  # a model's versions, oldest first
-        self.routes = routes or (lambda model: fold_routes(self.settings)[0].get(model))
+        self.retirement = Retirement(self.settings, routes=routes, registered=registered)
         self._deployments: dict[tuple[str, str], Deployment] = {}
         self._lock = asyncio.Lock()
 
@@ -189,26 +188,16 @@ class ModelHost:
             return await self._start(model, version, port), True
 
     async def retire_unrouted(self, model: str, *, besides: str) -> list[Deployment]:
-        """Stop the servers of ``model`` that no route points at, but the newest
-        ``WEIR_KSERVE__KEEP_UNROUTED`` of them (what a rollback goes back to) and
-        ``besides`` (just deployed: its route is on its way). Without the routes, nothing."""
-        keep = self.settings.kserve.keep_unrouted
-        others = [d for d in self.deployments() if d.model == model and d.version != besides]
-        if len(others) <= keep:
-            return []
-        try:
-            routes = await asyncio.to_thread(self.routes, model)
-            order = await asyncio.to_thread(self._registered, model)
-        except WeirError as err:  # cannot tell what serves: stop nothing
-            log.warning("not retiring old versions of %s: %s", model, err.message)
-            return []
+        """Stop the servers of ``model`` that :class:`Retirement` names: no route points at
+        them, and they are neither the newest ``WEIR_KSERVE__KEEP_UNROUTED`` of those nor
+        ``besides`` (just deployed: its route is on its way)."""
+        served = [d.version for d in self.deployments() if d.model == model]
+        chosen = await asyncio.to_thread(self.retirement.choose, model, served, besides=besides)
         retired = []
-        for version in retirable(
-            [d.version for d in others], routes, order, keep=keep, besides=besides
-        ):
+        for version in chosen:
             gone = await self.retire(model, version)
             if gone is not None:
-                log.info(RETIRING, model, version, gone.url, keep)
+                log.info(RETIRING, model, version, gone.url, self.retirement.keep)
                 retired.append(gone)
         return retired
 
@@ -287,7 +276,7 @@ def create_model_host_app(host: ModelHost) -> Starlette:
             return refused
         model, version = request.path_params["model"], request.path_params["version"]
         try:
-            slots = (await asyncio.to_thread(host.routes, model)).slots_of(version)
+            slots = (await asyncio.to_thread(host.retirement.routes, model)).slots_of(version)
         except WeirError as err:  # cannot tell: do not stop what may be serving
             return _problem(503, "RoutesUnknown", f"cannot read the routes: {err.message}")
         if slots:
