@@ -207,6 +207,16 @@ class FakeResult:
     storage_uri: str | None = None
 
 
+class FixedDeployer:
+    """Serves every version at one URL and retires nothing."""
+
+    def deploy(self, model: str, version: str) -> str:
+        return "http://127.0.0.1:9999"
+
+    def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
+        return []
+
+
 def run_alert(
     result: FakeResult | list[FakeResult],
     alert,
@@ -555,13 +565,6 @@ def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
     alerts_run: list[str] = []
     results = [first, FakeResult("succeeded", "2", {"candidate_accuracy": 0.95})]
 
-    class Deployer:
-        def deploy(self, model: str, version: str) -> str:
-            return "http://127.0.0.1:9999"
-
-        def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
-            return []
-
     async def emit(kind: str, event) -> None:
         emitted.append((kind, event))
 
@@ -574,7 +577,7 @@ def held_alert_runs(first: FakeResult) -> tuple[list, list[str]]:
         ModelVersionEvent(action="activate", model="m", version="1", url="http://127.0.0.1:1"),
         ready=True,
     )
-    retrainer = Retrainer(Settings(), table, Deployer(), emit, run_pipeline=pipeline)
+    retrainer = Retrainer(Settings(), table, FixedDeployer(), emit, run_pipeline=pipeline)
     retrainer._features = lambda model, version: ["a"]
 
     async def go() -> None:
@@ -608,13 +611,6 @@ def test_the_retrainer_gathers_more_after_a_miss_and_cools_down_in_outcomes():
     gathered: list[int] = []
     results = [FakeResult("not-promoted", None, reason="no gain"), FakeResult("succeeded", "2")]
 
-    class Deployer:
-        def deploy(self, model: str, version: str) -> str:
-            return "http://127.0.0.1:9999"
-
-        def retire_unrouted(self, model: str, *, besides: str) -> list[str]:
-            return []
-
     async def emit(kind: str, event) -> None:
         emitted.append((kind, event))
 
@@ -629,7 +625,7 @@ def test_the_retrainer_gathers_more_after_a_miss_and_cools_down_in_outcomes():
     retrainer = Retrainer(
         Settings(),
         table,
-        Deployer(),
+        FixedDeployer(),
         emit,
         run_pipeline=lambda settings, request: results.pop(0),
         gather_rows=gather,
