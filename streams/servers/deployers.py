@@ -81,15 +81,9 @@ class LocalDeployer:
     for creating a KServe InferenceService); asked to, it stops the model's servers that
     no route points at, as the model host does (:class:`Retirement`)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        routes: Callable[[str], ModelRoutes] | None = None,
-        registered: Callable[[str], list[str]] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, retirement: Retirement | None = None) -> None:
         self._settings = settings
-        self._retirement = Retirement(settings, routes=routes, registered=registered)
+        self._retirement = retirement or Retirement(settings)
 
     def deploy(self, model: str, version: str) -> str:
         port = free_port()

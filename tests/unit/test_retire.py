@@ -21,7 +21,7 @@ from connectors.process import ServiceProcess
 from schemas import ModelVersionEvent, ServiceError
 from schemas.payloads import SpeculativeMember
 from schemas.settings import KServeSettings, Settings, StackSettings
-from streams.servers.deployers import LocalDeployer
+from streams.servers.deployers import LocalDeployer, Retirement
 from streams.servers.model_host import ModelHost
 from streams.servers.model_server import server_process
 
@@ -172,7 +172,8 @@ def test_the_local_deployer_stops_its_unrouted_servers_of_that_model(tmp_path: P
         server_process(settings, model, version, port).pid_file.write_text(f"{proc.pid}\n")
     try:
         fixture.route("activate", "3")
-        deployer = LocalDeployer(settings, routes=fixture.routes, registered=fixture.versions)
+        retirement = Retirement(settings, routes=fixture.routes, registered=fixture.versions)
+        deployer = LocalDeployer(settings, retirement=retirement)
         # 4 just deployed, 3 active, 2 the newest unrouted one: 1 goes, and m2 is another model
         assert deployer.retire_unrouted(MODEL, besides="4") == ["1"]
         assert procs[(MODEL, "1")].wait(timeout=30) is not None
