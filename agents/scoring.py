@@ -73,6 +73,16 @@ class BatchOutcome:
     retries: int = 0
     # dead letters cut to the inline limit, with their whole raw values (for the OversizeStore)
     oversized: list[tuple[int, bytes]] = field(default_factory=list)
+    # predictions per (model, version, the call's latency in ms): one entry a model call
+    calls: Counter[tuple[str, str, float]] = field(default_factory=Counter)
+
+    def add_call(self, made: Sequence[Event[Prediction]]) -> None:
+        """The predictions of one model call (which share model, version and latency)."""
+        if made:
+            first = made[0].data
+            self.calls[(first.model, first.version, first.latency_ms)] += len(made)
+            self.by_version[first.version] += len(made)
+            self.predictions.extend(made)
 
 
 @dataclass
@@ -223,10 +233,8 @@ class Scorer:
                 rest.append(item)
                 continue
             lineage = Lineage(modelname=prediction.model, modelversion=prediction.version)
-            outcome.predictions.append(
-                new_event(prediction, source=source, now=lambda: at, lineage=lineage)
-            )
-            outcome.by_version[prediction.version] += 1
+            made = new_event(prediction, source=source, now=lambda: at, lineage=lineage)
+            outcome.add_call([made])
         if rest:
             log.warning(
                 "no member of speculative route %s answered %d records within %.0f ms; "
@@ -301,10 +309,9 @@ class Scorer:
         ids = [item.event.data.id for item in items]
         made = prediction_events(route, ids, result, source=source, at=at, lineage=lineage)
         if made is not None:
-            outcome.predictions.extend(made)
-            outcome.by_version[route.version] += len(made)
+            outcome.add_call(made)
             return
-        scored = 0  # some answer is not a valid prediction: row by row, to say which
+        kept = []  # some answer is not a valid prediction: row by row, to say which
         for i, item in enumerate(items):
             try:
                 prediction = prediction_of(route, item.event.data.id, result, i)
@@ -320,8 +327,5 @@ class Scorer:
                     event_id=item.event.id,
                 )
                 continue
-            outcome.predictions.append(
-                new_event(prediction, source=source, now=lambda: at, lineage=lineage)
-            )
-            scored += 1
-        outcome.by_version[route.version] += scored
+            kept.append(new_event(prediction, source=source, now=lambda: at, lineage=lineage))
+        outcome.add_call(kept)

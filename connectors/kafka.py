@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass
+from operator import itemgetter
 from typing import Any, cast
 
 from confluent_kafka import (
@@ -424,17 +425,21 @@ def _headers(msg: Message) -> list[tuple[str, bytes | str | None]]:
     return list(raw.items()) if isinstance(raw, dict) else list(raw)
 
 
+_VALUE = itemgetter(1)
+
+
 def raw_message(msg: Message) -> RawMessage:
     """A consumed message's bytes, key, headers and origin, as weir keeps them.
 
     Runs once per record on the scoring path: librdkafka's headers (a list of
-    ``(name, bytes | None)`` pairs) are kept as they are when every value is bytes.
+    ``(name, bytes | None)`` pairs) are kept as they are when no value is None.
     """
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     if topic is None or partition is None or offset is None:
         _where(msg)  # raises, naming what is missing
     given = msg.headers() or ()
-    if isinstance(given, list) and all(type(v) is bytes for _, v in given):
+    # librdkafka gives each value as bytes, or None for a null one: only those are mended
+    if isinstance(given, list) and None not in map(_VALUE, given):
         headers = cast(tuple[tuple[str, bytes], ...], tuple(given))
     else:
         headers = tuple(

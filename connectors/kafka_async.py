@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -175,6 +176,9 @@ def fill_batch(
     return got
 
 
+_ORIGIN = attrgetter("origin")
+
+
 class BatchConsumer:
     """A librdkafka group consumer for asyncio code: whole batches in, offsets stored after.
 
@@ -238,13 +242,10 @@ class BatchConsumer:
         consumer's own: librdkafka's offset store is thread-safe and does not block,
         so a batch's offsets never wait behind the next fetch.
         """
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:
-            o = m.origin
-            if o.topic is None or o.partition is None or o.offset is None:
-                continue
-            last[(o.topic, o.partition)] = max(last.get((o.topic, o.partition), -1), o.offset)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        # one partition's messages come in offset order (from take, which fills every
+        # origin): the last one seen of a partition is its highest
+        last = {(o.topic, o.partition): o.offset for o in map(_ORIGIN, messages)}
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items() if o is not None]
         if offsets:
             try:
                 self._consumer.store_offsets(offsets=offsets)

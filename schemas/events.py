@@ -9,7 +9,9 @@ Time is injected (``now``) so tests never depend on the wall clock.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
@@ -120,17 +122,37 @@ class Event(BaseModel, Generic[P]):
         return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def new_id() -> str:
-    """A random (version 4) UUID as text, for event ids.
-
-    Drawn from ``random.getrandbits`` (seeded from the OS at start and again
-    after a fork) rather than ``os.urandom``: event ids need to be unique, not
-    secret, and this runs once per prediction — a tenth of ``uuid.uuid4``'s cost.
-    """
+def _id_stem() -> tuple[str, itertools.count[int]]:
+    """A random UUID's first 80 bits as text (version 4, RFC 4122 variant) and a counter
+    from a random start for the other 48."""
     n = getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)  # version 4
     n = n & ~(0xC000 << 48) | (0x8000 << 48)  # RFC 4122 variant
     h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-", itertools.count(n & _LOW_47)
+
+
+_LOW_47, _LOW_48 = (1 << 47) - 1, (1 << 48) - 1
+_STEM, _COUNT = _id_stem()
+
+
+def _new_stem() -> None:
+    global _STEM, _COUNT
+    _STEM, _COUNT = _id_stem()
+
+
+os.register_at_fork(after_in_child=_new_stem)  # a forked child never repeats its parent's
+
+
+def new_id() -> str:
+    """An event id: text in the form of a version 4 UUID, unique, not secret.
+
+    The first 80 bits are drawn at random once per process (again after a fork:
+    ``random`` is seeded from the OS at start and after a fork); the last 48 count
+    up from a random start below 2**47, so a process makes 2**47 ids before one
+    could repeat. This runs once per prediction: a fifth of the cost of drawing
+    128 bits each time (``uuid.uuid4`` costs ten times that).
+    """
+    return f"{_STEM}{next(_COUNT) & _LOW_48:012x}"
 
 
 def new_event(

@@ -78,6 +78,7 @@ class RoleContext:
     scoring_first: bool = False
     _producer: AsyncProducer | None = None
     _client: InferenceClient | None = None
+    _names: dict[Topic, str] = field(default_factory=dict)
 
     @property
     def producer(self) -> AsyncProducer:
@@ -106,7 +107,10 @@ class RoleContext:
         return self.folded_to_now is None or await self.folded_to_now()
 
     def name(self, topic: Topic) -> str:
-        return topic_name(self.settings.kafka, topic)
+        name = self._names.get(topic)  # once a topic: the scoring path names one per event
+        if name is None:
+            name = self._names[topic] = topic_name(self.settings.kafka, topic)
+        return name
 
     def _records(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> list[tuple[str, KafkaRecord]]:
         mode = self.settings.events.mode

@@ -215,11 +215,7 @@ class LiveView:
         self._forget_old_batches()
         m.records_consumed.labels(self.model).inc(consumed)
         m.batch_seconds.labels(self.model).observe(seconds)
-        calls: Counter[tuple[str, str, str, float]] = Counter()
-        for p in outcome.predictions:
-            # every prediction of one model call carries that call's latency
-            calls[(p.data.model, p.data.version, p.data.url, p.data.latency_ms)] += 1
-        for (model, version, _url, latency_ms), count in calls.items():
+        for (model, version, latency_ms), count in outcome.calls.items():
             m.predictions.labels(model, version).inc(count)
             m.model_call_seconds.labels(model, version).observe(latency_ms / 1000)
             if model == self.model:

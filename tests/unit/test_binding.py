@@ -433,3 +433,28 @@ def test_a_consumed_message_keeps_its_bytes_headers_and_origin():
     assert (raw.value, raw.headers) == (b"", (("a", b""),))
     with pytest.raises(ServiceError, match="without topic/partition/offset"):
         raw_message(Message(value=b"v"))
+
+
+def test_event_ids_are_unique_uuid4_text_and_a_forked_child_draws_its_own():
+    import os
+    import uuid
+
+    from schemas.events import new_id
+
+    ids = [new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in (ids[0], ids[-1]):
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, then out without running pytest's teardown
+        os.write(write, "\n".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    parent = [new_id() for _ in range(100)]
+    assert len(child) == 100 and not set(child) & set(parent)
+    assert child[0][:24] != parent[0][:24]  # not the parent's counter, from another stem

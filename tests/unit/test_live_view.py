@@ -64,12 +64,10 @@ def dead_letter(error_class: str) -> DeadLetter:
 
 def outcome(v1: int, v2: int, dead: list[str]) -> BatchOutcome:
     """One batch as the scorer returns it: one model call per version, then dead letters."""
-    preds = [prediction(i, "1", 12.0) for i in range(v1)]
-    preds += [prediction(i, "2", 30.0) for i in range(v1, v1 + v2)]
-    return BatchOutcome(
-        predictions=[new_event(p, source="t") for p in preds],
-        dead_letters=[new_event(dead_letter(c), source="t") for c in dead],
-    )
+    made = BatchOutcome(dead_letters=[new_event(dead_letter(c), source="t") for c in dead])
+    made.add_call([new_event(prediction(i, "1", 12.0), source="t") for i in range(v1)])
+    made.add_call([new_event(prediction(i, "2", 30.0), source="t") for i in range(v1, v1 + v2)])
+    return made
 
 
 def sample(live: LiveView, name: str, **labels: str) -> float | None:

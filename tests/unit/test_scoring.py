@@ -142,6 +142,8 @@ def test_hot_swap_during_an_outage_moves_waiting_records_to_the_new_route():
     out = asyncio.run(scorer.score([raw_record(i) for i in range(4)]))
     assert {p.data.version for p in out.predictions} == {"2"}
     assert out.by_version == {"2": 4}
+    assert [(model, version) for model, version, _ in out.calls] == [("churn", "2")]
+    assert sum(out.calls.values()) == 4  # one model call, its latency kept for the metrics
 
 
 def test_records_without_a_route_wait_for_one():
