@@ -157,6 +157,7 @@ def fill_batch(
     wait_s: float,
     since: float | None,
     clock: Callable[[], float],
+    queued: tuple[float, list[_T]] | None = None,
 ) -> list[_T]:
     """Up to ``count`` messages from ``consume(n, timeout)``, no record waiting for its
     batch more than ``wait_s`` after it could be taken.
@@ -165,10 +166,10 @@ def fill_batch(
     a ``clock`` time) and has waited since then at most: the batch window opened
     then, and only what is left of it is waited out — not a whole new window on top
     of the time the previous batch was being worked on. With nothing queued, the
-    window opens now. A full batch (a backlog) goes at once.
+    window opens now. A full batch (a backlog) goes at once. ``queued``: the clock
+    time and messages of a ``consume(count, 0)`` the caller made already.
     """
-    now = clock()
-    got = consume(count, 0)
+    now, got = queued if queued is not None else (clock(), consume(count, 0))
     opened = now if not got or since is None else min(since, now)
     left = opened + wait_s - clock()
     if len(got) < count and left > 0:
@@ -187,9 +188,10 @@ class BatchConsumer:
     from when it could first be taken (:func:`fill_batch`); :meth:`done` stores
     their offsets once their outputs are acknowledged, and librdkafka commits
     stored offsets every ``commit_interval_ms`` and on close — so an offset is
-    committed only after its record was handled (at-least-once). Fetching
-    and closing run on a thread of their own, so the event loop never blocks on
-    the broker.
+    committed only after its record was handled (at-least-once). What
+    librdkafka already holds is taken on the event loop (a call that does not
+    wait); waiting for more, and closing, run on a thread of the consumer's own,
+    so the event loop never blocks on the broker.
     """
 
     def __init__(
@@ -215,7 +217,13 @@ class BatchConsumer:
         if not self._subscribed:
             await self._call(self._consumer.subscribe, self._topics)
             self._subscribed = True
-        messages = await self._call(self._fill, count, wait_s)
+        # what librdkafka holds already, taken on the loop: under a backlog the batch is
+        # full and needs no trip to the consumer's thread (and back through the loop)
+        now = time.monotonic()
+        messages = self._consumer.consume(count, 0)
+        if len(messages) < count:
+            messages = await self._call(self._fill, count, wait_s, (now, messages))
+        self._taken_at = time.monotonic()
         out = []
         for m in messages:
             err = m.error()
@@ -229,11 +237,13 @@ class BatchConsumer:
             out.append(raw_message(m))
         return out
 
-    def _fill(self, count: int, wait_s: float) -> list[Message]:
-        """On the consumer's thread: a batch, then the time it was taken."""
-        messages = fill_batch(self._consumer.consume, count, wait_s, self._taken_at, time.monotonic)
-        self._taken_at = time.monotonic()
-        return messages
+    def _fill(
+        self, count: int, wait_s: float, queued: tuple[float, list[Message]]
+    ) -> list[Message]:
+        """On the consumer's thread: the rest of a batch, waited for."""
+        return fill_batch(
+            self._consumer.consume, count, wait_s, self._taken_at, time.monotonic, queued
+        )
 
     def done(self, messages: Sequence[RawMessage]) -> None:
         """Mark ``messages`` handled: their offsets are committed with the next commit.
