@@ -149,8 +149,9 @@ def new_id() -> str:
     The first 80 bits are drawn at random once per process (again after a fork:
     ``random`` is seeded from the OS at start and after a fork); the last 48 count
     up from a random start below 2**47, so a process makes 2**47 ids before one
-    could repeat. This runs once per prediction: a fifth of the cost of drawing
-    128 bits each time (``uuid.uuid4`` costs ten times that).
+    could repeat. This runs once per prediction: about a third of the cost of
+    drawing 128 bits each time (0.25 µs against 0.7; ``uuid.uuid4`` costs ten times
+    that).
     """
     return f"{_STEM}{next(_COUNT) & _LOW_48:012x}"
 
