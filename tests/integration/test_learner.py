@@ -264,11 +264,19 @@ def learner_run(topics: Settings, unique: str, tmp_path: Path) -> None:
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)  # this test started it: reap it, or its PID stays taken
+        killed_log = len(learner.log_file.read_text(errors="replace"))
         learner = start_roles(settings, f"lrn-{unique}", ("learner",), name="learner")
+
+        def log() -> str:
+            """The restarted learner's log (the file goes on from the killed one's)."""
+            return learner.log_file.read_text(errors="replace")[killed_log:]
+
+        # its state first: a refresh counted before that could be the killed learner's own,
+        # read late (one CI run counted one before the restarted learner had logged a line)
+        flow("2", lambda: " restored from " in log() or " warmed on " in log(), "its start")
+        assert "restored from its saved state" in log(), "not warmed again from zero"
         before = len(learner_routes("refresh"))  # it serves: its snapshots refresh its route
         flow("2", lambda: len(learner_routes("refresh")) > before, "the restarted learner's route")
-        log = learner.log_file.read_text(errors="replace")
-        assert "restored from its saved state" in log
         after = learner_routes("refresh")[-1]
         # numbered on from the snapshots stored before the kill (a light one may have gone
         # out meanwhile, while the flow waited for the first saved state)
