@@ -157,7 +157,7 @@ def fill_batch(
     wait_s: float,
     since: float | None,
     clock: Callable[[], float],
-    queued: tuple[float, list[_T]] | None = None,
+    queued: tuple[float, list[_T]],
 ) -> list[_T]:
     """Up to ``count`` messages from ``consume(n, timeout)``, no record waiting for its
     batch more than ``wait_s`` after it could be taken.
@@ -167,9 +167,9 @@ def fill_batch(
     then, and only what is left of it is waited out — not a whole new window on top
     of the time the previous batch was being worked on. With nothing queued, the
     window opens now. A full batch (a backlog) goes at once. ``queued``: the clock
-    time and messages of a ``consume(count, 0)`` the caller made already.
+    time and messages of the caller's own first look, a ``consume(count, 0)``.
     """
-    now, got = queued if queued is not None else (clock(), consume(count, 0))
+    now, got = queued
     opened = now if not got or since is None else min(since, now)
     left = opened + wait_s - clock()
     if len(got) < count and left > 0:

@@ -235,20 +235,7 @@ def test_fill_batch_counts_the_window_from_when_records_could_be_taken(
     queued: int, since: float | None, waits: list[tuple[int, float]], took: int
 ) -> None:
     q = Queue(queued)
-    got = fill_batch(q.consume, 10, 0.01, since, q.clock)
+    now = q.clock()  # the caller looks first (on its loop), then fill_batch waits for the rest
+    got = fill_batch(q.consume, 10, 0.01, since, q.clock, (now, q.consume(10, 0)))
     assert q.calls == waits
     assert len(got) == took
-
-
-def test_fill_batch_goes_on_from_what_the_caller_took_already() -> None:
-    """The scoring role takes what is queued on its loop and waits on a thread only for
-    the rest: the window counts from the caller's own first look."""
-    q = Queue(12)
-    first = q.consume(10, 0)
-    got = fill_batch(q.consume, 10, 0.01, None, q.clock, (q.clock(), first))
-    assert len(got) == 10 and q.calls == [(10, 0)]  # full already: no second call
-    q = Queue(3)
-    start = q.clock()
-    first = q.consume(10, 0)
-    got = fill_batch(q.consume, 10, 0.01, None, q.clock, (start, first))
-    assert len(got) == 3 and q.calls == [(10, 0), (7, 0.01)]  # the rest, waited out
