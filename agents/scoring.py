@@ -40,7 +40,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.letters import dead_letter
-from agents.predictions import prediction_events, prediction_of, route_lineage, route_rows
+from agents.predictions import (
+    CallPredictions,
+    prediction_events,
+    prediction_of,
+    route_lineage,
+    route_rows,
+)
 from agents.routing import ModelRoutes, Route, RoutingTable, Speculation
 from agents.shadow import ShadowMirror
 from agents.speculation import Speculator
@@ -51,12 +57,15 @@ from schemas import (
     Event,
     EventDecodeError,
     InputRecord,
+    KafkaRecord,
     Lineage,
     Prediction,
     RawMessage,
     decode_many,
     new_event,
+    to_kafka,
 )
+from schemas.binding import Mode
 from schemas.events import Clock, utc_now
 from schemas.settings import Settings
 
@@ -67,7 +76,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass
 class BatchOutcome:
-    predictions: list[Event[Prediction]] = field(default_factory=list)
     dead_letters: list[Event[DeadLetter]] = field(default_factory=list)
     by_version: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -75,6 +83,8 @@ class BatchOutcome:
     oversized: list[tuple[int, bytes]] = field(default_factory=list)
     # predictions per (model, version, the call's latency in ms): one entry a model call
     calls: Counter[tuple[str, str, float]] = field(default_factory=Counter)
+    # the predictions, as made: a model call's at once (CallPredictions), or one by one
+    made: list[Sequence[Event[Prediction]]] = field(default_factory=list)
 
     def add_call(self, made: Sequence[Event[Prediction]]) -> None:
         """The predictions of one model call (which share model, version and latency)."""
@@ -82,7 +92,21 @@ class BatchOutcome:
             first = made[0].data
             self.calls[(first.model, first.version, first.latency_ms)] += len(made)
             self.by_version[first.version] += len(made)
-            self.predictions.extend(made)
+            self.made.append(made)
+
+    @property
+    def predictions(self) -> list[Event[Prediction]]:
+        return [event for made in self.made for event in made]
+
+    def prediction_records(self, mode: Mode = "binary") -> list[KafkaRecord]:
+        """The predictions as Kafka records, in order (a model call's at once, when it can)."""
+        out: list[KafkaRecord] = []
+        for made in self.made:
+            if mode == "binary" and isinstance(made, CallPredictions):
+                out.extend(made.kafka_records())
+            else:
+                out.extend(to_kafka(event, mode=mode) for event in made)
+        return out
 
 
 @dataclass

@@ -138,6 +138,23 @@ def _binary_kafka(event: Event[Any]) -> KafkaRecord:
     )
 
 
+def binary_kafka_alike(
+    template: Event[Any],
+    ids: Sequence[str],
+    values: Sequence[bytes],
+    keys: Sequence[str],
+) -> list[KafkaRecord]:
+    """Binary-mode records of events that share every attribute but their id with
+    ``template`` (the events of one model call), given each one's id, data (as JSON) and
+    partition key: what :func:`to_kafka` writes for each, without making the events."""
+    shared = (_CONTENT_TYPE, *_shared_headers(template))
+    content_type, rest = shared[0], shared[1:]
+    return [
+        KafkaRecord(value, key.encode(), (content_type, ("ce_id", event_id.encode()), *rest))
+        for event_id, value, key in zip(ids, values, keys, strict=True)
+    ]
+
+
 def to_kafka(event: Event[Any], *, mode: Mode = "binary") -> KafkaRecord:
     """Encode ``event`` for Kafka; the payload's partition key becomes the message key."""
     if mode == "binary":
@@ -538,6 +555,7 @@ __all__ = [
     "STRUCTURED_CONTENT_TYPE",
     "KafkaRecord",
     "Mode",
+    "binary_kafka_alike",
     "decode_many",
     "decode_raw",
     "from_http",

@@ -112,16 +112,24 @@ class RoleContext:
             name = self._names[topic] = topic_name(self.settings.kafka, topic)
         return name
 
-    def _records(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> list[tuple[str, KafkaRecord]]:
+    def _records(
+        self, pairs: Sequence[tuple[Topic, Event[Any] | KafkaRecord]]
+    ) -> list[tuple[str, KafkaRecord]]:
         mode = self.settings.events.mode
-        return [(self.name(t), to_kafka(e, mode=mode)) for t, e in pairs]
+        return [
+            (self.name(t), e if isinstance(e, KafkaRecord) else to_kafka(e, mode=mode))
+            for t, e in pairs
+        ]
 
     async def send_all(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> None:
         """Send events and wait until Kafka acknowledged every one of them."""
         await self.producer.send(self._records(pairs))
 
-    def queue_all(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> asyncio.Future[list[str]]:
-        """Produce events now, in order; the future resolves once Kafka acknowledged them."""
+    def queue_all(
+        self, pairs: Sequence[tuple[Topic, Event[Any] | KafkaRecord]]
+    ) -> asyncio.Future[list[str]]:
+        """Produce events (or records already encoded) now, in order; the future resolves
+        once Kafka acknowledged them."""
         return self.producer.queue(self._records(pairs))
 
     def send_nowait(self, pairs: Sequence[tuple[Topic, Event[Any]]]) -> None:

@@ -44,6 +44,7 @@ from streams.roles.control import attach_control
 
 def attach_scoring(ctx: RoleContext) -> None:
     settings, s = ctx.settings, ctx.settings.scoring
+    mode = settings.events.mode
     routing = RoutingTable()
     attach_control(ctx, routing, emit=True)
     scorers: list[Scorer] = []  # one, made on the first batch (its HTTP client needs the loop)
@@ -79,7 +80,7 @@ def attach_scoring(ctx: RoleContext) -> None:
     def emit(batch: list[RawMessage], scored: tuple[BatchOutcome, float]) -> Pending:
         outcome, seconds = scored
         acked = ctx.queue_all(
-            [(Topic.PREDICTIONS, p) for p in outcome.predictions]
+            [(Topic.PREDICTIONS, p) for p in outcome.prediction_records(mode)]
             + [(Topic.DEAD_LETTER, d) for d in outcome.dead_letters]
         )
         return Pending(

@@ -6,6 +6,8 @@ import asyncio
 import json
 
 import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.routing import RoutingTable
 from agents.scoring import Scorer
@@ -524,3 +526,89 @@ def test_a_model_calls_predictions_made_at_once_are_those_made_row_by_row():
             )
             is None
         )
+
+
+def _call(labels, probabilities=None, *, ids=None, run_id=None, shadow=False):
+    from agents.predictions import prediction_events, route_lineage
+    from agents.routing import Route
+    from connectors.kserve_client import InferenceResult
+
+    route = Route("churn", "3", "http://127.0.0.1:1/é", "v2", run_id=run_id)
+    result = InferenceResult(labels, probabilities, "3", 4.25)
+    ids = ids or [f"r{i}" for i in range(len(labels))]
+    made = prediction_events(
+        route, ids, result, source="w", at=FIXED_TIME, lineage=route_lineage(route), shadow=shadow
+    )
+    assert made is not None
+    return made
+
+
+label_values = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    labels=st.lists(label_values, min_size=1, max_size=6),
+    classes=st.lists(st.text(max_size=8), max_size=3, unique=True),
+    ids=st.lists(st.text(min_size=1, max_size=12), min_size=6, max_size=6),
+    run_id=st.sampled_from([None, "run-1"]),
+    shadow=st.booleans(),
+)
+def test_a_model_calls_records_written_from_its_rows_are_those_of_its_events(
+    labels, classes, ids, run_id, shadow
+):
+    """The scoring path writes a usual answer's predictions to Kafka from its rows
+    (CallPredictions): byte for byte what to_kafka writes for each of its events, whatever
+    the labels, record ids and classes (unicode, quotes, huge or tiny numbers)."""
+    from agents.predictions import CallPredictions
+    from agents.scoring import BatchOutcome
+
+    probabilities = [{c: 0.5 for c in classes} for _ in labels] if classes else None
+    made = _call(labels, probabilities, ids=ids[: len(labels)], run_id=run_id, shadow=shadow)
+    assert isinstance(made, CallPredictions)
+    events = list(made)
+    assert [e.data.output for e in events] == labels
+    assert made.kafka_records() == [to_kafka(e) for e in events]
+    outcome = BatchOutcome()
+    outcome.add_call(made)
+    assert outcome.predictions == events
+    assert outcome.prediction_records() == [to_kafka(e) for e in events]
+    assert outcome.prediction_records("structured") == [
+        to_kafka(e, mode="structured") for e in events
+    ]
+
+
+def test_an_unusual_answer_goes_through_pydantic_and_is_written_the_same():
+    """A bool, a numpy number or an int score is not written from the rows: pydantic
+    converts it as it always did, and the records are those of its events."""
+    import numpy as np
+
+    from agents.predictions import CallPredictions
+    from agents.scoring import BatchOutcome
+
+    for labels, probabilities in (
+        ([True, 1], None),
+        ([np.float64(0.5), 1], None),
+        ([1, 0], [{"0": 1, "1": 0.5}, {"0": 0.5, "1": 0.5}]),
+    ):
+        made = _call(labels, probabilities)
+        assert not isinstance(made, CallPredictions)
+        outcome = BatchOutcome()
+        outcome.add_call(made)
+        assert outcome.prediction_records() == [to_kafka(e) for e in made]
+        assert [e.data.output for e in made] == [1 if x is True else x for x in labels]
+
+
+def test_rows_are_not_written_past_pydantic_when_their_json_would_differ(monkeypatch):
+    """If Prediction's fields changed and the row writer did not follow, the first row's
+    JSON tells, and the call's events are made and encoded by pydantic instead."""
+    from agents.predictions import CallPredictions
+
+    assert isinstance(_call([1, 0]), CallPredictions)
+    monkeypatch.setattr(CallPredictions, "_values", lambda self, upto=None: [b"{}"])
+    made = _call([1, 0])
+    assert isinstance(made, list) and [e.data.output for e in made] == [1, 0]
