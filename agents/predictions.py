@@ -140,7 +140,8 @@ class CallPredictions(Sequence[Event[Prediction]]):
     of making and encoding an event per row; the events (the same ids, validated) are
     made the first time they are read. The first is made at once: it validates what
     the rows share (model, version, URL, latency) and is the template of the others'
-    headers and JSON."""
+    headers and JSON. It reads the answer when asked, so the answer must not change
+    after (the scorer never changes one)."""
 
     def __init__(
         self,
