@@ -52,7 +52,7 @@ FILES = ["-f", str(REPO / "docker-compose.yml"), "-f", str(REPO / "deploy" / "co
 INSTALL_S = 900  # cold: apt-get install docker.io, then Compose built with Go (about 2 min)
 BUILD_S = 1200  # cold: debootstrap, Debian's Python and Java, pip install of weir's dependencies
 UP_S = 600  # init, the model host, bootstrap's pipeline run and model server, the roles
-LOOP_S = 480  # the producer's 120 s stream, then the last predictions
+LOOP_S = 480  # the producer's 180 s stream, then the last predictions
 HEALTHY_S = 180
 POLL_S = 1.0  # between looks at container states (each look is a docker call)
 

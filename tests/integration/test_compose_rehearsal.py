@@ -60,7 +60,7 @@ WEIR = str(Path(sys.executable).parent / "weir")
 STAND_INS = ("kafka", "minio")  # the local stack plays these
 ONE_SHOT_S = 300  # bootstrap: the pipeline's local runner plus a model server start
 HEALTHY_S = 120
-LOOP_S = 480  # the producer's 120 s stream, then the last predictions
+LOOP_S = 480  # the producer's 180 s stream, then the last predictions
 
 
 def free_block(size: int, start: int = 24_000) -> int:
