@@ -147,10 +147,9 @@ def binary_kafka_alike(
     """Binary-mode records of events that share every attribute but their id with
     ``template`` (the events of one model call), given each one's id, data (as JSON) and
     partition key: what :func:`to_kafka` writes for each, without making the events."""
-    shared = (_CONTENT_TYPE, *_shared_headers(template))
-    content_type, rest = shared[0], shared[1:]
+    shared = _shared_headers(template)
     return [
-        KafkaRecord(value, key.encode(), (content_type, ("ce_id", event_id.encode()), *rest))
+        KafkaRecord(value, key.encode(), (_CONTENT_TYPE, ("ce_id", event_id.encode()), *shared))
         for event_id, value, key in zip(ids, values, keys, strict=True)
     ]
 
