@@ -9,7 +9,9 @@ what the model host hands out; the facts are the same.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -20,7 +22,8 @@ from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.context import ROLES
 from streams.dev.localrun import Collector
-from tests.compose_file import as_list, role_services, services
+from tests.compose_file import role_services, services
+from tests.helpers import end_offsets
 
 # what the checks read: predictions, route events and decisions, alerts, dead letters
 # pipeline runs: an assertion on the versions served names the runs and their reasons
@@ -31,13 +34,72 @@ def collector(settings: Settings, group: str) -> Collector:
     return Collector(settings, [topic_name(settings.kafka, t) for t in WATCHED], group=group)
 
 
-def produced() -> int:
-    """How many records the compose file's producer sends (``--generate N``)."""
-    return int(as_list(services()["producer"]["command"])[2])
+# The producer's stream is long (30 minutes): a test lets it run until version 2 has
+# served this many records, then stops it (SIGTERM), so a slow retraining run on a loaded
+# machine still goes live while records flow.
+AFTER_SWAP = 1000
+STREAM_S = 600  # at most, for version 2 to serve AFTER_SWAP records
+SCORED_S = 300  # then at most, for every record sent to be scored
+
+
+def produced(settings: Settings) -> int:
+    """How many records the producer sent: the records topic's end offsets (its producer
+    is idempotent and not transactional; the topics are the run's own)."""
+    return sum(end_offsets(settings, topic_name(settings.kafka, Topic.RECORDS)).values())
 
 
 def scored(collector: Collector) -> set[str]:
     return {e.data.record_id for e in collector.events("io.weir.prediction.v1")}
+
+
+class Tally:
+    """What the collector has read so far, counted as it reads: the record ids scored and
+    the predictions each version served (a shadow's are mirrored, never served). A wait's
+    condition runs every quarter second; rescanning every message kept each time fell
+    behind a 200 records/s stream under the CPU hog."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self.read = 0
+        self.ids: set[str] = set()
+        self.served: Counter[str] = Counter()
+
+    def update(self) -> Tally:
+        messages = self.collector.messages
+        for msg in itertools.islice(messages, self.read, None):
+            e = msg.event
+            if e is not None and e.type == "io.weir.prediction.v1":
+                self.ids.add(e.data.record_id)
+                if not e.data.shadow:
+                    self.served[e.data.version] += 1
+        self.read = len(messages)
+        return self
+
+
+def stream_until_swapped(
+    collector: Collector,
+    settings: Settings,
+    *,
+    check_running: Callable[[], bool],
+    producer_exited: Callable[[], bool],
+    stop_producer: Callable[[], None],
+) -> None:
+    """Let the producer stream until version 2 has served ``AFTER_SWAP`` records (or
+    ``STREAM_S`` passed, or the producer ended by itself), stop it, then read until every
+    record it sent is scored. ``check_running`` raises when a service crashed."""
+    tally = Tally(collector)
+    collector.wait(
+        lambda: check_running() or producer_exited() or tally.update().served["2"] >= AFTER_SWAP,
+        deadline_s=STREAM_S,
+    )
+    stop_producer()
+    sent = produced(settings)
+    collector.until(
+        lambda: check_running() or len(tally.update().ids) >= sent,
+        deadline_s=SCORED_S,
+        what=f"every one of the {sent} records sent to be scored",
+    )
+    collector.poll_for(2.0)  # anything still in flight, e.g. a duplicate
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -97,7 +159,7 @@ def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
     of their own, each in its own consumer group."""
     model = s.scoring.model
     predictions = collector.events("io.weir.prediction.v1")
-    assert len(scored(collector)) == produced(), "every record of the stream was scored"
+    assert len(scored(collector)) == produced(s), "every record of the stream was scored"
     # the served versions (the learner's shadow predictions are mirrored, never served)
     by_version = Counter(e.data.version for e in predictions if not e.data.shadow)
     runs = [

@@ -129,3 +129,9 @@ def group_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
         return {tp.partition: ends[tp.partition] - max(tp.offset, 0) for tp in got}
     finally:
         consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's end offset. weir's producers are idempotent and not transactional,
+    so on a topic of a test's own their sum is how many messages were written to it."""
+    return group_lag(settings, "weir-test-watermarks", topic)  # a group that never commits

@@ -8,6 +8,8 @@ preflight in ``connectors.kafka_tools``.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -149,7 +151,9 @@ def produce(
     From a file (--file: every numeric column other than the id and key is a
     feature; unreadable rows are reported with their line number and skipped)
     or from the seeded generator (--generate N). The summary is printed once
-    the broker has acknowledged every record.
+    the broker has acknowledged every record. Ctrl-C or SIGTERM (``docker
+    compose stop producer``) ends the stream early the same way: what was sent
+    is flushed, summed up, and the exit code is 0.
     """
     if (path is None) == (generate is None):
         raise click.UsageError("give exactly one of --file PATH or --generate N")
@@ -180,16 +184,18 @@ def produce(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err_console) as progress:
         task = progress.add_task(f"producing {what}", total=total)
-        sent, skipped, interrupted = _send_rows(
-            rows,
-            producer,
-            (records_topic, labels_topic),
-            source=source,
-            pacer=Pacer(rate),
-            count=count,
-            progress=lambda is_record: progress.advance(task, int(is_record or count is None)),
-            say=progress.console.print,
-        )
+        with _stop_on_term() as stop:
+            sent, skipped, interrupted = _send_rows(
+                rows,
+                producer,
+                (records_topic, labels_topic),
+                source=source,
+                pacer=Pacer(rate),
+                count=count,
+                progress=lambda is_record: progress.advance(task, int(is_record or count is None)),
+                say=progress.console.print,
+                stop=stop,
+            )
         progress.update(task, description=f"waiting for the broker to acknowledge {sent}")
         producer.flush()
         progress.update(task, description=f"produced {what}")
@@ -198,13 +204,30 @@ def produce(
         err_console.print(f"({skipped - SHOWN_BAD_ROWS} more unreadable rows not shown)")
     extra = f" (+{sent} labels to {labels_topic})" if labels and sent else ""
     note = f"; features {', '.join(reader.features)}" if reader and reader.features else ""
-    note += "; stopped by Ctrl-C" if interrupted else ""
+    note += "; stopped early (Ctrl-C or SIGTERM)" if interrupted else ""
     console.print(
         f"[green]sent {sent}[/] records to {records_topic}{extra}, skipped {skipped}, "
         f"in {seconds:.2f}s ({sent / seconds if seconds > 0 else 0.0:.0f} records/s); "
         f"acknowledged by {settings.kafka.bootstrap_servers}{escape(note)}",
         soft_wrap=True,
     )
+
+
+@contextlib.contextmanager
+def _stop_on_term() -> Iterator[list[bool]]:
+    """A flag set by SIGTERM in the block: the send loop ends at the next row, as on Ctrl-C,
+    so a container stop ends the stream cleanly (never between a record and its label)
+    and what is queued is still flushed."""
+    stop = [False]
+
+    def request(signum: int, frame: object) -> None:
+        stop[0] = True
+
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _send_rows(
@@ -217,14 +240,18 @@ def _send_rows(
     count: int | None,
     progress: Callable[[bool], None],
     say: Callable[[str], None],
+    stop: list[bool] | None = None,
 ) -> tuple[int, int, bool]:
-    """Queue records (and labels) until the rows or ``count`` run out, or Ctrl-C.
+    """Queue records (and labels) until the rows or ``count`` run out, Ctrl-C, or
+    ``stop[0]`` is set (SIGTERM).
 
     Returns (sent, skipped, interrupted); the caller flushes what was queued.
     """
     sent = skipped = 0
     try:
         for row in rows:
+            if stop is not None and stop[0]:
+                return sent, skipped, True
             if count is not None and sent >= count:
                 break
             if isinstance(row, BadRow):

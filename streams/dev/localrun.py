@@ -40,7 +40,12 @@ class Collector:
         self.arrived: list[float] = []  # when each message was read (monotonic), for latencies
 
     def until(self, condition: Callable[[], bool], *, deadline_s: float, what: str) -> None:
-        """Read until ``condition()`` holds (or the deadline passes, then raise).
+        """Read until ``condition()`` holds (or the deadline passes, then raise)."""
+        if not self.wait(condition, deadline_s=deadline_s):
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+    def wait(self, condition: Callable[[], bool], *, deadline_s: float) -> bool:
+        """Read until ``condition()`` holds or the deadline passes; returns whether it holds.
 
         The condition usually scans every message kept so far, so it is checked at
         most every ``CHECK_EVERY_S`` while messages stream in (and after each idle
@@ -56,8 +61,7 @@ class Collector:
             return condition()
 
         self._keep(self.consumer.take(10**9, deadline_s=deadline_s, stop=due))
-        if not condition():
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+        return condition()
 
     def poll_for(self, seconds: float) -> int:
         """Read whatever arrives within ``seconds``; returns how many messages came."""

@@ -51,6 +51,7 @@ class LoopConfig:
     history: int = 2000  # archived rows of the old concept that train version 1
     label_lag: int = 25  # a record's label is produced this many records later
     deadline_s: float = 300.0  # for the last predictions after the stream ends
+    verdict_s: float = 300.0  # then for a retraining run still going to end (the report's verdict)
     ready_timeout_s: float = 180.0  # for every role to answer /readyz before streaming
     out_dir: Path = Path("out")
 
@@ -160,6 +161,7 @@ def run_loop(
                 deadline_s=cfg.deadline_s,
                 what="every record to be scored",
             )
+        _await_verdict(collector, cfg, console)
         _fill_report(report, collector, live, cfg)
     finally:
         if collector is not None:
@@ -297,6 +299,21 @@ def wait_ready(port: int, timeout_s: float) -> float:
         return wait_until(ready, timeout_s=timeout_s, what="for /readyz", interval_s=READY_POLL_S)
     except StackError as err:
         raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s: {why[0]}") from err
+
+
+def _await_verdict(collector: Collector, cfg: LoopConfig, console: Console) -> None:
+    """A run still going when the last record is scored is waited for (``verdict_s`` at
+    most): on a loaded machine the stream can end before the run does, and the report is
+    about its verdict. A run without one by then is said, and the report shows it going."""
+    if not _run_going(collector):
+        return
+    with console.status("waiting for the retraining run's verdict…"):
+        ended = collector.wait(lambda: not _run_going(collector), deadline_s=cfg.verdict_s)
+    if not ended:
+        console.print(
+            f"[yellow]the retraining run had no verdict {cfg.verdict_s:.0f}s after the "
+            "stream was scored[/]"
+        )
 
 
 def _run_going(collector: Collector) -> bool:

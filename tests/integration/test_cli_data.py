@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from confluent_kafka import KafkaException
 from sklearn.linear_model import LogisticRegression
 
 from connectors.kafka import (
@@ -27,6 +31,7 @@ from connectors.kafka import (
     EventProducer,
     read_at,
 )
+from connectors.process import wait_until
 from connectors.registry import ModelRegistry
 from schemas import (
     DeadLetter,
@@ -38,11 +43,11 @@ from schemas import (
     new_event,
 )
 from schemas.model_card import ModelCard
-from schemas.settings import Settings
+from schemas.settings import Settings, settings_env
 from schemas.topics import Topic, topic_name
 from streams.cli.data import Pacer, dlq, produce, subscribe
 from streams.cli.models import models
-from tests.helpers import own_topics
+from tests.helpers import end_offsets, own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -202,6 +207,53 @@ def test_produce_generator_with_labels_count_and_rate(own_topics: Settings):
     label_ids = {e["data"]["record_id"] for e in json_lines(labels)}
     assert len(record_ids) == 30 and record_ids == label_ids
     assert {e["data"]["label"] for e in json_lines(labels)} <= {0, 1}
+
+
+def test_produce_stops_cleanly_on_sigterm(own_topics: Settings):
+    """`docker compose stop producer` sends SIGTERM: the stream ends at a row (never between
+    a record and its label), what was queued is flushed and counted, and the exit code is
+    0 — the compose tests end the demo's long stream this way."""
+    weir_cli = str(Path(sys.executable).parent / "weir")
+    records_t = topic_name(own_topics.kafka, Topic.RECORDS)
+    labels_t = topic_name(own_topics.kafka, Topic.LABELS)
+    proc = subprocess.Popen(
+        [weir_cli, "produce", "--generate", "100000", "--rate", "400", "--labels"],
+        env=settings_env(own_topics),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return sum(end_offsets(own_topics, records_t).values()) >= 300
+        except KafkaException:  # a new topic's partitions may have no leader yet
+            return False
+
+    try:
+        wait_until(
+            started,
+            timeout_s=90,
+            what="the producer's first records",
+            interval_s=0.5,
+        )
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    found = re.search(r"sent (\d+) records", out)
+    assert found, out
+    sent = int(found.group(1))
+    assert 300 <= sent < 100_000
+    assert "stopped early (Ctrl-C or SIGTERM)" in out
+    assert sum(end_offsets(own_topics, records_t).values()) == sent
+    assert sum(end_offsets(own_topics, labels_t).values()) == sent
 
 
 def test_subscribe_filters_and_shows_undecodable_messages(own_topics: Settings, unique: str):

@@ -52,7 +52,7 @@ FILES = ["-f", str(REPO / "docker-compose.yml"), "-f", str(REPO / "deploy" / "co
 INSTALL_S = 900  # cold: apt-get install docker.io, then Compose built with Go (about 2 min)
 BUILD_S = 1200  # cold: debootstrap, Debian's Python and Java, pip install of weir's dependencies
 UP_S = 600  # init, the model host, bootstrap's pipeline run and model server, the roles
-LOOP_S = 480  # the producer's 180 s stream, then the last predictions
+LOOP_S = compose_checks.STREAM_S + compose_checks.SCORED_S  # version 2 serving, then the rest
 HEALTHY_S = 180
 POLL_S = 1.0  # between looks at container states (each look is a docker call)
 
@@ -236,22 +236,19 @@ def test_docker_compose_up_closes_the_loop(project: Project):
     assert env["WEIR_SCORING__MODEL"] == s.scoring.model
     collector = compose_checks.collector(s, group=f"docker-{project.name}")
     try:
-        collector.until(
-            lambda: watch.exited("producer"),
-            deadline_s=LOOP_S,
-            what="the producer to finish its stream",
+
+        def stop_producer() -> None:
+            project.compose("stop", "--timeout", "30", "producer", timeout=90)  # SIGTERM
+            producer = project.container("producer")
+            assert producer["ExitCode"] == 0, watch.logs("producer")
+
+        compose_checks.stream_until_swapped(
+            collector,
+            s,
+            check_running=watch.check_running,
+            producer_exited=lambda: watch.exited("producer"),
+            stop_producer=stop_producer,
         )
-        producer = project.container("producer")
-        assert producer["ExitCode"] == 0, watch.logs("producer")
-        collector.until(
-            lambda: (
-                watch.check_running()
-                or len(compose_checks.scored(collector)) >= compose_checks.produced()
-            ),
-            deadline_s=LOOP_S,
-            what="every record to be scored",
-        )
-        collector.poll_for(2.0)  # anything still in flight, e.g. a duplicate
     finally:
         collector.close()
 

@@ -60,7 +60,6 @@ WEIR = str(Path(sys.executable).parent / "weir")
 STAND_INS = ("kafka", "minio")  # the local stack plays these
 ONE_SHOT_S = 300  # bootstrap: the pipeline's local runner plus a model server start
 HEALTHY_S = 120
-LOOP_S = 480  # the producer's 180 s stream, then the last predictions
 
 
 def free_block(size: int, start: int = 24_000) -> int:
@@ -247,6 +246,10 @@ def _live(replica: Replica) -> str:
     return f"http://127.0.0.1:{replica.env['WEIR_LIVE__PORT']}"
 
 
+# bootstrap, the healthchecks, the stream until version 2 serves, the last predictions
+@pytest.mark.timeout(
+    ONE_SHOT_S + HEALTHY_S + compose_checks.STREAM_S + compose_checks.SCORED_S + 120
+)
 def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[int]):
     """The loop closes while a CPU hog keeps both cores busy (``busy_cores``)."""
     order = start_order()
@@ -275,22 +278,21 @@ def test_compose_services_close_the_loop(rehearsal: Rehearsal, busy_cores: list[
     collector = compose_checks.collector(s, group=f"rehearsal-{rehearsal.prefix}")
     try:
         producer = rehearsal.replicas["producer"][0]
-        assert producer.proc is not None
-        collector.until(
-            lambda: rehearsal.check_running() or producer.proc.poll() is not None,  # type: ignore[union-attr]
-            deadline_s=LOOP_S,
-            what="the producer to finish its stream",
+        proc = producer.proc
+        assert proc is not None
+
+        def stop_producer() -> None:  # as `docker compose stop producer` does
+            if proc.poll() is None:
+                proc.terminate()
+            rehearsal.wait_done(producer)  # it flushes what it queued and exits 0
+
+        compose_checks.stream_until_swapped(
+            collector,
+            s,
+            check_running=rehearsal.check_running,
+            producer_exited=lambda: proc.poll() is not None,
+            stop_producer=stop_producer,
         )
-        rehearsal.wait_done(producer)
-        collector.until(
-            lambda: (
-                rehearsal.check_running()
-                or len(compose_checks.scored(collector)) >= compose_checks.produced()
-            ),
-            deadline_s=LOOP_S,
-            what="every record to be scored",
-        )
-        collector.poll_for(2.0)  # anything still in flight, e.g. a duplicate
     finally:
         collector.close()
 

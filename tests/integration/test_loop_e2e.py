@@ -18,6 +18,9 @@ from tests.load import busy_seconds, cpu_hog
 pytestmark = pytest.mark.integration
 
 
+# bootstrap and the roles' start, the stream, its last predictions (300 s at most) and
+# the run's verdict (300 s at most) on a loaded machine
+@pytest.mark.timeout(1200)
 def test_drift_alert_retrain_swap_and_recovery(live_stack: Settings, tmp_path, capsys):
     console = Console(force_terminal=False, width=120)
     cfg = LoopConfig(min_records=5000, drift_at=2000, after_swap=1000, rate=400.0, out_dir=tmp_path)

@@ -58,7 +58,7 @@ from streams.dev.stack import Stack
 from streams.dev.stack import minio as minio_stack
 from streams.servers.deployers import LocalDeployer
 from streams.synthetic import drifting_stream
-from tests.helpers import group_lag, http_get, own_topics, role_pids, start_roles
+from tests.helpers import end_offsets, group_lag, http_get, own_topics, role_pids, start_roles
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 from tests.samples import performance_alert
 
@@ -257,10 +257,6 @@ def archived_rows(settings: Settings, model: str, seen: dict[str, list[TrainingR
             body = store.get_bytes(bucket, key).decode()
             seen[key] = [TrainingRow.model_validate_json(x) for x in body.splitlines() if x]
     return {row.record_id for rows in seen.values() for row in rows}
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    return {p: end for p, end in group_lag(settings, "weir-test-watermarks", topic).items()}
 
 
 def log_count(proc: ServiceProcess, text: str) -> int:

@@ -35,6 +35,7 @@ from schemas.settings import ScoringSettings, Settings, StackSettings
 from schemas.topics import Topic, topic_name
 from streams.dev.localrun import Collector, start_worker, stop_model_servers
 from streams.servers.deployers import serve
+from tests.helpers import end_offsets
 from tests.integration.flip_models import FEATURES, expected_output, publish_flip_models
 
 pytestmark = pytest.mark.integration
@@ -63,17 +64,6 @@ def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, i
     try:
         parts = [TopicPartition(topic, p) for p in range(settings.kafka.record_partitions)]
         return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=15)}
-    finally:
-        consumer.close()
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer(_kafka_config(settings, **{"group.id": "weir-watermarks"}))
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1]
-            for p in range(settings.kafka.record_partitions)
-        }
     finally:
         consumer.close()
 
