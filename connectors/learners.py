@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from connectors.mcnemar import paired_test
+from connectors.mcnemar import paired_test, promotion
 
 __all__ = ["Fitted", "families", "fit_candidate", "paired_test", "promotion"]
 
@@ -111,16 +111,3 @@ def fit_candidate(x: np.ndarray, y: Sequence[Any], *, seed: int = 0) -> Fitted:
 
 
 MIN_ANSWERED = 50  # held-out rows an online learner served that make a comparison with it
-
-
-def promotion(
-    new: float, old: float | None, p: float, *, min_gain: float, max_p: float
-) -> tuple[bool, str]:
-    """Whether a candidate of accuracy ``new`` replaces a current one of ``old``, and why not."""
-    if old is None:
-        return True, ""
-    if new + 1e-9 < old + min_gain:  # a hair of tolerance: 0.82 >= 0.81 + 0.01 in floats
-        return False, f"does not reach current accuracy {old:.4f} + min_gain {min_gain:g}"
-    if p > max_p:
-        return False, f"is not shown better than current accuracy {old:.4f} on the same rows"
-    return True, ""

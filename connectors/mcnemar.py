@@ -1,4 +1,5 @@
-"""McNemar's exact test: is one model better than another on the same records?
+"""McNemar's exact test: is one model better than another on the same records? And
+:func:`promotion`, the rule that replaces a version only when it is.
 
 Only the discordant records count: ``b`` that the new model got right and the
 old one wrong, ``c`` the other way round. Under "no better" each is a fair coin,
@@ -53,3 +54,16 @@ def paired_test(new_right: Sequence[bool], old_right: Sequence[bool]) -> tuple[i
     b = sum(n and not o for n, o in zip(new_right, old_right, strict=True))
     c = sum(o and not n for n, o in zip(new_right, old_right, strict=True))
     return b, c, mcnemar_p(b, c)
+
+
+def promotion(
+    new: float, old: float | None, p: float, *, min_gain: float, max_p: float
+) -> tuple[bool, str]:
+    """Whether a candidate of accuracy ``new`` replaces a current one of ``old``, and why not."""
+    if old is None:
+        return True, ""
+    if new + 1e-9 < old + min_gain:  # a hair of tolerance: 0.82 >= 0.81 + 0.01 in floats
+        return False, f"does not reach current accuracy {old:.4f} + min_gain {min_gain:g}"
+    if p > max_p:
+        return False, f"is not shown better than current accuracy {old:.4f} on the same rows"
+    return True, ""

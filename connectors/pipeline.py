@@ -234,23 +234,28 @@ def fetch(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train(train_set: dsl.Input[dsl.Dataset], candidate: dsl.Output[dsl.Model]) -> None:
-    """The best model family on the older part of the window (connectors.learners)."""
+    """The best model family on the older part of the window (connectors.learners), stored
+    as the registry stores it; its classes go in the metadata as JSON (kfp's metadata
+    would turn integer labels into floats), so ``register`` needs no scikit-learn."""
     import json
 
-    import joblib
     import numpy as np
 
     from connectors.learners import fit_candidate
+    from connectors.registry import ModelRegistry
 
     with open(train_set.path) as src:
         data = json.load(src)
     fitted = fit_candidate(np.asarray(data["rows"], dtype=np.float64), data["labels"])
-    joblib.dump(fitted.estimator, candidate.path)
+    with open(candidate.path, "wb") as out:
+        out.write(ModelRegistry.dumps(fitted.estimator))
+    classes = [c.item() if hasattr(c, "item") else c for c in fitted.estimator.classes_]
     candidate.metadata.update(
         {
             "learner": fitted.card_entry,
             "framework": "sklearn",
             "features": data["features"],
+            "classes": json.dumps(classes),
             "training_data": train_set.metadata["source"],
             "train_rows": len(data["rows"]),
         }
@@ -371,13 +376,13 @@ def register(
     says so at ``max_p`` (1 - the promotion's confidence); returns its version.
 
     Returns "" when it does not (the run ends "not-promoted"). Either way the
-    outcome is stored for :func:`run_retrain`.
+    outcome is stored for :func:`run_retrain`. The candidate is published as ``train``
+    stored it, unopened: this step imports no scikit-learn (seconds of a run's start-up
+    on a loaded machine).
     """
     import json
 
-    import joblib
-
-    from connectors.learners import promotion
+    from connectors.mcnemar import promotion
     from connectors.minio_store import ObjectStore
     from connectors.registry import ModelRegistry
     from schemas.events import utc_now
@@ -411,13 +416,14 @@ def register(
         registry = ModelRegistry.for_settings(settings)
         numbers = [int(v) for v in registry.version_names(model) if v.isdigit()]
         version = str(max(numbers) + 1) if numbers else "1"
-        estimator = joblib.load(candidate.path)
+        with open(candidate.path, "rb") as src:
+            blob = src.read()
         card = ModelCard(
             name=model,
             version=version,
             framework="sklearn",
             features=candidate.metadata["features"],
-            classes=[c.item() if hasattr(c, "item") else c for c in estimator.classes_],
+            classes=json.loads(candidate.metadata["classes"]),
             metrics=metrics,
             created_at=utc_now(),
             training_data=candidate.metadata["training_data"],
@@ -436,7 +442,7 @@ def register(
         outcome.update(
             status="succeeded",
             version=version,
-            storage_uri=registry.publish(card, estimator),
+            storage_uri=registry.publish_bytes(card, blob),
             reason=f"{why}; registered version {version}",
         )
     key = f"retrain/{model}/{run_id}.json"  # = connectors.pipeline.result_key(model, run_id)
