@@ -300,7 +300,7 @@ def evaluate(
         version="candidate",
         framework="sklearn",
         features=features,
-        classes=[c.item() if hasattr(c, "item") else c for c in estimator.classes_],
+        classes=json.loads(candidate.metadata["classes"]),
         created_at=utc_now(),
     )
     predicted, _ = predict_batch(

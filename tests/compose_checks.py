@@ -48,10 +48,6 @@ def produced(settings: Settings) -> int:
     return sum(end_offsets(settings, topic_name(settings.kafka, Topic.RECORDS)).values())
 
 
-def scored(collector: Collector) -> set[str]:
-    return {e.data.record_id for e in collector.events("io.weir.prediction.v1")}
-
-
 class Tally:
     """What the collector has read so far, counted as it reads: the record ids scored and
     the predictions each version served (a shadow's are mirrored, never served). A wait's
@@ -158,10 +154,9 @@ def check_loop_closed(collector: Collector, s: Settings, where: Where) -> None:
     every record scored once at least, nothing dead-lettered; the roles ran as services
     of their own, each in its own consumer group."""
     model = s.scoring.model
-    predictions = collector.events("io.weir.prediction.v1")
-    assert len(scored(collector)) == produced(s), "every record of the stream was scored"
-    # the served versions (the learner's shadow predictions are mirrored, never served)
-    by_version = Counter(e.data.version for e in predictions if not e.data.shadow)
+    tally = Tally(collector).update()
+    assert len(tally.ids) == produced(s), "every record of the stream was scored"
+    by_version = tally.served  # the served versions (a shadow's are mirrored, never served)
     runs = [
         (e.data.status, e.data.alert_id, e.data.reason)
         for e in collector.events("io.weir.pipeline.run.v1")

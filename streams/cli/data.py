@@ -240,7 +240,7 @@ def _send_rows(
     count: int | None,
     progress: Callable[[bool], None],
     say: Callable[[str], None],
-    stop: list[bool] | None = None,
+    stop: list[bool],
 ) -> tuple[int, int, bool]:
     """Queue records (and labels) until the rows or ``count`` run out, Ctrl-C, or
     ``stop[0]`` is set (SIGTERM).
@@ -250,7 +250,7 @@ def _send_rows(
     sent = skipped = 0
     try:
         for row in rows:
-            if stop is not None and stop[0]:
+            if stop[0]:
                 return sent, skipped, True
             if count is not None and sent >= count:
                 break
