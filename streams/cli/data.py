@@ -184,7 +184,7 @@ def produce(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err_console) as progress:
         task = progress.add_task(f"producing {what}", total=total)
-        with _stop_on_term() as stop:
+        with _stop_on_signals() as stop:
             sent, skipped, interrupted = _send_rows(
                 rows,
                 producer,
@@ -214,20 +214,24 @@ def produce(
 
 
 @contextlib.contextmanager
-def _stop_on_term() -> Iterator[list[bool]]:
-    """A flag set by SIGTERM in the block: the send loop ends at the next row, as on Ctrl-C,
-    so a container stop ends the stream cleanly (never between a record and its label)
-    and what is queued is still flushed."""
+def _stop_on_signals() -> Iterator[list[bool]]:
+    """A flag set by SIGTERM or a first Ctrl-C in the block: the send loop ends at the next
+    row, so a container stop or a Ctrl-C ends the stream cleanly (never between a record
+    and its label) and what is queued is still flushed. A second Ctrl-C stops at once
+    (KeyboardInterrupt), as a user pressing it again expects."""
     stop = [False]
 
     def request(signum: int, frame: object) -> None:
         stop[0] = True
+        if signum == signal.SIGINT:  # the next one interrupts
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = signal.signal(signal.SIGTERM, request)
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _send_rows(
@@ -242,8 +246,8 @@ def _send_rows(
     say: Callable[[str], None],
     stop: list[bool],
 ) -> tuple[int, int, bool]:
-    """Queue records (and labels) until the rows or ``count`` run out, Ctrl-C, or
-    ``stop[0]`` is set (SIGTERM).
+    """Queue records (and labels) until the rows or ``count`` run out, or ``stop[0]`` is
+    set (SIGTERM or Ctrl-C; a second Ctrl-C interrupts at once).
 
     Returns (sent, skipped, interrupted); the caller flushes what was queued.
     """

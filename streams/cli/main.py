@@ -79,11 +79,19 @@ def stack_fetch(ctx: click.Context) -> None:
 @click.pass_context
 @weir_errors
 def stack_down(ctx: click.Context) -> None:
-    """Stop the processes `stack up` started (by their recorded PIDs)."""
+    """Stop the processes `stack up` started (by their recorded PIDs), and the model
+    servers weir started under the same state directory (`weir models bootstrap` or
+    `rollback` with the local deployer)."""
+    from streams.dev.localrun import stop_model_servers
     from streams.dev.stack import Stack
 
-    stopped = Stack(_settings(ctx), say=console.print).down()
-    if not any(stopped.values()):
+    settings = _settings(ctx)
+    stopped = Stack(settings, say=console.print).down()
+    servers = stop_model_servers(settings)
+    if servers:
+        pids = ", ".join(map(str, servers))
+        console.print(f"{len(servers)} model server(s) stopped (pid {pids})")
+    if not any(stopped.values()) and not servers:
         console.print("nothing was running")
 
 

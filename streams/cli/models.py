@@ -11,6 +11,7 @@ an endpoint answers before they switch, and report it on the alerts topic
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -376,12 +377,21 @@ def models_speculate(
 @models.command("rollback")
 @click.argument("model")
 @click.option("--to", "to_version", default=None, help="version to return to (default: previous)")
+@click.option(
+    "--serve/--no-serve",
+    default=True,
+    show_default=True,
+    help="serve the version again through WEIR_KSERVE__DEPLOYER when its URL no longer answers",
+)
 @click.pass_context
 @one_line_errors
-def models_rollback(ctx: click.Context, model: str, to_version: str | None) -> None:
+def models_rollback(ctx: click.Context, model: str, to_version: str | None, serve: bool) -> None:
     """Route MODEL back to the previously active version (or --to VERSION).
 
     The version and its URL come from the routing history on the control topic.
+    A version whose server was retired since (the model host keeps only the newest
+    WEIR_KSERVE__KEEP_UNROUTED unrouted versions) is served again from the registry,
+    through WEIR_KSERVE__DEPLOYER, and the rollback routes to its new URL.
     """
     settings = _settings(ctx)
     control = topic_name(settings.kafka, Topic.MODELS)
@@ -407,21 +417,48 @@ def models_rollback(ctx: click.Context, model: str, to_version: str | None) -> N
                 f"history on {control} (earlier versions: {earlier}); route it with "
                 f"`weir models publish {model} {to_version} --url URL`"
             )
+    url = target.url
+    if serve and target.protocol != "embedded" and not _answers(settings, model, target):
+        url = _serve_again(settings, model, target)
     change = ModelVersionEvent(
         action="rollback",
         model=model,
         version=target.version,
-        url=target.url,
+        url=url,
         protocol=target.protocol,
         features=list(target.features) if target.features else None,
         run_id=target.run_id,
     )
     where = _publish(settings, change, target.run_id)
     console.print(
-        f"[green]rollback[/] {model}: {active} → {target.version} ({target.url}) at {where}; "
-        f"{WATCH_HINT}",
+        f"[green]rollback[/] {model}: {active} → {target.version} ({url}) at {where}; {WATCH_HINT}",
         soft_wrap=True,
     )
+
+
+def _answers(settings: Settings, model: str, route: Route) -> bool:
+    """Whether ``route``'s server says ``model`` is ready (one try, the client's timeout)."""
+    from connectors.kserve_client import InferenceClient
+
+    async def ready() -> bool:
+        async with InferenceClient(settings.kserve) as client:
+            return await client.ready(route.url, model, route.protocol)
+
+    return asyncio.run(ready())
+
+
+def _serve_again(settings: Settings, model: str, route: Route) -> str:
+    """Serve ``route``'s version again from the registry through the configured deployer;
+    its new URL (blocking: a server takes seconds to load). The version is in the registry:
+    :func:`fold_routes` keeps no route to one that is not."""
+    from streams.servers.deployers import deployer_for
+
+    console.print(
+        f"{model} version {route.version} does not answer at {route.url}; serving it again "
+        f"({settings.kserve.deployer} deployer)",
+        soft_wrap=True,
+    )
+    return deployer_for(settings).deploy(model, route.version)
 
 
 @models.command("clear")

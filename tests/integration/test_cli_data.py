@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
@@ -31,7 +32,8 @@ from connectors.kafka import (
     EventProducer,
     read_at,
 )
-from connectors.process import wait_until
+from connectors.kserve_client import ready_path
+from connectors.process import free_port, wait_until
 from connectors.registry import ModelRegistry
 from schemas import (
     DeadLetter,
@@ -43,10 +45,13 @@ from schemas import (
     new_event,
 )
 from schemas.model_card import ModelCard
-from schemas.settings import Settings, settings_env
+from schemas.settings import Settings, StackSettings, settings_env
 from schemas.topics import Topic, topic_name
 from streams.cli.data import Pacer, dlq, produce, subscribe
+from streams.cli.main import cli
 from streams.cli.models import models
+from streams.dev.localrun import stop_model_servers
+from streams.servers.model_server import local_servers
 from tests.helpers import end_offsets, own_topics
 
 pytestmark = pytest.mark.integration
@@ -209,10 +214,11 @@ def test_produce_generator_with_labels_count_and_rate(own_topics: Settings):
     assert {e["data"]["label"] for e in json_lines(labels)} <= {0, 1}
 
 
-def test_produce_stops_cleanly_on_sigterm(own_topics: Settings):
-    """`docker compose stop producer` sends SIGTERM: the stream ends at a row (never between
-    a record and its label), what was queued is flushed and counted, and the exit code is
-    0 — the compose tests end the demo's long stream this way."""
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_produce_stops_cleanly_on_sigterm_or_ctrl_c(own_topics: Settings, stop_with: int):
+    """`docker compose stop producer` sends SIGTERM, a user presses Ctrl-C: the stream ends
+    at a row (never between a record and its label), what was queued is flushed and
+    counted, and the exit code is 0 — the compose tests end the demo's long stream so."""
     weir_cli = str(Path(sys.executable).parent / "weir")
     records_t = topic_name(own_topics.kafka, Topic.RECORDS)
     labels_t = topic_name(own_topics.kafka, Topic.LABELS)
@@ -240,7 +246,7 @@ def test_produce_stops_cleanly_on_sigterm(own_topics: Settings):
             interval_s=0.5,
         )
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_with)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -334,7 +340,7 @@ def test_models_publish_list_rollback_round_trip(own_topics: Settings, unique: s
     assert any(" 1 " in row and "rollback" in row for row in rows), listed.stdout
     assert "run-1" in listed.stdout and "accuracy" in listed.stdout
 
-    back = run(own_topics, "models", "rollback", name)
+    back = run(own_topics, "models", "rollback", name, "--no-serve")  # nothing answers there
     assert back.exit_code == 0, back.output
     assert "2 → 1" in back.stdout
     again = run(own_topics, "models", "rollback", name)
@@ -455,15 +461,60 @@ def test_pacer_holds_the_rate_with_an_injected_clock():
     unlimited.wait_turn(1000)
 
 
+def test_rollback_serves_a_retired_version_again(own_topics: Settings, unique: str, tmp_path):
+    # model servers this test starts are found by PID files under its own state dir
+    stack = StackSettings(cache_dir=own_topics.stack.cache_dir, state_dir=tmp_path)
+    settings = own_topics.model_copy(update={"stack": stack})
+    name = f"r{unique}"
+    retired = f"http://127.0.0.1:{free_port()}"  # nothing answers there: a retired server
+    register_two_versions(settings, name)
+    for version in ("1", "2"):
+        published = run(settings, "models", "publish", name, version, "--url", retired)
+        assert published.exit_code == 0, published.output
+    try:
+        back = run(settings, "models", "rollback", name)
+        assert back.exit_code == 0, back.output
+        assert f"does not answer at {retired}; serving it again (local deployer)" in back.stdout
+        [(model, version, port)] = local_servers(settings)
+        assert (model, version) == (name, "1")
+        url = f"http://127.0.0.1:{port}"
+        assert f"2 → 1 ({url})" in back.stdout
+        answer = httpx.get(url + ready_path(name, "v2"), timeout=10)
+        assert answer.status_code == 200 and answer.json()["ready"] is True
+        routed = json_lines(
+            run(settings, "subscribe", "models", "--json", "--from-beginning", "--model", name,
+                "--max", "6", "--timeout", WAIT)
+        )  # fmt: skip
+        [event] = [e for e in routed if e["data"]["action"] == "rollback"]
+        assert (event["data"]["version"], event["data"]["url"]) == ("1", url)
+        assert event["data"]["protocol"] == "v2" and event["data"]["features"] == ["x0", "x1", "x2"]
+
+        # `weir stack down` stops the model servers started under its state dir
+        down = CliRunner().invoke(cli, ["stack", "down"], obj={"settings": settings})
+        assert down.exit_code == 0, down.output
+        assert "1 model server(s) stopped" in down.stdout
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + ready_path(name, "v2"), timeout=10)
+    finally:
+        stop_model_servers(settings)
+
+
 def test_readme_examples(own_topics: Settings, tmp_path: Path, monkeypatch):
     register_two_versions(own_topics, "churn")
     monkeypatch.chdir(tmp_path)
     Path("records.csv").write_text(README_CSV)
-    for line in README_EXAMPLES.splitlines():
-        argv = shlex.split(line, comments=True)
-        assert argv[0] == "weir"
-        result = run(own_topics, *argv[1:])
-        assert result.exit_code == 0, f"{line}\n{result.output}"
+    # nothing serves the README's URLs here, so the rollback serves version 1 again (a
+    # model server found by its PID file under this state dir, stopped at the end)
+    stack = StackSettings(cache_dir=own_topics.stack.cache_dir, state_dir=tmp_path / "state")
+    own_topics = own_topics.model_copy(update={"stack": stack})
+    try:
+        for line in README_EXAMPLES.splitlines():
+            argv = shlex.split(line, comments=True)
+            assert argv[0] == "weir"
+            result = run(own_topics, *argv[1:])
+            assert result.exit_code == 0, f"{line}\n{result.output}"
+    finally:
+        stop_model_servers(own_topics)
     # the CSV's bad row was reported, the rollback moved churn back to version 1
     assert "line 4: feature x2 is not a finite number" in (
         run(own_topics, "produce", "--file", "records.csv", "--key-field", "customer").stderr
