@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from connectors.kafka import ConsumedMessage, EventConsumer
 from connectors.process import ServiceProcess
@@ -38,6 +39,7 @@ class Collector:
         self.consumer = EventConsumer(settings, topics, group_id=group)
         self.messages: list[ConsumedMessage] = []
         self.arrived: list[float] = []  # when each message was read (monotonic), for latencies
+        self._by_type: dict[str, list[Any]] = {}  # event type → its events, in arrival order
 
     def until(self, condition: Callable[[], bool], *, deadline_s: float, what: str) -> None:
         """Read until ``condition()`` holds (or the deadline passes, then raise)."""
@@ -73,9 +75,20 @@ class Collector:
         for msg in messages:
             self.messages.append(msg)
             self.arrived.append(time.monotonic())
+            if msg.event is not None:
+                self._by_type.setdefault(msg.event.type, []).append(msg.event)
 
     def events(self, type_: str) -> list:
-        return [m.event for m in self.messages if m.event is not None and m.event.type == type_]
+        """The events of ``type_`` read so far, in arrival order (a new list; no scan)."""
+        return list(self._by_type.get(type_, ()))
+
+    def events_since(self, type_: str, start: int) -> list:
+        """The events of ``type_`` from the ``start``-th read on (to take them as they come)."""
+        return self._by_type.get(type_, [])[start:]
+
+    def count(self, type_prefix: str) -> int:
+        """How many events read so far have a type that starts with ``type_prefix``."""
+        return sum(len(v) for t, v in self._by_type.items() if t.startswith(type_prefix))
 
     def close(self) -> None:
         self.consumer.close()

@@ -196,6 +196,34 @@ def _predictions(collector: Collector, model: str) -> list[Any]:
     ]
 
 
+class _Served:
+    """The served predictions of one model as the stream goes: how many, which version
+    served last, and the versions that served: each prediction looked at once (the
+    stream asks every 100 records; scanning every prediction each time was quadratic)."""
+
+    def __init__(self, collector: Collector, model: str) -> None:
+        self._collector, self._model = collector, model
+        self._seen = 0  # predictions of any model looked at so far
+        self.count = 0
+        self.last = "-"
+        self.versions: set[str] = set()
+
+    def update(self) -> set[str]:
+        """Take the predictions read since the last call; returns the versions that served
+        for the first time among them."""
+        new = self._collector.events_since("io.weir.prediction.v1", self._seen)
+        self._seen += len(new)
+        found = set()
+        for e in new:
+            if e.data.model == self._model and not e.data.shadow:
+                self.count += 1
+                self.last = e.data.version
+                if e.data.version not in self.versions:
+                    found.add(e.data.version)
+                    self.versions.add(e.data.version)
+        return found
+
+
 def _stream(
     s: Settings,
     cfg: LoopConfig,
@@ -224,7 +252,8 @@ def _stream(
     )
     start = time.monotonic()
     swapped_at: int | None = None  # when the latest new version began to serve
-    served = {v1}
+    served = _Served(collector, s.scoring.model)
+    served.versions.add(v1)
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("streaming", total=cfg.min_records, info="")
         for i, row in enumerate(live):
@@ -249,16 +278,14 @@ def _stream(
             if i % 100 == 99:
                 producer.flush()
                 collector.poll_for(0.01)
-                recent = {p.data.version for p in _predictions(collector, s.scoring.model)[-200:]}
-                if recent - served:  # a version that had not served yet: the latest swap
-                    served |= recent
+                if served.update():  # a version that had not served yet: the latest swap
                     swapped_at = i
                 total = max(cfg.min_records, swapped_at + cfg.after_swap if swapped_at else i + 500)
                 progress.update(
                     task,
                     completed=i + 1,
                     total=min(total, len(live)),
-                    info=_status_line(collector, s.scoring.model, cfg, i),
+                    info=_status_line(collector, served, cfg, i),
                 )
                 ahead = (i + 1) / cfg.rate - (time.monotonic() - start)
                 if ahead > 0:
@@ -270,9 +297,7 @@ def _stream(
                 new_event(Label(record_id=f"{stamp}-{j}", label=live[j].label), source="demo"),
             )
         producer.flush()
-        progress.update(
-            task, completed=n, total=n, info=_status_line(collector, s.scoring.model, cfg, n)
-        )
+        progress.update(task, completed=n, total=n, info=_status_line(collector, served, cfg, n))
     return produced_at
 
 
@@ -323,17 +348,14 @@ def _run_going(collector: Collector) -> bool:
     return statuses.count("started") > finished
 
 
-def _status_line(collector: Collector, model: str, cfg: LoopConfig, i: int) -> str:
-    preds = _predictions(collector, model)
-    version = preds[-1].data.version if preds else "-"
-    alerts = len(
-        [e for e in collector.messages if e.event and e.event.type.startswith("io.weir.alert.")]
-    )
-    runs = [e.data.status for e in collector.events("io.weir.pipeline.run.v1")]
+def _status_line(collector: Collector, served: _Served, cfg: LoopConfig, i: int) -> str:
+    served.update()
+    alerts = collector.count("io.weir.alert.")
+    runs = collector.events("io.weir.pipeline.run.v1")
     drift = "drifted" if i >= cfg.drift_at else "stable"
     return (
-        f"{drift} | scored {len(preds)} | serving {version_name(version)} | alerts {alerts} | "
-        f"run {runs[-1] if runs else '-'}"
+        f"{drift} | scored {served.count} | serving {version_name(served.last)} | "
+        f"alerts {alerts} | run {runs[-1].data.status if runs else '-'}"
     )
 
 

@@ -10,8 +10,9 @@ import pytest
 from rich.console import Console
 
 from connectors.process import free_port
+from schemas import Event, Prediction, new_event
 from streams.dev.demo_report import Timeline
-from streams.dev.loop import LoopReport, print_report, wait_ready
+from streams.dev.loop import LoopReport, _Served, print_report, wait_ready
 
 
 def test_the_timeline_is_in_order_and_answers_without_a_run_have_their_own_row():
@@ -105,3 +106,44 @@ def test_a_broker_gone_at_the_end_leaves_a_warning_not_an_error(monkeypatch):
     monkeypatch.setattr(loop, "delete_topics", lambda settings, prefix: ["a", "b"])
     loop._delete_run_topics(Settings(), console)
     assert "deleted the run's 2 topics" in console.export_text()
+
+
+class _Arrivals:
+    """What `_Served` reads of a Collector: the predictions in arrival order."""
+
+    def __init__(self) -> None:
+        self.predictions: list[Event[Prediction]] = []
+
+    def events_since(self, type_: str, start: int) -> list:
+        assert type_ == "io.weir.prediction.v1"
+        return self.predictions[start:]
+
+    def add(self, model: str, version: str, *, shadow: bool = False) -> None:
+        data = Prediction(
+            record_id=f"r-{len(self.predictions)}",
+            model=model,
+            version=version,
+            url="http://127.0.0.1:1",
+            output=1,
+            latency_ms=2.0,
+            shadow=shadow,
+        )
+        self.predictions.append(new_event(data, source="test"))
+
+
+def test_the_streams_view_of_served_versions_counts_each_prediction_once():
+    arrivals = _Arrivals()
+    served = _Served(arrivals, "sea")  # type: ignore[arg-type]
+    served.versions.add("1")
+    for _ in range(3):
+        arrivals.add("sea", "1")
+    arrivals.add("other", "9")  # another model's
+    assert served.update() == set()
+    assert (served.count, served.last) == (3, "1")
+
+    arrivals.add("sea", "2", shadow=True)  # mirrored, never served
+    arrivals.add("sea", "2")
+    arrivals.add("sea", "2")
+    assert served.update() == {"2"}  # version 2 served for the first time: the swap
+    assert served.update() == set()  # nothing new since
+    assert (served.count, served.last, served.versions) == (5, "2", {"1", "2"})
