@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cached_property
 from math import isfinite
 from typing import Any, overload
 
@@ -172,11 +173,12 @@ class CallPredictions(Sequence[Event[Prediction]]):
             self._events = [self.first, *_EVENTS.validate_python(self._rest())]
         return self._events[i]
 
-    def _values(self, upto: int | None = None) -> list[bytes]:
-        """Each row's data as JSON, in the order and form pydantic writes a Prediction."""
+    @cached_property
+    def _pieces(self) -> tuple[bytes, bytes]:
+        """The JSON every row shares: after the record id up to the label, and after the
+        scores (worked out once per call)."""
         data = self.first.data
         shared = to_json({"model": data.model, "version": data.version, "url": data.url})
-        mid = b"," + shared[1:-1] + b',"output":'
         tail = to_json(
             {
                 "latency_ms": data.latency_ms,
@@ -185,9 +187,14 @@ class CallPredictions(Sequence[Event[Prediction]]):
                 "answers": data.answers,
             }
         )
-        tail = b"," + tail[1:]
+        return b"," + shared[1:-1] + b',"output":', b"," + tail[1:]
+
+    def _values(self, upto: int | None = None) -> list[bytes]:
+        """The first ``upto`` rows' data (all: None) as JSON, in the order and form pydantic
+        writes a Prediction."""
+        mid, tail = self._pieces
         labels, probabilities = self._result.labels, self._result.probabilities
-        scores = [to_json(p) for p in probabilities] if probabilities else None
+        scores = [to_json(p) for p in probabilities[:upto]] if probabilities else None
         return [
             b"".join(
                 (
