@@ -40,6 +40,7 @@ from connectors.kafka import EventProducer
 from connectors.minio_store import ObjectStore
 from connectors.process import (
     ServiceProcess,
+    autogroup_niceness,
     free_port,
     is_running,
     proc_state,
@@ -678,6 +679,22 @@ def test_scoring_first_the_loop_next_the_monitor_last(supervised: Supervised):
     assert thread_niceness(pids["scoring"]) == {mine}
     for role in ("feedback", "performance", "retrainer"):
         assert thread_niceness(pids[role]) == {min(19, mine + scoring.insight_niceness)}, role
+    # every insight role leads a session of its own, whose autogroup (where the kernel has
+    # them) is niced as the role is: else their niceness counts only within one session
+    assert os.getsid(pids["scoring"]) == os.getsid(sup.pid)
+    group = autogroup_niceness(sup.pid)
+    for role, pid in pids.items():
+        if role == "scoring":
+            assert autogroup_niceness(pid) == group
+            continue
+        assert os.getsid(pid) == pid, role
+        if group is not None:  # the monitor's group follows its threads right after them
+            wait_until(
+                lambda pid=pid: autogroup_niceness(pid) == max(group, *thread_niceness(pid)),
+                timeout_s=10,
+                what=f"the {role} role's autogroup at its niceness",
+                interval_s=0.1,
+            )
     # and the roles that read in batches give way while scoring is behind
     for role, pid in pids.items():
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -202,21 +202,70 @@ def test_insight_roles_yield_the_cpu_to_scoring():
     import subprocess
     import sys
 
+    from connectors.process import autogroup_niceness
     from streams.supervisor import _prepare
 
-    def niceness_of_child(nice: int) -> int:
+    def child(nice: int) -> tuple[int, bool, int | None]:
+        """The child's niceness, whether it leads a session, its autogroup's niceness;
+        started as the supervisor starts a role (a session of its own when niced)."""
+        code = (
+            "import os\n"
+            "from connectors.process import autogroup_niceness\n"
+            "print(os.nice(0), os.getsid(0) == os.getpid(), autogroup_niceness())\n"
+        )
         out = subprocess.run(
-            [sys.executable, "-c", "import os; print(os.nice(0))"],
+            [sys.executable, "-c", code],
             preexec_fn=_prepare(nice),
+            start_new_session=nice > 0,
             capture_output=True,
             text=True,
             check=True,
         )
-        return int(out.stdout)
+        niceness, leader, group = out.stdout.split()
+        return int(niceness), leader == "True", None if group == "None" else int(group)
 
-    mine = os.nice(0)
-    assert niceness_of_child(0) == mine  # scoring: as the supervisor
-    assert niceness_of_child(10) == min(19, mine + 10)  # monitor, feedback, …
+    mine, my_group = os.nice(0), autogroup_niceness()
+    assert child(0) == (mine, False, my_group)  # scoring: as the supervisor, in its session
+    niced = min(19, mine + 10)
+    # monitor, feedback, …: niced, and (where the kernel has autogroups) so is their group,
+    # else their niceness would count only within the supervisor's session
+    expected_group = None if my_group is None else max(niced, my_group)
+    assert child(10) == (niced, True, expected_group)
+    assert autogroup_niceness() == my_group  # the test's own group is left alone
+
+
+def test_lower_autogroup_changes_only_a_group_the_process_leads():
+    import subprocess
+    import sys
+
+    from connectors.process import autogroup_niceness
+
+    if autogroup_niceness() is None:
+        pytest.skip("this kernel has no autogroups (/proc/self/autogroup)")
+    code = (
+        "from connectors.process import autogroup_niceness, lower_autogroup\n"
+        "before = autogroup_niceness()\n"
+        "print(lower_autogroup(before + 2), lower_autogroup(before + 1), autogroup_niceness())\n"
+    )
+
+    def run(new_session: bool) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            start_new_session=new_session,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return out.stdout.split()
+
+    mine = autogroup_niceness()
+    assert mine is not None and mine <= 17, "room to lower the priority"
+    # in a session of its own: lowered, then never raised again
+    assert run(True) == ["True", "False", str(mine + 2)]
+    # in this test's session: the group is not the child's to change
+    assert run(False) == ["False", "False", str(mine)]
+    assert autogroup_niceness() == mine
 
 
 def test_lower_priority_lowers_every_thread_and_never_raises_one():
