@@ -64,12 +64,13 @@ def lower_autogroup(niceness: int) -> bool:
 
     Where the kernel schedules by autogroup (``kernel.sched_autogroup_enabled``, on in
     most distributions' kernels), the CPU is shared fairly between sessions first, and a
-    process's niceness only orders it against processes of its own session. An insight
-    role in a session of its own at niceness 10 would still compete with the scoring
-    role, the broker and the model server as an equal: measured with ``bench/peers.py``,
-    every role running, 500 records/s right after a 100,000-record backlog, the p99
-    latency was 290 to 340 ms, and 30 to 39 ms with autogroups off. Never raises a priority,
-    and never touches a group this process does not lead (a user's shell session)."""
+    process's niceness only orders it against processes of its own session: the insight
+    roles at niceness 10 in the supervisor's session held back the scoring role, their
+    sibling there, but not the broker, the model server or a reader, each in a session
+    of its own. Measured with ``bench/peers.py``, every role running, 500 records/s right
+    after a 100,000-record backlog: p99 285 to 342 ms; 32 to 37 ms with each niced role
+    in a session of its own whose group is niced too. Never raises a priority, and never
+    touches a group this process does not lead (a user's shell session)."""
     if os.getsid(0) != os.getpid():
         return False
     now = autogroup_niceness()
