@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
-from connectors.process import free_port, lower_autogroup
+from connectors.process import free_port, lower_priority
 from connectors.signing import verify_only
 from schemas import ConfigurationError
 from schemas.settings import Settings, settings_env
@@ -58,16 +58,15 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def _prepare(niceness: int) -> Callable[[], None]:
     """What a role's child runs between fork and exec: die with the supervisor, and (the
     insight roles) yield the CPU to scoring when the machine is short of it. A child
-    with a niceness leads a session of its own (``_spawn``), so its autogroup's niceness
-    is set too: otherwise, on a kernel with autogroups, the niceness would count only
-    against the supervisor's session (:func:`connectors.process.lower_autogroup`)."""
+    with a niceness leads a session of its own (``_spawn``), so
+    :func:`connectors.process.lower_priority` sets its autogroup's niceness too:
+    otherwise, on a kernel with autogroups, the niceness would count only against the
+    supervisor's session (:func:`connectors.process.lower_autogroup`)."""
 
     def prepare() -> None:
         _die_with_parent()
         if niceness:
-            with contextlib.suppress(OSError):
-                os.nice(niceness)
-            lower_autogroup(os.nice(0))
+            lower_priority(min(19, os.nice(0) + niceness))
 
     return prepare
 

@@ -187,13 +187,15 @@ def _delete_run_topics(s: Settings, console: Console) -> None:
     console.print(f"deleted the run's {len(gone)} topics ({prefix}*)")
 
 
+def _served_by(event: Any, model: str) -> bool:
+    """Whether a prediction event was served by ``model`` (a shadow's are mirrored, never
+    served)."""
+    return bool(event.data.model == model and not event.data.shadow)
+
+
 def _predictions(collector: Collector, model: str) -> list[Any]:
-    """The served predictions of ``model`` (a shadow's are mirrored, never served)."""
-    return [
-        e
-        for e in collector.events("io.weir.prediction.v1")
-        if e.data.model == model and not e.data.shadow
-    ]
+    """The served predictions of ``model``."""
+    return [e for e in collector.events("io.weir.prediction.v1") if _served_by(e, model)]
 
 
 class _Served:
@@ -215,7 +217,7 @@ class _Served:
         self._seen += len(new)
         found = set()
         for e in new:
-            if e.data.model == self._model and not e.data.shadow:
+            if _served_by(e, self._model):
                 self.count += 1
                 self.last = e.data.version
                 if e.data.version not in self.versions:
@@ -297,6 +299,7 @@ def _stream(
                 new_event(Label(record_id=f"{stamp}-{j}", label=live[j].label), source="demo"),
             )
         producer.flush()
+        served.update()
         progress.update(task, completed=n, total=n, info=_status_line(collector, served, cfg, n))
     return produced_at
 
@@ -349,7 +352,6 @@ def _run_going(collector: Collector) -> bool:
 
 
 def _status_line(collector: Collector, served: _Served, cfg: LoopConfig, i: int) -> str:
-    served.update()
     alerts = collector.count("io.weir.alert.")
     runs = collector.events("io.weir.pipeline.run.v1")
     drift = "drifted" if i >= cfg.drift_at else "stable"
