@@ -51,11 +51,27 @@ def lower_priority(niceness: int) -> int:
 
 def autogroup_niceness(pid: int | str = "self") -> int | None:
     """The niceness of ``pid``'s autogroup (``/proc/<pid>/autogroup``: ``/autogroup-7 nice
-    0``), or None where the kernel has no autogroups."""
+    0``), or None where it has none: a kernel without autogroups, or a process in the root
+    group (the file is empty there: init's, and its descendants' until one of them starts
+    a session; a CI runner's often are)."""
     try:
         return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def niced_children_lead_sessions() -> bool:
+    """Whether a child this process nices should lead a session of its own, so that its
+    autogroup can be niced too (:func:`lower_autogroup`): only where this process sits in
+    an autogroup, in which a niceness orders a process only against its own session.
+
+    In the root group (no autogroup of its own) every thread already competes with every
+    other thread of the group by its own niceness, and an autogroup would pool a child's
+    threads (librdkafka's, a pipeline run's processes) under the weight of one: on a CI
+    runner in the root group, with both cores hogged, the closed loop's insight roles each
+    in a group of its own fell so far behind that the drift's alert came after the stream;
+    niced thread by thread, as before, they had kept up."""
+    return autogroup_niceness() is not None
 
 
 def lower_autogroup(niceness: int) -> bool:

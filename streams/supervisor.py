@@ -27,11 +27,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiohttp import web
 
-from connectors.process import free_port, lower_priority
+from connectors.process import free_port, lower_priority, niced_children_lead_sessions
 from connectors.signing import verify_only
 from schemas import ConfigurationError
 from schemas.settings import Settings, settings_env
@@ -58,7 +59,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def _prepare(niceness: int) -> Callable[[], None]:
     """What a role's child runs between fork and exec: die with the supervisor, and (the
     insight roles) yield the CPU to scoring when the machine is short of it. A child
-    with a niceness leads a session of its own (``_spawn``), so
+    with a niceness may lead a session of its own (:func:`start_options`), so
     :func:`connectors.process.lower_priority` sets its autogroup's niceness too:
     otherwise, on a kernel with autogroups, the niceness would count only against the
     supervisor's session (:func:`connectors.process.lower_autogroup`)."""
@@ -69,6 +70,17 @@ def _prepare(niceness: int) -> Callable[[], None]:
             lower_priority(min(19, os.nice(0) + niceness))
 
     return prepare
+
+
+def start_options(niceness: int) -> dict[str, Any]:
+    """How a role's child is started (``preexec_fn``, ``start_new_session``): a niced one
+    leads a session of its own where the supervisor's niceness would otherwise bind it
+    only within the supervisor's autogroup
+    (:func:`connectors.process.niced_children_lead_sessions`)."""
+    return {
+        "preexec_fn": _prepare(niceness),
+        "start_new_session": niceness > 0 and niced_children_lead_sessions(),
+    }
 
 
 @dataclass
@@ -139,7 +151,7 @@ class Supervisor:
         )
         nice = 0 if child.role == "scoring" else self.settings.scoring.insight_niceness
         child.proc = await asyncio.create_subprocess_exec(
-            *self._argv(child), env=env, preexec_fn=_prepare(nice), start_new_session=nice > 0
+            *self._argv(child), env=env, **start_options(nice)
         )
         log.info("started role %s (pid %d)", child.role, child.proc.pid)
 

@@ -39,6 +39,8 @@ from streams.dev.localrun import Collector, start_worker, stop_model_servers
 from streams.servers.deployers import LocalDeployer
 from streams.synthetic import drifting_stream
 
+FINISHED = frozenset({"succeeded", "not-promoted", "failed"})  # a run's verdicts
+
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -239,9 +241,12 @@ def _stream(
     """Produce records (and their labels, ``label_lag`` later) at ``cfg.rate``; show progress.
 
     Streams at least ``min_records``; then goes on until ``after_swap`` records
-    have followed the first prediction of the latest new version and no retraining run is
-    still going (or ``max_records``): the online learner may serve long before
-    the pipeline's run ends, and the run's verdict belongs in the report.
+    have followed the first prediction of the latest new version, a retraining run has
+    been requested and none still waits for its rows (or ``max_records``): the online
+    learner may serve long before the pipeline's run ends, and the run's verdict belongs
+    in the report. On a machine short of CPU the insight roles lag (scoring comes first),
+    and the alert that requests the run may come well after the learner took over; a run
+    requested when the stream has ended would wait for rows that never come.
     """
     records_t, labels_t = topic_name(s.kafka, Topic.RECORDS), topic_name(s.kafka, Topic.LABELS)
     produced_at: list[datetime] = []
@@ -259,12 +264,7 @@ def _stream(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("streaming", total=cfg.min_records, info="")
         for i, row in enumerate(live):
-            if (
-                i >= cfg.min_records
-                and swapped_at is not None
-                and i >= swapped_at + cfg.after_swap
-                and not _run_going(collector)
-            ):
+            if _enough(cfg, i, swapped_at, collector):
                 break
             producer.produce(
                 records_t,
@@ -344,11 +344,35 @@ def _await_verdict(collector: Collector, cfg: LoopConfig, console: Console) -> N
         )
 
 
+def _enough(cfg: LoopConfig, i: int, swapped_at: int | None, collector: Collector) -> bool:
+    """Whether the stream has shown the loop (:func:`_stream`) by record ``i``."""
+    if i < cfg.min_records or swapped_at is None or i < swapped_at + cfg.after_swap:
+        return False
+    runs = _runs(collector)
+    return bool(runs.requested) and not runs.gathering
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The retraining runs' state, by run id, from their events."""
+
+    requested: frozenset[str]  # every run asked for
+    gathering: frozenset[str]  # asked for, not started: waiting for rows after the alert
+    going: frozenset[str]  # asked for, no verdict yet
+
+
+def _runs(collector: Collector) -> _Runs:
+    statuses: dict[str, set[str]] = {}
+    for e in collector.events("io.weir.pipeline.run.v1"):
+        statuses.setdefault(e.data.run_id, set()).add(e.data.status)
+    requested = frozenset(r for r, seen in statuses.items() if "requested" in seen)
+    going = frozenset(r for r in requested if not statuses[r] & FINISHED)
+    return _Runs(requested, frozenset(r for r in going if "started" not in statuses[r]), going)
+
+
 def _run_going(collector: Collector) -> bool:
-    """A retraining run started and has not finished yet."""
-    statuses = [e.data.status for e in collector.events("io.weir.pipeline.run.v1")]
-    finished = sum(s in ("succeeded", "not-promoted", "failed") for s in statuses)
-    return statuses.count("started") > finished
+    """A retraining run was asked for and has no verdict yet."""
+    return bool(_runs(collector).going)
 
 
 def _status_line(collector: Collector, served: _Served, cfg: LoopConfig, i: int) -> str:
@@ -407,7 +431,7 @@ def _fill_report(
         if e.data.status == "succeeded" and e.data.produced_version is not None
     ]
     started = next((e for e in runs if e.data.status == "started"), None)
-    done = next((e for e in runs if e.data.status in ("succeeded", "not-promoted", "failed")), None)
+    done = next((e for e in runs if e.data.status in FINISHED), None)
     if started is not None:
         tl.run_id = started.data.run_id
         tl.run_started_at = reach.at(started.time)

@@ -23,7 +23,14 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(1200)
 def test_drift_alert_retrain_swap_and_recovery(live_stack: Settings, tmp_path, capsys):
     console = Console(force_terminal=False, width=120)
-    cfg = LoopConfig(min_records=5000, drift_at=2000, after_swap=1000, rate=400.0, out_dir=tmp_path)
+    cfg = LoopConfig(
+        min_records=5000,
+        max_records=30000,  # the stream goes on until the alert's run has its rows
+        drift_at=2000,
+        after_swap=1000,
+        rate=400.0,
+        out_dir=tmp_path,
+    )
     with cpu_hog() as hogs:
         report = run_loop(live_stack, cfg, console=console)
         hogged = [busy_seconds(pid) for pid in hogs]

@@ -679,15 +679,16 @@ def test_scoring_first_the_loop_next_the_monitor_last(supervised: Supervised):
     assert thread_niceness(pids["scoring"]) == {mine}
     for role in ("feedback", "performance", "retrainer"):
         assert thread_niceness(pids[role]) == {min(19, mine + scoring.insight_niceness)}, role
-    # every insight role leads a session of its own, whose autogroup (where the kernel has
-    # them) is niced as the role is: else their niceness counts only within one session
+    # where the supervisor sits in an autogroup, every insight role leads a session of its
+    # own whose autogroup is niced as the role is: else their niceness counts only within
+    # one session; in the root group (no autogroup) they stay in the supervisor's session
     assert os.getsid(pids["scoring"]) == os.getsid(sup.pid)
     group = autogroup_niceness(sup.pid)
     for role, pid in pids.items():
         if role == "scoring":
             assert autogroup_niceness(pid) == group
             continue
-        assert os.getsid(pid) == pid, role
+        assert (os.getsid(pid) == pid) == (group is not None), role
         if group is not None:  # the monitor's group follows its threads right after them
             wait_until(
                 lambda pid=pid: autogroup_niceness(pid) == max(group, *thread_niceness(pid)),

@@ -10,9 +10,17 @@ import pytest
 from rich.console import Console
 
 from connectors.process import free_port
-from schemas import Event, Prediction, new_event
+from schemas import Event, PipelineRunEvent, Prediction, new_event
 from streams.dev.demo_report import Timeline
-from streams.dev.loop import LoopReport, _Served, print_report, wait_ready
+from streams.dev.loop import (
+    LoopConfig,
+    LoopReport,
+    _enough,
+    _run_going,
+    _Served,
+    print_report,
+    wait_ready,
+)
 
 
 def test_the_timeline_is_in_order_and_answers_without_a_run_have_their_own_row():
@@ -147,3 +155,45 @@ def test_the_streams_view_of_served_versions_counts_each_prediction_once():
     assert served.update() == {"2"}  # version 2 served for the first time: the swap
     assert served.update() == set()  # nothing new since
     assert (served.count, served.last, served.versions) == (5, "2", {"1", "2"})
+
+
+class _RunEvents:
+    """What `_enough` reads of a Collector: the pipeline-run events so far."""
+
+    def __init__(self) -> None:
+        self.runs: list[Event[PipelineRunEvent]] = []
+
+    def events(self, type_: str) -> list:
+        assert type_ == "io.weir.pipeline.run.v1"
+        return self.runs
+
+    def add(self, run_id: str, status: str) -> None:
+        data = PipelineRunEvent(run_id=run_id, model="sea", status=status, pipeline="retrain")
+        self.runs.append(new_event(data, source="test"))
+
+
+def test_the_stream_goes_on_until_a_run_was_asked_for_and_has_its_rows():
+    """On a machine short of CPU the insight roles lag: the learner may take over long
+    before the performance alert, and a run asked for after the stream would wait for rows
+    that never come. The stream ends only once a run has them (or at max_records)."""
+    cfg = LoopConfig(min_records=5000, after_swap=1000)
+    runs = _RunEvents()
+    enough = lambda i, swapped_at: _enough(cfg, i, swapped_at, runs)  # type: ignore[arg-type]  # noqa: E731
+    assert not enough(4999, 100)  # fewer than min_records
+    assert not enough(6000, None)  # no new version served yet
+    assert not enough(6000, 5500)  # after_swap records have not followed the swap
+    assert not enough(6500, 5500)  # no run asked for yet: the alert has not come
+    runs.add("none-a1", "not-started")  # a feature-drift alert's answer starts no run
+    assert not enough(6500, 5500)
+    runs.add("run-a", "requested")
+    assert not enough(6600, 5500)  # the run gathers the rows after its alert
+    runs.add("run-a", "started")
+    assert enough(6700, 5500)  # its verdict may come after the stream
+    runs.add("run-b", "requested")  # a held alert's next run
+    assert not enough(6800, 5500)
+    runs.add("run-a", "not-promoted")
+    runs.add("run-b", "started")
+    assert enough(6900, 5500)
+    assert _run_going(runs)  # type: ignore[arg-type]  # run-b: no verdict yet
+    runs.add("run-b", "failed")
+    assert not _run_going(runs)  # type: ignore[arg-type]

@@ -203,11 +203,11 @@ def test_insight_roles_yield_the_cpu_to_scoring():
     import sys
 
     from connectors.process import autogroup_niceness
-    from streams.supervisor import _prepare
+    from streams.supervisor import start_options
 
     def child(nice: int) -> tuple[int, bool, int | None]:
         """The child's niceness, whether it leads a session, its autogroup's niceness;
-        started as the supervisor starts a role (a session of its own when niced)."""
+        started as the supervisor starts a role."""
         code = (
             "import os\n"
             "from connectors.process import autogroup_niceness\n"
@@ -215,8 +215,7 @@ def test_insight_roles_yield_the_cpu_to_scoring():
         )
         out = subprocess.run(
             [sys.executable, "-c", code],
-            preexec_fn=_prepare(nice),
-            start_new_session=nice > 0,
+            **start_options(nice),
             capture_output=True,
             text=True,
             check=True,
@@ -227,11 +226,35 @@ def test_insight_roles_yield_the_cpu_to_scoring():
     mine, my_group = os.nice(0), autogroup_niceness()
     assert child(0) == (mine, False, my_group)  # scoring: as the supervisor, in its session
     niced = min(19, mine + 10)
-    # monitor, feedback, …: niced, and (where the kernel has autogroups) so is their group,
-    # else their niceness would count only within the supervisor's session
-    expected_group = None if my_group is None else max(niced, my_group)
-    assert child(10) == (niced, True, expected_group)
+    if my_group is None:
+        # the root group (or no autogroups): every thread competes by its own niceness,
+        # so the niced roles stay in the supervisor's session, thread by thread
+        assert child(10) == (niced, False, None)
+    else:
+        # monitor, feedback, …: niced, and so is the group of the session each leads, else
+        # their niceness would count only within the supervisor's session
+        assert child(10) == (niced, True, max(niced, my_group))
     assert autogroup_niceness() == my_group  # the test's own group is left alone
+
+
+def test_niced_children_lead_sessions_only_from_an_autogroup():
+    """A process in the root group (init's descendants before any session starts: read as
+    no autogroup) keeps its niced children in its session; one in an autogroup does not."""
+    import subprocess
+    import sys
+
+    from connectors.process import autogroup_niceness
+
+    code = (
+        "from connectors.process import autogroup_niceness, niced_children_lead_sessions\n"
+        "print(autogroup_niceness() is not None, niced_children_lead_sessions())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    in_group, lead = out.stdout.split()
+    assert lead == in_group
+    assert (lead == "True") == (autogroup_niceness() is not None)
 
 
 def test_lower_autogroup_changes_only_a_group_the_process_leads():
