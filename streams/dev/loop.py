@@ -242,7 +242,8 @@ def _stream(
 
     Streams at least ``min_records``; then goes on until ``after_swap`` records
     have followed the first prediction of the latest new version, a retraining run has
-    been requested and none still waits for its rows (or ``max_records``): the online
+    been requested (when runs are on) and none still waits for its rows (or
+    ``max_records``): the online
     learner may serve long before the pipeline's run ends, and the run's verdict belongs
     in the report. On a machine short of CPU the insight roles lag (scoring comes first),
     and the alert that requests the run may come well after the learner took over; a run
@@ -264,7 +265,7 @@ def _stream(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("streaming", total=cfg.min_records, info="")
         for i, row in enumerate(live):
-            if _enough(cfg, i, swapped_at, collector):
+            if _enough(cfg, i, swapped_at, collector, runs=s.retraining.enabled):
                 break
             producer.produce(
                 records_t,
@@ -344,12 +345,17 @@ def _await_verdict(collector: Collector, cfg: LoopConfig, console: Console) -> N
         )
 
 
-def _enough(cfg: LoopConfig, i: int, swapped_at: int | None, collector: Collector) -> bool:
-    """Whether the stream has shown the loop (:func:`_stream`) by record ``i``."""
+def _enough(
+    cfg: LoopConfig, i: int, swapped_at: int | None, collector: Collector, *, runs: bool
+) -> bool:
+    """Whether the stream has shown the loop (:func:`_stream`) by record ``i``; ``runs``:
+    whether retraining runs are on (WEIR_RETRAINING__ENABLED), so one is waited for."""
     if i < cfg.min_records or swapped_at is None or i < swapped_at + cfg.after_swap:
         return False
-    runs = _runs(collector)
-    return bool(runs.requested) and not runs.gathering
+    if not runs:
+        return True
+    state = _runs(collector)
+    return bool(state.requested) and not state.gathering
 
 
 @dataclass(frozen=True)

@@ -178,11 +178,15 @@ def test_the_stream_goes_on_until_a_run_was_asked_for_and_has_its_rows():
     that never come. The stream ends only once a run has them (or at max_records)."""
     cfg = LoopConfig(min_records=5000, after_swap=1000)
     runs = _RunEvents()
-    enough = lambda i, swapped_at: _enough(cfg, i, swapped_at, runs)  # type: ignore[arg-type]  # noqa: E731
+
+    def enough(i: int, swapped_at: int | None, *, on: bool = True) -> bool:
+        return _enough(cfg, i, swapped_at, runs, runs=on)  # type: ignore[arg-type]
+
     assert not enough(4999, 100)  # fewer than min_records
     assert not enough(6000, None)  # no new version served yet
     assert not enough(6000, 5500)  # after_swap records have not followed the swap
     assert not enough(6500, 5500)  # no run asked for yet: the alert has not come
+    assert enough(6500, 5500, on=False)  # unless retraining runs are off
     runs.add("none-a1", "not-started")  # a feature-drift alert's answer starts no run
     assert not enough(6500, 5500)
     runs.add("run-a", "requested")
