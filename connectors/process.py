@@ -69,8 +69,8 @@ def niced_children_lead_sessions() -> bool:
     other thread of the group by its own niceness, and an autogroup would pool a child's
     threads (librdkafka's, a pipeline run's processes) under the weight of one: on a CI
     runner in the root group, with both cores hogged, the closed loop's insight roles each
-    in a group of its own fell so far behind that the drift's alert came after the stream;
-    niced thread by thread, as before, they had kept up."""
+    in a group of its own fell so far behind that the drift's alert had not come when the
+    stream ended; niced thread by thread, as before, they had kept up."""
     return autogroup_niceness() is not None
 
 

@@ -243,11 +243,11 @@ def _stream(
     Streams at least ``min_records``; then goes on until ``after_swap`` records
     have followed the first prediction of the latest new version, a retraining run has
     been requested (when runs are on) and none still waits for its rows (or
-    ``max_records``): the online
-    learner may serve long before the pipeline's run ends, and the run's verdict belongs
-    in the report. On a machine short of CPU the insight roles lag (scoring comes first),
-    and the alert that requests the run may come well after the learner took over; a run
-    requested when the stream has ended would wait for rows that never come.
+    ``max_records``): the online learner may serve long before the pipeline's run ends,
+    and the run's verdict belongs in the report. On a machine short of CPU the insight
+    roles lag (scoring comes first), and the alert that requests the run may come well
+    after the learner took over; a run requested when the stream has ended would wait
+    for rows that never come.
     """
     records_t, labels_t = topic_name(s.kafka, Topic.RECORDS), topic_name(s.kafka, Topic.LABELS)
     produced_at: list[datetime] = []
