@@ -383,7 +383,10 @@ def _run_going(collector: Collector) -> bool:
 
 def _status_line(collector: Collector, served: _Served, cfg: LoopConfig, i: int) -> str:
     alerts = collector.count("io.weir.alert.")
-    runs = collector.events("io.weir.pipeline.run.v1")
+    # the newest run's status: an alert answered without a run ("not-started") is no run
+    runs = [
+        e for e in collector.events("io.weir.pipeline.run.v1") if e.data.status != "not-started"
+    ]
     drift = "drifted" if i >= cfg.drift_at else "stable"
     return (
         f"{drift} | scored {served.count} | serving {version_name(served.last)} | "

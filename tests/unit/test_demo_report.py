@@ -201,3 +201,21 @@ def test_the_stream_goes_on_until_a_run_was_asked_for_and_has_its_rows():
     assert _run_going(runs)  # type: ignore[arg-type]  # run-b: no verdict yet
     runs.add("run-b", "failed")
     assert not _run_going(runs)  # type: ignore[arg-type]
+
+
+def test_the_status_line_shows_the_newest_run_not_an_alert_answered_without_one():
+    from streams.dev.loop import _status_line
+
+    class Events(_RunEvents):
+        def count(self, prefix: str) -> int:
+            assert prefix == "io.weir.alert."
+            return 3
+
+    runs, served = Events(), _Served(_Arrivals(), "sea")  # type: ignore[arg-type]
+    line = lambda: _status_line(runs, served, LoopConfig(drift_at=10), 20)  # type: ignore[arg-type]  # noqa: E731
+    assert line().endswith("alerts 3 | run -")
+    runs.add("run-a", "requested")
+    runs.add("run-a", "started")
+    runs.add("none-a2", "not-started")  # a feature-drift alert answered while the run goes
+    assert line().startswith("drifted | scored 0 | serving ")
+    assert line().endswith("alerts 3 | run started")
