@@ -418,8 +418,8 @@ def models_rollback(ctx: click.Context, model: str, to_version: str | None, serv
                 f"`weir models publish {model} {to_version} --url URL`"
             )
     url = target.url
-    if serve and target.protocol != "embedded" and not _answers(settings, model, target):
-        url = _serve_again(settings, model, target)
+    if serve and target.protocol != "embedded":
+        url = _served_url(settings, model, target)
     change = ModelVersionEvent(
         action="rollback",
         model=model,
@@ -447,15 +447,33 @@ def _answers(settings: Settings, model: str, route: Route) -> bool:
     return asyncio.run(ready())
 
 
-def _serve_again(settings: Settings, model: str, route: Route) -> str:
-    """Serve ``route``'s version again from the registry through the configured deployer;
-    its new URL (blocking: a server takes seconds to load). The version is in the registry:
-    :func:`fold_routes` keeps no route to one that is not."""
+def _served_url(settings: Settings, model: str, route: Route) -> str:
+    """The URL ``route``'s version answers at, serving it again from the registry through
+    the configured deployer if its server was retired (blocking: a server takes seconds to
+    load). The version is in the registry: :func:`fold_routes` keeps no route to one that
+    is not.
+
+    The model host is asked (it answers with the server it runs, or serves the version
+    again): it knows what it serves, and its servers' URLs may not be reachable from
+    where the CLI runs (compose's network, from the host). Local servers are tried at
+    their URL first."""
     from streams.servers.deployers import deployer_for
 
+    deployer = settings.kserve.deployer
+    if deployer == "host":
+        url = deployer_for(settings).deploy(model, route.version)
+        if url != route.url:
+            console.print(
+                f"{model} version {route.version} is no longer served at {route.url}; the "
+                f"model host serves it again at {url}",
+                soft_wrap=True,
+            )
+        return url
+    if _answers(settings, model, route):
+        return route.url
     console.print(
         f"{model} version {route.version} does not answer at {route.url}; serving it again "
-        f"({settings.kserve.deployer} deployer)",
+        f"({deployer} deployer)",
         soft_wrap=True,
     )
     return deployer_for(settings).deploy(model, route.version)

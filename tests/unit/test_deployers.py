@@ -114,3 +114,39 @@ def test_deployer_for_picks_the_configured_deployer():
         deployer_for(Settings(kserve=KServeSettings(deployer="local"))), LocalDeployer
     )
     assert isinstance(deployer_for(host_settings()), HostDeployer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (httpx.Response(200, json=deployment("1")), ""),  # still served: the same URL
+        (
+            httpx.Response(201, json=deployment("1") | {"url": "http://10.0.0.7:9300"}),
+            "the model host serves it again at http://10.0.0.7:9300",
+        ),
+    ],
+)
+def test_a_rollback_through_the_model_host_asks_the_host_not_the_url(monkeypatch, answer, said):
+    """The CLI may not reach the host's servers (compose's network, from the host): the
+    model host is asked what serves the version, and serves it again if it retired it."""
+    from rich.console import Console
+
+    import streams.cli.models as models
+    import streams.servers.deployers as deployers
+    from agents.routing import Route
+
+    script, printed = Recorder(answer), Console(record=True, width=200)
+    monkeypatch.setattr(
+        deployers,
+        "deployer_for",
+        lambda s: HostDeployer(s, transport=httpx.MockTransport(script), sleep=lambda _: None),
+    )
+    monkeypatch.setattr(models, "_answers", lambda *a: pytest.fail("probed the URL from here"))
+    monkeypatch.setattr(models, "console", printed)
+    route = Route(model="churn", version="1", url=MODEL_URL, protocol="v2")
+    url = models._served_url(host_settings(), "churn", route)
+    assert url == answer.json()["url"]
+    assert [json.loads(r.content) for r in script.requests] == [{"model": "churn", "version": "1"}]
+    text = printed.export_text()
+    assert said in text
+    assert bool(text.strip()) == bool(said)  # nothing said when it is still served
