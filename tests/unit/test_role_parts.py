@@ -237,24 +237,18 @@ def test_insight_roles_yield_the_cpu_to_scoring():
     assert autogroup_niceness() == my_group  # the test's own group is left alone
 
 
-def test_niced_children_lead_sessions_only_from_an_autogroup():
-    """A process in the root group (init's descendants before any session starts: read as
-    no autogroup) keeps its niced children in its session; one in an autogroup does not."""
-    import subprocess
-    import sys
+@pytest.mark.parametrize(("group", "leads"), [(None, False), (0, True), (5, True)])
+def test_niced_roles_lead_sessions_only_from_an_autogroup(monkeypatch, group, leads):
+    """A supervisor in the root group (init's descendants before any session starts, as a
+    CI runner: read as no autogroup) keeps its niced roles in its session, niced thread by
+    thread; one in an autogroup starts each in a session of its own. Scoring never."""
+    import connectors.process as process
+    from streams.supervisor import start_options
 
-    from connectors.process import autogroup_niceness
-
-    code = (
-        "from connectors.process import autogroup_niceness, niced_children_lead_sessions\n"
-        "print(autogroup_niceness() is not None, niced_children_lead_sessions())\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    in_group, lead = out.stdout.split()
-    assert lead == in_group
-    assert (lead == "True") == (autogroup_niceness() is not None)
+    monkeypatch.setattr(process, "autogroup_niceness", lambda pid="self": group)
+    assert process.niced_children_lead_sessions() is leads
+    assert start_options(10)["start_new_session"] is leads
+    assert start_options(0)["start_new_session"] is False
 
 
 def test_lower_autogroup_changes_only_a_group_the_process_leads():
