@@ -95,6 +95,7 @@ QUIX_PINS = ("quixstreams==3.28.1", "httpx==0.28.1")
 QUIX_VENV = Path.home() / ".cache" / "weir" / "bench" / "quix-venv"
 HERE = Path(__file__).resolve().parent
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
+SLOW_MS = 100.0  # a record's latency counted as slow in the phase's log line
 TRACE_COLUMNS = ("run", "rate", "sent_s", "sent_epoch_s", "latency_ms", "made_ms", "call_ms")
 
 
@@ -248,6 +249,10 @@ class Latency:
     call_p50_ms: float | None = None  # the model call's own latency (the prediction's latency_ms)
     call_p99_ms: float | None = None
     max_ms: float | None = None
+    slow: int = 0  # records over SLOW_MS ...
+    slow_seconds: int = (
+        0  # ... and the seconds (by send time) they were sent in: a stall or spread out
+    )
     saturated: bool = False
     proc_cpu_s: float | None = None
     server_cpu_s: float | None = None
@@ -470,6 +475,8 @@ class Bench:
         if done:
             out.p50_ms, out.p99_ms = float(np.percentile(done, 50)), float(np.percentile(done, 99))
             out.max_ms = max(done)
+            slow = [s for s, v in zip(sent, lat, strict=True) if v > SLOW_MS]
+            out.slow, out.slow_seconds = len(slow), len({int(s - sent[0]) for s in slow})
             made = [
                 (reader.made_at[i] - w) * 1000
                 for i, w in zip(ids, loop.sent_wall[warm:], strict=True)
@@ -496,7 +503,8 @@ class Bench:
             f"p50 {out.p50_ms or 0:.0f} p99 {out.p99_ms or 0:.0f} ms "
             f"(to the prediction's time: p50 {out.made_p50_ms or 0:.0f} "
             f"p99 {out.made_p99_ms or 0:.0f}; the model call: p50 {out.call_p50_ms or 0:.0f} "
-            f"p99 {out.call_p99_ms or 0:.0f}), {state}"
+            f"p99 {out.call_p99_ms or 0:.0f}); {out.slow} over {SLOW_MS:.0f} ms, sent in "
+            f"{out.slow_seconds} of {span:.0f} s; {state}"
         )
         return out
 
