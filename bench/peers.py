@@ -250,9 +250,7 @@ class Latency:
     call_p99_ms: float | None = None
     max_ms: float | None = None
     slow: int = 0  # records over SLOW_MS ...
-    slow_seconds: int = (
-        0  # ... and the seconds (by send time) they were sent in: a stall or spread out
-    )
+    slow_seconds: int = 0  # ... and the seconds they were sent in (stalls or spread out)
     saturated: bool = False
     proc_cpu_s: float | None = None
     server_cpu_s: float | None = None

@@ -459,24 +459,23 @@ def _served_url(settings: Settings, model: str, route: Route) -> str:
     their URL first."""
     from streams.servers.deployers import deployer_for
 
-    deployer = settings.kserve.deployer
-    if deployer == "host":
-        url = deployer_for(settings).deploy(model, route.version)
-        if url != route.url:
-            console.print(
-                f"{model} version {route.version} is no longer served at {route.url}; the "
-                f"model host serves it again at {url}",
-                soft_wrap=True,
-            )
-        return url
-    if _answers(settings, model, route):
-        return route.url
-    console.print(
-        f"{model} version {route.version} does not answer at {route.url}; serving it again "
-        f"({deployer} deployer)",
-        soft_wrap=True,
-    )
-    return deployer_for(settings).deploy(model, route.version)
+    host = settings.kserve.deployer == "host"
+    if not host:
+        if _answers(settings, model, route):
+            return route.url
+        console.print(
+            f"{model} version {route.version} does not answer at {route.url}; serving it "
+            f"again ({settings.kserve.deployer} deployer)",
+            soft_wrap=True,
+        )
+    url = deployer_for(settings).deploy(model, route.version)
+    if host and url != route.url:
+        console.print(
+            f"{model} version {route.version} is no longer served at {route.url}; the "
+            f"model host serves it again at {url}",
+            soft_wrap=True,
+        )
+    return url
 
 
 @models.command("clear")
