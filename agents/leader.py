@@ -35,6 +35,16 @@ snapshot is a couple of kilobytes (1.7 KB, 1.9 KB with AdaGrad's sums) instead
 of a forest of several hundred, so
 the learner role can afford to publish it far more often. The whole classifier
 is checkpointed apart, for the learner's own restart.
+
+**A learner behind the stream sheds the forest first** (:meth:`LeaderClassifier.lighten`):
+the forest costs ~1.6 ms a record to learn, a regression ~0.03 ms. While the learner
+role is behind (``WEIR_LEARNER__LIGHT_LAG_S``), the ``costly`` members neither learn
+nor answer and a light member leads, so every outcome still teaches the regressions
+instead of a forest learning a quarter of them (on a 2-core machine kept busy by a
+CPU hog, the learner learnt 2,993 of 12,400 outcomes and served 0.87-0.89 for the
+first thousand records it served). A costly member's record of being right is
+cleared when it stops: once it learns again it has to earn the lead over records
+it learnt, not over records from before a drift it did not see.
 """
 
 from __future__ import annotations
@@ -69,21 +79,27 @@ class LeaderClassifier(base.Classifier):
 
     ``renew`` maps a member to its reference: when both have a full window and the
     member trails its reference by more than ``RENEW_GAP`` of it, the member is
-    replaced by a fresh copy (``clone()``)."""
+    replaced by a fresh copy (``clone()``). ``costly`` names the members a learner
+    behind the stream stops first (:meth:`lighten`); at least one member is not."""
 
     def __init__(
         self,
         members: Mapping[str, base.Classifier],
         window: int = WINDOW,
         renew: Mapping[str, str] | None = None,
+        costly: frozenset[str] = frozenset(),
     ) -> None:
         if not members:
             raise ValueError("a LeaderClassifier needs at least one member")
         self.members = dict(members)
         self.window = window
         self.renew = dict(renew or {})
-        if unknown := (set(self.renew) | set(self.renew.values())) - set(self.members):
-            raise ValueError(f"renew names {sorted(unknown)}, not members")
+        if unknown := (set(self.renew) | set(self.renew.values()) | costly) - set(self.members):
+            raise ValueError(f"renew or costly names {sorted(unknown)}, not members")
+        if costly >= set(self.members):
+            raise ValueError("a LeaderClassifier needs a member that is not costly")
+        self.costly = costly
+        self.lightened = False  # the costly members neither learn nor answer (lighten)
         self.renewed = dict.fromkeys(self.renew, 0)  # fresh copies made of each
         self.leader = next(iter(self.members))
         self._right = dict.fromkeys(self.members, 0)  # of the latest ``window`` learnt
@@ -103,6 +119,7 @@ class LeaderClassifier(base.Classifier):
             },
             window,
             renew={"steady": "linear"},
+            costly=frozenset({"arf"}),
         )
 
     @property
@@ -121,6 +138,8 @@ class LeaderClassifier(base.Classifier):
         answered, self._answered = self._answered, None
         known = answered[1] if answered is not None and answered[0] is x else {}
         for name, model in self.members.items():
+            if self.lightened and name in self.costly:
+                continue
             answer = known[name] if name in known else model.predict_one(x)
             recent, right = self._recent[name], answer == y
             if len(recent) == recent.maxlen:
@@ -143,6 +162,20 @@ class LeaderClassifier(base.Classifier):
                 self._right[name] = 0
                 self.renewed[name] += 1
 
+    def lighten(self, light: bool) -> None:
+        """While ``light``, the ``costly`` members neither learn nor answer: a light member
+        leads. Their records of being right are cleared as they stop, so that, learning
+        again, they earn the lead on records they learnt."""
+        if light and not self.lightened:
+            for name in self.costly:
+                self._recent[name].clear()
+                self._right[name] = 0
+            if self.leader in self.costly:
+                self.leader = max(
+                    (n for n in self.members if n not in self.costly), key=self._right.__getitem__
+                )
+        self.lightened = light
+
     def around(self, name: str, member: base.Classifier) -> LeaderClassifier:
         """This classifier with ``member`` in place of its member ``name``, leading: a
         restart from a snapshot (which holds only the member that led) goes on with that
@@ -163,8 +196,9 @@ class LeaderClassifier(base.Classifier):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # a state saved by an older weir renews no member
-        self.__dict__.update({"renew": {}, "renewed": {}, **state})
+        # a state saved by an older weir renews no member and sheds none
+        defaults = {"renew": {}, "renewed": {}, "costly": frozenset(), "lightened": False}
+        self.__dict__.update({**defaults, **state})
 
     def describe(self) -> dict[str, str | float | int]:
         """For a model card: the members, the leader, and the share of the latest records

@@ -219,6 +219,7 @@ class OnlineLearner:
         self.since_state = 0  # outcomes learnt since its whole state was last saved
         self.skipped = 0  # outcomes without the learner's features
         self.shed = 0  # outcomes skipped because the learner was too far behind
+        self.light_only = 0  # outcomes only its light members learnt, the learner being behind
         self.featureless = 0  # served outcomes of its model that came without features
         self.classes: set[int | float | str] = set()
         self.stopped: str | None = None  # why it no longer learns, if it does not
@@ -267,7 +268,9 @@ class OnlineLearner:
         when the outcome is not one to learn from (a shadow's, another model's, no features)
         or not one to learn now: made ``age_s`` ago, more than ``max_lag_s``, it is skipped
         (counted in ``shed``) so that a learner slower than the stream learns its newest
-        outcomes, not ever older ones."""
+        outcomes, not ever older ones. Made more than ``light_lag_s`` ago, it is learnt by
+        the estimator's light members only (counted in ``light_only``; an estimator without
+        ``lighten`` learns it whole), until outcomes come within half of that again."""
         if outcome.shadow or outcome.model != self.model:
             return None
         if outcome.features is None:  # the feedback role puts them on only for a learner
@@ -276,15 +279,28 @@ class OnlineLearner:
         if self.settings.max_lag_s and age_s > self.settings.max_lag_s:
             self.shed += 1
             return None
+        light = self._lighten(age_s)
         mine = self._learn_one(outcome.features, outcome.label)
         if mine is not None:
+            self.light_only += light
             self._pair(outcome, mine)
         return mine
+
+    def _lighten(self, age_s: float) -> bool:
+        """Whether its light members alone learn an outcome made ``age_s`` ago: from
+        ``light_lag_s`` behind, until back within half of it (set on the estimator)."""
+        lighten = getattr(self.estimator, "lighten", None)
+        if lighten is None or not self.settings.light_lag_s:
+            return False
+        limit = self.settings.light_lag_s / (2 if self.estimator.lightened else 1)
+        lighten(age_s > limit)
+        return age_s > limit
 
     def warm(self, rows: Iterable[tuple[Mapping[str, Any], Any]]) -> int:
         """Learn labelled rows (features, label) before any outcome — the archived training
         data, oldest first — so a new learner does not start from nothing; nothing is paired.
         Returns how many were learnt."""
+        self._lighten(0.0)
         return sum(self._learn_one(features, label) is not None for features, label in rows)
 
     def _learn_one(self, features: Mapping[str, Any], label: Any) -> bool | None:
@@ -529,7 +545,7 @@ class OnlineLearner:
             version=version,
             framework="river",
             features=list(self.features),
-            metrics={"learnt": self.learnt, "shed": self.shed}
+            metrics={"learnt": self.learnt, "light_only": self.light_only, "shed": self.shed}
             | ({"prequential_accuracy": accuracy} if accuracy is not None else {}),
             created_at=now,
             learner={

@@ -686,6 +686,14 @@ class LearnerSettings(_Group):
         "training rows (the data the first version was trained on), so it does not start from "
         "nothing; 0: start empty",
     )
+    light_lag_s: float = Field(
+        1.0,
+        ge=0,
+        description="outcomes made longer ago than this are learnt by the light members only "
+        "(arf+linear: the regressions; the forest, ~50x the CPU a record, sheds them) until "
+        "the learner is back within half of it: a learner behind the stream still learns "
+        "every outcome with what it can afford (counted as light_only); 0: never",
+    )
     max_lag_s: float = Field(
         5.0,
         ge=0,

@@ -305,12 +305,12 @@ class LiveView:
         )
         self.metrics.rolling_accuracy.labels(self.model, version).set(accuracy)
 
-    def record_learner(self, *, learnt: int, shed: int) -> None:
-        """Outcomes the online learner learnt and shed since the last call."""
-        if learnt:
-            self.metrics.learner_outcomes.labels(self.model, "learnt").inc(learnt)
-        if shed:
-            self.metrics.learner_outcomes.labels(self.model, "shed").inc(shed)
+    def record_learner(self, *, learnt: int, light: int, shed: int) -> None:
+        """Outcomes the online learner learnt whole, learnt with its light members only, and
+        shed, since the last call."""
+        for fate, count in (("learnt", learnt - light), ("light_only", light), ("shed", shed)):
+            if count:
+                self.metrics.learner_outcomes.labels(self.model, fate).inc(count)
 
     def record_contest(self, contest: Contest | None) -> None:
         """The canary contest the performance role's judge holds now (shown as it stands

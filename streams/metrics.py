@@ -23,7 +23,8 @@ metric                                    labels                       kind
 ``weir_alerts_total``                     type                         counter
 ``weir_retraining_runs_total``            status                       counter
 ``weir_rolling_accuracy``                 model, version               gauge
-``weir_learner_outcomes_total``           model, fate (learnt, shed)   counter
+``weir_learner_outcomes_total``           model, fate (learnt,         counter
+                                          light_only, shed)
 ========================================  ===========================  =========
 """
 
@@ -118,7 +119,8 @@ class WorkerMetrics:
 
         self.learner_outcomes = Counter(
             "weir_learner_outcomes",
-            "Served outcomes the online learner learnt, or shed (skipped: more than "
+            "Served outcomes the online learner learnt whole, learnt with its light members "
+            "only (light_only: more than learner.light_lag_s behind), or shed (skipped: more than "
             "learner.max_lag_s behind)",
             ["model", "fate"],
             registry=r,

@@ -33,10 +33,14 @@ refused before its own fold showed it sends the learner back to challenging the
 serving version instead of waiting for a route that never comes.
 
 **It stays near the stream's head:** an outcome made more than
-``WEIR_LEARNER__MAX_LAG_S`` ago is skipped (counted as ``shed`` in the
-snapshot's card). A learner slower than the stream (a forest on a busy small
-machine) then learns a share of the newest outcomes instead of falling ever
-further behind: after a drift, what it learns late it would also serve late.
+``WEIR_LEARNER__LIGHT_LAG_S`` ago (1 s) is learnt by the model's light members
+only (the default's regressions; the forest, ~50 times their CPU, sheds it;
+counted as ``light_only``), until outcomes come within half of that again; one
+made more than ``WEIR_LEARNER__MAX_LAG_S`` ago (5 s) is skipped (counted as
+``shed`` in the snapshot's card). A learner slower than the stream (a forest on
+a busy small machine) then learns every outcome with what it can afford, and
+skips only when even that is too slow, instead of falling ever further behind:
+after a drift, what it learns late it would also serve late.
 
 **A first start is warm:** with no snapshot in the registry it first learns the
 newest ``WEIR_LEARNER__WARM_ROWS`` archived training rows (oldest first), the
@@ -335,7 +339,7 @@ def attach_learner(ctx: RoleContext) -> None:
         learner = state["learner"]
         active = routing.get(model).active
         learner.follow(active.version if active else None)
-        shed, learnt = learner.shed, learner.learnt
+        shed, light_only, learnt = learner.shed, learner.light_only, learner.learnt
         # bad outcomes are the performance role's to report
         for found in decoded_batch(ctx, batch):
             if found is not None and isinstance(found.data, RouteDecision):
@@ -357,7 +361,10 @@ def attach_learner(ctx: RoleContext) -> None:
             take = learner.take_over()
             if take is not None:
                 await publish(learner, take)
-        ctx.live.record_learner(learnt=learner.learnt - learnt, shed=learner.shed - shed)
+        light = learner.light_only - light_only
+        ctx.live.record_learner(
+            learnt=learner.learnt - learnt, light=light, shed=learner.shed - shed
+        )
         if learner.featureless >= FEATURELESS_WARN and not told_featureless:
             told_featureless.append(True)
             log.error(
@@ -368,12 +375,16 @@ def attach_learner(ctx: RoleContext) -> None:
                 model,
             )
         now = asyncio.get_running_loop().time()
-        if learner.shed > shed and now >= shed_logged[0] + LOG_EVERY_S:
+        behind = learner.shed > shed or light > 0
+        if behind and now >= shed_logged[0] + LOG_EVERY_S:
             shed_logged[0] = now
             log.warning(
-                "learner %s is more than %.0f s behind the outcomes: it skips to the newest "
-                "(%d skipped so far, %d learnt)",
+                "learner %s is behind the outcomes: more than %g s behind, its light members "
+                "alone learn them (%d so far); more than %g s, it skips to the newest (%d "
+                "skipped so far); %d learnt",
                 s.name,
+                s.light_lag_s,
+                learner.light_only,
                 s.max_lag_s,
                 learner.shed,
                 learner.learnt,

@@ -124,18 +124,61 @@ def test_a_member_trailing_its_reference_starts_afresh_and_one_trailing_alike_do
 
 
 def test_renew_names_members_only() -> None:
-    with pytest.raises(ValueError, match="renew names"):
+    with pytest.raises(ValueError, match="renew or costly names"):
         LeaderClassifier({"zero": Fixed(0)}, renew={"zero": "gbm"})
+    with pytest.raises(ValueError, match="renew or costly names"):
+        LeaderClassifier({"zero": Fixed(0)}, costly=frozenset({"gbm"}))
+    with pytest.raises(ValueError, match="not costly"):
+        LeaderClassifier({"zero": Fixed(0)}, costly=frozenset({"zero"}))
+
+
+def test_lightened_the_costly_members_neither_learn_nor_answer_and_earn_the_lead_again() -> None:
+    costly, cheap = Fixed(1), Fixed(0)
+    model = LeaderClassifier(
+        {"costly": costly, "cheap": cheap}, window=10, costly=frozenset({"costly"})
+    )
+    teach(model, [1] * 10)
+    assert model.leader == "costly"
+    model.lighten(True)
+    assert model.leader == "cheap", "a light member leads at once"
+    asked = costly.predicted
+    assert teach(model, [1] * 5) == [0] * 5, "the light member answers, right or not"
+    assert costly.predicted == asked and costly.learnt == [1] * 10, "the costly one sheds them"
+    assert cheap.learnt == [1] * 15
+    model.lighten(False)
+    # its ten right answers from before were cleared: it leads once it is right more often
+    # than "cheap" on the latest records, not at once on its old record
+    answers = teach(model, [1])
+    assert answers == [0] and model.leader == "costly"
+    assert costly.learnt == [1] * 11
+    assert model.describe()["right_costly"] == 1.0
+
+
+def test_arf_and_linear_sheds_the_forest_and_a_regression_follows_a_flip_alone() -> None:
+    model = new_estimator("arf+linear", seed=3)
+    assert model.costly == {"arf"}
+    rows = linear_stream(3000, seed=1, flip_at=1500)
+    for x, y in rows[:1500]:
+        model.predict_one(x)
+        model.learn_one(x, y)
+    forest = pickle.dumps(model.members["arf"])
+    model.lighten(True)
+    right = []
+    for x, y in rows[1500:]:
+        right.append(model.predict_one(x) == y)
+        model.learn_one(x, y)
+    assert pickle.dumps(model.members["arf"]) == forest, "the forest learnt nothing"
+    assert model.leader in ("linear", "steady") and sum(right[1000:]) / 500 > 0.9
 
 
 def test_a_state_saved_before_renewing_existed_loads_and_learns() -> None:
     model = LeaderClassifier({"zero": Fixed(0), "one": Fixed(1)}, window=10)
     state = model.__getstate__()
-    del state["renew"], state["renewed"]
+    del state["renew"], state["renewed"], state["costly"], state["lightened"]
     old = LeaderClassifier.__new__(LeaderClassifier)
     old.__setstate__(state)
     teach(old, [1] * 12)
-    assert old.leader == "one" and old.renew == {}
+    assert old.leader == "one" and old.renew == {} and old.costly == frozenset()
     assert "renewed_zero" not in old.describe()
 
 

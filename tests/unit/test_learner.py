@@ -274,6 +274,33 @@ def test_a_learner_far_behind_skips_to_the_newest_outcomes():
     assert every.learn(batch[0], age_s=3600.0) is not None and every.shed == 0, "0: learn all"
 
 
+def test_a_learner_behind_learns_with_its_light_members_until_it_is_near_the_head():
+    s = LEARNER.model_copy(update={"kind": "arf+linear", "light_lag_s": 1.0, "max_lag_s": 5.0})
+    learner = OnlineLearner(s, "churn")
+    batch = list(outcomes(400, flipped=False))
+    # on time, then 2 s behind, catching up to 0.7 s (still light: not yet within 0.5 s),
+    # then to 0.1 s (whole again), and 6 s behind (shed)
+    ages = [0.0] * 100 + [2.0] * 100 + [0.7] * 50 + [0.1] * 50 + [6.0] * 100
+    forest, taught = learner.estimator.members["arf"], []
+    forest_learn = forest.learn_one
+    forest.learn_one = lambda x, y, **kw: taught.append(y) or forest_learn(x, y, **kw)
+    lightened = []
+    for o, age in zip(batch, ages, strict=True):
+        learner.learn(o, age_s=age)
+        lightened.append(learner.estimator.lightened)
+    assert lightened[:100] == [False] * 100 and lightened[100:250] == [True] * 150
+    assert lightened[250:300] == [False] * 50
+    assert learner.light_only == 150 and learner.shed == 100 and learner.learnt == 300
+    assert len(taught) == 150, "the forest learnt only the outcomes learnt whole"
+    card = learner.next_card(FIXED_TIME)
+    assert (card.metrics["light_only"], card.metrics["shed"]) == (150, 100)
+    plain = OnlineLearner(LEARNER.model_copy(update={"light_lag_s": 1.0}), "churn")  # hoeffding
+    assert plain.learn(batch[0], age_s=2.0) is not None and plain.light_only == 0, "whole"
+    never = OnlineLearner(s.model_copy(update={"light_lag_s": 0.0}), "churn")
+    never.learn(batch[0], age_s=4.0)
+    assert never.light_only == 0 and not never.estimator.lightened
+
+
 def test_a_warm_learner_starts_from_the_archived_rows_and_pairs_none_of_them():
     rnd = random.Random(5)
     rows = [{"a": rnd.random(), "b": rnd.random()} for _ in range(1500)]

@@ -210,9 +210,10 @@ def test_rolling_accuracy_comes_from_the_error_rate_monitor():
 
 def test_the_learner_counts_what_it_learnt_and_what_it_shed():
     live, _ = view()
-    live.record_learner(learnt=480, shed=20)
-    live.record_learner(learnt=500, shed=0)
-    assert sample(live, "weir_learner_outcomes_total", model="churn", fate="learnt") == 980
+    live.record_learner(learnt=480, light=0, shed=20)
+    live.record_learner(learnt=500, light=120, shed=0)  # 120 of the 500 by light members only
+    assert sample(live, "weir_learner_outcomes_total", model="churn", fate="learnt") == 860
+    assert sample(live, "weir_learner_outcomes_total", model="churn", fate="light_only") == 120
     assert sample(live, "weir_learner_outcomes_total", model="churn", fate="shed") == 20
 
 
