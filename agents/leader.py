@@ -37,7 +37,8 @@ the learner role can afford to publish it far more often. The whole classifier
 is checkpointed apart, for the learner's own restart.
 
 **A learner behind the stream sheds the forest first** (:meth:`LeaderClassifier.lighten`):
-the forest costs ~1.6 ms a record to learn, a regression ~0.03 ms. While the learner
+an outcome costs the learner ~1 ms with the forest, ~0.07 ms with the two regressions
+alone, decoding included (``bench/starved_learner.py``). While the learner
 role is behind (``WEIR_LEARNER__LIGHT_LAG_S``), the ``costly`` members neither learn
 nor answer and a light member leads, so every outcome still teaches the regressions
 instead of a forest learning a quarter of them (on a 2-core machine kept busy by a

@@ -690,7 +690,7 @@ class LearnerSettings(_Group):
         1.0,
         ge=0,
         description="outcomes made longer ago than this are learnt by the light members only "
-        "(arf+linear: the regressions; the forest, ~50x the CPU a record, sheds them) until "
+        "(arf+linear: the regressions; the forest, ~14x their CPU a record, sheds them) until "
         "the learner is back within half of it: a learner behind the stream still learns "
         "every outcome with what it can afford (counted as light_only); 0: never",
     )

@@ -34,7 +34,7 @@ serving version instead of waiting for a route that never comes.
 
 **It stays near the stream's head:** an outcome made more than
 ``WEIR_LEARNER__LIGHT_LAG_S`` ago (1 s) is learnt by the model's light members
-only (the default's regressions; the forest, ~50 times their CPU, sheds it;
+only (the default's regressions; the forest, ~14 times their CPU, sheds it;
 counted as ``light_only``), until outcomes come within half of that again; one
 made more than ``WEIR_LEARNER__MAX_LAG_S`` ago (5 s) is skipped (counted as
 ``shed`` in the snapshot's card). A learner slower than the stream (a forest on
