@@ -31,7 +31,7 @@ from connectors.bounded import Bounded
 from connectors.kserve_client import InferenceClient, InferenceResult, ModelServerError, Protocol
 from connectors.minio_store import ObjectNotFound
 from schemas import ServiceError
-from schemas.payloads import embedded_target
+from schemas.payloads import embedded_target, embedded_url
 from schemas.settings import KServeSettings
 
 if TYPE_CHECKING:
@@ -114,6 +114,8 @@ class EmbeddedModels:
                 str(loaded), model=model, url=url, status=403, retriable=False
             ) from loaded
         self._loaded[url] = loaded
+        if loaded.card.version != version:  # a stand-in: its own route (a refresh) finds it
+            self._loaded[embedded_url(model, loaded.card.version)] = loaded
         while len(self._loaded) > self._keep:
             self._loaded.popitem(last=False)
         return loaded
