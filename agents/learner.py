@@ -292,9 +292,9 @@ class OnlineLearner:
         lighten = getattr(self.estimator, "lighten", None)
         if lighten is None or not self.settings.light_lag_s:
             return False
-        limit = self.settings.light_lag_s / (2 if self.estimator.lightened else 1)
-        lighten(age_s > limit)
-        return age_s > limit
+        light = age_s > self.settings.light_lag_s / (2 if self.estimator.lightened else 1)
+        lighten(light)
+        return light
 
     def warm(self, rows: Iterable[tuple[Mapping[str, Any], Any]]) -> int:
         """Learn labelled rows (features, label) before any outcome — the archived training

@@ -61,7 +61,6 @@ class Costs:
 @dataclass
 class Result:
     system: str
-    seed: int
     whole: int
     light_only: int
     shed: int
@@ -83,10 +82,10 @@ def outcome(row: DemoRow) -> Outcome:
 def measure(settings: LearnerSettings, rows: list[DemoRow]) -> Costs:
     """What an outcome costs on this machine, decoding it from JSON included: the learner
     learning ``rows`` whole, then lightened, then skipping them (``max_lag_s`` old)."""
+    encoded = [outcome(r).model_dump_json() for r in rows]
     per: list[float] = []
     for age in (0.0, settings.light_lag_s * 2, settings.max_lag_s * 2):
         learner = OnlineLearner(settings, "sea")
-        encoded = [outcome(r).model_dump_json() for r in rows]
         t = time.perf_counter()
         for body in encoded:
             learner.learn(Outcome.model_validate_json(body), age_s=age)
@@ -126,7 +125,7 @@ def simulate(
     for r in rows[max(answered, start) :]:
         right.append(est.predict_one(r.features) == r.label)
     whole = learner.learnt - learner.light_only
-    return Result(system, 0, whole, learner.light_only, learner.shed, right)
+    return Result(system, whole, learner.light_only, learner.shed, right)
 
 
 def mean(xs: list[bool]) -> float:
@@ -160,7 +159,6 @@ def main() -> None:
         rows = list(drifting_stream(a.records, a.drift_at, seed=seed))
         for system in SYSTEMS:
             r = simulate(system, settings, rows, shared, a.rate, a.start)
-            r.seed = seed
             results.append(r)
             console.print(f"seed {seed}: {system} done", style="dim")
     cut = a.drift_at - a.start  # index of the drift within ``right``
