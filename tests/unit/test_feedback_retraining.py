@@ -165,6 +165,34 @@ def test_the_join_window_survives_a_checkpoint_and_reads_one_written_before():
     before = FeedbackJoiner.__new__(FeedbackJoiner)
     before.__setstate__(state)  # as pickle restores one
     assert _rest(before) == expected
+    # a checkpoint of 2026-12-01 to 03: the window's entries as rows, the labels as they were
+    rows = _half_joined(FeedbackJoiner(with_features=True))
+    state = dict(rows.__dict__)
+    state["_pending"] = [
+        (k, e.features, e.prediction, e.label, e.label_time, e.archived, e.judged, e.shadow)
+        for k, e in rows._pending.items()
+    ]
+    before = FeedbackJoiner.__new__(FeedbackJoiner)
+    before.__setstate__(state)
+    assert before._pending == j._pending and _rest(before) == expected
+
+
+def test_a_checkpointed_window_keeps_each_feature_set_and_pickles_no_named_tuple():
+    from connectors.checkpoints import CheckpointStore
+
+    j = FeedbackJoiner(with_features=True)
+    j.on_record(InputRecord(id="a", features={"x": 1.0, "y": 2.0}))
+    j.on_record(InputRecord(id="b", features={"y": 3.0, "x": 4.0}))  # the same names, in turn
+    j.on_record(InputRecord(id="c", features={"z": 5.0}))
+    j.on_prediction(pred("d", 1))  # a prediction whose record has not come
+    j.on_label(Label(record_id="e", label=0), FIXED_TIME)
+    names, rows = j.__getstate__()["_pending"]
+    assert names == [("x", "y"), ("y", "x"), ("z",)]
+    assert all(type(v) is tuple for row in rows for v in row[3:] if isinstance(v, tuple))
+    again = pickle.loads(zlib.decompress(CheckpointStore.encode(j)))
+    assert again._pending == j._pending
+    assert list(again._pending["b"].features or {}) == ["y", "x"]
+    assert again._pending["e"].label_time == FIXED_TIME
 
 
 class Clock:
