@@ -89,8 +89,8 @@ class FeedbackJoiner:
     def __getstate__(self) -> dict[str, object]:
         """The window in columns of plain tuples: it is checkpointed every few seconds, on
         the role's event loop. A window of 50,000 records pickled in ~450 ms as entries of
-        dicts and named tuples, ~80 ms so (each feature name once, a record's values as a
-        tuple)."""
+        dicts and named tuples, in ~145 ms so (~80 of them building the columns: each set
+        of feature names once, a record's values as a tuple)."""
         state = dict(self.__dict__)
         names: dict[tuple[str, ...], int] = {}  # a feature-name set → its place in "names"
         rows = [
