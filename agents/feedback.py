@@ -156,7 +156,14 @@ class FeedbackJoiner:
             entry.archived = True
         if entry.prediction is not None and not entry.judged:
             features = entry.features if self.with_features else None
-            out.outcomes.append(_outcome(entry.prediction, entry.label, features=features))
+            out.outcomes.append(
+                _outcome(
+                    entry.prediction,
+                    entry.label,
+                    features=features,
+                    labelled_at=entry.label_time,
+                )
+            )
             entry.judged = True
         if entry.shadow is not None and entry.prediction is not None:  # compared when both are in
             out.outcomes.append(_outcome(entry.shadow, entry.label, entry.prediction))
@@ -225,8 +232,10 @@ def _outcome(
     served: _Served | None = None,
     *,
     features: dict[str, float] | None = None,
+    labelled_at: datetime | None = None,
 ) -> Outcome:
-    """``p`` judged by ``label``; a shadow's also compared with the ``served`` prediction."""
+    """``p`` judged by ``label`` (given at ``labelled_at``); a shadow's also compared with the
+    ``served`` prediction."""
     return Outcome(
         record_id=p.record_id,
         model=p.model,
@@ -239,4 +248,5 @@ def _outcome(
         agrees=p.output == served.output if p.shadow and served is not None else None,
         features=features,
         url=p.url if features is not None else None,
+        labelled_at=labelled_at,
     )

@@ -13,16 +13,20 @@ at 300 or 3,000 records/s. Alerts without a count fall back to ``cooldown_s`` /
 ``retry_after_s`` from the run's end. A run gathers ``collect_rows`` labelled
 rows after its alert before training, twice as many for each run in a row that
 promoted nothing (at most ``window_rows``): during a gradual drift the first
-rows still mix both concepts. An alert that arrives while a run is under way is held (the
-newest one per model); if that run promotes nothing, the held alert starts the
-next run as soon as it ends, so a false alarm just before a real drift cannot
-hide the drift. If the run promoted a version, the held alert was about the
-version it replaced and is dropped. :class:`Retrainer` carries a run out: it emits
-``requested``/``started`` pipeline-run events, runs the Kubeflow pipeline off
-the event loop, and on success deploys a model server for the new version,
-publishes an ``activate`` model-version event (the control topic does the
-rest) and a ``succeeded`` event; otherwise a ``not-promoted`` or ``failed``
-event with the reason. Lineage (alert id → run id → version) travels in the
+rows still mix both concepts. "After" is on the data's clock: rows labelled from
+the alert's ``evidence_until`` on (the label time of the outcome that raised it),
+so a performance role that runs minutes behind does not make the run wait for,
+or train without, rows that were labelled while it caught up.
+
+An alert that arrives while a run is under way is held (the newest one per model); if
+that run promotes nothing, the held alert starts the next run as soon as it ends, so a
+false alarm just before a real drift cannot hide the drift. If the run promoted a
+version, the held alert was about the version it replaced and is dropped.
+:class:`Retrainer` carries a run out: it emits ``requested``/``started`` pipeline-run
+events, runs the Kubeflow pipeline off the event loop, and on success deploys a model
+server for the new version, publishes an ``activate`` model-version event (the control
+topic does the rest) and a ``succeeded`` event; otherwise a ``not-promoted`` or
+``failed`` event with the reason. Lineage (alert id → run id → version) travels in the
 payloads and the CloudEvents extensions.
 """
 
@@ -316,7 +320,9 @@ class Retrainer:
                 lineage,
             ),
         )
-        since = event.time or self._now()
+        # the rows to train on are those labelled after the evidence: on the data's clock, not
+        # the alert's, which is later by however far the insight roles run behind
+        since = getattr(event.data, "evidence_until", None) or event.time or self._now()
         task = asyncio.create_task(self._run(model, run_id, alert_id, lineage, since))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -5,14 +5,16 @@ Layout (bucket ``WEIR_MINIO__DATA_BUCKET``)::
     training/{model}/{UTC time, sortable}-{writer}-{seq:06d}-n{rows}.jsonl
 
 Each object is JSON Lines of :class:`~schemas.training.TrainingRow`. Object
-names sort chronologically, so the most recent window is read from the end,
-and carry their row count, so rows can be counted from a listing alone.
+names sort chronologically (by when they were written), so the most recent
+window is read from the end, and carry their row count. A row's ``time`` is
+when its label was given: "rows since" an alert counts by that, on the data's
+clock (:func:`rows_since`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from connectors.minio_store import ObjectStore
 from schemas.training import TrainingRow
@@ -47,8 +49,7 @@ def read_window(store: ObjectStore, bucket: str, model: str, max_rows: int) -> l
     chunks: list[list[TrainingRow]] = []
     total = 0
     for key in reversed(keys):
-        lines = store.get_bytes(bucket, key).decode().splitlines()
-        rows = [TrainingRow.model_validate_json(line) for line in lines if line.strip()]
+        rows = read_chunk(store, bucket, key)
         chunks.append(rows)
         total += len(rows)
         if total >= max_rows:
@@ -57,18 +58,58 @@ def read_window(store: ObjectStore, bucket: str, model: str, max_rows: int) -> l
     return ordered[-max_rows:]
 
 
-def rows_since(store: ObjectStore, bucket: str, model: str, since: datetime) -> int:
-    """How many rows of ``model`` were archived in chunks written at or after ``since``.
+def read_chunk(store: ObjectStore, bucket: str, key: str) -> list[TrainingRow]:
+    lines = store.get_bytes(bucket, key).decode().splitlines()
+    return [TrainingRow.model_validate_json(line) for line in lines if line.strip()]
 
-    Counted from the object names alone (chunks named before row counts were
-    part of the name count as 0).
+
+def labelled_since(rows: Iterable[TrainingRow], start: datetime) -> list[TrainingRow]:
+    """The rows labelled at or after ``start``; archived times without an offset are UTC."""
+    return [row for row in rows if _utc(row.time) >= _utc(start)]
+
+
+# how far the clock of the role that archives may be behind the clock a label was given by
+CLOCK_SLACK = timedelta(minutes=5)
+
+
+def rows_since(
+    store: ObjectStore,
+    bucket: str,
+    model: str,
+    since: datetime,
+    *,
+    counted: dict[str, int] | None = None,
+) -> int:
+    """How many archived rows of ``model`` were labelled at or after ``since`` (each row's
+    ``time``, its label's: the data's clock).
+
+    A row is archived after its label is given, so only chunks written from
+    ``since`` on (less :data:`CLOCK_SLACK`) are read. A chunk's rows can be much
+    older than the chunk when the feedback role runs behind: they are counted by
+    their own time, never by when they were written. Chunks never change; a caller
+    that counts again passes the same ``counted`` and each chunk is read once.
     """
+    counted = {} if counted is None else counted
+    start = _utc(since) - CLOCK_SLACK
     total = 0
     for key in store.list_keys(bucket, prefix(model)):
-        name = key.removeprefix(prefix(model)).removesuffix(".jsonl")
-        stamp, _, rest = name.partition("-")
-        written = datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
-        count = rest.rpartition("-n")[2]
-        if written >= since and count.isdigit():
-            total += int(count)
+        if key not in counted:
+            written = _written(key, model)
+            if written is None or written < start:
+                continue
+            counted[key] = len(labelled_since(read_chunk(store, bucket, key), since))
+        total += counted[key]
     return total
+
+
+def _written(key: str, model: str) -> datetime | None:
+    """When the chunk ``key`` was written, from its name (None: not a chunk's name)."""
+    stamp = key.removeprefix(prefix(model)).partition("-")[0]
+    try:
+        return datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

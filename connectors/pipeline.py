@@ -180,7 +180,7 @@ def fetch(
     by pasting string values into an expression, which breaks on quotes.)
     """
     import json
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from connectors import archive
     from connectors.minio_store import ObjectStore
@@ -190,10 +190,9 @@ def fetch(
     bucket = settings.minio.data_bucket
     source = f"s3://{bucket}/{archive.prefix(model)}"
     rows = archive.read_window(ObjectStore(settings.minio), bucket, model, window_rows)
-    if since:  # ISO 8601 with an offset; archived times without one are taken as UTC
-        start = datetime.fromisoformat(since)
-        rows = [r for r in rows if r.time.replace(tzinfo=r.time.tzinfo or UTC) >= start]
-        source_desc = f"{source} since {since}"
+    if since:  # ISO 8601: rows labelled from then on (the data's clock, as rows_since counts)
+        rows = archive.labelled_since(rows, datetime.fromisoformat(since))
+        source_desc = f"{source} labelled since {since}"
     else:
         source_desc = source
     features = sorted({name for row in rows for name in row.features})

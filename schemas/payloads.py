@@ -141,6 +141,12 @@ class Outcome(Payload):
         description="the route that answered, on the outcomes that carry features (the "
         "learner tells its serving snapshot's answers from an older one's)",
     )
+    labelled_at: datetime | None = Field(
+        None,
+        description="when the record's label was given (its time, on the data's clock): what "
+        "this outcome speaks for, however far behind the insight roles run; none on shadow "
+        "outcomes",
+    )
 
     @property
     def partition_key(self) -> str:
@@ -199,6 +205,12 @@ class PerformanceAlert(Alert):
         ge=0,
         description="labelled outcomes of the model (every version) the performance role had "
         "judged when it raised this alert: the retrainer counts its cooldowns in them",
+    )
+    evidence_until: datetime | None = Field(
+        None,
+        description="when the label of the outcome that raised this alert was given (on the "
+        "data's clock): a run it starts trains on rows labelled from then on. The alert's own "
+        "time is when the performance role got there, which may be long after on a busy host",
     )
 
 

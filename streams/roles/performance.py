@@ -130,6 +130,7 @@ def attach_performance(ctx: RoleContext) -> None:
                         detector=signal.detector,
                         baseline=signal.baseline,
                         outcomes=signal.model_outcomes,
+                        evidence_until=outcome.labelled_at,
                     )
                 )
             verdict = judge_canary(outcome)

@@ -53,8 +53,9 @@ def test_drift_alert_retrain_swap_and_recovery(live_stack: Settings, tmp_path, c
     ), f"only feature-drift answers come before the first run: {report.runs[:first]}"
     assert first < len(statuses) and (report.runs[first][0], "started") in [
         (run_id, status) for run_id, status, _ in report.runs[first + 1 :]
-    ], "the performance alert started a run"
-    assert {"succeeded", "not-promoted"} & set(statuses), "the run finished with a verdict"
+    ], f"the performance alert started a run: {report.runs}"
+    # (a "failed" run's reason says why: CI shows this message, not the report printed above)
+    assert {"succeeded", "not-promoted"} & set(statuses), f"a verdict: {report.runs}"
     if "succeeded" not in statuses:  # then the learner serves, and the run says why not
         assert not tl.new_version.isdigit(), "only a promoted run makes a numbered version"
     before = report.accuracy[f"{version_name(report.v1)} before the drift"]

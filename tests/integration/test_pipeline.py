@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from connectors.archive import write_chunk
+from connectors.archive import rows_since, write_chunk
 from connectors.minio_store import ObjectStore
 from connectors.pipeline import RetrainRequest, RetrainResult, run_retrain
 from connectors.predictor import predict_batch, rows_from_features
@@ -36,9 +36,12 @@ def archive(
     model: str,
     rows: Sequence[DemoRow],
     served: Callable[[DemoRow], tuple[str, int]] | None = None,
+    written: datetime | None = None,
 ) -> None:
     """Archive ``rows`` in chunks whose object names sort in stream order; ``served`` gives
-    each row's served (version, answer), as the feedback role keeps them."""
+    each row's served (version, answer), as the feedback role keeps them. A row's label
+    time is ``T0`` + its index in seconds; a chunk is written then too, or at ``written``
+    (a feedback role running behind)."""
     store = ObjectStore(settings.minio)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
@@ -60,8 +63,34 @@ def archive(
             training,
             writer="test",
             seq=chunk[0].index,
-            at=T0 + timedelta(seconds=chunk[0].index),
+            at=written or T0 + timedelta(seconds=chunk[0].index),
         )
+
+
+def test_rows_since_an_alert_are_counted_by_their_label_time_however_late_archived(
+    live_stack: Settings, unique: str
+) -> None:
+    """A feedback role minutes behind archives rows labelled long before it writes them. The
+    retrainer's count of rows "since the alert" is by label time, as the pipeline's ``fetch``
+    chooses them: a count by write time saw 1,200 rows here where the run found none."""
+    settings, model = live_stack, f"p{unique}"
+    store, bucket = ObjectStore(settings.minio), settings.minio.data_bucket
+    late = T0 + timedelta(hours=1)  # every chunk written an hour after its rows' labels
+    stream = list(drifting_stream(1500, drift_at=750))
+    archive(settings, model, stream[:1000], written=late)
+    since = T0 + timedelta(seconds=600)
+    counted: dict[str, int] = {}
+    assert rows_since(store, bucket, model, since, counted=counted) == 400  # rows 600-999
+    assert rows_since(store, bucket, model, late) == 0  # none was labelled after the writes
+    assert rows_since(store, bucket, model, T0 + timedelta(hours=2)) == 0
+
+    # chunks are read once: a count that goes on reads only the chunks written since
+    assert sorted(counted.values()) == [0, 400]
+    archive(settings, model, stream[1000:], written=late + timedelta(seconds=1))
+    assert rows_since(store, bucket, model, since, counted=counted) == 900
+    assert len(counted) == 3
+    # written before the alert (less the clocks' slack): not read at all
+    assert rows_since(store, bucket, model, late + timedelta(minutes=6)) == 0
 
 
 def accuracy_on(

@@ -556,6 +556,13 @@ def test_two_scoring_workers_one_performance_alert_per_drift(
     alert = drift_alerts[0]
     assert isinstance(alert.data, PerformanceAlert) and alert.data.version == v1
     assert alert.time >= first_after_drift, "the alert came before any post-drift outcome"
+    # and says when the label of the outcome that tipped it was given: a post-drift one's
+    labelled = {
+        e.data.labelled_at
+        for e in joined.events
+        if int(e.data.record_id.rsplit("-", 1)[1]) >= DRIFT_AT
+    }
+    assert alert.data.evidence_until in labelled and alert.data.evidence_until <= alert.time
     for again in alerts:
         if again is not alert:
             assert again.time > alert.time and "still degraded" in again.data.detector, shown

@@ -17,6 +17,7 @@ from agents.retraining import Retrainer, RetrainPolicy
 from agents.routing import RoutingTable
 from schemas import (
     DriftAlert,
+    Event,
     InputRecord,
     Label,
     ModelVersionEvent,
@@ -74,6 +75,13 @@ def test_label_before_prediction_is_joined_late():
     assert rows[0].served is None and rows[0].served_version is None  # not served yet
     outcome = j.on_prediction(pred("r2", 1, version="2")).outcomes
     assert [(o.version, o.correct) for o in outcome] == [("2", False)]
+    # the outcome speaks for when the label was given, not for when the join happened
+    assert outcome[0].labelled_at == rows[0].time == FIXED_TIME
+    given = FIXED_TIME - timedelta(minutes=3)  # a label that carries its own timestamp
+    j.on_record(InputRecord(id="r6", features={"a": 6.0}))
+    j.on_prediction(pred("r6", 1))
+    late = j.on_label(Label(record_id="r6", label=1, timestamp=given), FIXED_TIME)
+    assert [o.labelled_at for o in late.outcomes] == [r.time for r in late.training_rows] == [given]
 
 
 def test_a_shadow_prediction_is_judged_apart_and_never_replaces_the_served_one():
@@ -315,7 +323,8 @@ def run_alert(
     retrainer._features = lambda model, version: ["a"]  # registry lookup, not under test here
 
     async def go() -> None:
-        await retrainer.on_alert(new_event(alert, source="t"))
+        event = alert if isinstance(alert, Event) else new_event(alert, source="t")
+        await retrainer.on_alert(event)
         await asyncio.gather(*retrainer.tasks)
 
     asyncio.run(go())
@@ -324,6 +333,26 @@ def run_alert(
     served = [d for d in deployed if d[0] != "retire"]
     assert retired == [("retire", m, v) for m, v in served], "old servers retired after each"
     return emitted, served
+
+
+@pytest.mark.parametrize("behind_s", [None, 0, 180])
+def test_a_run_trains_on_rows_labelled_after_the_outcome_that_raised_the_alert(behind_s):
+    """A performance role running ``behind_s`` behind raises its alert that long after the
+    outcome that tipped it was labelled. The run asks for the rows labelled from that label's
+    time on (the data's clock, as the archive counts and the pipeline chooses them); from the
+    alert's own time, it waited for rows that were in already, or for rows that would never
+    come once the stream had ended. An alert without the time (an older performance role)
+    counts from its own."""
+    raised = FIXED_TIME + timedelta(minutes=10)
+    evidence = None if behind_s is None else raised - timedelta(seconds=behind_s)
+    alert = performance_alert("al-e").model_copy(update={"evidence_until": evidence})
+    requests: list = []
+    run_alert(
+        FakeResult("not-promoted", None),
+        new_event(alert, source="t", now=lambda: raised),
+        requests=requests,
+    )
+    assert [r.since for r in requests] == [evidence or raised]
 
 
 def learner_takes_over(table: RoutingTable) -> None:
