@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.kafka import EventProducer, delete_topics, ensure_topics
+from connectors.kafka import EventProducer, admin, delete_topics, ensure_topics
 from connectors.process import free_port, wait_until
 from connectors.signing import signed
 from schemas import InputRecord, Label, ServiceError, StackError, new_event
@@ -34,8 +34,10 @@ from schemas.events import utc_now
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_name
 from streams.bootstrap import as_history, bootstrap_model
+from streams.context import role_group
 from streams.dev.demo_report import Timeline, accuracy_between, plot, version_name
 from streams.dev.localrun import Collector, start_worker, stop_model_servers
+from streams.lag import group_lag
 from streams.servers.deployers import LocalDeployer
 from streams.synthetic import drifting_stream
 
@@ -53,6 +55,7 @@ class LoopConfig:
     history: int = 2000  # archived rows of the old concept that train version 1
     label_lag: int = 25  # a record's label is produced this many records later
     deadline_s: float = 300.0  # for the last predictions after the stream ends
+    insight_s: float = 300.0  # then for the insight roles to catch up, when no run was asked for
     verdict_s: float = 300.0  # then for a retraining run still going to end (the report's verdict)
     ready_timeout_s: float = 180.0  # for every role to answer /readyz before streaming
     out_dir: Path = Path("out")
@@ -163,7 +166,9 @@ def run_loop(
                 deadline_s=cfg.deadline_s,
                 what="every record to be scored",
             )
-        _await_verdict(collector, cfg, console)
+        if s.retraining.enabled:
+            _await_insight(s, collector, cfg, console)
+            _await_verdict(collector, cfg, console)
         _fill_report(report, collector, live, cfg)
     finally:
         if collector is not None:
@@ -328,6 +333,62 @@ def wait_ready(port: int, timeout_s: float) -> float:
         return wait_until(ready, timeout_s=timeout_s, what="for /readyz", interval_s=READY_POLL_S)
     except StackError as err:
         raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s: {why[0]}") from err
+
+
+# what the feedback and performance roles read, and the retrainer that answers their alerts
+INSIGHT_READS = (
+    ("feedback", (Topic.RECORDS, Topic.PREDICTIONS, Topic.LABELS)),
+    ("performance", (Topic.OUTCOMES,)),
+    ("retrainer", (Topic.ALERTS,)),
+)
+SENT_S = 15.0  # for what those roles sent last to be read, once they have read everything
+
+
+def insight_behind(s: Settings) -> int:
+    """Records the feedback, performance and retraining roles have still to read (their
+    consumer groups' lag; a group that has committed nothing counts from the start)."""
+    client = admin(s)
+    return sum(
+        sum(
+            group_lag(
+                client,
+                role_group(s, role),
+                topic_name(s.kafka, topic),
+                address=s.kafka.bootstrap_servers,
+            ).values()
+        )
+        for role, topics in INSIGHT_READS
+        for topic in topics
+    )
+
+
+def _await_insight(s: Settings, collector: Collector, cfg: LoopConfig, console: Console) -> None:
+    """Once every record is scored, a run not asked for yet may still be: on a busy machine
+    the insight roles run far behind scoring (it comes first), and the alert that starts
+    the run can come minutes after the last prediction. Wait until a run is asked for, or
+    until those roles have read everything and what they sent last had time to arrive
+    (``insight_s`` at most): a stream whose drift raised no alert is reported as such, not
+    cut short."""
+
+    def asked() -> bool:
+        return bool(_runs(collector).requested)
+
+    def settled() -> bool:
+        try:
+            return asked() or insight_behind(s) == 0
+        except ServiceError:  # the broker did not answer this time: ask again
+            return False
+
+    if asked():
+        return
+    with console.status("waiting for the insight roles to catch up (the alert, the run)…"):
+        if not collector.wait(settled, deadline_s=cfg.insight_s):
+            console.print(
+                f"[yellow]the insight roles were still behind {cfg.insight_s:.0f}s after the "
+                "stream was scored[/]"
+            )
+            return
+        collector.wait(asked, deadline_s=SENT_S)
 
 
 def _await_verdict(collector: Collector, cfg: LoopConfig, console: Console) -> None:

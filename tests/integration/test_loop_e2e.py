@@ -18,9 +18,10 @@ from tests.load import busy_seconds, cpu_hog
 pytestmark = pytest.mark.integration
 
 
-# bootstrap and the roles' start, the stream, its last predictions (300 s at most) and
-# the run's verdict (300 s at most) on a loaded machine
-@pytest.mark.timeout(1200)
+# bootstrap and the roles' start, the stream, its last predictions (300 s at most), the
+# insight roles catching up when no run was asked for yet (300 s at most) and the run's
+# verdict (300 s at most) on a loaded machine
+@pytest.mark.timeout(1500)
 def test_drift_alert_retrain_swap_and_recovery(live_stack: Settings, tmp_path, capsys):
     console = Console(force_terminal=False, width=120)
     cfg = LoopConfig(

@@ -4,13 +4,16 @@ in the order they happened, each run's own verdict."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from rich.console import Console
 
 from connectors.process import free_port
-from schemas import Event, PipelineRunEvent, Prediction, new_event
+from schemas import Event, PipelineRunEvent, Prediction, ServiceError, new_event
+from schemas.settings import Settings
+from streams.dev import loop
 from streams.dev.demo_report import Timeline
 from streams.dev.loop import (
     LoopConfig,
@@ -98,10 +101,6 @@ def test_the_demo_streams_only_once_every_role_is_ready():
 
 
 def test_a_broker_gone_at_the_end_leaves_a_warning_not_an_error(monkeypatch):
-    from schemas import ServiceError
-    from schemas.settings import Settings
-    from streams.dev import loop
-
     def unreachable(settings, prefix):
         raise ServiceError("Kafka did not answer", service="kafka", address="127.0.0.1:9092")
 
@@ -219,3 +218,69 @@ def test_the_status_line_shows_the_newest_run_not_an_alert_answered_without_one(
     runs.add("none-a2", "not-started")  # a feature-drift alert answered while the run goes
     assert line().startswith("drifted | scored 0 | serving ")
     assert line().endswith("alerts 3 | run started")
+
+
+class _Polls(_RunEvents):
+    """A Collector whose waits check their condition once a (simulated) second, after
+    running what ``script`` says happens that second."""
+
+    def __init__(self, script: dict[int, Callable[[], None]]) -> None:
+        super().__init__()
+        self.t = 0
+        self.script = script
+
+    def wait(self, condition: Callable[[], bool], *, deadline_s: float) -> bool:
+        end = self.t + deadline_s
+        while self.t < end:
+            self.script.pop(self.t, lambda: None)()
+            if condition():
+                return True
+            self.t += 1
+        return condition()
+
+
+@pytest.mark.parametrize(
+    ("caught_up", "asked", "ends", "said"),
+    [
+        (40, 45, 45, ""),  # the alert's run is asked for just after the roles caught up
+        (40, None, 40 + loop.SENT_S, ""),  # no alert came: a few seconds more, then on
+        (None, 100, 100, ""),  # asked for while they were still behind
+        (None, None, 300, "still behind 300s after"),  # never caught up: said, not hidden
+    ],
+)
+def test_after_the_last_prediction_the_loop_waits_for_the_insight_roles(
+    monkeypatch: pytest.MonkeyPatch, caught_up: int | None, asked: int | None, ends: int, said: str
+):
+    """Scoring comes first: the insight roles can be minutes behind when the last record
+    is scored, and the alert that starts the run still to come. The loop waits until a run
+    is asked for, or until they have read everything (and SENT_S more for what they sent
+    last), ``insight_s`` at most; a broker that does not answer once is asked again."""
+    behind = [1000]
+    script: dict[int, Callable[[], None]] = {}
+    if caught_up is not None:
+        script[caught_up] = lambda: behind.__setitem__(0, 0)
+    if asked is not None:
+        script[asked] = lambda: runs.add("run-a", "requested")
+    runs = _Polls(script)
+
+    def insight_behind(settings: Settings) -> int:
+        if runs.t == 7:
+            raise ServiceError("no answer", service="kafka", address="127.0.0.1:9092")
+        return behind[0]
+
+    monkeypatch.setattr(loop, "insight_behind", insight_behind)
+    console = Console(record=True, width=200)
+    loop._await_insight(Settings(), runs, LoopConfig(insight_s=300), console)  # type: ignore[arg-type]
+    assert runs.t == ends
+    text = console.export_text()
+    assert (said in text) if said else "still behind" not in text
+
+
+def test_a_run_already_asked_for_needs_no_wait_for_the_insight_roles(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    runs = _Polls({})
+    runs.add("run-a", "requested")
+    monkeypatch.setattr(loop, "insight_behind", lambda settings: pytest.fail("not asked"))
+    loop._await_insight(Settings(), runs, LoopConfig(), Console())  # type: ignore[arg-type]
+    assert runs.t == 0
