@@ -175,6 +175,13 @@ class DriftAlert(Alert):
     records_seen: int = Field(ge=0)
     mean_before: float | None = None
     mean_after: float | None = None
+    evidence_until: datetime | None = Field(
+        None,
+        description="the time of the record (or prediction) that raised this alert, its "
+        "event's: a run it starts (WEIR_RETRAINING__DRIFT_STARTS_RUNS) trains on rows labelled "
+        "from then on. The alert's own time is when the monitor got there, which may be long "
+        "after on a busy host",
+    )
 
 
 class OutlierAlert(Alert):

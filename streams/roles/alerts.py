@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from agents.detectors import DriftSignal
@@ -16,7 +17,10 @@ def alert_id() -> str:
     return f"alert-{uuid.uuid4().hex[:12]}"
 
 
-def drift_alert(model: str, signal: DriftSignal, version: str | None = None) -> DriftAlert:
+def drift_alert(
+    model: str, signal: DriftSignal, version: str | None = None, *, at: datetime | None = None
+) -> DriftAlert:
+    """The alert ``signal`` raises, on the record or prediction of time ``at``."""
     return DriftAlert(
         alert_id=alert_id(),
         model=model,
@@ -26,6 +30,7 @@ def drift_alert(model: str, signal: DriftSignal, version: str | None = None) -> 
         records_seen=signal.records_seen,
         mean_before=signal.mean_before,
         mean_after=signal.mean_after,
+        evidence_until=at,
     )
 
 

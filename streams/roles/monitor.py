@@ -57,7 +57,7 @@ def attach_monitor(ctx: RoleContext) -> None:
             for name, value in data.features.items():
                 signal = state["features"].update(name, value)
                 if signal is not None:
-                    alerts.append(drift_alert(model, signal))
+                    alerts.append(drift_alert(model, signal, at=found.time))
             if outlier is not None:
                 alerts.append(
                     OutlierAlert(
@@ -75,7 +75,7 @@ def attach_monitor(ctx: RoleContext) -> None:
         ):
             signal = state["predictions"].update("prediction", float(data.output))
             if signal is not None:
-                alerts.append(drift_alert(model, signal, version=data.version))
+                alerts.append(drift_alert(model, signal, version=data.version, at=found.time))
         return alerts
 
     async def handle(batch: list[RawMessage]) -> None:

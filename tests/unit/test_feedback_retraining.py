@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 
+from agents.detectors import DriftSignal
 from agents.feedback import FeedbackJoiner
 from agents.retraining import Retrainer, RetrainPolicy
 from agents.routing import RoutingTable
@@ -28,6 +29,7 @@ from schemas import (
 )
 from schemas.payloads import embedded_url
 from schemas.settings import Settings
+from streams.roles.alerts import drift_alert
 from tests.samples import FIXED_TIME, performance_alert
 
 
@@ -335,24 +337,38 @@ def run_alert(
     return emitted, served
 
 
+@pytest.mark.parametrize("kind", ["performance", "drift"])
 @pytest.mark.parametrize("behind_s", [None, 0, 180])
-def test_a_run_trains_on_rows_labelled_after_the_outcome_that_raised_the_alert(behind_s):
-    """A performance role running ``behind_s`` behind raises its alert that long after the
-    outcome that tipped it was labelled. The run asks for the rows labelled from that label's
-    time on (the data's clock, as the archive counts and the pipeline chooses them); from the
-    alert's own time, it waited for rows that were in already, or for rows that would never
-    come once the stream had ended. An alert without the time (an older performance role)
-    counts from its own."""
+def test_a_run_trains_on_rows_labelled_after_what_raised_the_alert(kind: str, behind_s):
+    """A performance role (or the monitor) running ``behind_s`` behind raises its alert that
+    long after the outcome's label (or the record) that tipped it. The run asks for the rows
+    labelled from that time on (the data's clock, as the archive counts and the pipeline
+    chooses them); from the alert's own time, it waited for rows that were in already, or for
+    rows that would never come once the stream had ended. An alert without the time (from an
+    older role) counts from its own."""
     raised = FIXED_TIME + timedelta(minutes=10)
     evidence = None if behind_s is None else raised - timedelta(seconds=behind_s)
-    alert = performance_alert("al-e").model_copy(update={"evidence_until": evidence})
+    if kind == "performance":
+        alert, settings = performance_alert("al-e"), None
+    else:
+        alert = drift_alert("m", DriftSignal("x0", "ADWIN", 900, 0.1, 0.6))
+        settings = Settings.model_validate({"retraining": {"drift_starts_runs": True}})
+    alert = alert.model_copy(update={"evidence_until": evidence})
     requests: list = []
     run_alert(
         FakeResult("not-promoted", None),
         new_event(alert, source="t", now=lambda: raised),
+        settings,
         requests=requests,
     )
     assert [r.since for r in requests] == [evidence or raised]
+
+
+def test_a_drift_alert_names_the_time_of_the_record_that_raised_it():
+    signal = DriftSignal("x0", "ADWIN", 900, 0.1, 0.6)
+    alert = drift_alert("m", signal, version="2", at=FIXED_TIME)
+    assert (alert.evidence_until, alert.version, alert.records_seen) == (FIXED_TIME, "2", 900)
+    assert drift_alert("m", signal).evidence_until is None
 
 
 def learner_takes_over(table: RoutingTable) -> None:
