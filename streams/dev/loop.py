@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -344,10 +345,9 @@ INSIGHT_READS = (
 SENT_S = 15.0  # for what those roles sent last to be read, once they have read everything
 
 
-def insight_behind(s: Settings) -> int:
+def insight_behind(s: Settings, client: AdminClient) -> int:
     """Records the feedback, performance and retraining roles have still to read (their
     consumer groups' lag; a group that has committed nothing counts from the start)."""
-    client = admin(s)
     return sum(
         sum(
             group_lag(
@@ -373,14 +373,16 @@ def _await_insight(s: Settings, collector: Collector, cfg: LoopConfig, console: 
     def asked() -> bool:
         return bool(_runs(collector).requested)
 
+    if asked():
+        return
+    client = admin(s)
+
     def settled() -> bool:
         try:
-            return asked() or insight_behind(s) == 0
+            return asked() or insight_behind(s, client) == 0
         except ServiceError:  # the broker did not answer this time: ask again
             return False
 
-    if asked():
-        return
     with console.status("waiting for the insight roles to catch up (the alert, the run)…"):
         if not collector.wait(settled, deadline_s=cfg.insight_s):
             console.print(

@@ -263,12 +263,13 @@ def test_after_the_last_prediction_the_loop_waits_for_the_insight_roles(
         script[asked] = lambda: runs.add("run-a", "requested")
     runs = _Polls(script)
 
-    def insight_behind(settings: Settings) -> int:
+    def insight_behind(settings: Settings, client: object) -> int:
         if runs.t == 7:
             raise ServiceError("no answer", service="kafka", address="127.0.0.1:9092")
         return behind[0]
 
     monkeypatch.setattr(loop, "insight_behind", insight_behind)
+    monkeypatch.setattr(loop, "admin", lambda settings: object())  # no broker here
     console = Console(record=True, width=200)
     loop._await_insight(Settings(), runs, LoopConfig(insight_s=300), console)  # type: ignore[arg-type]
     assert runs.t == ends
@@ -281,6 +282,6 @@ def test_a_run_already_asked_for_needs_no_wait_for_the_insight_roles(
 ):
     runs = _Polls({})
     runs.add("run-a", "requested")
-    monkeypatch.setattr(loop, "insight_behind", lambda settings: pytest.fail("not asked"))
+    monkeypatch.setattr(loop, "insight_behind", lambda *args: pytest.fail("not asked"))
     loop._await_insight(Settings(), runs, LoopConfig(), Console())  # type: ignore[arg-type]
     assert runs.t == 0
