@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from connectors.minio_store import ObjectStore
+from schemas.events import as_utc
 from schemas.training import TrainingRow
 
 STAMP = "%Y%m%dT%H%M%S.%f"
@@ -65,7 +66,8 @@ def read_chunk(store: ObjectStore, bucket: str, key: str) -> list[TrainingRow]:
 
 def labelled_since(rows: Iterable[TrainingRow], start: datetime) -> list[TrainingRow]:
     """The rows labelled at or after ``start``; archived times without an offset are UTC."""
-    return [row for row in rows if _utc(row.time) >= _utc(start)]
+    start = as_utc(start)
+    return [row for row in rows if as_utc(row.time) >= start]
 
 
 # how far the clock of the role that archives may be behind the clock a label was given by
@@ -90,7 +92,7 @@ def rows_since(
     that counts again passes the same ``counted`` and each chunk is read once.
     """
     counted = {} if counted is None else counted
-    start = _utc(since) - CLOCK_SLACK
+    start = as_utc(since) - CLOCK_SLACK
     total = 0
     for key in store.list_keys(bucket, prefix(model)):
         if key not in counted:
@@ -109,7 +111,3 @@ def _written(key: str, model: str) -> datetime | None:
         return datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
     except ValueError:
         return None
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

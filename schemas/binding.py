@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, Literal, NamedTuple, NoReturn, cast
 from urllib.parse import unquote
@@ -48,6 +48,7 @@ from schemas.events import (
     SPEC_VERSION,
     Event,
     Lineage,
+    as_utc,
 )
 from schemas.payloads import PAYLOAD_BY_TYPE, Payload
 
@@ -277,11 +278,7 @@ def _build(attrs: Mapping[str, Any], data: Any, raw: RawMessage) -> Event[Any]:
                 event_id=event_id,
             )
     signature = attrs.get(SIGNATURE_ATTRIBUTE)
-    time = ctx.time
-    if time is not None and time.tzinfo is None:
-        # a time without an offset (RFC 3339 wants one; some clients leave it out) is UTC:
-        # every consumer compares event times with aware ones
-        time = time.replace(tzinfo=UTC)
+    time = None if ctx.time is None else as_utc(ctx.time)
     return Event(
         id=ctx.id,
         source=ctx.source,

@@ -35,6 +35,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(at: datetime) -> datetime:
+    """``at`` with an offset: a time without one (RFC 3339 wants one; some clients leave it
+    out) is UTC, so it compares with the aware times everything else carries."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 Ext = Annotated[str, Field(min_length=1, max_length=256)]
 
 
